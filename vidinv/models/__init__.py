@@ -1,0 +1,28 @@
+"""Models: the StyleGAN2 generator, its checkpoint loaders, and the model registry.
+
+Names are imported lazily so that ``import vidinv.models`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vidinv.models.generator_io import load_generator, save_generator
+    from vidinv.models.stylegan2 import StyleGAN2Generator
+
+__all__ = ["StyleGAN2Generator", "load_generator", "save_generator"]
+
+_WHERE = {
+    "StyleGAN2Generator": "vidinv.models.stylegan2",
+    "load_generator": "vidinv.models.generator_io",
+    "save_generator": "vidinv.models.generator_io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'vidinv.models' has no attribute {name!r}")

@@ -1,0 +1,105 @@
+"""The native weight format: one safetensors file whose header carries the constructor JSON.
+
+A native file holds the module's ``state_dict`` tensors and, in the safetensors metadata,
+``vidinv.kind`` (e.g. ``generator``), ``vidinv.format_version`` and ``vidinv.config`` (the
+constructor arguments as JSON). Nothing in it is executable; loading is ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidinv.errors import CheckpointError
+
+FORMAT_VERSION = "1"
+_KIND_KEY = "vidinv.kind"
+_VERSION_KEY = "vidinv.format_version"
+_CONFIG_KEY = "vidinv.config"
+
+
+@dataclass(frozen=True)
+class NativeCheckpoint:
+    """What a native file holds: its kind, constructor arguments and tensors."""
+
+    kind: str
+    config: dict
+    tensors: dict[str, torch.Tensor]
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """True when ``head`` (the first ≥ 9 bytes of a file) starts a safetensors header."""
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 0 < header_len < 100_000_000 and head[8:9] == b"{"
+
+
+def save_native(path: str | Path, kind: str, config: dict,
+                tensors: dict[str, torch.Tensor]) -> Path:
+    """Write ``tensors`` and ``config`` to ``path`` atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {_KIND_KEY: kind, _VERSION_KEY: FORMAT_VERSION,
+                _CONFIG_KEY: json.dumps(config, sort_keys=True)}
+    contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_native(path: str | Path) -> NativeCheckpoint:
+    """Read a native file; a foreign or damaged safetensors file is a :class:`CheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged safetensors file ({error}); "
+                              "re-download or re-convert it") from None
+    if _KIND_KEY not in metadata or _CONFIG_KEY not in metadata:
+        raise CheckpointError(f"{path}: safetensors file without vidinv metadata; convert the "
+                              "original checkpoint with `vidinv models convert SRC DST`")
+    if metadata.get(_VERSION_KEY) != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: native format version {metadata.get(_VERSION_KEY)!r} is "
+                              f"not {FORMAT_VERSION!r}; upgrade vidinv or re-convert the file")
+    try:
+        config = json.loads(metadata[_CONFIG_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: its constructor JSON is corrupt; re-convert it") from None
+    return NativeCheckpoint(kind=metadata[_KIND_KEY], config=config, tensors=tensors)
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                      source: str) -> None:
+    """``load_state_dict(strict=True)`` with one-line errors naming the first bad key."""
+    expected = module.state_dict()
+    for name in tensors:
+        if name not in expected:
+            raise CheckpointError(f"{source}: unexpected key {name!r}; the file does not "
+                                  "match this model")
+    for name, target in expected.items():
+        if name not in tensors:
+            raise CheckpointError(f"{source}: missing key {name!r}; the file is incomplete or "
+                                  "of another model")
+        if tuple(tensors[name].shape) != tuple(target.shape):
+            raise CheckpointError(f"{source}: {name!r} has shape {tuple(tensors[name].shape)}, "
+                                  f"the model expects {tuple(target.shape)}")
+    module.load_state_dict(tensors, strict=True)
