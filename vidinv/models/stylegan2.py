@@ -141,10 +141,12 @@ class StyledConv(nn.Module):
         Both depend only on the parameters, so outside training and export they are cached
         (keyed on the parameter's version, dtype and device) instead of recomputed per frame.
         """
-        cacheable = not (torch.is_grad_enabled() and self.weight.requires_grad) and not (
-            torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        cacheable = not (
+            (torch.is_grad_enabled() and self.weight.requires_grad)
+            or self.weight.is_inference()  # built under inference_mode: no version counter
+            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
             or torch.compiler.is_compiling())
-        key = (self.weight._version, self.weight.dtype, self.weight.device)
+        key = (self.weight._version, self.weight.dtype, self.weight.device) if cacheable else None
         if cacheable and self._weight_cache is not None and self._weight_cache[0] == key:
             return self._weight_cache[1], self._weight_cache[2]
         with torch.inference_mode(False), torch.set_grad_enabled(not cacheable):
