@@ -226,3 +226,44 @@ def test_pickled_code_in_a_torch_file_is_refused(tmp_path):
     torch.save({"g_ema": {}, "payload": argparse.ArgumentParser}, path)
     with pytest.raises(CheckpointError, match="refused"):
         load_generator(path)
+
+
+# --- NVIDIA StyleGAN2-ADA pickles ------------------------------------------------------------
+
+
+def _nvidia_kwargs(conv_clamp: float | None) -> dict:
+    return {"z_dim": 512, "w_dim": 512, "c_dim": 0, "img_resolution": 32, "img_channels": 3,
+            "mapping_kwargs": {"num_layers": 2},
+            "synthesis_kwargs": {"channel_base": 512, "channel_max": 32, "num_fp16_res": 4,
+                                 "conv_clamp": conv_clamp}}
+
+
+def test_nvidia_pickle_renders_like_the_same_weights_in_rosinality_format(
+        tmp_path, rosinality_file, rosinality_state):
+    from tests.nvidia_fixture import write_nvidia_pickle
+
+    path, latent_avg = rosinality_file
+    pickle_path = tmp_path / "network-snapshot.pkl"
+    write_nvidia_pickle(pickle_path, rosinality_state, latent_avg, _nvidia_kwargs(None))
+    from_pickle = load_generator(pickle_path)
+    from_pt = load_generator(path)
+    assert from_pickle.config == from_pt.config
+    assert torch.equal(from_pickle.latent_avg, latent_avg)
+    ws = torch.randn(2, from_pt.n_latent, 512)
+    assert torch.equal(from_pickle.synthesis(ws), from_pt.synthesis(ws))
+    assert _close(from_pickle.synthesis(ws), rosinality_forward(rosinality_state, ws))
+
+
+def test_nvidia_conv_clamp_is_kept_and_applied(tmp_path, rosinality_file, rosinality_state):
+    from tests.nvidia_fixture import write_nvidia_pickle
+
+    path, latent_avg = rosinality_file
+    write_nvidia_pickle(tmp_path / "clamped.pkl", rosinality_state, latent_avg,
+                        _nvidia_kwargs(0.5))
+    clamped = load_generator(tmp_path / "clamped.pkl")
+    assert clamped.config["conv_clamp"] == 0.5
+    ws = torch.randn(1, clamped.n_latent, 512)
+    assert clamped.features(ws, 3).abs().max() <= 0.5
+    assert not torch.allclose(clamped.synthesis(ws), load_generator(path).synthesis(ws))
+    save_generator(clamped, tmp_path / "clamped.safetensors")
+    assert load_generator(tmp_path / "clamped.safetensors").config["conv_clamp"] == 0.5
