@@ -121,7 +121,7 @@ class StyledConv(nn.Module):
 
         x = x * styles[:, :, None, None]
         if self.upsample:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            x = F.conv_transpose2d(x, weight, stride=2)
             channels = x.shape[1]
             blur = self.blur_kernel.to(x.dtype)[None, None].expand(channels, 1, -1, -1)
             x = F.conv2d(x, blur, padding=1, groups=channels)
@@ -136,7 +136,10 @@ class StyledConv(nn.Module):
         return x
 
     def _static_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scaled weight [out,in,3,3] and its per-(out,in) sum of squares [out,in].
+        """The scaled conv weight and its per-(out,in) sum of squares [out,in].
+
+        The weight is [out,in,3,3], or [in,out,3,3] (contiguous) for the transposed convolution
+        of an up-sampling layer.
 
         Both depend only on the parameters, so outside training and export they are cached
         (keyed on the parameter's version, dtype and device) instead of recomputed per frame.
@@ -152,6 +155,8 @@ class StyledConv(nn.Module):
         with torch.inference_mode(False), torch.set_grad_enabled(not cacheable):
             weight = self.weight * self.weight_gain
             squared_weight = weight.square().sum(dim=(2, 3))
+            if self.upsample:
+                weight = weight.transpose(0, 1).contiguous()
         if cacheable:
             self._weight_cache = (key, weight, squared_weight)
         return weight, squared_weight
