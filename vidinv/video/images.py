@@ -1,0 +1,227 @@
+"""Image files and folders of frames, in and out (OpenCV, imported when used).
+
+Reading: one picture or a folder of pictures (sorted in natural order, so ``frame2`` comes
+before ``frame10``) as ``Frame`` records without timing (``pts``/``time_base`` ``None``).
+Writing: ``Frame`` records as numbered PNG/JPEG files. Each file is written under a temporary
+name and renamed, and the whole folder is written as a hidden temporary folder beside the
+destination that takes the destination's name only when the ``with`` block ends without an
+exception; otherwise it is deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from vidinv.errors import BackendUnavailableError
+from vidinv.frame import Frame
+from vidinv.video.errors import NotAVideoError, VideoInputError, VideoWriteError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+WRITE_SUFFIXES = ("png", "jpg", "jpeg")
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "OpenCV is needed for image files; pip install opencv-python"
+        ) from e
+    return cv2
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one picture as [H,W,3] uint8 RGB (grey and alpha dropped to RGB, EXIF-upright)."""
+    cv2 = _cv2()
+    path = Path(path)
+    if not path.is_file():
+        raise VideoInputError(f"{path}: no such image file; check the path")
+    data = np.fromfile(path, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise NotAVideoError(f"{path} is not an image OpenCV can read; pass a .png or .jpg picture")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> None:
+    """Write [H,W,3] uint8 RGB to ``path`` (format from the suffix) atomically.
+
+    The bytes go to a temporary file in the same folder, renamed over ``path`` when complete.
+    ``quality`` is the JPEG quality (0–100); PNG is lossless.
+    """
+    cv2 = _cv2()
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        raise VideoWriteError(f"cannot write {suffix or 'suffix-less'} images; use .png or .jpg")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected [H,W,3] uint8 RGB, got {image.shape} {image.dtype}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if suffix != ".png" else []
+    ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise VideoWriteError(f"OpenCV could not encode {path.name}")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    try:
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ImageSequenceReader:
+    """One picture or a folder of pictures as ``Frame`` records (pts and time_base ``None``).
+
+    A folder's files with an image suffix (``IMAGE_SUFFIXES``) are taken in natural order;
+    hidden files are skipped. Each frame's ``extras["source_path"]`` names its file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            paths = sorted(
+                (
+                    p
+                    for p in path.iterdir()
+                    if p.is_file()
+                    and not p.name.startswith(".")
+                    and p.suffix.lower() in IMAGE_SUFFIXES
+                ),
+                key=_natural_key,
+            )
+            if not paths:
+                raise VideoInputError(
+                    f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}; check the path"
+                )
+        elif path.is_file():
+            paths = [path]
+        else:
+            raise VideoInputError(f"{path}: no such image file or folder; check the path")
+        self.path = path
+        self.paths: list[Path] = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ImageSequenceReader({str(self.path)!r}, {len(self.paths)} images)"
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            yield Frame(index=index, image=read_image(path), extras={"source_path": str(path)})
+
+
+class ImageFolderWriter:
+    """Write ``Frame`` records as numbered pictures into a new folder; a context manager.
+
+    Files are named ``name_pattern.format(index=frame.index)`` plus ``.png``/``.jpg``
+    (``000000.png`` …). The folder is built as a hidden temporary folder beside ``folder`` and
+    renamed to it on success; if ``folder`` already exists it must be empty unless
+    ``overwrite`` (then it is replaced as a whole, only after the new one is complete).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        ext: str = "png",
+        quality: int = 95,
+        name_pattern: str = "{index:06d}",
+        overwrite: bool = False,
+    ) -> None:
+        ext = ext.lower().lstrip(".")
+        if ext not in WRITE_SUFFIXES:
+            raise VideoWriteError(f"cannot write .{ext} frames; use png or jpg")
+        self.folder = Path(folder)
+        self.ext = ext
+        self.quality = quality
+        self.name_pattern = name_pattern
+        self.overwrite = overwrite
+        self.frames_written = 0
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> ImageFolderWriter:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def open(self) -> None:
+        if self._tmp is not None:
+            raise RuntimeError("ImageFolderWriter is already open")
+        parent = self.folder.parent
+        if not parent.is_dir():
+            raise VideoWriteError(f"output folder {parent} does not exist; create it first")
+        if self.folder.exists():
+            if not self.folder.is_dir():
+                raise VideoWriteError(f"{self.folder} is a file; choose a folder name for frames")
+            if any(self.folder.iterdir()) and not self.overwrite:
+                raise VideoWriteError(
+                    f"{self.folder} already holds files; choose a new folder or allow overwrite"
+                )
+        tmp = parent / f".{self.folder.name}.{secrets.token_hex(4)}.partial"
+        tmp.mkdir()
+        self._tmp = tmp
+
+    def write(self, frame: Frame) -> Path:
+        """Write one frame's image ([H,W,3] uint8 RGB); returns its final path."""
+        if self._tmp is None:
+            raise RuntimeError("ImageFolderWriter is not open; use it in a `with` block")
+        name = f"{self.name_pattern.format(index=frame.index)}.{self.ext}"
+        write_image(self._tmp / name, frame.image, quality=self.quality)
+        self.frames_written += 1
+        return self.folder / name
+
+    def close(self) -> None:
+        """Move the finished folder into place."""
+        if self._tmp is None:
+            return
+        tmp = self._tmp
+        try:
+            if self.frames_written == 0:
+                raise VideoWriteError(f"no frames reached {self.folder}; nothing was written")
+            old: Path | None = None
+            if self.folder.exists():
+                # Set the previous folder aside (not deleted) until the new one is in place.
+                old = self.folder.with_name(f".{self.folder.name}.{secrets.token_hex(4)}.old")
+                os.replace(self.folder, old)
+            try:
+                os.replace(tmp, self.folder)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, self.folder)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
+
+    def abort(self) -> None:
+        """Delete the temporary folder; the destination is left as it was."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
