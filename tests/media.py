@@ -80,6 +80,8 @@ def make_video(
     audio_rate: int = 48000,
     faststart: bool = False,
     crf: int = 12,
+    hflip: bool = False,
+    vflip: bool = False,
 ) -> SynthVideo:
     """Write a test clip (H.264 in the container of ``path``'s suffix) and say what it holds.
 
@@ -87,7 +89,8 @@ def make_video(
     4:2:0). With ``vfr`` the frame intervals vary between ½ and 2½ nominal intervals. With
     ``with_audio`` a 440 Hz sine track of the video's length is added in ``audio_codec``
     (``aac``, ``libopus`` or ``libmp3lame``). ``rotation`` (degrees counter-clockwise) is
-    written as display-matrix side data (MP4/MOV only). ``faststart`` puts the MP4 index at
+    written as display-matrix side data (MP4/MOV only), mirrored after the rotation with
+    ``hflip``/``vflip`` (together the eight EXIF orientations). ``faststart`` puts the MP4 index at
     the front, so a truncated file still opens.
     """
     path = Path(path)
@@ -113,7 +116,7 @@ def make_video(
         if rotation is not None:
             if path.suffix.lower() not in (".mp4", ".mov", ".m4v"):
                 raise ValueError("make_video writes rotation metadata to .mp4/.mov only")
-            video.set_display_rotation(rotation)
+            video.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
         audio = None
         if with_audio:
             audio = container.add_stream(audio_codec, rate=audio_rate)

@@ -106,6 +106,28 @@ def test_reader_turns_rotated_video_upright(tmp_path, rotation):
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 4
 
 
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("mirror", ["h", "v"])
+def test_reader_handles_mirrored_orientations(tmp_path, rotation, mirror):
+    # The display matrix says: turn CCW by `rotation`, then mirror. Expected as ffmpeg shows it.
+    clip = make_video(
+        tmp_path / "o.mp4", 1, (64, 48), rotation=rotation, hflip=mirror == "h", vflip=mirror == "v"
+    )
+    expected = np.rot90(pattern_frame(0, (64, 48)), rotation // 90)
+    expected = expected[:, ::-1] if mirror == "h" else expected[::-1]
+    _, frames = _read_all(clip.path)
+    assert frames[0].image.shape == expected.shape
+    assert np.abs(frames[0].image.astype(int) - expected).mean() < 4
+
+
+def test_reader_warns_about_rotation_it_cannot_apply(tmp_path):
+    clip = make_video(tmp_path / "tilted.mp4", n_frames=2, size=(32, 24), rotation=45)
+    with pytest.warns(UserWarning, match="not a multiple of 90"):
+        reader = VideoReader(clip.path)
+    assert (reader.info.width, reader.info.height) == (32, 24)
+    assert list(reader)[0].image.shape == (24, 32, 3)
+
+
 def test_real_clip_reads_all_120_frames():
     reader, frames = _read_all(real_clip_path())
     width, height = REAL_CLIP_SIZE

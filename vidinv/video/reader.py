@@ -111,21 +111,28 @@ def _rotation_from_matrix(matrix: tuple[int, ...]) -> float:
     return -math.degrees(math.atan2(b / scale_1, a / scale_0))
 
 
+def _clockwise_angle(display_matrix: tuple[int, ...]) -> float | None:
+    """ffmpeg's ``get_rotation()``: the clockwise display angle wrapped to [0, 360)."""
+    ccw = _rotation_from_matrix(display_matrix)
+    if math.isnan(ccw):
+        return None
+    theta = -round(ccw)
+    return theta - 360 * math.floor(theta / 360 + 0.9 / 360)
+
+
 def upright(image: np.ndarray, display_matrix: tuple[int, ...] | None) -> np.ndarray:
     """Turn a decoded picture upright the way ``ffmpeg``'s autorotate does.
 
     ``image`` is [H,W,C]; returns [H,W,C] or [W,H,C] (a contiguous copy when anything changed).
-    Multiples of 90° (with or without a mirror) are exact; any other angle is left as it is with
-    a warning (FFmpeg would resample it with the ``rotate`` filter).
+    Multiples of 90° (with or without a mirror) are exact; any other angle is left as it is
+    (FFmpeg would resample it with the ``rotate`` filter; :func:`probe` warns about it).
     """
     if display_matrix is None:
         return image
     m = display_matrix
-    ccw = _rotation_from_matrix(m)
-    if math.isnan(ccw):
+    theta = _clockwise_angle(m)
+    if theta is None:
         return image
-    theta = -round(ccw)  # ffmpeg's get_rotation(): the clockwise angle, then wrapped to [0, 360)
-    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
     if abs(theta - 90) < 1.0:
         # transpose=cclock_flip (a plain transpose) or transpose=clock
         out = image.transpose(1, 0, 2) if m[3] > 0 else np.rot90(image, -1)
@@ -139,11 +146,6 @@ def upright(image: np.ndarray, display_matrix: tuple[int, ...] | None) -> np.nda
         # transpose=clock_flip or transpose=cclock
         out = np.rot90(image, -1)[::-1] if m[3] < 0 else np.rot90(image, 1)
     elif abs(theta) > 1.0:
-        warnings.warn(
-            f"video rotation of {theta:.0f} degrees is not a multiple of 90; frames are left "
-            "unrotated",
-            stacklevel=2,
-        )
         return image
     else:
         out = image[::-1] if m[4] < 0 else image
@@ -291,6 +293,13 @@ def probe(path: str | Path) -> VideoInfo:
                 "re-encode or re-export the video"
             )
         matrix = _display_matrix(first)
+        theta = None if matrix is None else _clockwise_angle(matrix)
+        if theta is not None and min(theta % 90, 90 - theta % 90) >= 1.0:
+            warnings.warn(
+                f"{path}: rotation of {theta:.0f} degrees is not a multiple of 90; frames are "
+                "read unrotated",
+                stacklevel=2,
+            )
         shape = upright(np.empty((first.height, first.width, 0), np.uint8), matrix).shape
         height, width = shape[:2]
         fps = stream.average_rate or stream.guessed_rate
