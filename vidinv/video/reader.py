@@ -22,7 +22,6 @@ does (transpose/flip for multiples of 90°, mirrored matrices included).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import warnings
@@ -49,8 +48,6 @@ from vidinv.video.errors import (
     VideoError,
     VideoInputError,
 )
-
-log = logging.getLogger(__name__)
 
 ThreadType = Literal["AUTO", "FRAME", "SLICE", "NONE"]
 Backend = Literal["pyav", "decord"]
