@@ -1,0 +1,472 @@
+"""Engines: torch / ONNX Runtime parity on tiny generators, export, cache keys, missing backends.
+
+The two generator graphs are exported once per module (most of this file's run time); TensorRT
+tests are marked ``gpu`` and skip without tensorrt and CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vidinv.engines import (
+    Engine,
+    OrtEngine,
+    SynthesisModule,
+    SynthesisWithFeaturesModule,
+    TensorSpec,
+    TorchEngine,
+    TrtEngine,
+    batch_profile,
+    create_engine,
+    engine_cache_key,
+    engine_key_parts,
+    engine_paths,
+    export_generator,
+    export_onnx,
+    load_generator_spec,
+    read_onnx_specs,
+    synthesis_features_specs,
+    synthesis_specs,
+    verify_sidecar,
+    write_sidecar,
+)
+from vidinv.engines.onnx_export import write_atomically
+from vidinv.engines.trt_engine import check_profile, shape_fits_profile
+from vidinv.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    EngineMismatchError,
+    InputFileError,
+)
+from vidinv.models.stylegan2 import StyleGAN2Generator
+
+K = 5
+PARITY_TOLERANCE = 1e-4
+FEATURES_GRAPH = f"synthesis_features_k{K}"
+
+
+@pytest.fixture(scope="module")
+def generator() -> StyleGAN2Generator:
+    """32 px, channel_max 32, n_mlp 2, seeded random weights (biases and noise gains non-zero)."""
+    torch.manual_seed(0)
+    generator = StyleGAN2Generator(resolution=32, style_dim=512, n_mlp=2, channel_multiplier=2,
+                                   channel_max=32).eval()
+    with torch.no_grad():
+        for param in generator.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return generator.requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def onnx_files(generator: StyleGAN2Generator, tmp_path_factory: pytest.TempPathFactory
+               ) -> dict[str, Path]:
+    """Both generator graphs (each export is several seconds of torch.export tracing)."""
+    return export_generator(generator, tmp_path_factory.mktemp("onnx"), k=K)
+
+
+def _inputs(generator: StyleGAN2Generator, graph: str, batch: int, seed: int = 1
+            ) -> dict[str, torch.Tensor]:
+    ws = torch.randn(batch, generator.n_latent, 512, generator=torch.Generator().manual_seed(seed))
+    if graph == "synthesis":
+        return {"ws": ws}
+    return {"ws": ws, "features": generator.features(ws, K)}
+
+
+def _torch_module(generator: StyleGAN2Generator, graph: str) -> nn.Module:
+    return SynthesisModule(generator) if graph == "synthesis" else \
+        SynthesisWithFeaturesModule(generator, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import hygiene
+# ---------------------------------------------------------------------------------------------
+
+
+def test_importing_engines_loads_no_backend() -> None:
+    code = ("import sys, vidinv.engines as e; e.TensorSpec; e.create_engine; e.TrtEngine; "
+            "e.OrtEngine; e.export_generator; "
+            "print([m for m in ('onnx', 'onnxruntime', 'onnxscript', 'tensorrt') "
+            "if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator export and ONNX Runtime parity
+# ---------------------------------------------------------------------------------------------
+
+
+def test_export_generator_writes_both_graphs(onnx_files: dict[str, Path]) -> None:
+    assert list(load_generator_spec().graphs) == ["synthesis", "synthesis_features"]
+    assert sorted(onnx_files) == ["synthesis", FEATURES_GRAPH]
+    assert [p.name for p in onnx_files.values()] == ["synthesis.onnx", f"{FEATURES_GRAPH}.onnx"]
+    folder = onnx_files["synthesis"].parent  # nothing else, no temporary files left behind
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name
+                                                              for p in onnx_files.values())
+
+
+@pytest.mark.parametrize("graph", ["synthesis", FEATURES_GRAPH])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_ort_matches_torch(generator: StyleGAN2Generator, onnx_files: dict[str, Path],
+                           graph: str, batch: int) -> None:
+    engine = OrtEngine(onnx_files[graph])
+    inputs = _inputs(generator, graph, batch)
+    with torch.inference_mode():
+        expected = _torch_module(generator, graph)(**inputs)
+
+    outputs = engine(**inputs)
+
+    assert list(outputs) == ["image"]
+    image = outputs["image"]
+    assert image.shape == (batch, 3, 32, 32) and image.dtype == torch.float32
+    error = (image - expected).abs().max().item()
+    print(f"{graph} batch {batch}: max-abs ORT vs torch = {error:.2e}")
+    assert error <= PARITY_TOLERANCE
+
+
+def test_features_input_drives_the_features_graph(generator: StyleGAN2Generator,
+                                                  onnx_files: dict[str, Path]) -> None:
+    engine = OrtEngine(onnx_files[FEATURES_GRAPH])
+    inputs = _inputs(generator, FEATURES_GRAPH, 2)
+    edited = {**inputs, "features": inputs["features"] + torch.randn_like(inputs["features"])}
+    with torch.inference_mode():
+        expected = SynthesisWithFeaturesModule(generator, K)(**edited)
+
+    original, changed = engine(**inputs)["image"], engine(**edited)["image"]
+
+    assert (changed - original).abs().max().item() > 1e-2
+    assert (changed - expected).abs().max().item() <= PARITY_TOLERANCE
+
+
+def test_ort_specs_come_from_the_graph(generator: StyleGAN2Generator,
+                                       onnx_files: dict[str, Path]) -> None:
+    plain = OrtEngine(onnx_files["synthesis"])
+    features = OrtEngine(onnx_files[FEATURES_GRAPH])
+
+    assert (plain.input_specs, plain.output_specs) == synthesis_specs(generator)
+    assert (features.input_specs, features.output_specs) == synthesis_features_specs(generator, K)
+    assert features.input_specs[1] == TensorSpec("features", ("batch", 32, 16, 16), "float32")
+    assert read_onnx_specs(onnx_files[FEATURES_GRAPH]) == synthesis_features_specs(generator, K)
+    assert (plain.device, plain.precision) == ("cpu", "fp32")
+
+
+def test_exported_weights_are_static_initializers(onnx_files: dict[str, Path]) -> None:
+    import onnx
+
+    model = onnx.load(str(onnx_files[FEATURES_GRAPH]))
+    initializers = {init.name for init in model.graph.initializer}
+    weighted = [node for node in model.graph.node
+                if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    assert weighted
+    assert all(node.input[1] in initializers for node in weighted)
+    assert {entry.version for entry in model.opset_import if entry.domain == ""} == {18}
+
+
+def test_torch_and_ort_engines_agree(generator: StyleGAN2Generator,
+                                     onnx_files: dict[str, Path]) -> None:
+    input_specs, output_specs = synthesis_features_specs(generator, K)
+    engines = [
+        create_engine("torch", module=SynthesisWithFeaturesModule(generator, K),
+                      input_specs=input_specs, output_specs=output_specs),
+        create_engine("onnx", onnx_path=onnx_files[FEATURES_GRAPH]),
+    ]
+    inputs = _inputs(generator, FEATURES_GRAPH, 2)
+
+    results = [engine(**inputs) for engine in engines]
+
+    assert all(isinstance(engine, Engine) for engine in engines)
+    assert engines[0].input_specs == engines[1].input_specs
+    assert engines[0].output_specs == engines[1].output_specs
+    assert list(results[0]) == list(results[1]) == ["image"]
+    assert (results[0]["image"] - results[1]["image"]).abs().max().item() <= PARITY_TOLERANCE
+
+
+def test_engines_reject_inputs_that_do_not_fit_the_specs(generator: StyleGAN2Generator,
+                                                         onnx_files: dict[str, Path]) -> None:
+    engine = OrtEngine(onnx_files[FEATURES_GRAPH])
+    ws = torch.zeros(2, generator.n_latent, 512)
+    features = torch.zeros(2, 32, 16, 16)
+
+    with pytest.raises(ValueError, match="missing"):
+        engine(ws=ws)
+    with pytest.raises(ValueError, match="features"):
+        engine(ws=ws, features=torch.zeros(2, 32, 8, 8))
+    with pytest.raises(ValueError, match="batch"):
+        engine(ws=ws, features=features[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# export_onnx on a small module
+# ---------------------------------------------------------------------------------------------
+
+
+class _Affine(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * 2.0
+
+
+def test_failed_write_leaves_the_existing_file_untouched(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    path = tmp_path / "synthesis.onnx"
+    path.write_bytes(b"the previous, complete export")
+
+    def interrupted(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, b"a new export that never lands")
+
+    assert path.read_bytes() == b"the previous, complete export"
+    assert [p.name for p in tmp_path.iterdir()] == ["synthesis.onnx"]
+
+
+def test_export_onnx_checks_names_before_exporting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="forward"):
+        export_onnx(_Affine(), {"ws": torch.randn(2, 4)}, ["y"], tmp_path / "a.onnx")
+    with pytest.raises(ValueError, match="neither inputs"):
+        export_onnx(_Affine(), {"x": torch.randn(2, 4)}, ["y"], tmp_path / "a.onnx",
+                    dynamic_axes={"z": {0: "batch"}})
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing backends and bad files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_export_without_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'vidinv\[onnx\]'"):
+        export_onnx(_Affine(), {"x": torch.randn(2, 4)}, ["y"], tmp_path / "a.onnx")
+
+
+def test_ort_engine_without_onnxruntime_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                        onnx_files: dict[str, Path]) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'vidinv\[onnx\]'"):
+        OrtEngine(onnx_files["synthesis"])
+    with pytest.raises(BackendUnavailableError, match=r"vidinv\[onnx\]"):
+        create_engine("onnx", onnx_path=onnx_files["synthesis"])
+
+
+def test_trt_engine_without_tensorrt_names_the_extra_and_the_gpu(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    profile = {"ws": ((1, 8, 512), (1, 8, 512), (4, 8, 512))}
+    for attempt in (
+        lambda: TrtEngine.from_onnx(tmp_path / "g.onnx", tmp_path, profile),
+        lambda: create_engine("tensorrt", onnx_path=tmp_path / "g.onnx", cache_dir=tmp_path,
+                              profile=profile),
+    ):
+        with pytest.raises(BackendUnavailableError) as caught:
+            attempt()
+        assert "pip install 'vidinv[tensorrt]'" in str(caught.value)
+        assert "NVIDIA GPU" in str(caught.value)
+
+
+def test_ort_engine_bad_files_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="not found"):
+        OrtEngine(tmp_path / "missing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 this is not a model")
+    with pytest.raises(CheckpointError) as caught:
+        OrtEngine(corrupt)
+    assert "\n" not in str(caught.value) and "corrupt.onnx" in str(caught.value)
+
+
+def test_ort_engine_refuses_an_unavailable_cuda_provider(onnx_files: dict[str, Path]) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+        OrtEngine(onnx_files["synthesis"], providers=["cuda"])
+
+
+def test_torch_engine_refuses_fp16_on_cpu() -> None:
+    spec = TensorSpec("x", ("batch", 4))
+    with pytest.raises(BackendUnavailableError, match="fp16.*cuda"):
+        TorchEngine(_Affine(), [spec], [TensorSpec("y", ("batch", 3))], precision="fp16")
+
+
+def test_factory_rejects_unknown_backends_and_missing_arguments() -> None:
+    with pytest.raises(BackendUnavailableError, match="torch, onnx, tensorrt"):
+        create_engine("openvino", onnx_path="x.onnx")
+    with pytest.raises(ValueError, match="onnx_path"):
+        create_engine("onnx")
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        create_engine("onnx", onnx_path="x.onnx", precision="fp16")
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT cache key and sidecar (pure Python)
+# ---------------------------------------------------------------------------------------------
+
+_KEY_ARGS = {
+    "onnx_bytes": b"onnx graph bytes",
+    "profile": {"ws": ((1, 8, 512), (1, 8, 512), (8, 8, 512))},
+    "precision": "fp16",
+    "tensorrt_version": "10.3.0",
+    "gpu_name": "NVIDIA GeForce RTX 4090",
+    "compute_capability": (8, 9),
+}
+
+
+@pytest.mark.parametrize("part, value", [
+    ("onnx_bytes", b"onnx graph bytes!"),
+    ("profile", {"ws": ((1, 8, 512), (1, 8, 512), (16, 8, 512))}),
+    ("profile", {"ws": ((1, 8, 512), (2, 8, 512), (8, 8, 512))}),
+    ("profile", {"ws": ((1, 8, 512), (1, 8, 512), (8, 8, 512)),
+                 "features": ((1, 32, 16, 16), (1, 32, 16, 16), (8, 32, 16, 16))}),
+    ("precision", "fp32"),
+    ("tensorrt_version", "10.4.0"),
+    ("gpu_name", "NVIDIA H100 80GB HBM3"),
+    ("compute_capability", (9, 0)),
+])
+def test_cache_key_changes_with_each_part(part: str, value: object) -> None:
+    assert engine_cache_key(**{**_KEY_ARGS, part: value}) != engine_cache_key(**_KEY_ARGS)
+
+
+def test_cache_key_is_stable_and_ignores_profile_order() -> None:
+    profile = {"ws": ((1, 8, 512), (1, 8, 512), (8, 8, 512)),
+               "features": ((1, 32, 16, 16), (1, 32, 16, 16), (8, 32, 16, 16))}
+    reordered = dict(reversed(list(profile.items())))
+    first = engine_cache_key(**{**_KEY_ARGS, "profile": profile})
+    assert first == engine_cache_key(**{**_KEY_ARGS, "profile": reordered})
+    assert len(first) == 64 and int(first, 16) >= 0
+
+
+def test_sidecar_mismatch_raises_and_names_the_part(tmp_path: Path) -> None:
+    engine, sidecar = engine_paths(tmp_path, "models/synthesis.onnx", "fp16")
+    assert (engine.name, sidecar.name) == ("synthesis.fp16.engine", "synthesis.fp16.engine.json")
+    engine.write_bytes(b"serialized engine")
+    built_for = engine_key_parts(**_KEY_ARGS)
+    write_sidecar(sidecar, built_for)
+
+    verify_sidecar(engine, engine_key_parts(**_KEY_ARGS))  # same key: no error
+    assert json.loads(sidecar.read_text())["key"] == built_for.key
+
+    newer_trt = engine_key_parts(**{**_KEY_ARGS, "tensorrt_version": "10.4.0"})
+    with pytest.raises(EngineMismatchError, match=r"tensorrt_version: 10\.3\.0 -> 10\.4\.0"):
+        verify_sidecar(engine, newer_trt)
+    other_onnx = engine_key_parts(**{**_KEY_ARGS, "onnx_bytes": b"re-exported"})
+    with pytest.raises(EngineMismatchError, match="onnx_sha256") as caught:
+        verify_sidecar(engine, other_onnx)
+    assert "\n" not in str(caught.value) and "build_engine" in str(caught.value)
+
+
+def test_missing_or_corrupt_sidecar_is_a_mismatch(tmp_path: Path) -> None:
+    engine, sidecar = engine_paths(tmp_path, "synthesis.onnx", "fp16")
+    engine.write_bytes(b"serialized engine")
+    with pytest.raises(EngineMismatchError, match="no sidecar"):
+        verify_sidecar(engine, engine_key_parts(**_KEY_ARGS))
+    sidecar.write_text("{not json")
+    with pytest.raises(EngineMismatchError, match="unreadable"):
+        verify_sidecar(engine, engine_key_parts(**_KEY_ARGS))
+
+
+def test_batch_profile_and_profile_checks() -> None:
+    specs = [TensorSpec("ws", ("batch", 8, 512)), TensorSpec("features", ("batch", 32, 16, 16))]
+    profile = batch_profile(specs, 1, 2, 8)
+    assert profile == {"ws": ((1, 8, 512), (2, 8, 512), (8, 8, 512)),
+                       "features": ((1, 32, 16, 16), (2, 32, 16, 16), (8, 32, 16, 16))}
+    check_profile(profile, {"ws": (-1, 8, 512), "features": (-1, 32, 16, 16)})
+    with pytest.raises(ValueError, match="does not fit"):
+        check_profile(profile, {"ws": (-1, 18, 512), "features": (-1, 32, 16, 16)})
+    with pytest.raises(ValueError, match="inputs"):
+        check_profile(profile, {"ws": (-1, 8, 512)})
+    with pytest.raises(ValueError, match="min_batch"):
+        batch_profile(specs, 4, 2, 8)
+    assert shape_fits_profile((3, 8, 512), (1, 8, 512), (8, 8, 512))
+    assert not shape_fits_profile((9, 8, 512), (1, 8, 512), (8, 8, 512))
+
+
+def test_generator_spec_file_is_read_strictly(tmp_path: Path) -> None:
+    spec = load_generator_spec()
+    assert spec.feature_k == K and spec.opset == 18 and spec.batch_dim == "batch"
+    assert spec.graphs["synthesis_features"].file_name(K) == f"{FEATURES_GRAPH}.onnx"
+    assert spec.tensorrt.precision == "fp16"
+    assert spec.tensorrt.min_batch <= spec.tensorrt.opt_batch <= spec.tensorrt.max_batch
+
+    from vidinv.engines.generator_export import DEFAULT_SPEC_PATH
+
+    broken = tmp_path / "generator.toml"
+    broken.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_batch", "max_batchh"))
+    with pytest.raises(InputFileError, match="max_batchh"):
+        load_generator_spec(broken)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: TensorRT and torch fp16 (skipped without CUDA / tensorrt)
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", ["synthesis", FEATURES_GRAPH])
+def test_trt_fp16_matches_torch_and_reloads_from_cache(
+        generator: StyleGAN2Generator, onnx_files: dict[str, Path], tmp_path: Path,
+        graph: str) -> None:
+    pytest.importorskip("tensorrt")
+    _require_cuda()
+    input_specs, _ = read_onnx_specs(onnx_files[graph])
+    profile = batch_profile(input_specs, 1, 1, 4)
+    engine = create_engine("tensorrt", onnx_path=onnx_files[graph], cache_dir=tmp_path,
+                           profile=profile)
+    engine_file, _ = engine_paths(tmp_path, onnx_files[graph], "fp16")
+    built_at = engine_file.stat().st_mtime_ns
+    module = copy.deepcopy(_torch_module(generator, graph)).cuda()  # fixture stays on CPU
+    for batch in (1, 3):
+        inputs = {name: t.cuda() for name, t in _inputs(generator, graph, batch).items()}
+        with torch.inference_mode():
+            expected = module(**inputs)
+        image = engine(**inputs)["image"]
+        assert image.device.type == "cuda" and image.dtype == torch.float32
+        assert (image - expected).abs().max().item() <= 2e-2 * expected.abs().max().item()
+
+    reloaded = create_engine("tensorrt", onnx_path=onnx_files[graph], cache_dir=tmp_path,
+                             profile=profile)
+    assert engine_file.stat().st_mtime_ns == built_at  # loaded, not rebuilt
+    assert reloaded.input_specs == engine.input_specs
+
+    wider = batch_profile(input_specs, 1, 1, 16)
+    with pytest.raises(EngineMismatchError, match="profile"):
+        create_engine("tensorrt", onnx_path=onnx_files[graph], cache_dir=tmp_path,
+                      profile=wider)
+
+
+@pytest.mark.gpu
+def test_torch_engine_fp16_on_cuda_is_close_to_fp32(generator: StyleGAN2Generator) -> None:
+    _require_cuda()
+    input_specs, output_specs = synthesis_specs(generator)
+    half = TorchEngine(SynthesisModule(generator), input_specs, output_specs, device="cuda",
+                       precision="fp16")
+    inputs = _inputs(generator, "synthesis", 2)
+    with torch.inference_mode():
+        expected = SynthesisModule(generator)(**inputs)
+
+    image = half(**inputs)["image"]
+
+    assert image.dtype == torch.float32 and image.device.type == "cuda"
+    assert next(generator.parameters()).device.type == "cpu"  # caller's module untouched
+    assert (image.cpu() - expected).abs().max().item() <= 2e-2 * expected.abs().max().item()
