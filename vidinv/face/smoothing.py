@@ -1,0 +1,203 @@
+"""Temporal smoothing of the crop parameters (c, x, y) so the aligned face does not jitter.
+
+Two kinds, both acting on the (6,) vector ``CropQuad.to_vector()`` = (cx, cy, xx, xy, yx, yy):
+
+* causal filters for live video, zero look-ahead: :class:`OneEuroFilter` (adaptive: smooths
+  hard when the head is still, little when it moves) and :class:`EmaFilter`;
+* a centred Gaussian window for files (STIT: σ = 1 frame on the centre, 3 on the axes),
+  :class:`CentredGaussianWindow`, which streams: it holds ``radius`` frames, pads the ends of
+  each run of frames with a face by reflection (as ``scipy.ndimage.gaussian_filter1d`` in
+  ``mode="reflect"``) and never changes the number of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+
+Item = TypeVar("Item")
+
+CENTRE = slice(0, 2)
+AXES = slice(2, 6)
+
+
+def quad_sigmas(sigma_centre: float, sigma_axes: float) -> np.ndarray:
+    """(6,) per-component σ for a CropQuad vector: centre first, then the two axes."""
+    return np.array([sigma_centre] * 2 + [sigma_axes] * 4, dtype=np.float64)
+
+
+def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
+    """(2·radius+1,) normalised Gaussian weights; σ = 0 gives the identity."""
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    if sigma <= 0:
+        return (offsets == 0).astype(np.float64)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def reflect_index(index: int, length: int) -> int:
+    """Index into a run of ``length`` values, extended by half-sample reflection
+    (``d c b a | a b c d | d c b a``), the ``reflect`` mode of scipy.ndimage."""
+    period = 2 * length
+    index %= period
+    return period - 1 - index if index >= length else index
+
+
+class CentredGaussianWindow(Generic[Item]):
+    """Streaming centred Gaussian smoothing of vectors, one σ per component.
+
+    :meth:`push` takes an item and its vector and returns the (item, smoothed vector) pairs that
+    became ready — each item comes out ``radius`` pushes later; :meth:`end_run` ends a run
+    (a frame without a face, or the end of the clip) and returns the held items, smoothed with
+    the run's end reflected. Nothing is dropped or added; at most ``radius`` items are held.
+    """
+
+    def __init__(self, sigmas: Sequence[float] | np.ndarray, radius: int | None = None,
+                 truncate: float = 3.0) -> None:
+        self.sigmas = np.asarray(sigmas, dtype=np.float64)
+        if radius is None:
+            radius = int(math.ceil(truncate * float(self.sigmas.max())))
+        self.radius = max(int(radius), 0)
+        self._kernels = np.stack([gaussian_kernel(s, self.radius) for s in self.sigmas], axis=1)
+        self._values: deque[np.ndarray] = deque()  # run positions [self._first, ...]
+        self._items: deque[Item] = deque()  # run positions [self._next, ...]
+        self._first = 0  # run position of self._values[0]
+        self._next = 0  # run position of the next item to emit
+        self._count = 0  # values pushed in this run
+
+    @property
+    def latency(self) -> int:
+        return self.radius
+
+    def _smoothed(self, position: int, length: int | None) -> np.ndarray:
+        r = self.radius
+        rows = []
+        for offset in range(-r, r + 1):
+            index = position + offset
+            if index < 0 or (length is not None and index >= length):
+                index = reflect_index(index, length if length is not None else self._count)
+            rows.append(self._values[index - self._first])
+        return np.einsum("kd,kd->d", self._kernels, np.stack(rows))
+
+    def _drop_old(self) -> None:
+        while self._first < self._next - self.radius:
+            self._values.popleft()
+            self._first += 1
+
+    def push(self, item: Item, vector: np.ndarray) -> list[tuple[Item, np.ndarray]]:
+        self._values.append(np.asarray(vector, dtype=np.float64))
+        self._items.append(item)
+        self._count += 1
+        ready = []
+        while self._items and self._next + self.radius < self._count:
+            ready.append((self._items.popleft(), self._smoothed(self._next, None)))
+            self._next += 1
+            self._drop_old()
+        return ready
+
+    def end_run(self) -> list[tuple[Item, np.ndarray]]:
+        ready = []
+        while self._items:
+            ready.append((self._items.popleft(), self._smoothed(self._next, self._count)))
+            self._next += 1
+        self._values.clear()
+        self._first = self._next = self._count = 0
+        return ready
+
+
+def smooth_centred(vectors: np.ndarray, sigmas: Sequence[float] | np.ndarray,
+                   radius: int | None = None, truncate: float = 3.0) -> np.ndarray:
+    """[N,D] → [N,D]: the centred Gaussian of :class:`CentredGaussianWindow` on one whole run."""
+    window: CentredGaussianWindow[int] = CentredGaussianWindow(sigmas, radius, truncate)
+    out = np.empty_like(np.asarray(vectors, dtype=np.float64))
+    pairs = [pair for i, v in enumerate(vectors) for pair in window.push(i, v)]
+    for i, smoothed in pairs + window.end_run():
+        out[i] = smoothed
+    return out
+
+
+class EmaFilter:
+    """Exponential moving average: s ← s + α·(v − s). α = 1 passes values through."""
+
+    def __init__(self, alpha: float = 0.5) -> None:
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], not {alpha}")
+        self.alpha = float(alpha)
+        self._state: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._state = None
+
+    def __call__(self, value: np.ndarray, time: float | None = None, scale: float = 1.0,
+                 ) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self._state is None:
+            self._state = value.copy()
+        else:
+            self._state = self._state + self.alpha * (value - self._state)
+        return self._state.copy()
+
+
+class OneEuroFilter:
+    """The 1€ filter (Casiez, Roussel & Vogel, CHI 2012) on a vector, causal.
+
+    Each component is low-passed with cutoff ``min_cutoff + beta·|speed|`` Hz, the speed being
+    the low-passed (``d_cutoff`` Hz) derivative. Speeds are measured in units of ``scale`` per
+    second (the stage passes the face's half-size |x|), so ``beta`` means the same for every
+    face size and resolution: at a speed of one half-face per second the cutoff rises by
+    ``beta`` Hz. Times come from the frames (seconds) or, without them, ``1/fps``.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 2.0, d_cutoff: float = 1.0,
+                 fps: float = 30.0) -> None:
+        self.min_cutoff = float(min_cutoff)
+        self.beta = float(beta)
+        self.d_cutoff = float(d_cutoff)
+        self.fps = float(fps)
+        self.reset()
+
+    def reset(self) -> None:
+        self._value: np.ndarray | None = None
+        self._speed: np.ndarray | None = None
+        self._time: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, value: np.ndarray, time: float | None = None, scale: float = 1.0,
+                 ) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if self._value is None or self._speed is None:
+            self._value = value.copy()
+            self._speed = np.zeros_like(value)
+            self._time = time
+            return value.copy()
+        dt = 1.0 / self.fps
+        if time is not None and self._time is not None and time > self._time:
+            dt = time - self._time
+        self._time = time
+        scale = scale if scale > 0 else 1.0
+        speed = (value - self._value) / dt / scale
+        self._speed = self._speed + self._alpha(self.d_cutoff, dt) * (speed - self._speed)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._speed)
+        self._value = self._value + self._alpha(cutoff, dt) * (value - self._value)
+        return self._value.copy()
+
+
+def centre_jitter(centres: np.ndarray) -> float:
+    """RMS length of the second difference of [N,2] crop centres, in pixels (0 for N < 3).
+
+    A still face gives ~0, a face moving at constant speed too; detector noise and
+    frame-to-frame shaking raise it.
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    if len(centres) < 3:
+        return 0.0
+    second = centres[2:] - 2 * centres[1:-1] + centres[:-2]
+    return float(np.sqrt(np.mean(np.sum(second**2, axis=1))))
