@@ -45,3 +45,15 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("vidinv: error: "), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_engines_build_names_what_is_missing(tmp_path, capsys):
+    assert main(["engines", "build", str(tmp_path / "none.onnx")]) == 2
+    assert "vidinv engines export" in capsys.readouterr().err
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        onnx_file = tmp_path / "synthesis.onnx"
+        onnx_file.write_bytes(b"not needed: TensorRT is checked first")
+        assert main(["engines", "build", str(onnx_file)]) == 2
+        assert "pip install 'vidinv[tensorrt]'" in capsys.readouterr().err

@@ -101,12 +101,17 @@ def _engines_export(args: argparse.Namespace) -> int:
 
 
 def _engines_build(args: argparse.Namespace) -> int:
-    from vidinv.engines.trt_engine import build_engine
+    from vidinv.engines.generator_export import build_generator_engines, load_generator_spec
 
-    path = build_engine(Path(args.onnx), cache_dir=Path(args.cache_dir),
-                        min_batch=args.min_batch, opt_batch=args.opt_batch,
-                        max_batch=args.max_batch)
-    print(path)
+    spec = load_generator_spec(args.spec)
+    onnx_paths = {}
+    for name in args.onnx:
+        path = Path(name)
+        if not path.is_file():
+            raise VidinvError(f"{path}: no such ONNX file; make it with `vidinv engines export`")
+        onnx_paths[path.stem] = path
+    for stem, engine in build_generator_engines(onnx_paths, spec).items():
+        print(f"{stem}: {engine}")
     return 0
 
 
@@ -161,20 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--k", type=int, default=5, help="feature-tensor layer (default 5)")
     export.set_defaults(handler=_engines_export)
 
-    build = engines_cmds.add_parser("build", help="build a TensorRT fp16 engine (needs a GPU)")
-    build.add_argument("onnx", help="ONNX file from `vidinv engines export`")
-    build.add_argument("--cache-dir", default="engines/cache")
-    build.add_argument("--min-batch", type=int, default=1)
-    build.add_argument("--opt-batch", type=int, default=4)
-    build.add_argument("--max-batch", type=int, default=8)
+    build = engines_cmds.add_parser(
+        "build", help="build TensorRT fp16 engines (needs an NVIDIA GPU and vidinv[tensorrt])")
+    build.add_argument("onnx", nargs="+", help="ONNX files from `vidinv engines export`")
+    build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
     build.set_defaults(handler=_engines_build)
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    """Show vidinv's own messages; other libraries keep their default (warnings only)."""
+    logger = logging.getLogger("vidinv")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("vidinv: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="vidinv: %(message)s")
+    _configure_logging(args.verbose)
     handler: Handler = args.handler
     try:
         return handler(args)
