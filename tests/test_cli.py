@@ -53,7 +53,14 @@ def test_engines_build_names_what_is_missing(tmp_path, capsys):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
+        import onnx
+        from onnx import TensorProto, helper
+
+        ws = helper.make_tensor_value_info("ws", TensorProto.FLOAT, ["batch", 8, 512])
+        image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 8, 512])
+        graph = helper.make_graph([helper.make_node("Identity", ["ws"], ["image"])], "g",
+                                  [ws], [image])
         onnx_file = tmp_path / "synthesis.onnx"
-        onnx_file.write_bytes(b"not needed: TensorRT is checked first")
+        onnx.save(helper.make_model(graph), onnx_file)
         assert main(["engines", "build", str(onnx_file)]) == 2
         assert "pip install 'vidinv[tensorrt]'" in capsys.readouterr().err
