@@ -342,9 +342,12 @@ def align_from_quad(
     y0 = max(int(math.floor(corners[:, 1].min())) - border * shrink, 0)
     x1 = min(int(math.ceil(corners[:, 0].max())) + border * shrink, width)
     y1 = min(int(math.ceil(corners[:, 1].max())) + border * shrink, height)
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"the crop quad (centre {quad.c.round(1).tolist()}, size {qsize:.1f}) "
-                         f"lies outside the {width}×{height} frame")
+    if x1 <= x0:  # the quad lies wholly beside the frame: pad from the nearest column
+        x0 = min(max(x0, 0), width - 1)
+        x1 = x0 + 1
+    if y1 <= y0:
+        y0 = min(max(y0, 0), height - 1)
+        y1 = y0 + 1
     region = image[y0:y1, x0:x1]
     work_from_frame = translation(-x0, -y0)
     if shrink > 1:

@@ -173,6 +173,9 @@ class MediaPipeLandmarks(LandmarkDetector):
         previous landmarks by a Face Mesh in tracking mode, without running the detector; the
         detector runs when no face is tracked, or every ``redetect_every`` images while fewer
         than ``max_faces`` faces are tracked.
+
+    A wide frame in which the whole-frame detector finds nothing is searched again in square
+    tiles (``tile_search``), which finds ~50 px faces in 1280×720 frames.
     """
 
     name = "mediapipe"
@@ -187,6 +190,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         crop_size: int = 256,
         crop_scale: float = 2.0,
         redetect_every: int = 30,
+        tile_search: bool = True,
     ) -> None:
         if mode not in ("static", "tracking"):
             raise ValueError(f"mode must be 'static' or 'tracking', not {mode!r}")
@@ -199,6 +203,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
         self.redetect_every = int(redetect_every)
+        self.tile_search = bool(tile_search)
         self._solutions: Any = None
         self._detector: Any = None
         self._static_mesh: Any = None
@@ -245,18 +250,41 @@ class MediaPipeLandmarks(LandmarkDetector):
 
     # -- detection --
 
-    def detect_boxes(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
-        """Face boxes (x0, y0, x1, y1) in frame pixels and scores, largest first."""
-        self._load()
-        image = _check_image(image)
+    def _detect_in(self, image: np.ndarray, x0: int = 0, y0: int = 0,
+                   ) -> list[tuple[tuple[float, float, float, float], float]]:
         height, width = image.shape[:2]
         result = self._detector.process(image)
         boxes = []
         for detection in result.detections or []:
             rel = detection.location_data.relative_bounding_box
-            box = (rel.xmin * width, rel.ymin * height,
-                   (rel.xmin + rel.width) * width, (rel.ymin + rel.height) * height)
+            box = (x0 + rel.xmin * width, y0 + rel.ymin * height,
+                   x0 + (rel.xmin + rel.width) * width, y0 + (rel.ymin + rel.height) * height)
             boxes.append((box, float(detection.score[0])))
+        return boxes
+
+    def detect_boxes(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+        """Face boxes (x0, y0, x1, y1) in frame pixels and scores, largest first.
+
+        The detector sees the frame letterboxed to 192×192, so in a wide frame a small face
+        shrinks further; when the whole frame gives nothing and ``tile_search`` is on, square
+        tiles as tall as the frame (overlapping, across its width or height) are searched too.
+        """
+        self._load()
+        image = _check_image(image)
+        boxes = self._detect_in(image)
+        height, width = image.shape[:2]
+        short, long = min(height, width), max(height, width)
+        if not boxes and self.tile_search and long > 1.15 * short:
+            count = math.ceil(long / short) + 1
+            for k in range(count):
+                offset = round(k * (long - short) / (count - 1))
+                if width >= height:
+                    tile, x0, y0 = image[:, offset:offset + short], offset, 0
+                else:
+                    tile, x0, y0 = image[offset:offset + short], 0, offset
+                for box, score in self._detect_in(np.ascontiguousarray(tile), x0, y0):
+                    if all(box_iou(box, other) < 0.3 for other, _ in boxes):
+                        boxes.append((box, score))
         boxes.sort(key=lambda item: box_area(item[0]), reverse=True)
         return boxes
 
@@ -372,7 +400,7 @@ class DlibLandmarks(LandmarkDetector):
         min_short_side: int = 288,
         max_short_side: int = 540,
         threshold: float = 0.0,
-        roll_angles: Sequence[float] = (20.0, -20.0, 35.0, -35.0),
+        roll_angles: Sequence[float] = (20.0, -20.0),
         predictor_path: str | Path | None = None,
     ) -> None:
         if max_faces < 1:

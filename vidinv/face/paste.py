@@ -164,10 +164,9 @@ def paste_back(
     region = image[by0:by1, bx0:bx1]
     if color_match is not None:
         warped_face = match_colors(warped_face, region, warped_mask, color_match)
-    alpha = warped_mask[..., None]
-    base = region.astype(np.float32)
-    blended = base + alpha * (warped_face.astype(np.float32) - base)
-    out[by0:by1, bx0:bx1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # alpha·face + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
+    out[by0:by1, bx0:bx1] = cv2.blendLinear(warped_face, np.ascontiguousarray(region),
+                                            warped_mask, 1.0 - warped_mask)
     return out
 
 
