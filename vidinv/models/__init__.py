@@ -8,12 +8,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vidinv.models.encoder import FeatureStyleEncoder
+    from vidinv.models.encoder_io import load_encoder, save_encoder
     from vidinv.models.generator_io import load_generator, save_generator
     from vidinv.models.stylegan2 import StyleGAN2Generator
 
-__all__ = ["StyleGAN2Generator", "load_generator", "save_generator"]
+__all__ = [
+    "FeatureStyleEncoder",
+    "StyleGAN2Generator",
+    "load_encoder",
+    "load_generator",
+    "save_encoder",
+    "save_generator",
+]
 
 _WHERE = {
+    "FeatureStyleEncoder": "vidinv.models.encoder",
+    "load_encoder": "vidinv.models.encoder_io",
+    "save_encoder": "vidinv.models.encoder_io",
     "StyleGAN2Generator": "vidinv.models.stylegan2",
     "load_generator": "vidinv.models.generator_io",
     "save_generator": "vidinv.models.generator_io",
