@@ -327,6 +327,9 @@ class MediaPipeLandmarks(LandmarkDetector):
                 self._spare_meshes.append(track.mesh)
                 continue
             track.landmarks = landmarks_from_points(points, self.name, track.landmarks.score)
+            if any(box_iou(track.landmarks.box, other.landmarks.box) > 0.5 for other in kept):
+                self._spare_meshes.append(track.mesh)  # two tracks converged on one face
+                continue
             kept.append(track)
         self._tracks = kept
         self._since_detect += 1

@@ -65,7 +65,8 @@ class TrackFace:
 
     Sets ``landmarks``, ``face_found`` and ``extras[CROP_QUAD]`` (the FFHQ crop of the followed
     face, ``crop_scale`` times FFHQ's size); bridged frames get interpolated ones and
-    ``extras[BRIDGED]``. Latency: ``max_gap`` frames.
+    ``extras[BRIDGED]``. Latency: ``max_gap`` frames. To choose among several faces, the
+    detector must return them (``DetectLandmarks(..., max_faces=2)`` or more).
     """
 
     def __init__(self, target: Target = "largest", *, max_gap: int = 5, max_jump: float = 0.5,
