@@ -144,21 +144,26 @@ class StyledConv(nn.Module):
         Both depend only on the parameters, so outside training and export they are cached
         (keyed on the parameter's version, dtype and device) instead of recomputed per frame.
         """
+        if (torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export()):
+            return self._scaled_weights()  # traced graphs see plain weight arithmetic
         cacheable = not (
             (torch.is_grad_enabled() and self.weight.requires_grad)
-            or self.weight.is_inference()  # built under inference_mode: no version counter
-            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
+            or self.weight.is_inference())  # built under inference_mode: no version counter
         key = (self.weight._version, self.weight.dtype, self.weight.device) if cacheable else None
         if cacheable and self._weight_cache is not None and self._weight_cache[0] == key:
             return self._weight_cache[1], self._weight_cache[2]
         with torch.inference_mode(False), torch.set_grad_enabled(not cacheable):
-            weight = self.weight * self.weight_gain
-            squared_weight = weight.square().sum(dim=(2, 3))
-            if self.upsample:
-                weight = weight.transpose(0, 1).contiguous()
+            weight, squared_weight = self._scaled_weights()
         if cacheable:
             self._weight_cache = (key, weight, squared_weight)
+        return weight, squared_weight
+
+    def _scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = self.weight * self.weight_gain
+        squared_weight = weight.square().sum(dim=(2, 3))
+        if self.upsample:
+            weight = weight.transpose(0, 1).contiguous()
         return weight, squared_weight
 
 
