@@ -62,7 +62,9 @@ class CentredGaussianWindow(Generic[Item]):
         if radius is None:
             radius = int(math.ceil(truncate * float(self.sigmas.max())))
         self.radius = max(int(radius), 0)
-        self._kernels = np.stack([gaussian_kernel(s, self.radius) for s in self.sigmas], axis=1)
+        unique, which = np.unique(self.sigmas, return_inverse=True)  # few distinct σ, many dims
+        kernels = np.stack([gaussian_kernel(s, self.radius) for s in unique], axis=1)
+        self._kernels = kernels[:, which.ravel()]
         self._values: deque[np.ndarray] = deque()  # run positions [self._first, ...]
         self._items: deque[Item] = deque()  # run positions [self._next, ...]
         self._first = 0  # run position of self._values[0]
