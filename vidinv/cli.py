@@ -115,6 +115,115 @@ def _engines_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- edit / invert / live ----------------------------------------------------------------------
+
+
+def _pipeline_config(args: argparse.Namespace):
+    from vidinv.config import PipelineConfig, load_preset
+
+    config = load_preset(args.preset) if args.preset else PipelineConfig()
+    overrides = list(args.set or [])
+    if args.backend:
+        overrides.append(f"engine.backend={args.backend}")
+    if args.device:
+        overrides.append(f"engine.device={args.device}")
+    if args.batch:
+        overrides.append(f"engine.batch_size={args.batch}")
+    if args.smooth:
+        overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
+    if args.landmarks:
+        overrides.append(f"face.landmarks={args.landmarks}")
+    if getattr(args, "side_by_side", False):
+        overrides.append("output.side_by_side=true")
+    if args.crf is not None:
+        overrides.append(f"output.crf={args.crf}")
+    return config.with_overrides(overrides)
+
+
+def _load_bundle(args: argparse.Namespace):
+    from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+
+    return load_model_bundle(resolve_model_folder(args.model))
+
+
+def _print_attributes(bundle) -> None:
+    from vidinv.pipeline.app import available_attributes
+
+    names = sorted(available_attributes(bundle))
+    print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from vidinv.pipeline.app import process_video, resolve_editor
+
+    config = _pipeline_config(args)
+    bundle = _load_bundle(args)
+    if args.list_attrs:
+        _print_attributes(bundle)
+        return 0
+    if not args.input:
+        raise VidinvError("give the input video: vidinv edit IN --attr NAME")
+    if not args.attr:
+        raise VidinvError("say which edit: --attr NAME (see --list-attrs)")
+    editor = resolve_editor(bundle, args.attr, args.strength)
+    source = Path(args.input)
+    output = Path(args.output) if args.output else source.with_name(
+        f"{source.stem}_{Path(args.attr).stem}.mp4")
+    stats = process_video(source, output, bundle, config, editor, progress=not args.quiet)
+    print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
+          f"({stats.fps:.1f} fps)")
+    return 0
+
+
+def _invert(args: argparse.Namespace) -> int:
+    from vidinv.pipeline.app import invert_video
+
+    config = _pipeline_config(args)
+    bundle = _load_bundle(args)
+    source = Path(args.input)
+    output = Path(args.output) if args.output else source.with_name(f"{source.stem}_inv.mp4")
+    stats = invert_video(source, output, bundle, config, latents_path=args.latents,
+                         progress=not args.quiet)
+    print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
+          f"({stats.fps:.1f} fps)" + (f"; codes in {args.latents}" if args.latents else ""))
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from vidinv.pipeline.app import available_attributes, live, resolve_editor
+    from vidinv.video.sources import FileCameraSource, WebcamSource
+
+    if not args.preset:
+        args.preset = "realtime"
+    config = _pipeline_config(args)
+    bundle = _load_bundle(args)
+    names = [args.attr] if args.attr else sorted(available_attributes(bundle))
+    editors = {name: resolve_editor(bundle, name, args.strength) for name in names}
+    source = (FileCameraSource(args.source, loop=args.loop) if args.source
+              else WebcamSource(args.camera))
+    report = live(source, bundle, config, editors, output_path=args.output,
+                  max_seconds=args.seconds)
+    print(f"live: {report.frames_shown} frames shown at {report.fps:.1f} fps, "
+          f"{report.frames_dropped} dropped by the source, latency median "
+          f"{report.latency_ms_median:.0f} ms, max {report.latency_ms_max:.0f} ms")
+    return 0
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model folder or name (default: the embedded model)")
+    parser.add_argument("--preset", help="pipeline preset: offline_hq, realtime or a .toml")
+    parser.add_argument("--backend", choices=("torch", "onnx", "tensorrt"))
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--batch", type=int, help="faces per network call")
+    parser.add_argument("--smooth", choices=("none", "causal", "centred"),
+                        help="temporal smoothing of the crop and the codes")
+    parser.add_argument("--landmarks", choices=("mediapipe", "dlib"))
+    parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
+    parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                        help="any pipeline setting (see vidinv/config.py); repeatable")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -124,6 +233,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vidinv {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
+    edit.add_argument("input", nargs="?", help="input video")
+    edit.add_argument("--attr", help="attribute (a direction of the model) or a direction file")
+    edit.add_argument("--strength", type=float, default=1.0, help="edit strength α (default 1)")
+    edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4)")
+    edit.add_argument("--side-by-side", action="store_true", help="original | edited")
+    edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
+    _add_pipeline_options(edit)
+    edit.set_defaults(handler=_edit)
+
+    invert = commands.add_parser("invert", help="reconstruct a video through the model")
+    invert.add_argument("input", help="input video")
+    invert.add_argument("-o", "--output", help="output video (default: IN_inv.mp4)")
+    invert.add_argument("--latents", help="also save the per-frame codes to this .npz")
+    _add_pipeline_options(invert)
+    invert.set_defaults(handler=_invert)
+
+    live_cmd = commands.add_parser("live", help="edit a webcam (or a clip played as one) live")
+    live_cmd.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    live_cmd.add_argument("--source", help="a video file played as a camera instead")
+    live_cmd.add_argument("--loop", action="store_true", help="loop --source")
+    live_cmd.add_argument("--attr", help="attribute (default: cycle through the model's)")
+    live_cmd.add_argument("--strength", type=float, default=1.0)
+    live_cmd.add_argument("--output", help="write original | edited here (no window needed)")
+    live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
+    _add_pipeline_options(live_cmd)
+    live_cmd.set_defaults(handler=_live)
 
     models = commands.add_parser("models", help="inspect, convert, create and download models")
     models_cmds = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -171,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("onnx", nargs="+", help="ONNX files from `vidinv engines export`")
     build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
     build.set_defaults(handler=_engines_build)
+
+    from vidinv.latent.cli import add_directions_parser
+
+    add_directions_parser(commands)
+
+    from vidinv.train.cli import add_train_parser
+
+    add_train_parser(commands)
     return parser
 
 

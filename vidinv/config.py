@@ -1,0 +1,156 @@
+"""The pipeline's settings: frozen dataclasses, one section per stage group.
+
+A preset (``pipelines/*.toml``) is this structure as TOML; ``vidinv edit --set
+section.field=value`` overrides any field, parsed by the field's type. Unknown sections or
+fields are errors that list what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidinv.errors import VidinvError
+
+PRESETS_FOLDER = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+class ConfigError(VidinvError):
+    """A preset or an override names an unknown setting or has a bad value."""
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    landmarks: str = "mediapipe"        # mediapipe | dlib
+    max_gap: int = 5                    # frames of lost face bridged by interpolation
+    crop_smoothing: str = "centred"     # none | causal | centred
+    mask: str = "ellipse"               # ellipse | landmarks
+    color_match: str = "none"           # none | lab | rgb
+
+
+@dataclass(frozen=True)
+class LatentSettings:
+    smoothing: str = "centred"          # none | causal | centred
+    sigma: float = 1.5                  # centred: Gaussian σ in frames
+    alpha: float = 0.5                  # causal: EMA weight of the new frame
+    fine_layers_from: int = -1          # ≥ 0: running mean of W+ layers from this index on
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    backend: str = "torch"              # torch | onnx | tensorrt
+    device: str = "cpu"                 # cpu | cuda
+    batch_size: int = 4                 # aligned faces per encoder / generator call
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    attribute: str = ""                 # a direction name of the model, or a direction file
+    strength: float = 1.0               # α in w + α·d
+    first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on
+    last_layer: int = -1                # ≥ 0: … up to this layer (inclusive)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    crf: int = 18
+    preset: str = "medium"              # libx264 preset
+    side_by_side: bool = False          # original | edited, twice the width
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    face: FaceSettings = field(default_factory=FaceSettings)
+    latent: LatentSettings = field(default_factory=LatentSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    edit: EditSettings = field(default_factory=EditSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    queue_size: int = 4                 # frames between threads
+
+    def with_values(self, values: dict[str, dict[str, Any] | Any]) -> PipelineConfig:
+        """A copy with ``{section: {field: value}}`` (and top-level fields) applied."""
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            current = getattr(self, name, None)
+            if name not in _field_types(PipelineConfig):
+                raise ConfigError(f"unknown setting {name!r}; sections and settings: "
+                                  f"{', '.join(_field_types(PipelineConfig))}")
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"[{name}] must be a table of settings")
+                changes[name] = _replace_section(current, name, value)
+            else:
+                changes[name] = _coerce(value, _field_types(PipelineConfig)[name], name)
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, assignments: list[str]) -> PipelineConfig:
+        """Apply ``section.field=value`` strings (the CLI's ``--set``)."""
+        values: dict[str, Any] = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {assignment!r}: write section.field=value")
+            section, dot, name = key.strip().partition(".")
+            if dot:
+                values.setdefault(section, {})[name] = text.strip()
+            else:
+                values[section] = text.strip()
+        return self.with_values(values)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _replace_section(section: Any, section_name: str, values: dict[str, Any]) -> Any:
+    types_ = _field_types(type(section))
+    changes = {}
+    for name, value in values.items():
+        if name not in types_:
+            raise ConfigError(f"unknown setting {section_name}.{name}; [{section_name}] has "
+                              f"{', '.join(types_)}")
+        changes[name] = _coerce(value, types_[name], f"{section_name}.{name}")
+    return dataclasses.replace(section, **changes)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Parse CLI text (or check a TOML value) as ``kind`` (bool, int, float or str)."""
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int and isinstance(value, float):
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} = {value!r} is not a {kind.__name__}") from None
+
+
+def load_preset(name_or_path: str) -> PipelineConfig:
+    """A preset by name (``pipelines/NAME.toml``) or by path, over the defaults."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_FOLDER / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS_FOLDER.glob("*.toml"))
+        raise ConfigError(f"no preset {name_or_path!r}; known presets: {', '.join(known)}, "
+                          "or pass a .toml path")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return PipelineConfig().with_values(values)

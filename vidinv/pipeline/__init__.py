@@ -1,0 +1,1 @@
+"""The streaming pipeline: stages, their wiring (:mod:`.wiring`) and the threaded runner."""

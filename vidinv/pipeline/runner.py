@@ -1,0 +1,159 @@
+"""Run stage segments in threads joined by bounded queues; output order is input order.
+
+    source thread ─q─► segment 1 thread ─q─► … ─q─► sink (the calling thread)
+
+Each segment is a list of stages applied as a chain of generators. Queues are bounded, so
+memory does not grow with the video's length: a slow consumer makes producers wait (a file
+source loses nothing; a live source drops its own oldest frames, see
+:mod:`vidinv.video.sources`). An exception in any thread stops every thread and is re-raised
+in the caller; so is Ctrl-C, which arrives in the calling thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vidinv.frame import Frame
+
+_END = object()
+_POLL_SECONDS = 0.1
+
+
+class Stage(Protocol):
+    latency: int
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]: ...
+
+
+@dataclass
+class RunStats:
+    """What a run did: frames out, wall time and each segment's busy time."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    segment_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Stopped(Exception):
+    """Raised inside a worker when another thread failed or the run was interrupted."""
+
+
+class _Channel:
+    """A bounded queue whose put/get give up when the run is stopped."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = stop
+
+    def put(self, item: object) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                self._queue.put(item, timeout=_POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> object:
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                return self._queue.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+
+    def drain(self) -> Iterator[Frame]:
+        while (item := self.get()) is not _END:
+            yield item  # type: ignore[misc]
+
+
+def chain(stages: Sequence[Stage], frames: Iterable[Frame]) -> Iterator[Frame]:
+    """Apply ``stages`` in order to ``frames`` (lazily)."""
+    stream: Iterable[Frame] = frames
+    for stage in stages:
+        stream = stage(stream)
+    return iter(stream)
+
+
+def total_latency(stages: Sequence[Stage]) -> int:
+    return sum(int(stage.latency) for stage in stages)
+
+
+def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
+                 sink: Callable[[Frame], None], *, queue_size: int = 4,
+                 source_thread: bool = True) -> RunStats:
+    """Stream ``source`` through ``segments`` (one thread each) into ``sink``.
+
+    The source is iterated in its own thread (``source_thread``), or, for a live source that
+    buffers and drops frames itself, directly by the first segment, so that no queue holds a
+    stale frame. ``sink`` is called in the calling thread, frame by frame, in input order.
+    Returns the run's statistics.
+    """
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    channels = [_Channel(queue_size, stop) for _ in range(len(segments) + 1)]
+    busy = [0.0] * len(segments)
+
+    def guard(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except _Stopped:
+                pass
+            except BaseException as error:  # handed to the caller, which re-raises it
+                errors.append(error)
+                stop.set()
+        return run
+
+    def produce() -> None:
+        for frame in source:
+            channels[0].put(frame)
+        channels[0].put(_END)
+
+    def segment_worker(index: int) -> Callable[[], None]:
+        def work() -> None:
+            inputs = channels[index].drain() if index or source_thread else iter(source)
+            outputs = chain(segments[index], inputs)
+            while True:
+                start = time.perf_counter()
+                frame = next(outputs, _END)
+                busy[index] += time.perf_counter() - start
+                channels[index + 1].put(frame)
+                if frame is _END:
+                    return
+        return work
+
+    threads = [threading.Thread(target=guard(produce), name="vidinv-source", daemon=True)
+               ] if source_thread else []
+    threads += [threading.Thread(target=guard(segment_worker(i)), name=f"vidinv-segment-{i}",
+                                 daemon=True) for i in range(len(segments))]
+    stats = RunStats()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    try:
+        for frame in channels[-1].drain():
+            sink(frame)
+            stats.frames += 1
+    except _Stopped:
+        pass
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    if errors:
+        raise errors[0]
+    stats.seconds = time.perf_counter() - start
+    stats.segment_seconds = busy
+    return stats

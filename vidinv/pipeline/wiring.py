@@ -1,0 +1,102 @@
+"""The one place the pipeline is wired: config + models -> stage segments (one thread each).
+
+    face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
+    model segment:  EncodeFaces → SmoothLatents → EditLatents → RenderFaces
+    output segment: PasteBack → (SideBySide)
+
+Decoding runs in the runner's source thread and encoding-out in the calling thread, so a run
+uses five threads joined by bounded queues (:func:`vidinv.pipeline.runner.run_threaded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidinv.config import PipelineConfig
+from vidinv.face.stages import (
+    AlignFace,
+    DetectLandmarks,
+    PasteBack,
+    RequireFace,
+    SmoothCrop,
+    TrackFace,
+)
+from vidinv.frame import Frame
+from vidinv.latent.smoothing import SmoothLatents
+from vidinv.pipeline.runner import Stage
+from vidinv.pipeline.stages import EditFn, EditLatents, EncodeFaces, EncodeFn, RenderFaces, RenderFn
+
+ORIGINAL = "original"
+
+
+class KeepOriginal:
+    """Remembers the decoded image in ``extras['original']`` (for side-by-side output)."""
+
+    latency = 0
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            frame.extras[ORIGINAL] = frame.image
+            yield frame
+
+
+class SideBySide:
+    """Replaces ``image`` by original | result, side by side ([H, 2W, 3])."""
+
+    latency = 0
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            frame.image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image],
+                                         axis=1)
+            yield frame
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The model callables and the aligned-crop size they expect."""
+
+    encode: EncodeFn
+    render: RenderFn
+    edit: EditFn | None
+    crop_size: int
+
+
+def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
+                   *, live: bool = False) -> list[list[Stage]]:
+    """Stage segments for ``config``; ``live`` forces the causal, zero-look-ahead choices."""
+    face, latent = config.face, config.latent
+    crop_smoothing, latent_smoothing = face.crop_smoothing, latent.smoothing
+    max_gap, batch_size = face.max_gap, config.engine.batch_size
+    if live:
+        crop_smoothing = "causal" if crop_smoothing == "centred" else crop_smoothing
+        latent_smoothing = "causal" if latent_smoothing == "centred" else latent_smoothing
+        max_gap, batch_size = 0, 1
+
+    face_segment: list[Stage] = [
+        KeepOriginal(),
+        DetectLandmarks(face.landmarks, **({"mode": "tracking"}
+                                           if live and face.landmarks == "mediapipe" else {})),
+        TrackFace(max_gap=max_gap),
+    ]
+    if not live:
+        face_segment.append(RequireFace(source_name))
+    face_segment += [SmoothCrop(crop_smoothing), AlignFace(networks.crop_size)]
+
+    model_segment: list[Stage] = [
+        EncodeFaces(networks.encode, batch_size),
+        SmoothLatents(latent_smoothing, alpha=latent.alpha, sigma=latent.sigma,
+                      fine_layers_from=(latent.fine_layers_from
+                                        if latent.fine_layers_from >= 0 else None)),
+        EditLatents(networks.edit),
+        RenderFaces(networks.render, batch_size),
+    ]
+    output_segment: list[Stage] = [
+        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match),
+    ]
+    if config.output.side_by_side:
+        output_segment.append(SideBySide())
+    return [face_segment, model_segment, output_segment]
