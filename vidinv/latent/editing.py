@@ -1,0 +1,223 @@
+"""Editing inverted codes: move W+ along a direction and carry the edit into the feature tensor.
+
+The Feature-Style Encoder inverts an image to W+ codes ``w`` [B,N,D] and a feature tensor ``F``
+that replaces the generator's k-th feature map (k = 5: [B,512,16,16]). Rendering
+``G.synthesis(w, features=F, k=k)`` ignores ``w[:, :k]``, so an edit of those layers would be
+lost; paper 003 (§3.3, Eq. 1) moves the feature tensor by what the edit does to the generator's
+own k-th features:
+
+    F̃ = F + G.features(w̃, k) − G.features(w, k),      image = G.synthesis(w̃, features=F̃, k)
+
+Here ``w̃ = w + α · scale · d`` on the direction's layers (:func:`apply_direction`). An edit that
+touches no layer below k leaves F unchanged (and costs nothing extra); α = 0 reproduces the
+inversion exactly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from vidinv.latent.directions import Direction, generator_fingerprint, resolve_layers
+
+if TYPE_CHECKING:
+    from vidinv.models.stylegan2 import StyleGAN2Generator
+
+#: The Feature-Style Encoder's feature layer.
+DEFAULT_K = 5
+
+_OWN_LAYERS = object()
+
+
+def direction_offset(direction: Direction | torch.Tensor, n_latent: int, style_dim: int,
+                     layers: range | slice | None | object = _OWN_LAYERS) -> torch.Tensor:
+    """The edit of α = 1: [n_latent, style_dim] float32, ``scale · vector`` on the chosen layers
+    and exactly 0 elsewhere.
+
+    ``layers`` (a range or slice of W+ layers; None for all) defaults to the direction's own
+    ``layers`` (all layers for a bare tensor). A bare tensor has scale 1.
+    """
+    if isinstance(direction, Direction):
+        name, scale = direction.name, direction.scale
+        vectors = direction.layer_vectors(n_latent, style_dim)
+        if layers is _OWN_LAYERS:
+            layers = direction.layer_slice
+    else:
+        from vidinv.latent.directions import layer_vectors
+
+        name, scale = "direction", 1.0
+        vectors = layer_vectors(torch.as_tensor(direction).detach().float().cpu(), n_latent,
+                                style_dim)
+        if layers is _OWN_LAYERS:
+            layers = None
+    chosen = resolve_layers(layers, n_latent, name=name)  # type: ignore[arg-type]
+    offset = torch.zeros(n_latent, style_dim, dtype=torch.float32)
+    offset[chosen.start:chosen.stop] = vectors[chosen.start:chosen.stop].float() * scale
+    return offset
+
+
+def _strength_tensor(strength: float | torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """α as [B,1,1] (or a scalar tensor) in w's dtype and device."""
+    alpha = torch.as_tensor(strength, dtype=w.dtype, device=w.device)
+    if alpha.ndim == 0:
+        return alpha
+    if alpha.ndim != 1 or alpha.shape[0] not in (1, w.shape[0]):
+        raise ValueError(f"strength must be a number or [B] with B = {w.shape[0]}, got "
+                         f"{tuple(alpha.shape)}")
+    return alpha[:, None, None]
+
+
+def apply_direction(w: torch.Tensor, direction: Direction | torch.Tensor,
+                    strength: float | torch.Tensor = 1.0,
+                    layers: range | slice | None | object = _OWN_LAYERS) -> torch.Tensor:
+    """w̃ = w + α · scale · d on the chosen W+ layers; the other layers are returned unchanged.
+
+    Args:
+        w: [B,N,D] W+ codes (or [N,D] for one frame).
+        direction: a :class:`Direction`, or a tensor of shape (D,), (1,D), (N,D), (1,N,D) or
+            (1,N·D) (then scale 1). A [D] vector moves every chosen layer alike.
+        strength: α, a number or a [B] tensor (one per sample).
+        layers: a range or slice of W+ layers; None for all; by default the direction's own.
+
+    Returns w̃ of w's shape, dtype and device.
+    """
+    single = w.ndim == 2
+    codes = w[None] if single else w
+    if codes.ndim != 3:
+        raise ValueError(f"w must be [B,N,D] or [N,D], got {tuple(w.shape)}")
+    offset = direction_offset(direction, codes.shape[1], codes.shape[2], layers)
+    edited = _shift(codes, offset.to(codes.device, codes.dtype), _strength_tensor(strength, codes))
+    return edited[0] if single else edited
+
+
+def _moved_rows(offset: torch.Tensor) -> tuple[int, int]:
+    """(first, stop) of the rows of an [N,D] offset that are not all zero; (0, 0) if none."""
+    rows = offset.abs().sum(dim=1).nonzero().flatten()
+    if rows.numel() == 0:
+        return 0, 0
+    return int(rows[0]), int(rows[-1]) + 1
+
+
+def _shift(w: torch.Tensor, offset: torch.Tensor, alpha: torch.Tensor,
+           rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """w + α·offset on the layers where offset is non-zero, leaving the others bit-identical."""
+    first, stop = _moved_rows(offset) if rows is None else rows
+    edited = w.clone()
+    if stop > first:
+        edited[:, first:stop] = w[:, first:stop] + alpha * offset[first:stop]
+    return edited
+
+
+def edit_with_features(generator: StyleGAN2Generator, w: torch.Tensor, features: torch.Tensor,
+                       w_edit: torch.Tensor, k: int = DEFAULT_K) -> torch.Tensor:
+    """Eq. 1 of paper 003: F̃ = F + G.features(w̃, k) − G.features(w, k).
+
+    w, w_edit: [B,N,D]; features: [B,C,R,R] = ``G.synthesis.feature_shape(k)``. Samples whose
+    first k layers did not change get F back exactly (no generator call for them).
+    Returns F̃ [B,C,R,R] in F's dtype.
+    """
+    if w.shape != w_edit.shape or w.ndim != 3:
+        raise ValueError(f"w and w_edit must both be [B,N,D], got {tuple(w.shape)} and "
+                         f"{tuple(w_edit.shape)}")
+    changed = (w_edit[:, :k] != w[:, :k]).flatten(1).any(dim=1)  # [B]
+    if not bool(changed.any()):
+        return features
+    if bool(changed.all()):
+        both = generator.features(torch.cat([w_edit, w]), k)
+        moved, original = both.chunk(2)
+        return features + (moved - original).to(features.dtype)
+    index = changed.nonzero().flatten()
+    both = generator.features(torch.cat([w_edit[index], w[index]]), k)
+    moved, original = both.chunk(2)
+    edited = features.clone()
+    edited[index] = features[index] + (moved - original).to(features.dtype)
+    return edited
+
+
+def render_edit(generator: StyleGAN2Generator, w: torch.Tensor, features: torch.Tensor,
+                direction: Direction | torch.Tensor, strength: float | torch.Tensor = 1.0,
+                k: int = DEFAULT_K, layers: range | slice | None | object = _OWN_LAYERS,
+                check: bool = True) -> torch.Tensor:
+    """Edit an inversion (w [B,N,D], F [B,C,R,R]) and render it: [B,3,R,R] about [-1,1].
+
+    ``G.synthesis(w̃, features=F̃, k)``; with α = 0 this is exactly the inversion
+    ``G.synthesis(w, features=F, k)``. With ``check`` a :class:`Direction` is checked against the
+    generator (fingerprint and shape), which hashes the weights on every call: for a stream of
+    frames use a :class:`LatentEditor`, which checks once.
+    """
+    if check and isinstance(direction, Direction):
+        direction.check_generator(generator)
+    w_edit = apply_direction(w, direction, strength, layers)
+    features_edit = edit_with_features(generator, w, features, w_edit, k)
+    return generator.synthesis(w_edit, features=features_edit, k=k)
+
+
+class LatentEditor:
+    """The per-frame editing step: ``editor(w, F) -> (w̃, F̃)`` for one direction.
+
+    Holds the generator, the direction (checked against the generator once, here), α
+    (``strength``, which may be changed between calls, e.g. by a slider), the layers and k. The
+    edit of α = 1 is computed once; a call costs one addition, plus two passes through the
+    generator's first k layers when the edit touches them (none when it does not, or α = 0).
+    Runs without autograd.
+
+    w: [B,N,D] or [N,D]; F: [B,C,R,R] or [C,R,R] (one frame, as :class:`~vidinv.frame.Frame`
+    holds them). Returns tensors of the same shapes.
+    """
+
+    def __init__(self, generator: StyleGAN2Generator, direction: Direction | torch.Tensor,
+                 strength: float = 1.0, layers: range | slice | None | object = _OWN_LAYERS,
+                 k: int = DEFAULT_K, check: bool = True) -> None:
+        self.generator = generator
+        self.direction = direction
+        self.strength = float(strength)
+        self.k = int(k)
+        generator.synthesis.feature_shape(self.k)  # validates k
+        self.fingerprint = generator_fingerprint(generator) if check else None
+        if check and isinstance(direction, Direction):
+            direction.check_generator(generator, fingerprint=self.fingerprint)
+        self._offset = direction_offset(direction, generator.n_latent, generator.style_dim,
+                                        layers)
+        self._rows = _moved_rows(self._offset)
+        self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        #: Whether the edit reaches layers below k, i.e. F̃ ≠ F for α ≠ 0.
+        self.moves_features = bool(self._offset[: self.k].any())
+
+    def __repr__(self) -> str:
+        name = self.direction.name if isinstance(self.direction, Direction) else "tensor"
+        return f"LatentEditor({name!r}, strength={self.strength:g}, k={self.k})"
+
+    @property
+    def offset(self) -> torch.Tensor:
+        """The edit of α = 1, [N,D] float32 on the CPU."""
+        return self._offset
+
+    def _offset_for(self, w: torch.Tensor) -> torch.Tensor:
+        key = (w.device, w.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self._offset.to(w.device, w.dtype)
+        return self._on_device[key]
+
+    @torch.no_grad()
+    def __call__(self, w: torch.Tensor,
+                 features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        single = w.ndim == 2
+        codes = w[None] if single else w
+        maps = features[None] if single else features
+        if self.strength == 0.0:
+            return w, features
+        alpha = torch.tensor(self.strength, dtype=codes.dtype, device=codes.device)
+        w_edit = _shift(codes, self._offset_for(codes), alpha, self._rows)
+        if self.moves_features:
+            maps = edit_with_features(self.generator, codes, maps, w_edit, self.k)
+        if single:
+            return w_edit[0], maps[0]
+        return w_edit, maps
+
+    @torch.no_grad()
+    def render(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The edited image [B,3,R,R] (w [B,N,D], F [B,C,R,R])."""
+        w_edit, features_edit = self(w, features)
+        return self.generator.synthesis(w_edit, features=features_edit, k=self.k)
+
