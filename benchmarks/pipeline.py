@@ -128,15 +128,17 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int) -> tuple
         stages1 = [stage for segment in build_pipeline(config1, networks, str(clip))
                    for stage in segment]
         with VideoWriter(Path(folder) / "s.mp4", info, crf=20, preset="veryfast") as writer:
-            count = 0
-            for frame in VideoReader(clip):
+            def first_frames():
+                for index, frame in enumerate(VideoReader(clip)):
+                    if index == n + 8:
+                        return
+                    yield frame
+
+            start = 0.0
+            for count, done in enumerate(chain(stages1, first_frames())):
                 if count == 8:  # after the warm-up frames
                     start = time.perf_counter()
-                for done in chain(stages1, [frame]):
-                    writer.write(done)
-                count += 1
-                if count == n + 8:
-                    break
+                writer.write(done)
             sequential_fps = n / (time.perf_counter() - start)
     return {name: seconds * 1e3 for name, seconds in times.items()}, sequential_fps
 
