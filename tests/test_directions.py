@@ -297,6 +297,11 @@ def test_cli_errors(generator, tmp_path, capsys):
     assert main(["directions", "fit", "--model", str(model), "--attr", "sefa",
                  "--layers", "5-2", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "FIRST-LAST" in capsys.readouterr().err
+    # a landmark attribute on an untrained generator: no faces to score
+    pytest.importorskip("mediapipe")
+    assert main(["directions", "fit", "--model", str(model), "--attr", "smile", "--samples",
+                 "16", "--quiet", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "got a smile score (no face found?)" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 
 

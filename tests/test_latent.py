@@ -274,8 +274,15 @@ def test_interfacegan_renders_and_scores_images(generator):
     assert direction.name == "redness" and direction.meta["n_scored"] == 48
     assert math.isfinite(direction.meta["accuracy"])
 
-    with pytest.raises(FittingError, match="no face found"):
-        fit_interfacegan(generator, lambda image: math.nan, n_samples=40, attribute="smile")
+    calls = []
+
+    def no_face(image: np.ndarray) -> float:
+        calls.append(1)
+        return math.nan
+
+    with pytest.raises(FittingError, match="only 0 of 64 rendered samples got a smile score"):
+        fit_interfacegan(generator, no_face, n_samples=1000, attribute="smile", batch_size=32)
+    assert len(calls) == 64  # it gives up early
 
 
 def test_fit_boundary_drops_unscored_samples():

@@ -247,8 +247,8 @@ class DirectionSet:
         return iter(self.directions)
 
     def __getitem__(self, key: int | str) -> Direction:
-        if isinstance(key, int):
-            return self.directions[key]
+        if isinstance(key, int | np.integer):
+            return self.directions[int(key)]
         for direction in self.directions:
             if direction.name == key:
                 return direction

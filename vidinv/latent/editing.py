@@ -2,9 +2,9 @@
 
 The Feature-Style Encoder inverts an image to W+ codes ``w`` [B,N,D] and a feature tensor ``F``
 that replaces the generator's k-th feature map (k = 5: [B,512,16,16]). Rendering
-``G.synthesis(w, features=F, k=k)`` ignores ``w[:, :k]``, so an edit of those layers would be
-lost; paper 003 (§3.3, Eq. 1) moves the feature tensor by what the edit does to the generator's
-own k-th features:
+``G.synthesis(w, features=F, k=k)`` uses ``w[:, :k]`` only for the low-resolution RGB skip, so
+an edit of those layers would be mostly lost; paper 003 (§3.3, Eq. 1) moves the feature tensor
+by what the edit does to the generator's own k-th features:
 
     F̃ = F + G.features(w̃, k) − G.features(w, k),      image = G.synthesis(w̃, features=F̃, k)
 
@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vidinv.latent.directions import Direction, generator_fingerprint, resolve_layers
+from vidinv.latent.directions import (
+    Direction,
+    generator_fingerprint,
+    layer_vectors,
+    resolve_layers,
+)
 
 if TYPE_CHECKING:
     from vidinv.models.stylegan2 import StyleGAN2Generator
@@ -44,8 +49,6 @@ def direction_offset(direction: Direction | torch.Tensor, n_latent: int, style_d
         if layers is _OWN_LAYERS:
             layers = direction.layer_slice
     else:
-        from vidinv.latent.directions import layer_vectors
-
         name, scale = "direction", 1.0
         vectors = layer_vectors(torch.as_tensor(direction).detach().float().cpu(), n_latent,
                                 style_dim)
@@ -80,7 +83,8 @@ def apply_direction(w: torch.Tensor, direction: Direction | torch.Tensor,
         strength: α, a number or a [B] tensor (one per sample).
         layers: a range or slice of W+ layers; None for all; by default the direction's own.
 
-    Returns w̃ of w's shape, dtype and device.
+    Returns w̃ of w's shape, dtype and device. There is no generator here, so nothing is
+    checked against one: :func:`render_edit` and :class:`LatentEditor` do that.
     """
     single = w.ndim == 2
     codes = w[None] if single else w
