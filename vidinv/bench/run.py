@@ -1,0 +1,415 @@
+"""Running the benchmark: videos × settings variants → per-video and aggregate results.
+
+Layout of the output folder::
+
+    OUT/
+      table.txt                      the printed tables (rows = variants)
+      comparison.json / .csv         the variants' aggregates side by side
+      <variant>/
+        videos/<stem>.json           one video's summary and settings (written last: the
+                                     "finished" marker that a resumed run skips)
+        videos/<stem>.csv            its per-frame metrics
+        summary.json / summary.csv   per-video rows, then the mean over videos
+        per_frame.png                PSNR, SSIM and ID over frames, one line per video
+
+A variant is a set of pipeline overrides (``--set`` syntax) and has a name derived from its
+smoothing and batch size (e.g. ``smooth-centred_batch-4``), so a plain run and a comparison
+share results. A finished per-video JSON is reused when its settings (model fingerprint,
+overrides, edit, frame cap, metric models) equal the current ones; otherwise it is recomputed.
+
+Aggregates are means over videos of the per-video means (each video weighs the same); videos
+that failed (no face, unreadable) are counted and left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidinv.errors import VidinvError
+from vidinv.metrics.identity import EMBEDDING_NAME
+
+log = logging.getLogger(__name__)
+
+#: Bump when a metric's definition changes: older per-video results are then recomputed.
+BENCH_VERSION = 1
+
+SUMMARY_KEYS = (
+    "crop_ssim", "crop_psnr", "crop_psnr_inf_frames", "crop_psnr_of_mean_mse", "crop_mse",
+    "crop_mse_pm1", "lpips", "id", "id_distance", "tl_id", "tg_id", "frame_ssim", "frame_psnr",
+    "frame_psnr_inf_frames", "frame_mse", "warp_error", "warp_error_source", "warp_error_face",
+    "warp_error_face_source", "crop_jitter", "landmark_jitter", "latent_jitter", "frames",
+    "face_frames", "id_frames", "seconds", "fps",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Pipeline settings under test: a name and ``section.field=value`` overrides."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass
+class BenchOptions:
+    """What every video of a run shares."""
+
+    model: str | None = None
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+    edit: str | None = None
+    strength: float = 1.0
+    max_frames: int | None = None
+    lpips_backbone: str | None = None
+    lpips_lin: str | None = None
+    lpips_size: int = 256
+    warp_max_side: int = 320
+    identity: bool = True
+    keep_videos: bool = False
+    progress: bool = True
+    echo: Callable[[str], None] = print
+    extra_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")
+
+
+def variant_name(config, edit: str | None = None, strength: float = 1.0) -> str:
+    """``smooth-<mode>_batch-<B>[_edit-<attr><±strength>]`` for a PipelineConfig."""
+    crop, latent = config.face.crop_smoothing, config.latent.smoothing
+    smooth = crop if crop == latent else f"{crop}+{latent}"
+    name = f"smooth-{smooth}_batch-{config.engine.batch_size}"
+    if edit:
+        name += f"_edit-{_slug(Path(edit).stem)}{strength:+g}"
+    return name
+
+
+def base_config(options: BenchOptions):
+    """The PipelineConfig every variant starts from: preset, user overrides, and a fast x264
+    preset for the (temporary) output file, whose encoding the metrics never see."""
+    from vidinv.config import PipelineConfig, load_preset
+
+    config = load_preset(options.preset) if options.preset else PipelineConfig()
+    return config.with_overrides(["output.preset=ultrafast", *options.overrides])
+
+
+def make_variants(options: BenchOptions, compare: str | None) -> list[tuple[Variant, Any]]:
+    """(Variant, PipelineConfig) pairs: one for a plain run, two for ``compare``.
+
+    ``smoothing``: crop and latent smoothing off vs on (on = the base config's mode, or
+    ``centred`` where that is ``none``). ``batching``: batch size 1 vs the base config's batch
+    size (4 where that is 1).
+    """
+    base = base_config(options)
+    if compare is None:
+        sets: list[list[str]] = [[]]
+    elif compare == "smoothing":
+        mode = base.latent.smoothing if base.latent.smoothing != "none" else "centred"
+        crop_mode = base.face.crop_smoothing if base.face.crop_smoothing != "none" else mode
+        sets = [["face.crop_smoothing=none", "latent.smoothing=none"],
+                [f"face.crop_smoothing={crop_mode}", f"latent.smoothing={mode}"]]
+    elif compare == "batching":
+        batch = base.engine.batch_size if base.engine.batch_size > 1 else 4
+        sets = [["engine.batch_size=1"], [f"engine.batch_size={batch}"]]
+    else:
+        raise VidinvError(f"unknown comparison {compare!r}; use smoothing or batching")
+    pairs = []
+    for extra in sets:
+        config = base.with_overrides(extra)
+        name = variant_name(config, options.edit, options.strength)
+        pairs.append((Variant(name, (*options.overrides, *extra)), config))
+    return pairs
+
+
+@dataclass
+class _Kit:
+    """What the videos of a run share once loaded: model, metric models, settings."""
+
+    bundle: Any
+    embedder: Any
+    lpips: Any
+    fingerprint: str
+
+
+def _load_kit(options: BenchOptions) -> _Kit:
+    from vidinv.metrics.identity import IdentityEmbedder
+    from vidinv.metrics.lpips import lpips_from_paths
+    from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+
+    lpips = lpips_from_paths(options.lpips_backbone, options.lpips_lin, options.lpips_size)
+    bundle = load_model_bundle(resolve_model_folder(options.model))
+    embedder = IdentityEmbedder() if options.identity else None
+    return _Kit(bundle=bundle, embedder=embedder, lpips=lpips, fingerprint=bundle.fingerprint())
+
+
+def _settings(kit: _Kit, options: BenchOptions, variant: Variant, config) -> dict[str, Any]:
+    import dataclasses
+
+    return {
+        "bench_version": BENCH_VERSION,
+        "model_folder": str(kit.bundle.folder),
+        "model_fingerprint": kit.fingerprint,
+        "generator_resolution": kit.bundle.generator.resolution,
+        "crop_size": kit.bundle.crop_size,
+        "variant": variant.name,
+        "pipeline": dataclasses.asdict(config),
+        "edit": options.edit,
+        "strength": options.strength if options.edit else None,
+        "max_frames": options.max_frames,
+        "identity_embedding": EMBEDDING_NAME if kit.embedder is not None else None,
+        "lpips": kit.lpips.name if kit.lpips is not None else None,
+        "warp_max_side": options.warp_max_side,
+        **options.extra_settings,
+    }
+
+
+def trim_video(source: Path, target: Path, max_frames: int) -> Path:
+    """The first ``max_frames`` frames of ``source`` re-encoded losslessly (x264 crf 0) into
+    ``target``, without audio (the FSE video script also keeps the first 120 frames)."""
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(source)
+    with VideoWriter(target, reader.info, crf=0, preset="ultrafast") as writer:
+        for frame in reader:
+            if frame.index >= max_frames:
+                break
+            writer.write(frame)
+    return target
+
+
+def run_video(path: Path, folder: Path, kit: _Kit, variant: Variant, config, editor,
+              options: BenchOptions, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One video under one variant: its record (from ``folder/videos/<stem>.json`` if that
+    is finished with the same settings, else computed and written)."""
+    from vidinv.bench.collect import FRAME_COLUMNS, MetricsCollector
+    from vidinv.bench.report import read_json, write_csv, write_json
+    from vidinv.face.errors import NoFaceError
+    from vidinv.pipeline.app import process_video
+    from vidinv.video.errors import VideoInputError
+
+    settings = _settings(kit, options, variant, config)
+    stem = path.stem
+    json_path = folder / "videos" / f"{stem}.json"
+    if json_path.is_file():
+        try:
+            previous = read_json(json_path)
+        except ValueError:
+            previous = {}
+        if previous.get("settings") == read_json_roundtrip(settings):
+            previous["resumed"] = True
+            return previous
+        log.info("%s: settings changed since the last run; recomputing", json_path)
+    record: dict[str, Any] = {"video": str(path), "name": stem, "settings": settings,
+                              **(meta or {})}
+    collector = MetricsCollector(kit.embedder, kit.lpips, options.warp_max_side)
+    with tempfile.TemporaryDirectory(prefix="vidinv-bench-") as tmp:
+        source = path
+        output = (folder / "videos" / f"{stem}.mp4" if options.keep_videos
+                  else Path(tmp) / f"{stem}_out.mp4")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if options.max_frames:
+                source = trim_video(path, Path(tmp) / f"{stem}.mp4", options.max_frames)
+            stats = process_video(source, output, kit.bundle, config, editor,
+                                  progress=options.progress, on_frame=collector)
+        except (NoFaceError, VideoInputError) as error:  # this video's fault: record, go on
+            record.update(status="failed", error=str(error))
+            write_json(json_path, record)
+            return record
+    summary = collector.summary()
+    summary["fps"] = stats.frames / summary["seconds"] if summary["seconds"] > 0 else None
+    record.update(status="ok", summary=summary)
+    write_csv(folder / "videos" / f"{stem}.csv", collector.rows, FRAME_COLUMNS)
+    write_json(json_path, record)
+    return record
+
+
+def read_json_roundtrip(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as it reads back from JSON (tuples become lists, ∞ stays ∞)."""
+    import json
+
+    from vidinv.bench.report import _jsonable, _restore
+
+    return _restore(json.loads(json.dumps(_jsonable(data))))
+
+
+def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over the finished videos of each summary value (None values left out)."""
+    import math
+
+    from vidinv.metrics.image import mean_or_none
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    result: dict[str, Any] = {"videos": len(ok), "failed": len(records) - len(ok)}
+    for key in SUMMARY_KEYS:
+        values = [r["summary"].get(key) for r in ok]
+        if key.endswith("_psnr"):
+            finite = [v for v in values if v is not None and math.isfinite(v)]
+            infinite = sum(1 for v in values if v is not None and not math.isfinite(v))
+            result[key] = mean_or_none(finite) if finite else (math.inf if infinite else None)
+            result[f"{key}_inf_videos"] = infinite
+        elif key.endswith("_inf_frames") or key in ("frames", "face_frames", "id_frames"):
+            result[key] = int(sum(v or 0 for v in values))
+        else:
+            result[key] = mean_or_none(values)
+    return result
+
+
+def run_variant(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path, kit: _Kit,
+                variant: Variant, config, options: BenchOptions) -> dict[str, Any]:
+    """Every video under one variant; writes the variant's summary files and plot."""
+    from vidinv.bench.report import plot_per_frame, write_csv, write_json
+
+    folder = out / variant.name
+    editor = None
+    if options.edit:
+        from vidinv.pipeline.app import resolve_editor
+
+        editor = resolve_editor(kit.bundle, options.edit, options.strength)
+    records = []
+    for number, (path, meta) in enumerate(videos, start=1):
+        record = run_video(path, folder, kit, variant, config, editor, options, meta)
+        records.append(record)
+        options.echo(_progress_line(number, len(videos), variant.name, record))
+    summary = aggregate(records)
+    rows = [{"video": r["name"], "status": r.get("status"), **(r.get("summary") or {})}
+            for r in records]
+    columns = ["video", "status", *SUMMARY_KEYS]
+    write_csv(folder / "summary.csv", [*rows, {"video": "mean", **summary}], columns)
+    write_json(folder / "summary.json", {"variant": variant.name,
+                                         "overrides": list(variant.overrides),
+                                         "aggregate": summary, "videos": rows,
+                                         "conventions": CONVENTIONS,
+                                         "identity_embedding": EMBEDDING_NAME,
+                                         "lpips": kit.lpips.name if kit.lpips else "n/a"})
+    per_frame = {}
+    for record in records:
+        csv_path = folder / "videos" / f"{record['name']}.csv"
+        if record.get("status") == "ok" and csv_path.is_file():
+            per_frame[record["name"]] = _read_frame_csv(csv_path)
+    if per_frame:
+        plot_per_frame(folder / "per_frame.png", per_frame,
+                       f"{variant.name}: per-frame crop metrics "
+                       f"(ID: {EMBEDDING_NAME}, cosine)")
+    return summary
+
+
+def _read_frame_csv(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, text in raw.items():
+                if text in ("", None):
+                    row[key] = None
+                elif key == "face":
+                    row[key] = text == "True"
+                else:
+                    row[key] = float(text)
+            rows.append(row)
+    return rows
+
+
+def _progress_line(number: int, total: int, variant: str, record: dict[str, Any]) -> str:
+    head = f"[{number}/{total}] {variant} {record['name']}:"
+    if record.get("status") != "ok":
+        return f"{head} failed: {record.get('error')}"
+    s = record["summary"]
+
+    def fmt(value, spec):
+        return "n/a" if value is None else ("inf" if value == float("inf") else spec.format(value))
+
+    resumed = " (finished earlier, skipped)" if record.get("resumed") else ""
+    return (f"{head} {s['frames']} frames, SSIM {fmt(s['crop_ssim'], '{:.3f}')}, "
+            f"PSNR {fmt(s['crop_psnr'], '{:.2f}')}, ID {fmt(s['id'], '{:.3f}')}{resumed}")
+
+
+CONVENTIONS = {
+    "crop metrics": "generator output [R,R] vs aligned input crop resized to R (area/bicubic); "
+                    "images in [0,1]",
+    "SSIM": "Gaussian window σ=1.5 (11 taps), K1=0.01, K2=0.03, border cropped, channel mean "
+            "(= skimage structural_similarity, gaussian_weights=True)",
+    "PSNR": "10·log10(1/MSE), data range 1; per-video mean over frames with finite PSNR "
+            "(infinite frames counted in *_inf_frames); *_psnr_of_mean_mse is 10·log10(1/mean MSE)",
+    "MSE": "mean squared error on [0,1]; mse_pm1 = 4·MSE is the paper's [-1,1] scale",
+    "LPIPS": "v0.1 from local weights only, both images at 256 px; n/a without weights",
+    "ID": f"cosine similarity of {EMBEDDING_NAME} embeddings of output and input crop "
+          "(the paper uses CurricularFace: not comparable in absolute terms)",
+    "TL-ID/TG-ID": "STIT: mean over adjacent / all pairs of sim(out)/sim(source), same "
+                   "embeddings as ID",
+    "warp error": "mean |out_t+1 − warp(out_t, source flow)| over forward-backward-consistent "
+                  "pixels, [0,1] RGB, DIS flow at ≤320 px; warp_error_face inside the crop "
+                  "square, warp_error whole frame; *_source: the source's own (floor)",
+    "crop jitter": "RMS second difference of the crop centre, frame px",
+    "latent jitter": "mean ‖w_t − w_t−1‖ (Frobenius over [L,512])",
+    "aggregate": "mean over videos of per-video means",
+}
+
+
+def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
+                  options: BenchOptions, compare: str | None = None,
+                  ) -> list[tuple[str, dict[str, Any]]]:
+    """Every variant over ``videos`` ((path, metadata) pairs); prints and writes the tables.
+
+    Returns [(variant name, aggregate)] in variant order.
+    """
+    from vidinv.bench.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv, write_json
+
+    pairs = make_variants(options, compare)
+    kit = _load_kit(options)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for variant, config in pairs:
+        results.append((variant.name, run_variant(videos, out, kit, variant, config, options)))
+    text = render_tables(results, kit, options)
+    options.echo(text)
+    (out / "table.txt").write_text(text + "\n", encoding="utf-8")
+    write_json(out / "comparison.json", {"variants": dict(results),
+                                         "conventions": CONVENTIONS})
+    columns = ["variant", *(key for key, _, _ in (*TABLE_COLUMNS, *FRAME_TABLE_COLUMNS)),
+               "videos", "failed", "frames", "face_frames"]
+    write_csv(out / "comparison.csv", [{"variant": name, **values} for name, values in results],
+              columns)
+    return results
+
+
+def render_tables(results: Sequence[tuple[str, dict[str, Any]]], kit: _Kit,
+                  options: BenchOptions) -> str:
+    from vidinv.bench.report import FRAME_TABLE_COLUMNS, format_table
+
+    first = results[0][1] if results else {}
+    resolution = kit.bundle.generator.resolution
+    lines = [
+        f"Reconstruction (aligned crop at the generator's {resolution} px; "
+        f"{first.get('videos', 0)} videos, {first.get('frames', 0)} frames"
+        + (f", {first['failed']} failed" if first.get("failed") else "") + ")",
+        format_table(results),
+        "",
+        "Whole frame (decoded input vs output frame; warp: whole-frame and source floors)",
+        format_table(results, FRAME_TABLE_COLUMNS),
+        "",
+        f"ID, TL-ID, TG-ID: cosine of {EMBEDDING_NAME} (the paper's ID uses CurricularFace). "
+        f"LPIPS: {kit.lpips.name if kit.lpips else 'n/a (no local weights)'}.",
+        "MSE on [0,1] images (the paper's Table 2 MSE is on [-1,1]: ×4, see mse_pm1). "
+        "PSNR: mean over frames with finite PSNR"
+        + _inf_note(results) + ".",
+        "warp: mean |out_t+1 − warp(out_t)| by the source's DIS flow inside the face crop, "
+        "[0,1] units; jitter: crop centre RMS 2nd difference (px), latent mean ‖Δw‖.",
+    ]
+    return "\n".join(lines)
+
+
+def _inf_note(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    counts = [(name, values.get("crop_psnr_inf_frames", 0)) for name, values in results]
+    infinite = [f"{name}: {count}" for name, count in counts if count]
+    return f" (identical frames left out — {', '.join(infinite)})" if infinite else ""
