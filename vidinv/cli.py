@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
     build.set_defaults(handler=_engines_build)
 
+    from vidinv.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
+
     from vidinv.latent.cli import add_directions_parser
 
     add_directions_parser(commands)
