@@ -359,6 +359,9 @@ def test_cycle_schedule_boundaries(step, active, delta_weight, disc_weight, phas
     assert state.delta_norm_weight == pytest.approx(delta_weight)
     assert state.disc_weight == pytest.approx(disc_weight)
     assert state.phase == phase
+    mask, delta, disc, name = state  # also unpacks as a tuple
+    assert (mask, delta, disc, name) == (state.active, state.delta_norm_weight,
+                                         state.disc_weight, state.phase)
 
 
 def test_cycle_training_ends_in_pure_w(G, tmp_path):

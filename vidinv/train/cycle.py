@@ -35,7 +35,9 @@ past codes (``--use_w_pool``) are not implemented.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,10 @@ class CycleState:
     @property
     def n_active_deltas(self) -> int:
         return sum(self.active) - 1
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpacks as ``active, delta_norm_weight, disc_weight, phase``."""
+        return iter((self.active, self.delta_norm_weight, self.disc_weight, self.phase))
 
 
 @dataclass(frozen=True)
