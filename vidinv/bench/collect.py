@@ -23,7 +23,6 @@ metrics; they still enter the whole-frame warping error.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -188,9 +187,3 @@ class MetricsCollector:
             "seconds": time.monotonic() - self._started,
         }
 
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no ∞: infinite floats become the string "inf" (and back with float())."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value

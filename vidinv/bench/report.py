@@ -38,29 +38,29 @@ FRAME_TABLE_COLUMNS = (
 )
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return to_jsonable(value.item())
     return value
 
 
-def _restore(value: Any) -> Any:
+def from_jsonable(value: Any) -> Any:
     if value in ("inf", "-inf"):
         return math.inf if value == "inf" else -math.inf
     if isinstance(value, dict):
-        return {k: _restore(v) for k, v in value.items()}
+        return {k: from_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_restore(v) for v in value]
+        return [from_jsonable(v) for v in value]
     return value
 
 
@@ -73,11 +73,11 @@ def _replace_atomically(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """``data`` as indented JSON (∞ as "inf"), written to a temporary file then renamed."""
-    _replace_atomically(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    _replace_atomically(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return _restore(json.loads(path.read_text(encoding="utf-8")))
+    return from_jsonable(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _cell(value: Any) -> str:

@@ -92,12 +92,14 @@ def variant_name(config, edit: str | None = None, strength: float = 1.0) -> str:
 
 
 def base_config(options: BenchOptions):
-    """The PipelineConfig every variant starts from: preset, user overrides, and a fast x264
-    preset for the (temporary) output file, whose encoding the metrics never see."""
+    """The PipelineConfig every variant starts from: preset, user overrides, a fast x264
+    preset for the (temporary) output file, whose encoding the metrics never see, and no
+    side-by-side output (the output frame must be comparable with the input frame)."""
     from vidinv.config import PipelineConfig, load_preset
 
     config = load_preset(options.preset) if options.preset else PipelineConfig()
-    return config.with_overrides(["output.preset=ultrafast", *options.overrides])
+    return config.with_overrides(["output.preset=ultrafast", *options.overrides,
+                                  "output.side_by_side=false"])
 
 
 def make_variants(options: BenchOptions, compare: str | None) -> list[tuple[Variant, Any]]:
@@ -236,9 +238,9 @@ def read_json_roundtrip(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` as it reads back from JSON (tuples become lists, ∞ stays ∞)."""
     import json
 
-    from vidinv.bench.report import _jsonable, _restore
+    from vidinv.bench.report import from_jsonable, to_jsonable
 
-    return _restore(json.loads(json.dumps(_jsonable(data))))
+    return from_jsonable(json.loads(json.dumps(to_jsonable(data))))
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -352,6 +354,8 @@ CONVENTIONS = {
                   "square, warp_error whole frame; *_source: the source's own (floor)",
     "crop jitter": "RMS second difference of the crop centre, frame px",
     "latent jitter": "mean ‖w_t − w_t−1‖ (Frobenius over [L,512])",
+    "fps": "frames per second of pipeline and metrics together (the metrics run in the "
+           "output thread, so this is not the pipeline's speed)",
     "aggregate": "mean over videos of per-video means",
 }
 
