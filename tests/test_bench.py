@@ -152,6 +152,19 @@ def test_bench_clip_compares_batching_side_by_side(short_clip, model, tmp_path, 
     assert one["id"] is None and one["tl_id"] is None  # --no-id
 
 
+def test_bench_clip_compares_smoothing_off_and_on(short_clip, model, tmp_path, capsys):
+    out = tmp_path / "smooth"
+    assert main(["bench", "clip", str(short_clip), "--model", str(model), "--out", str(out),
+                 "--compare", "smoothing", "--no-id", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    table = table[table.index("Method"):]
+    assert "smooth-none_batch-4" in table and "smooth-centred_batch-4" in table
+    variants = json.loads((out / "comparison.json").read_text())["variants"]
+    off, on = variants["smooth-none_batch-4"], variants["smooth-centred_batch-4"]
+    assert on["crop_jitter"] < off["crop_jitter"]
+    assert on["latent_jitter"] < off["latent_jitter"]
+
+
 def test_bench_clip_measures_an_edit(short_clip, model, tmp_path, capsys):
     out = tmp_path / "edit"
     common = [str(short_clip), "--model", str(model), "--out", str(out), "--smooth", "none",
