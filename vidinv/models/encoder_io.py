@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from vidinv.errors import CheckpointError, InputFileError
+from vidinv.errors import CheckpointError
 from vidinv.models.encoder import FeatureStyleEncoder
 from vidinv.models.native import (
     load_native,
     load_state_strict,
     looks_like_safetensors,
+    read_head,
     save_native,
 )
 
@@ -119,18 +120,7 @@ def encoder_from_official_state(state: dict[str, torch.Tensor], source: str,
 
 
 def _is_safetensors(path: Path) -> bool:
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file; check the encoder path")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a folder; pass the encoder file inside it")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
-    if not head:
-        raise CheckpointError(f"{path}: empty file; re-download it")
-    return looks_like_safetensors(head)
+    return looks_like_safetensors(read_head(path, "encoder"))
 
 
 def _load_native_encoder(path: Path) -> FeatureStyleEncoder:

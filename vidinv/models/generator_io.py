@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from vidinv.errors import CheckpointError, InputFileError
+from vidinv.errors import CheckpointError
 from vidinv.models.native import (
     load_native,
     load_state_strict,
     looks_like_safetensors,
+    read_head,
     save_native,
 )
 from vidinv.models.stylegan2 import StyleGAN2Generator, _blur_kernel_2d, layer_channels
@@ -60,17 +61,7 @@ def save_generator(generator: StyleGAN2Generator, path: str | Path) -> Path:
 
 def sniff_checkpoint_kind(path: Path) -> str:
     """'native', 'torch' (torch.save zip or legacy) or 'pickle' (NVIDIA), from the first bytes."""
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file; check the path or run `vidinv models list`")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a folder; pass the checkpoint file inside it")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
-    if not head:
-        raise CheckpointError(f"{path}: empty file; re-download it")
+    head = read_head(path, "checkpoint")
     if looks_like_safetensors(head):
         return "native"
     if head.startswith(_ZIP_MAGIC):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vidinv.errors import CheckpointError
+from vidinv.errors import CheckpointError, InputFileError
 
 FORMAT_VERSION = "1"
 _KIND_KEY = "vidinv.kind"
@@ -39,6 +39,23 @@ def looks_like_safetensors(head: bytes) -> bool:
         return False
     (header_len,) = struct.unpack("<Q", head[:8])
     return 0 < header_len < 100_000_000 and head[8:9] == b"{"
+
+
+def read_head(path: Path, what: str, n_bytes: int = 16) -> bytes:
+    """The first bytes of a checkpoint file, with one-line errors for a missing, folder,
+    unreadable or empty ``path`` (``what`` names the file's role in the messages)."""
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file; check the {what} path")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder; pass the {what} file inside it")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(n_bytes)
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty file; re-download it")
+    return head
 
 
 def save_native(path: str | Path, kind: str, config: dict,
