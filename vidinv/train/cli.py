@@ -24,10 +24,13 @@ _OFFICIAL_BLOCKS = (3, 4, 14, 3)
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``train {encoder,refine,pti}`` to the ``vidinv`` sub-command parsers."""
+    """Add ``train {generator,encoder,refine,pti}`` to the ``vidinv`` sub-command parsers."""
     train = subparsers.add_parser(
         "train", help="train an encoder (FSE, cycle encoding), refine pivots, tune a generator")
     actions = train.add_subparsers(dest="train_command", metavar="ACTION", required=True)
+    from vidinv.train.gan_cli import add_gan_parser
+
+    add_gan_parser(actions)
 
     enc = actions.add_parser("encoder", help="train a Feature-Style Encoder for a generator")
     enc.add_argument("--generator", required=True, help="generator checkpoint (frozen)")

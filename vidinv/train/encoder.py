@@ -29,14 +29,10 @@ enough to resume exactly. ``log.jsonl`` gets one JSON record per logged step.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,7 +69,7 @@ from vidinv.train.losses import (
     feature_reconstruction,
     mse,
 )
-from vidinv.train.state import load_state, save_state
+from vidinv.train.state import deferred_interrupt, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -214,27 +210,6 @@ class TensorImageSource:
 # --- Ctrl-C ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Turn the first Ctrl-C into a flag checked between steps (a second one interrupts now).
-
-    Only in the main thread (signal handlers cannot be set elsewhere); otherwise a no-op flag.
-    """
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: object) -> None:
-        flag[0] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # --- the trainer -----------------------------------------------------------------------------
@@ -465,7 +440,7 @@ class EncoderTrainer:
         log.info("training the encoder from step %d to %d (batch %d%s)", self.step, end,
                  self.config.batch_size, ", half real" if self.real_images is not None else
                  ", synthetic only")
-        with _deferred_interrupt() as interrupted:
+        with deferred_interrupt() as interrupted:
             while self.step < end:
                 record = self.training_step()
                 record["step"] = self.step

@@ -28,15 +28,11 @@ and ``samples/NNNNNN.png`` (G_ema on fixed z every ``sample_every`` steps).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +46,7 @@ from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models.generator_io import save_generator
 from vidinv.models.stylegan2 import EqualLinear, StyleGAN2Generator, layer_channels
 from vidinv.train.augment import DiffAugment, parse_policy
-from vidinv.train.state import load_state, save_state
+from vidinv.train.state import deferred_interrupt, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -386,27 +382,6 @@ def image_grid(images: torch.Tensor, columns: int | None = None) -> np.ndarray:
 # --- Ctrl-C ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """The first Ctrl-C sets a flag checked between steps; a second one interrupts at once.
-
-    Only in the main thread (elsewhere signal handlers cannot be set): there a no-op flag.
-    """
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: object) -> None:
-        flag[0] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # --- the trainer -----------------------------------------------------------------------------
@@ -635,7 +610,7 @@ class GanTrainer:
             bar = tqdm(total=end, initial=self.step, unit="step", dynamic_ncols=True,
                        smoothing=0.05)
         try:
-            with _deferred_interrupt() as interrupted:
+            with deferred_interrupt() as interrupted:
                 while self.step < end:
                     record = self.training_step()
                     record["step"] = self.step

@@ -9,6 +9,10 @@ The file is a native vidinv file (:mod:`vidinv.models.native`): nothing in it is
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +79,26 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: damaged training state ({error}); resume from an "
                               "earlier checkpoint") from None
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[list[bool]]:
+    """Turn the first Ctrl-C into a flag checked between steps (a second one interrupts now).
+
+    Only in the main thread (signal handlers cannot be set elsewhere); otherwise a no-op flag.
+    """
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        flag[0] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
