@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -114,7 +115,130 @@ def _vidinv(*args: str) -> None:
     print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
-STEPS = {"data": step_data}
+# Training budget of the shipped model (CPU, 2 cores); see MODEL_CARD.md for what was run.
+GAN_ARGS = ["--resolution", "64", "--channel-max", "128", "--channel-multiplier", "0.125",
+            "--batch", "8", "--checkpoint-every", "250",
+            "--sample-every", "250", "--no-progress"]
+GAN_STEPS = 6000
+ENCODER_ARGS = ["--widths", "32", "64", "96", "128", "--blocks", "1", "2", "2", "1",
+                "--batch", "8", "--k", "5"]
+ENCODER_STEPS = 3000
+DIRECTION_SAMPLES = 800
+ATTRIBUTES = ("smile", "mouth_open", "yaw")
+
+
+def step_generator(work: Path) -> None:
+    out = work / "gan"
+    args = ["train", "generator", "--data", str(work / "data" / "train"), "--out", str(out),
+            "--steps", str(GAN_STEPS), *GAN_ARGS]
+    if (out / "training_state.safetensors").exists():
+        args.append("--resume")
+    _vidinv(*args)
+
+
+def step_encoder(work: Path) -> None:
+    out = work / "encoder"
+    args = ["train", "encoder", "--generator", str(work / "gan" / "generator.safetensors"),
+            "--out", str(out), "--real", str(work / "data" / "train"),
+            "--steps", str(ENCODER_STEPS), "--lr-decay-step", str(int(ENCODER_STEPS * 0.8)),
+            *ENCODER_ARGS]
+    if (out / "training_state.safetensors").exists():
+        args.append("--resume")
+    _vidinv(*args)
+
+
+def step_directions(work: Path) -> None:
+    out = work / "directions"
+    out.mkdir(exist_ok=True)
+    generator = str(work / "gan" / "generator.safetensors")
+    for attribute in (*ATTRIBUTES, "sefa"):
+        target = out / f"{attribute}.safetensors"
+        if target.exists():
+            continue
+        _vidinv("directions", "fit", "--model", generator, "--attr", attribute, "-o",
+                str(target), "--samples", str(DIRECTION_SAMPLES), "--quiet")
+
+
+def step_package(work: Path) -> None:
+    ASSET_FOLDER.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "gan" / "generator.safetensors", ASSET_FOLDER / "generator.safetensors")
+    shutil.copy(work / "encoder" / "encoder.safetensors", ASSET_FOLDER / "encoder.safetensors")
+    (ASSET_FOLDER / "directions").mkdir(exist_ok=True)
+    for file in (work / "directions").glob("*.safetensors"):
+        shutil.copy(file, ASSET_FOLDER / "directions" / file.name)
+    total = sum(f.stat().st_size for f in ASSET_FOLDER.rglob("*") if f.is_file())
+    print(f"package: {ASSET_FOLDER} ({total / 1e6:.1f} MB)")
+
+
+def step_evaluate(work: Path) -> None:
+    """Held-out inversion quality, identity, and the smile edit's monotonicity."""
+    import cv2
+    import torch
+
+    from vidinv.latent.scorers import LandmarkScorer
+    from vidinv.metrics.identity import IdentityEmbedder, euclidean_distance
+    from vidinv.metrics.image import crop_scores
+    from vidinv.pipeline.app import resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.stages import images_to_tensor, tensor_to_images
+
+    bundle = load_model_bundle(ASSET_FOLDER)
+    crops = [cv2.imread(str(p))[:, :, ::-1].copy()
+             for p in sorted((work / "data" / "heldout").glob("*.png"))]
+    with torch.no_grad():
+        w, features = bundle.encoder(images_to_tensor(crops))
+        inversions = tensor_to_images(bundle.generator.synthesis(w, features=features,
+                                                                 k=bundle.k))
+    scores = [crop_scores(crop, inv) for crop, inv in zip(crops, inversions, strict=True)]
+    embedder = IdentityEmbedder()
+    size = bundle.generator.resolution
+
+    def identity(a: np.ndarray, b: np.ndarray) -> float | None:
+        return euclidean_distance(embedder.embed(a, aligned=True),
+                                  embedder.embed(b, aligned=True))
+
+    def up(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (4 * size, 4 * size), interpolation=cv2.INTER_CUBIC)
+
+    small = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+    id_inversion = [identity(up(a), up(b)) for a, b in zip(small, inversions, strict=True)]
+    strengths = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    smile = {}
+    id_edit = {}
+    with LandmarkScorer("smile") as scorer:
+        for strength in strengths:
+            editor = resolve_editor(bundle, "smile", strength)
+            with torch.no_grad():
+                w_edit, f_edit = editor(w, features)
+                edited = tensor_to_images(bundle.generator.synthesis(w_edit, features=f_edit,
+                                                                     k=bundle.k))
+            smile[strength] = float(np.nanmean([scorer(up(e)) for e in edited]))
+            distances = [identity(up(a), up(e)) for a, e in zip(small, edited, strict=True)]
+            id_edit[strength] = float(np.mean([d for d in distances if d is not None]))
+    values = [smile[s] for s in strengths]
+    result = {
+        "heldout_frames": len(crops),
+        "resolution": size,
+        "psnr_db": float(np.mean([s.psnr for s in scores])),
+        "ssim": float(np.mean([s.ssim for s in scores])),
+        "identity_distance_inversion": float(np.mean([d for d in id_inversion
+                                                      if d is not None])),
+        "identity_found": int(sum(d is not None for d in id_inversion)),
+        "smile_score_by_strength": smile,
+        "smile_monotonic": bool(all(b > a for a, b in zip(values, values[1:], strict=False))),
+        "identity_distance_after_smile_edit": id_edit,
+        "identity_embedding": "dlib_face_recognition_resnet_model_v1 (128-d), Euclidean",
+    }
+    (work / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (ASSET_FOLDER / "evaluation.json").write_text(json.dumps(result, indent=2))
+    cv2.imwrite(str(work / "heldout_inversions.png"),
+                np.concatenate([np.concatenate(small[:8], 1),
+                                np.concatenate(inversions[:8], 1)], 0)[:, :, ::-1])
+    print(json.dumps(result, indent=2))
+
+
+STEPS = {"data": step_data, "generator": step_generator, "encoder": step_encoder,
+         "directions": step_directions, "package": step_package, "evaluate": step_evaluate}
 
 
 def main() -> int:
