@@ -121,8 +121,9 @@ GAN_ARGS = ["--resolution", "64", "--channel-max", "128", "--channel-multiplier"
             "--sample-every", "250", "--no-progress"]
 GAN_STEPS = 6000
 ENCODER_ARGS = ["--widths", "32", "64", "96", "128", "--blocks", "1", "2", "2", "1",
-                "--batch", "8", "--k", "5"]
-ENCODER_STEPS = 3000
+                "--batch", "8", "--k", "5", "--lr", "3e-4", "--feature-ramp-rate", "2e-3",
+                "--checkpoint-every", "200", "--log-every", "20"]
+ENCODER_STEPS = 1800
 DIRECTION_SAMPLES = 800
 ATTRIBUTES = ("smile", "mouth_open", "yaw")
 

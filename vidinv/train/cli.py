@@ -45,6 +45,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     enc.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     enc.add_argument("--lr-decay-step", type=int, default=100_000,
                      help="divide the lr by 10 from this step on (default 100000)")
+    enc.add_argument("--feature-ramp-rate", type=float, default=1e-4,
+                     help="the feature tensor's blend weight grows by this per step up to 1 "
+                     "(default 1e-4: full at step 10000, as the official code)")
     enc.add_argument("--k", type=int, default=5, help="generator feature index (default 5)")
     enc.add_argument("--input-size", type=int,
                      help="encoder input side (default: 16 × the feature side when that is at "
@@ -278,7 +281,8 @@ def _train_encoder(args: argparse.Namespace) -> int:
         try:
             config = EncoderTrainingConfig(
                 batch_size=args.batch, lr=args.lr, lr_decay_step=args.lr_decay_step,
-                feature_index=args.k, checkpoint_every=args.checkpoint_every,
+                feature_index=args.k, feature_ramp_rate=args.feature_ramp_rate,
+                checkpoint_every=args.checkpoint_every,
                 log_every=args.log_every, seed=args.seed, cycle=cycle)
         except ValueError as error:
             raise VidinvError(str(error)) from None
