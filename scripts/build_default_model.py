@@ -120,7 +120,7 @@ GAN_ARGS = ["--resolution", "64", "--channel-max", "128", "--channel-multiplier"
             "--batch", "8", "--checkpoint-every", "250",
             "--sample-every", "250", "--no-progress"]
 GAN_STEPS = 6000
-ENCODER_ARGS = ["--widths", "32", "64", "96", "128", "--blocks", "1", "2", "2", "1",
+ENCODER_ARGS = ["--widths", "16", "32", "48", "64", "--blocks", "1", "2", "2", "1",
                 "--batch", "8", "--k", "5", "--lr", "3e-4", "--feature-ramp-rate", "2e-3",
                 "--checkpoint-every", "200", "--log-every", "20"]
 ENCODER_STEPS = 1800
@@ -160,10 +160,23 @@ def step_directions(work: Path) -> None:
                 str(target), "--samples", str(DIRECTION_SAMPLES), "--quiet")
 
 
+def _save_half(source: Path, target: Path) -> None:
+    """Copy a native file with its float32 tensors stored as float16 (loaders cast back)."""
+    import torch
+
+    from vidinv.models.native import load_native, save_native
+
+    checkpoint = load_native(source)
+    tensors = {name: t.half() if t.dtype == torch.float32 else t
+               for name, t in checkpoint.tensors.items()}
+    save_native(target, checkpoint.kind, checkpoint.config, tensors)
+
+
 def step_package(work: Path) -> None:
+    """Weights into the package, stored as float16 to stay under the 30 MB budget."""
     ASSET_FOLDER.mkdir(parents=True, exist_ok=True)
-    shutil.copy(work / "gan" / "generator.safetensors", ASSET_FOLDER / "generator.safetensors")
-    shutil.copy(work / "encoder" / "encoder.safetensors", ASSET_FOLDER / "encoder.safetensors")
+    _save_half(work / "gan" / "generator.safetensors", ASSET_FOLDER / "generator.safetensors")
+    _save_half(work / "encoder" / "encoder.safetensors", ASSET_FOLDER / "encoder.safetensors")
     (ASSET_FOLDER / "directions").mkdir(exist_ok=True)
     for file in (work / "directions").glob("*.safetensors"):
         shutil.copy(file, ASSET_FOLDER / "directions" / file.name)
