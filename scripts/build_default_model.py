@@ -354,7 +354,7 @@ reconstruction; identity and parsing losses off (no ArcFace or parser weights he
 |---|---|---|
 {rows_evaluation}
 
-## Files ({total:.1f} MB)
+## Files ({total:.1f} MB; tensors stored as float16 and loaded as float32)
 """ + "\n".join(f"- `{name}` ({size / 1e6:.2f} MB)" for name, size in files.items()) + "\n"
     (ASSET_FOLDER / "MODEL_CARD.md").write_text(card)
     print(card)
