@@ -119,11 +119,11 @@ def _vidinv(*args: str) -> None:
 GAN_ARGS = ["--resolution", "64", "--channel-max", "128", "--channel-multiplier", "0.125",
             "--batch", "8", "--checkpoint-every", "250",
             "--sample-every", "250", "--no-progress"]
-GAN_STEPS = 6000
+GAN_STEPS = 4060  # the shipped run was stopped (Ctrl-C checkpoint) at this step
 ENCODER_ARGS = ["--widths", "16", "32", "48", "64", "--blocks", "1", "2", "2", "1",
-                "--batch", "8", "--k", "5", "--lr", "3e-4", "--feature-ramp-rate", "2e-3",
+                "--batch", "4", "--k", "5", "--lr", "3e-4", "--feature-ramp-rate", "2.5e-3",
                 "--checkpoint-every", "200", "--log-every", "20"]
-ENCODER_STEPS = 1800
+ENCODER_STEPS = 2400
 DIRECTION_SAMPLES = 800
 ATTRIBUTES = ("smile", "mouth_open", "yaw")
 
