@@ -68,7 +68,11 @@ def _models_init(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from vidinv.models import registry
+    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
+    if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
+        print(f"embedded default model (used when --model is not given): {DEFAULT_MODEL_FOLDER}")
+        print("  64 px StyleGAN2 + Feature-Style Encoder, one identity; see MODEL_CARD.md there")
     installed = {entry.name: path for entry, path in registry.installed()}
     print(f"cache: {registry.default_cache_dir()}")
     for entry in registry.list_entries():
