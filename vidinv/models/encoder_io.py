@@ -25,7 +25,7 @@ import torch
 from vidinv.errors import CheckpointError
 from vidinv.models.encoder import FeatureStyleEncoder
 from vidinv.models.native import (
-    load_native,
+    load_native_module,
     load_state_strict,
     looks_like_safetensors,
     read_head,
@@ -124,16 +124,7 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_native_encoder(path: Path) -> FeatureStyleEncoder:
-    checkpoint = load_native(path)
-    if checkpoint.kind != ENCODER_KIND:
-        raise CheckpointError(f"{path}: holds a {checkpoint.kind}, not an encoder; pass it "
-                              f"where a {checkpoint.kind} is expected")
-    try:
-        encoder = FeatureStyleEncoder(**checkpoint.config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: bad encoder config ({error}); re-convert it") from None
-    load_state_strict(encoder, checkpoint.tensors, str(path))
-    return encoder
+    return load_native_module(path, ENCODER_KIND, FeatureStyleEncoder, "an encoder")
 
 
 def _official_state(path: Path) -> dict[str, torch.Tensor]:

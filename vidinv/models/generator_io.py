@@ -22,7 +22,7 @@ import torch
 
 from vidinv.errors import CheckpointError
 from vidinv.models.native import (
-    load_native,
+    load_native_module,
     load_state_strict,
     looks_like_safetensors,
     read_head,
@@ -73,16 +73,7 @@ def sniff_checkpoint_kind(path: Path) -> str:
 
 
 def _load_native_generator(path: Path) -> StyleGAN2Generator:
-    checkpoint = load_native(path)
-    if checkpoint.kind != GENERATOR_KIND:
-        raise CheckpointError(f"{path}: holds a {checkpoint.kind}, not a generator; pass it "
-                              f"where a {checkpoint.kind} is expected")
-    try:
-        generator = StyleGAN2Generator(**checkpoint.config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: bad generator config ({error}); re-convert it") from None
-    load_state_strict(generator, checkpoint.tensors, str(path))
-    return generator
+    return load_native_module(path, GENERATOR_KIND, StyleGAN2Generator, "a generator")
 
 
 def _torch_load_weights_only(path: Path) -> object:

@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,24 @@ def load_native(path: str | Path) -> NativeCheckpoint:
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: its constructor JSON is corrupt; re-convert it") from None
     return NativeCheckpoint(kind=metadata[_KIND_KEY], config=config, tensors=tensors)
+
+
+def load_native_module(path: Path, kind: str, build: Callable[..., torch.nn.Module],
+                       noun: str) -> torch.nn.Module:
+    """Build ``build(**config)`` from a native file of ``kind`` and load its tensors strictly.
+
+    ``noun`` names the kind in messages (``"a generator"``, ``"an encoder"``).
+    """
+    checkpoint = load_native(path)
+    if checkpoint.kind != kind:
+        raise CheckpointError(f"{path}: holds a {checkpoint.kind}, not {noun}; pass it "
+                              f"where a {checkpoint.kind} is expected")
+    try:
+        module = build(**checkpoint.config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: bad {kind} config ({error}); re-convert it") from None
+    load_state_strict(module, checkpoint.tensors, str(path))
+    return module
 
 
 def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
