@@ -60,9 +60,12 @@ def resolve_editor(bundle: ModelBundle, attribute: str, strength: float,
         listed = ", ".join(sorted(known)) or "none stored with this model"
         raise UnknownAttributeError(f"unknown attribute {attribute!r}; this model has: {listed} "
                                     "(or pass a direction file)")
+    # load_direction has already checked the direction against the generator (a hash over
+    # every weight); the editor need not hash them again.
     if layer_range is None:
-        return LatentEditor(bundle.generator, direction, strength, k=bundle.k)
-    return LatentEditor(bundle.generator, direction, strength, layers=layer_range, k=bundle.k)
+        return LatentEditor(bundle.generator, direction, strength, k=bundle.k, check=False)
+    return LatentEditor(bundle.generator, direction, strength, layers=layer_range, k=bundle.k,
+                        check=False)
 
 
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
