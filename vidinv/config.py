@@ -31,6 +31,7 @@ class FaceSettings:
     crop_smoothing: str = "centred"     # none | causal | centred
     mask: str = "ellipse"               # ellipse | landmarks
     color_match: str = "none"           # none | lab | rgb
+    paste: str = "transfer"             # transfer (edit moved onto the source's pixels) | render
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ class Frame:
     ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
     sources without timing (image folders). Optional fields stay ``None`` until a stage sets
     them; ``face_found`` is False when landmarks were looked for and none were found (such a
-    frame passes through the model stages unchanged).
+    frame passes through the model stages unchanged). ``rendered`` is the edited face
+    E = G(w̃, F̃) and ``reconstruction`` the unedited R = G(w, F), both [R,R,3] uint8 RGB at the
+    generator's resolution; R is rendered (in the same batch as E) only for the transfer paste.
     """
 
     index: int
@@ -66,6 +68,7 @@ class Frame:
     w_edit: torch.Tensor | None = None
     features_edit: torch.Tensor | None = None
     rendered: np.ndarray | None = None
+    reconstruction: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

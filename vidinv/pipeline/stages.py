@@ -98,11 +98,17 @@ class EditLatents:
 
 
 class RenderFaces:
-    """Sets ``frame.rendered`` [R,R,3] uint8 from the edited codes (the codes if unedited)."""
+    """Sets ``frame.rendered`` [R,R,3] uint8 from the edited codes (the codes if unedited).
 
-    def __init__(self, render: RenderFn, batch_size: int = 1) -> None:
+    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited G(w, F),
+    rendered in the same generator call as the edit (the batch is [edited..., unedited...]).
+    """
+
+    def __init__(self, render: RenderFn, batch_size: int = 1,
+                 with_reconstruction: bool = False) -> None:
         self.render = render
         self.batch_size = max(1, int(batch_size))
+        self.with_reconstruction = with_reconstruction
 
     @property
     def latency(self) -> int:
@@ -112,11 +118,17 @@ class RenderFaces:
         for group, wanted in in_batches(frames, self.batch_size,
                                         lambda frame: frame.w is not None):
             if wanted:
-                w = torch.stack([f.w if f.w_edit is None else f.w_edit for f in wanted])
-                features = torch.stack([f.features if f.features_edit is None
-                                        else f.features_edit for f in wanted])
+                w = [f.w if f.w_edit is None else f.w_edit for f in wanted]
+                features = [f.features if f.features_edit is None else f.features_edit
+                            for f in wanted]
+                if self.with_reconstruction:
+                    w += [f.w for f in wanted]
+                    features += [f.features for f in wanted]
                 with torch.inference_mode():
-                    images = tensor_to_images(self.render(w, features))
-                for frame, image in zip(wanted, images, strict=True):
+                    images = tensor_to_images(self.render(torch.stack(w), torch.stack(features)))
+                for frame, image in zip(wanted, images, strict=False):
                     frame.rendered = image
+                if self.with_reconstruction:
+                    for frame, image in zip(wanted, images[len(wanted):], strict=True):
+                        frame.reconstruction = image
             yield from group

@@ -92,7 +92,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                       fine_layers_from=(latent.fine_layers_from
                                         if latent.fine_layers_from >= 0 else None)),
         EditLatents(networks.edit),
-        RenderFaces(networks.render, batch_size),
+        RenderFaces(networks.render, batch_size, with_reconstruction=face.paste == "transfer"),
     ]
     output_segment: list[Stage] = [
         PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match),
