@@ -131,7 +131,7 @@ def _pipeline_config(args: argparse.Namespace):
         overrides.append(f"engine.backend={args.backend}")
     if args.device:
         overrides.append(f"engine.device={args.device}")
-    if args.batch:
+    if args.batch is not None:
         overrides.append(f"engine.batch_size={args.batch}")
     if args.smooth:
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
@@ -158,8 +158,10 @@ def _print_attributes(bundle) -> None:
 
 
 def _edit(args: argparse.Namespace) -> int:
+    from vidinv.latent.editing import check_strength
     from vidinv.pipeline.app import process_video, resolve_editor
 
+    check_strength(args.strength)
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
     if args.list_attrs:
@@ -194,9 +196,11 @@ def _invert(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
+    from vidinv.latent.editing import check_strength
     from vidinv.pipeline.app import available_attributes, live, resolve_editor
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
+    check_strength(args.strength)
     if not args.preset:
         args.preset = "realtime"
     config = _pipeline_config(args)
@@ -246,14 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
     edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
     _add_pipeline_options(edit)
-    edit.set_defaults(handler=_edit)
+    edit.set_defaults(handler=_edit, io_reads=("input", "--model", "--attr"),
+                      io_writes=("--output",))
 
     invert = commands.add_parser("invert", help="reconstruct a video through the model")
     invert.add_argument("input", help="input video")
     invert.add_argument("-o", "--output", help="output video (default: IN_inv.mp4)")
     invert.add_argument("--latents", help="also save the per-frame codes to this .npz")
     _add_pipeline_options(invert)
-    invert.set_defaults(handler=_invert)
+    invert.set_defaults(handler=_invert, io_reads=("input", "--model"),
+                        io_writes=("--output", "--latents"))
 
     live_cmd = commands.add_parser("live", help="edit a webcam (or a clip played as one) live")
     live_cmd.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
@@ -264,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--output", help="write original | edited here (no window needed)")
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     _add_pipeline_options(live_cmd)
-    live_cmd.set_defaults(handler=_live)
+    live_cmd.set_defaults(handler=_live, io_reads=("--source", "--model", "--attr"),
+                          io_writes=("--output",))
 
     models = commands.add_parser("models", help="inspect, convert, create and download models")
     models_cmds = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -277,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="rosinality .pt, NVIDIA .pkl or native file")
     convert.add_argument("dst", help="output .safetensors")
     convert.add_argument("--force", action="store_true", help="overwrite DST")
-    convert.set_defaults(handler=_models_convert)
+    convert.set_defaults(handler=_models_convert, io_reads=("src",), io_writes=("dst",),
+                         io_create_parents=True)
 
     init = models_cmds.add_parser("init", help="write an untrained generator (training start)")
     init.add_argument("dst", help="output .safetensors")
@@ -288,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--channel-max", type=int, default=512)
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--force", action="store_true", help="overwrite DST")
-    init.set_defaults(handler=_models_init)
+    init.set_defaults(handler=_models_init, io_writes=("dst",), io_create_parents=True)
 
     listing = models_cmds.add_parser("list", help="installed models and models to pull")
     listing.set_defaults(handler=_models_list)
@@ -305,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="generator checkpoint")
     export.add_argument("-o", "--out-dir", default="engines/build", help="output folder")
     export.add_argument("--k", type=int, default=5, help="feature-tensor layer (default 5)")
-    export.set_defaults(handler=_engines_export)
+    export.set_defaults(handler=_engines_export, io_reads=("model",), io_folders=("--out-dir",))
 
     build = engines_cmds.add_parser(
         "build", help="build TensorRT fp16 engines (needs an NVIDIA GPU and vidinv[tensorrt])")
@@ -338,18 +346,64 @@ def _configure_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so every partial output is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """SIGTERM (docker stop, timeout, systemd) and SIGHUP (a closed terminal) raise
+    :class:`Terminated` in the main thread, as SIGINT raises KeyboardInterrupt. Returns the
+    previous handlers (restored when :func:`main` returns)."""
+    import signal
+    import threading
+
+    previous: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     handler: Handler = args.handler
+    previous = _install_signal_handlers()
     try:
+        from vidinv.io_safety import check_command_paths
+
+        check_command_paths(args)
         return handler(args)
     except VidinvError as error:
         print(f"vidinv: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Terminated as stop:
+        print(f"vidinv: stopped by signal {stop.signum}; no partial output left",
+              file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("vidinv: interrupted", file=sys.stderr)
         return 130
+    except RecursionError:
+        print("vidinv: error: an input file is nested too deeply to be read (a crafted or "
+              "corrupt file?); check the files you passed", file=sys.stderr)
+        return 2
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ fields are errors that list what exists.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -87,6 +89,7 @@ class PipelineConfig:
                 changes[name] = _replace_section(current, name, value)
             else:
                 changes[name] = _coerce(value, _field_types(PipelineConfig)[name], name)
+                _check_allowed(name, changes[name])
         return dataclasses.replace(self, **changes)
 
     def with_overrides(self, assignments: list[str]) -> PipelineConfig:
@@ -104,6 +107,55 @@ class PipelineConfig:
         return self.with_values(values)
 
 
+# --- allowed values: what the code accepts, checked where a value is parsed ---------------------
+
+_SMOOTHING = ("none", "causal", "centred")
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
+#: "section.field" -> the allowed strings.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "face.landmarks": ("mediapipe", "dlib"),
+    "face.crop_smoothing": _SMOOTHING,
+    "face.mask": ("ellipse", "landmarks"),
+    "face.color_match": ("none", "lab", "rgb"),
+    "face.paste": ("transfer", "render"),
+    "latent.smoothing": _SMOOTHING,
+    "engine.backend": ("torch", "onnx", "tensorrt"),
+    "output.preset": _X264_PRESETS,
+}
+#: "section.field" -> (low, high, low included, high included) for numbers; NaN never passes.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "face.max_gap": (0, 10_000, True, True),
+    "latent.sigma": (0, 1_000, False, True),
+    "latent.alpha": (0, 1, False, True),
+    "latent.fine_layers_from": (-1, 63, True, True),
+    "engine.batch_size": (1, 1_024, True, True),
+    "edit.strength": (-100, 100, True, True),
+    "edit.first_layer": (-1, 63, True, True),
+    "edit.last_layer": (-1, 63, True, True),
+    "output.crf": (0, 51, True, True),
+    "queue_size": (1, 1_024, True, True),
+}
+#: Devices: cpu, cuda or cuda:N (meta, mps, … are not what the engines run on).
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,2})?")
+
+
+def _check_allowed(where: str, value: Any) -> None:
+    """Raise :class:`ConfigError` (listing what is allowed) unless ``value`` fits ``where``."""
+    if where in CHOICES and value not in CHOICES[where]:
+        raise ConfigError(f"{where} = {value!r} is not one of: {', '.join(CHOICES[where])}")
+    if where == "engine.device" and not _DEVICE.fullmatch(str(value)):
+        raise ConfigError(f"{where} = {value!r} is not one of: cpu, cuda, cuda:N")
+    if where in RANGES and not isinstance(value, bool):
+        low, high, low_in, high_in = RANGES[where]
+        number = float(value)
+        inside = (math.isfinite(number) and (number >= low if low_in else number > low)
+                  and (number <= high if high_in else number < high))
+        if not inside:
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise ConfigError(f"{where} = {value!r} is outside {interval}")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -116,7 +168,9 @@ def _replace_section(section: Any, section_name: str, values: dict[str, Any]) ->
         if name not in types_:
             raise ConfigError(f"unknown setting {section_name}.{name}; [{section_name}] has "
                               f"{', '.join(types_)}")
-        changes[name] = _coerce(value, types_[name], f"{section_name}.{name}")
+        where = f"{section_name}.{name}"
+        changes[name] = _coerce(value, types_[name], where)
+        _check_allowed(where, changes[name])
     return dataclasses.replace(section, **changes)
 
 

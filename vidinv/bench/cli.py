@@ -11,11 +11,13 @@ from pathlib import Path
 
 def _options(args: argparse.Namespace):
     from vidinv.bench.run import BenchOptions
+    from vidinv.latent.editing import check_strength
 
+    check_strength(args.strength)
     overrides = list(args.set or [])
     if args.smooth:
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
-    if args.batch:
+    if args.batch is not None:
         overrides.append(f"engine.batch_size={args.batch}")
     if args.landmarks:
         overrides.append(f"face.landmarks={args.landmarks}")
@@ -53,6 +55,9 @@ def _bench_clip(args: argparse.Namespace) -> int:
     run_clip(args.file, out, options, args.compare)
     print(f"results in {out}")
     return 0
+
+
+_BENCH_READS = ("--root", "--model", "--edit", "--lpips-backbone", "--lpips-lin")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -105,10 +110,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     ravdess.add_argument("--modality", choices=("any", "full-av", "video-only"), default="any",
                          help="which RAVDESS files (any: one per recording)")
     _add_common(ravdess)
-    ravdess.set_defaults(handler=_bench_ravdess)
+    ravdess.set_defaults(handler=_bench_ravdess, io_reads=_BENCH_READS, io_folders=("--out",))
 
     clip = actions.add_parser("clip", help="the same metrics on one video file")
     clip.add_argument("file", help="input video")
     _add_common(clip)
-    clip.set_defaults(handler=_bench_clip)
+    clip.set_defaults(handler=_bench_clip, io_reads=("file", *_BENCH_READS),
+                      io_folders=("--out",))
     return bench

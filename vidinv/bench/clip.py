@@ -17,4 +17,7 @@ def run_clip(path: str | Path, out: str | Path, options: BenchOptions,
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such video file")
+    from vidinv.video.reader import VideoReader
+
+    VideoReader(path)  # a file that is no video is the user's mistake: one line, no metrics
     return run_benchmark([(path, {})], Path(out), options, compare)

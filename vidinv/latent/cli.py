@@ -183,7 +183,8 @@ def add_directions_parser(subparsers: Any) -> None:
     fit.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     fit.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
-    fit.set_defaults(handler=_fit)
+    fit.set_defaults(handler=_fit, io_reads=("--model",), io_writes=("--output",),
+                     io_create_parents=True)
 
     listing = actions.add_parser(
         "list", help="directions of a model (its folder's directions/) or in a folder")

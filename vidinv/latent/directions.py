@@ -64,6 +64,16 @@ DIRECTION_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
 #: Torch files larger than this are taken for models, not directions, when listing.
 _MAX_TORCH_DIRECTION_BYTES = 16 * 2**20
 
+#: The largest |scale · vector| element accepted. W codes sit within a few units of zero; a
+#: unit direction times the Feature-Style Encoder's scale 15 stays below 1, a GANSpace
+#: component times its stdev below ~10. A larger offset (a crafted or broken file) would only
+#: render a blob.
+MAX_DIRECTION_VALUE = 100.0
+#: Most elements a direction vector may have (N · D of the largest generators is 18 · 512).
+MAX_DIRECTION_ELEMENTS = 64 * 4096
+#: Most directions in one file (GANSpace keeps tens to hundreds of components).
+MAX_DIRECTIONS_PER_FILE = 4096
+
 _GANSPACE_PT_KEYS = {"mean", "comp", "std"}
 _GANSPACE_NPZ_REQUIRED = {"lat_comp", "lat_mean", "lat_stdev"}
 _GANSPACE_NPZ_OPTIONAL = {"act_comp", "act_mean", "act_stdev", "var_ratio", "random_stdevs"}
@@ -109,8 +119,9 @@ class Direction:
             raise DirectionError(f"direction {self.name!r}: vector of shape "
                                  f"{tuple(vector.shape)}; expected (D,), (1,D), (N,D), (1,N,D) "
                                  "or (1,N·D)")
-        if not bool(torch.isfinite(vector).all()):
-            raise DirectionError(f"direction {self.name!r}: vector has NaN or infinite values")
+        if vector.numel() > MAX_DIRECTION_ELEMENTS:
+            raise DirectionError(f"direction {self.name!r}: {vector.numel()} values; a W+ "
+                                 f"direction has at most {MAX_DIRECTION_ELEMENTS}")
         self.vector = vector.contiguous()
         if self.layers is not None:
             first, last = (int(v) for v in self.layers)
@@ -123,6 +134,7 @@ class Direction:
         self.scale = float(self.scale)
         if not math.isfinite(self.scale):
             raise DirectionError(f"direction {self.name!r}: scale {self.scale} is not finite")
+        check_direction_values(self.vector * self.scale, self.name)
 
     def __repr__(self) -> str:
         return (f"Direction({self.name!r}, kind={self.kind!r}, shape={tuple(self.vector.shape)}, "
@@ -172,6 +184,21 @@ class Direction:
                 f"direction {self.name!r} was made for generator {self.generator_fingerprint}, "
                 f"not for this generator {actual}; use directions made for this model (vidinv "
                 "directions fit)")
+
+
+def check_direction_values(offset: torch.Tensor, name: str = "direction") -> None:
+    """Raise :class:`DirectionError` if the edit ``offset`` (scale · vector) holds NaN, ±inf or
+    an element beyond ±:data:`MAX_DIRECTION_VALUE`."""
+    if offset.numel() == 0:
+        return
+    if not bool(torch.isfinite(offset).all()):
+        raise DirectionError(f"direction {name!r}: vector has NaN or infinite values; the file "
+                             "is broken, re-create it")
+    largest = float(offset.abs().max())
+    if largest > MAX_DIRECTION_VALUE:
+        raise DirectionError(f"direction {name!r}: an edit offset of {largest:.3g} (scale · "
+                             f"vector) is beyond ±{MAX_DIRECTION_VALUE:g}; W codes lie within a "
+                             "few units, so the file is broken or not a W direction")
 
 
 def layer_vectors(vector: torch.Tensor, n_latent: int, style_dim: int,

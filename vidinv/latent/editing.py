@@ -15,16 +15,19 @@ inversion exactly.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
 
 from vidinv.latent.directions import (
     Direction,
+    check_direction_values,
     generator_fingerprint,
     layer_vectors,
     resolve_layers,
 )
+from vidinv.latent.errors import StrengthError
 
 if TYPE_CHECKING:
     from vidinv.models.stylegan2 import StyleGAN2Generator
@@ -33,6 +36,25 @@ if TYPE_CHECKING:
 DEFAULT_K = 5
 
 _OWN_LAYERS = object()
+
+#: The largest |α| accepted. Useful edits lie within a few units (a direction's own
+#: ``strength_range`` is ±3 by default); beyond this the codes leave the generator's domain and
+#: render a blob, so a larger value is taken for a typo.
+MAX_STRENGTH = 100.0
+
+
+def check_strength(strength: object) -> float:
+    """``strength`` as a float, or a one-line :class:`StrengthError` for NaN, ±inf or
+    ``|α| > MAX_STRENGTH``."""
+    try:
+        value = float(strength)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise StrengthError(f"edit strength {strength!r} is not a number") from None
+    if not math.isfinite(value) or abs(value) > MAX_STRENGTH:
+        raise StrengthError(f"edit strength {value:g} is outside [-{MAX_STRENGTH:g}, "
+                            f"{MAX_STRENGTH:g}]; useful strengths are a few units, e.g. "
+                            "--strength 2")
+    return value
 
 
 def direction_offset(direction: Direction | torch.Tensor, n_latent: int, style_dim: int,
@@ -57,12 +79,16 @@ def direction_offset(direction: Direction | torch.Tensor, n_latent: int, style_d
     chosen = resolve_layers(layers, n_latent, name=name)  # type: ignore[arg-type]
     offset = torch.zeros(n_latent, style_dim, dtype=torch.float32)
     offset[chosen.start:chosen.stop] = vectors[chosen.start:chosen.stop].float() * scale
+    check_direction_values(offset, name)
     return offset
 
 
 def _strength_tensor(strength: float | torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """α as [B,1,1] (or a scalar tensor) in w's dtype and device."""
     alpha = torch.as_tensor(strength, dtype=w.dtype, device=w.device)
+    if alpha.numel() and (not bool(torch.isfinite(alpha).all())
+                          or float(alpha.abs().max()) > MAX_STRENGTH):
+        raise StrengthError(f"edit strengths must be finite and within ±{MAX_STRENGTH:g}")
     if alpha.ndim == 0:
         return alpha
     if alpha.ndim != 1 or alpha.shape[0] not in (1, w.shape[0]):
@@ -175,7 +201,7 @@ class LatentEditor:
                  k: int = DEFAULT_K, check: bool = True) -> None:
         self.generator = generator
         self.direction = direction
-        self.strength = float(strength)
+        self.strength = strength
         self.k = int(k)
         generator.synthesis.feature_shape(self.k)  # validates k
         self.fingerprint = generator_fingerprint(generator) if check else None
@@ -187,6 +213,15 @@ class LatentEditor:
         self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         #: Whether the edit reaches layers below k, i.e. F̃ ≠ F for α ≠ 0.
         self.moves_features = bool(self._offset[: self.k].any())
+
+    @property
+    def strength(self) -> float:
+        """α; setting it checks it (finite, ``|α| ≤ MAX_STRENGTH``)."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength = check_strength(value)
 
     def __repr__(self) -> str:
         name = self.direction.name if isinstance(self.direction, Direction) else "tensor"

@@ -13,6 +13,10 @@ class GeneratorMismatchError(DirectionError):
     """A direction was made for another generator (its fingerprint differs)."""
 
 
+class StrengthError(VidinvError, ValueError):
+    """An edit strength α that is not a finite number of sane size."""
+
+
 class UnknownAttributeError(VidinvError, ValueError):
     """An attribute name that no scorer or direction method knows."""
 

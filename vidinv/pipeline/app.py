@@ -20,6 +20,7 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
+from vidinv.io_safety import check_paths
 from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.wiring import Networks, build_pipeline
@@ -69,19 +70,35 @@ def resolve_editor(bundle: ModelBundle, attribute: str, strength: float,
 
 
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
+    from vidinv.config import ConfigError
+
+    n_latent = bundle.generator.n_latent
+    for name in ("fine_layers_from",):
+        value = getattr(config.latent, name)
+        if value >= n_latent:
+            raise ConfigError(f"latent.{name} = {value} is beyond this model's W+ layers "
+                              f"0..{n_latent - 1}; use -1 (off) or a layer in that range")
     engine = config.engine
     return Networks(encode=make_encode_fn(bundle, engine.backend, engine.device),
                     render=make_render_fn(bundle, engine.backend, engine.device),
                     edit=editor, crop_size=bundle.crop_size)
 
 
-def _check_output(input_path: Path, output_path: Path) -> None:
-    if output_path.resolve() == input_path.resolve():
-        raise InputFileError(f"{output_path}: is the input; choose another output path")
-    if not output_path.parent.is_dir():
-        raise InputFileError(f"{output_path.parent}: no such folder for the output")
-    if output_path.suffix.lower() not in (".mp4", ".mkv", ".mov", ".m4v"):
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")
+
+
+def _check_output(input_path: Path, output_path: Path, bundle: ModelBundle | None = None,
+                  latents_path: Path | None = None) -> None:
+    """Refuse, before any work, outputs that would destroy an input or each other."""
+    if output_path.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputFileError(f"{output_path}: write to .mp4, .mkv, .mov or .m4v")
+    if latents_path is not None and latents_path.suffix.lower() != ".npz":
+        raise InputFileError(f"--latents {latents_path}: the codes are written as an .npz "
+                             "archive; name it e.g. codes.npz")
+    reads = [("input", input_path)]
+    if bundle is not None:
+        reads.append(("model folder", bundle.folder))
+    check_paths(reads, [("output", output_path), ("--latents", latents_path)])
 
 
 def process_video(input_path: str | Path, output_path: str | Path, bundle: ModelBundle,
@@ -98,9 +115,9 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     from vidinv.video.writer import VideoWriter
 
     input_path, output_path = Path(input_path), Path(output_path)
+    _check_output(input_path, output_path, bundle)
     reader = VideoReader(input_path)
     info = reader.info
-    _check_output(input_path, output_path)
     segments = build_pipeline(config, make_networks(bundle, config, editor), str(input_path))
     out_info = info
     if config.output.side_by_side:
@@ -158,8 +175,14 @@ class LatentArchive:
 def invert_video(input_path: str | Path, output_path: str | Path, bundle: ModelBundle,
                  config: PipelineConfig, *, latents_path: str | Path | None = None,
                  progress: bool = True) -> RunStats:
-    """Reconstruction only; optionally the per-frame codes into ``latents_path`` (.npz)."""
-    archive = LatentArchive(latents_path) if latents_path else None
+    """Reconstruction only; optionally the per-frame codes into ``latents_path`` (.npz).
+
+    Every path is checked before any frame is read: ``latents_path`` may be neither the input,
+    the output, a model file nor an existing folder.
+    """
+    latents = Path(latents_path) if latents_path else None
+    _check_output(Path(input_path), Path(output_path), bundle, latents)
+    archive = LatentArchive(latents) if latents is not None else None
     try:
         stats = process_video(input_path, output_path, bundle, config, None, progress=progress,
                               on_frame=archive)
@@ -168,7 +191,11 @@ def invert_video(input_path: str | Path, output_path: str | Path, bundle: ModelB
             archive.abort()
         raise
     if archive is not None:
-        archive.close()
+        try:
+            archive.close()
+        except BaseException:
+            Path(output_path).unlink(missing_ok=True)  # no half result: video without codes
+            raise
     return stats
 
 
@@ -205,6 +232,16 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors: dict[str,
     if not show and output_path is None:
         raise VidinvError("no display to show the live window; pass --output FILE.mp4 to write "
                           "the edited stream instead")
+    if output_path is not None:
+        output_path = Path(output_path)
+        if output_path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise InputFileError(f"--output {output_path}: write to .mp4, .mkv, .mov or .m4v")
+        check_paths([("--source", getattr(source, "path", None)), ("model folder", bundle.folder)],
+                    [("--output", output_path)])
+    from vidinv.latent.editing import check_strength
+
+    for editor in editors.values():
+        check_strength(getattr(editor, "strength", 0.0))
     names = list(editors)
     state = {"attribute": 0}
     switch = _SwitchableEditor(editors, names[0] if names else None)
@@ -295,6 +332,9 @@ class _SwitchableEditor:
         self.name = name
 
     def __call__(self, w, features):
+        from vidinv.latent.editing import MAX_STRENGTH
+
         editor = self.editors[self.name]
+        self.strength = max(-MAX_STRENGTH, min(MAX_STRENGTH, self.strength))  # the +/- keys
         editor.strength = self.strength
         return editor(w, features)

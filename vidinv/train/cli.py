@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from vidinv.errors import VidinvError
+from vidinv.io_safety import check_paths
 
 log = logging.getLogger(__name__)
 
 #: The official encoder backbone (ArcFace iresnet50).
 _OFFICIAL_WIDTHS = (64, 128, 256, 512)
 _OFFICIAL_BLOCKS = (3, 4, 14, 3)
+
+#: Files each command reads (checked against what it writes, see vidinv.io_safety).
+_LPIPS_READS = ("--lpips-vgg", "--lpips-lin")
+_IMAGE_READS = ("--generator", "--encoder", "--image", *_LPIPS_READS)
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -68,7 +73,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     enc.add_argument("--log-every", type=int, default=10)
     enc.add_argument("--seed", type=int, default=0)
     _add_device_and_lpips(enc)
-    enc.set_defaults(handler=_train_encoder)
+    enc.set_defaults(handler=_train_encoder, io_reads=("--generator", "--real", *_LPIPS_READS),
+                     io_folders=("--out",))
 
     refine = actions.add_parser("refine", help="refine an encoder's pivot code for one image")
     _add_image_inputs(refine, encoder_required=True)
@@ -85,7 +91,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="also optimise the feature tensor F")
     refine.add_argument("--force", action="store_true", help="overwrite --out")
     _add_device_and_lpips(refine)
-    refine.set_defaults(handler=_train_refine)
+    refine.set_defaults(handler=_train_refine, io_reads=_IMAGE_READS, io_writes=("--out",),
+                        io_create_parents=True)
 
     pti = actions.add_parser("pti", help="tune a copy of the generator on one image (PTI)")
     _add_image_inputs(pti, encoder_required=False)
@@ -101,7 +108,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="without the locality regulariser")
     pti.add_argument("--force", action="store_true", help="overwrite --out")
     _add_device_and_lpips(pti)
-    pti.set_defaults(handler=_train_pti)
+    pti.set_defaults(handler=_train_pti, io_reads=(*_IMAGE_READS, "--pivot"),
+                     io_writes=("--out",), io_create_parents=True)
     return train
 
 
@@ -349,6 +357,10 @@ def _train_pti(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _refuse_existing(out, args.force)
+    pivot_out = out.with_name(out.stem + ".pivot.npz")
+    check_paths([(option, getattr(args, option[2:])) for option in ("--pivot", "--generator",
+                                                                     "--encoder", "--image")],
+                [("--out", out), ("the pivot output", pivot_out)], create_parents=True)
     if args.pivot is None and args.encoder is None:
         raise VidinvError("pass --encoder (the pivot is its w) or --pivot PIVOT.npz")
     device = _device(args.device)
@@ -375,7 +387,6 @@ def _train_pti(args: argparse.Namespace) -> int:
                        locality=not args.no_locality, feature_index=args.k)
     result = tune_generator(generator, w_pivot, target, config,
                             perceptual=_perceptual(args, multi_scale=False))
-    pivot_out = out.with_name(out.stem + ".pivot.npz")
     save_tuned_generator(result, out)
     _save_npz(pivot_out, {"w": w_pivot[0].cpu().numpy().astype(np.float32),
                           **_history_arrays(result.history)})

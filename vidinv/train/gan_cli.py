@@ -78,7 +78,7 @@ def add_gan_parser(train_subparsers: Any) -> argparse.ArgumentParser:
                      help="torch CPU threads (default 2)")
     out.add_argument("--device", help="cpu or cuda (default: cpu)")
     out.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
-    gen.set_defaults(handler=_train_generator)
+    gen.set_defaults(handler=_train_generator, io_reads=("--data",), io_folders=("--out",))
     return gen
 
 

@@ -15,6 +15,7 @@ run therefore never leaves a file that looks complete.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import weakref
@@ -126,6 +127,10 @@ class VideoWriter:
         self._next_audio: Any = None
         self._last_pts: int | None = None
         self._warned_pts = False
+        # Added to every timestamp so that nothing starts before 0 (a clip cut with
+        # `-ss … -c copy` often starts at a negative pts, which MP4 players and decoders drop).
+        self._shift_seconds: Fraction | None = None
+        self._shift_video = 0
 
     def __repr__(self) -> str:
         return (
@@ -233,6 +238,7 @@ class VideoWriter:
             self._container.close()
             self._container = None
             self._close_audio_input()
+            self._verify_written()
             os.replace(self._tmp_path, self.path)
         except BaseException:
             self.abort()
@@ -240,6 +246,26 @@ class VideoWriter:
         if self._cleanup is not None:
             self._cleanup.detach()
         self._tmp_path = None
+
+    def _verify_written(self) -> None:
+        """Decode the finished temporary file; it must give back every frame written."""
+        assert self._tmp_path is not None
+        decoded = 0
+        try:
+            with av.open(self._tmp_path, mode="r") as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if frame.pts is not None and frame.pts < 0:
+                        break
+                    decoded += 1
+        except (OSError, av.error.FFmpegError, IndexError) as error:
+            raise VideoWriteError(f"{self.path}: the written video cannot be read back ({error}); "
+                                  "nothing was written, try another container (.mkv)") from None
+        if decoded != self.frames_written:
+            raise VideoWriteError(f"{self.path}: only {decoded} of {self.frames_written} written "
+                                  "frames decode back; nothing was written, try another "
+                                  "container (.mkv)")
 
     def abort(self) -> None:
         """Stop writing and delete the temporary file; the destination is left untouched."""
@@ -292,6 +318,8 @@ class VideoWriter:
             pts = int(frame.pts)
         else:
             pts = round(frame.pts * frame.time_base / self.time_base)
+        if frame.pts is not None:
+            pts += self._video_shift(pts)
         if self._last_pts is not None and pts <= self._last_pts:
             if not self._warned_pts:
                 log.warning(
@@ -307,6 +335,21 @@ class VideoWriter:
         self._last_pts = pts
         return pts
 
+    def _video_shift(self, first_pts: int) -> int:
+        """Ticks added to every video pts: set at the first frame so that the video does not
+        start before 0; the copied audio moves by the same time, keeping sync (its own small
+        negative start, e.g. AAC priming, is the container's business and is kept)."""
+        if self._shift_seconds is None:
+            start = Fraction(first_pts) * self.time_base
+            if start < 0:
+                self._shift_video = math.ceil(-start / self.time_base)
+                self._shift_seconds = self._shift_video * self.time_base
+                log.info("%s: the input starts at %.3f s; timestamps shifted to start at 0",
+                         self.path, float(start))
+            else:
+                self._shift_seconds = Fraction(0)
+        return self._shift_video
+
     def _mux_video(self, packet: Any) -> None:
         if packet.dts is not None and packet.time_base is not None:
             self._mux_audio_until(float(packet.dts * packet.time_base))
@@ -316,8 +359,14 @@ class VideoWriter:
         """Copy audio packets whose decode time is at most ``seconds`` (all when None)."""
         while self._next_audio is not None:
             packet = self._next_audio
-            if seconds is not None and float(packet.dts * packet.time_base) > seconds:
+            shift = float(self._shift_seconds or 0)
+            if seconds is not None and float(packet.dts * packet.time_base) + shift > seconds:
                 return
+            if self._shift_seconds:
+                ticks = round(self._shift_seconds / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts += ticks
+                packet.dts += ticks
             packet.stream = self._audio_out
             self._container.mux(packet)
             self.audio_packets_written += 1

@@ -1,0 +1,172 @@
+"""One guard for every command: nothing it writes may be something it reads, or each other.
+
+Before any work starts a command lists the paths it reads (inputs, models, direction files)
+and the paths it writes (outputs, latent archives, live recordings, converted models, run and
+bench folders) and calls :func:`check_paths`. It refuses, with one line naming both paths:
+
+* a written path that is the same file as a read path by any spelling: ``./a.mp4`` and
+  ``a.mp4``, a symlink to the input, or a hard link to it (same device and inode);
+* two written paths that are the same file (``-o x.mp4 --latents x.mp4``);
+* a written file that is an existing folder, a written folder that is an existing file, an
+  output whose folder does not exist or cannot be written (read-only file system).
+
+What happens when a written path already exists is the command's business (``edit`` and
+``invert`` replace an existing output file atomically, ``models convert`` wants ``--force``);
+this guard only refuses the combinations that would destroy an input or a sibling output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidinv.errors import InputFileError, VidinvError
+
+
+class PathConflictError(VidinvError):
+    """A command would write over one of its own inputs, or write two outputs to one file."""
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What makes two paths the same file: (device, inode) if it exists, else the real path."""
+
+    inode: tuple[int, int] | None
+    real: str
+
+    def same_as(self, other: _Identity) -> bool:
+        if self.inode is not None and other.inode is not None:
+            return self.inode == other.inode
+        return self.real == other.real
+
+
+def _identity(path: Path) -> _Identity:
+    real = os.path.realpath(path)  # follows symlinks, also of a not-yet-existing file's parents
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _Identity(None, real)
+    return _Identity((stat.st_dev, stat.st_ino), real)
+
+
+Named = tuple[str, "str | os.PathLike[str] | None"]
+
+
+def _named(paths: Iterable[Named]) -> list[tuple[str, Path]]:
+    return [(label, Path(path)) for label, path in paths if path not in (None, "")]
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = Path(os.path.abspath(path))
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _check_writable(label: str, path: Path, folder: bool, create_parents: bool) -> None:
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise InputFileError(f"{label} {path}: is a file, not a folder; give a folder path")
+    else:
+        if path.is_dir():
+            raise InputFileError(f"{label} {path}: is an existing folder; give a file path "
+                                 f"(e.g. {path / 'out'}{path.suffix or ''})")
+        parent = path.parent
+        if not create_parents and not parent.is_dir():
+            raise InputFileError(f"{label} {path}: the folder {parent} does not exist; create "
+                                 "it first")
+    anchor = _nearest_existing(path if folder else path.parent)
+    if not anchor.is_dir():
+        raise InputFileError(f"{label} {path}: {anchor} is a file, not a folder")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise InputFileError(f"{label} {path}: cannot write in {anchor} (read-only file system "
+                             "or no permission); choose another output path")
+
+
+def check_paths(reads: Iterable[Named], writes: Iterable[Named] = (),
+                write_folders: Iterable[Named] = (), *, create_parents: bool = False) -> None:
+    """Refuse (one line) before any work if a written path is a read path or another written one.
+
+    Args:
+        reads: (label, path) of every file or folder the command reads; None entries are
+            skipped. A folder read (a model folder) also protects every file directly in it
+            and in its ``directions/`` subfolder.
+        writes: (label, path) of every file the command writes.
+        write_folders: (label, path) of every folder the command writes files into.
+        create_parents: the command creates missing parent folders of ``writes`` itself.
+
+    Raises:
+        PathConflictError: a written path is the same file as a read path (by any spelling,
+            symlink or hard link) or as another written path.
+        InputFileError: an output cannot be written where asked (see the module docstring).
+    """
+    read_list = _expand_folders(_named(reads))
+    file_writes = _named(writes)
+    folder_writes = _named(write_folders)
+    for label, path in file_writes:
+        _check_writable(label, path, folder=False, create_parents=create_parents)
+    for label, path in folder_writes:
+        _check_writable(label, path, folder=True, create_parents=True)
+    read_ids = [(label, path, _identity(path)) for label, path in read_list]
+    written: list[tuple[str, Path, _Identity]] = []
+    for label, path in [*file_writes, *folder_writes]:
+        identity = _identity(path)
+        for read_label, read_path, read_id in read_ids:
+            if identity.same_as(read_id):
+                raise PathConflictError(
+                    f"{label} {path} is the same file as the {read_label} {read_path}; writing "
+                    "it would destroy that input: choose another output path")
+        for other_label, other_path, other_id in written:
+            if identity.same_as(other_id):
+                raise PathConflictError(
+                    f"{label} {path} and {other_label} {other_path} are the same file; give "
+                    "each output its own path")
+        written.append((label, path, identity))
+
+
+def _expand_folders(reads: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    expanded: list[tuple[str, Path]] = []
+    for label, path in reads:
+        expanded.append((label, path))
+        if path.is_dir():
+            for folder in (path, path / "directions"):
+                if folder.is_dir():
+                    expanded += [(f"{label} file", child) for child in sorted(folder.iterdir())
+                                 if child.is_file()]
+    return expanded
+
+
+def _dest(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def _values(value: object) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [v for v in value if v is not None]
+    return [value]
+
+
+def check_command_paths(args: object) -> None:
+    """:func:`check_paths` for a parsed command line.
+
+    A subcommand declares its paths with ``parser.set_defaults(io_reads=("input", "--model"),
+    io_writes=("--output",), io_folders=("--out",), io_create_parents=True)``; entries are
+    option spellings (``--lpips-lin``) or positional names (``input``), looked up as argparse
+    destinations. Read paths that do not exist are left out (a model name, a missing input
+    that the command itself reports).
+    """
+    def collect(kind: str) -> list[tuple[str, object]]:
+        found = []
+        for option in getattr(args, kind, ()) or ():
+            for value in _values(getattr(args, _dest(option), None)):
+                found.append((option, value))
+        return found
+
+    reads = [(label, path) for label, path in collect("io_reads")
+             if isinstance(path, str | os.PathLike) and Path(path).exists()]
+    check_paths(reads, collect("io_writes"), collect("io_folders"),
+                create_parents=bool(getattr(args, "io_create_parents", False)))
