@@ -369,11 +369,17 @@ def _load_native_directions(path: Path) -> DirectionSet:
     for name in checkpoint.tensors:
         if name not in expected:
             raise CheckpointError(f"{path}: unexpected tensor {name!r} in a direction file")
+    if len(entries) > MAX_DIRECTIONS_PER_FILE:
+        raise CheckpointError(f"{path}: {len(entries)} directions in one file; corrupt")
     directions = []
     for i, entry in enumerate(entries):
         key = f"direction.{i}"
         if key not in checkpoint.tensors:
             raise CheckpointError(f"{path}: missing tensor {key!r}; the file is incomplete")
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("kind"), str):
+            raise CheckpointError(f"{path}: direction {i} is not an entry with a name and a "
+                                  "kind; re-create the file")
         try:
             directions.append(Direction(
                 name=entry["name"], vector=checkpoint.tensors[key], kind=entry["kind"],
@@ -382,9 +388,12 @@ def _load_native_directions(path: Path) -> DirectionSet:
                 scale=entry.get("scale", 1.0),
                 generator_fingerprint=entry.get("generator_fingerprint"),
                 meta=dict(entry.get("meta") or {})))
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: direction {i} has a bad entry ({error}); "
-                                  "re-create the file") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            raise CheckpointError(f"{path}: direction {i} has a bad entry "
+                                  f"({type(error).__name__}: {error}); re-create the "
+                                  "file".splitlines()[0]) from None
+        except DirectionError as error:
+            raise DirectionError(f"{path}: {error}") from None
     return DirectionSet(directions, mean=checkpoint.tensors.get("mean"), source=path)
 
 
@@ -396,8 +405,10 @@ def _foreign_meta(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 def _load_interfacegan_npy(path: Path) -> DirectionSet:
+    from vidinv.models.safe_load import load_npy
+
     try:
-        array = np.load(path, allow_pickle=False)
+        array = load_npy(path)
     except (ValueError, OSError) as error:
         raise DirectionError(f"{path}: not a readable .npy boundary ({error})") from None
     if not np.issubdtype(array.dtype, np.floating):
@@ -446,9 +457,10 @@ def _ganspace_set(path: Path, mean: np.ndarray | torch.Tensor, comp: np.ndarray 
 
 
 def _load_ganspace_npz(path: Path) -> DirectionSet:
+    from vidinv.models.safe_load import load_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = load_npz(path)
     except (ValueError, OSError) as error:
         raise DirectionError(f"{path}: not a readable .npz ({error})") from None
     missing = _GANSPACE_NPZ_REQUIRED - arrays.keys()
@@ -463,11 +475,12 @@ def _load_ganspace_npz(path: Path) -> DirectionSet:
 
 
 def _load_torch_directions(path: Path) -> DirectionSet:
+    from vidinv.models.safe_load import torch_load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise DirectionError(f"{path}: not a readable tensor file "
-                             f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        obj = torch_load(path, "direction file")
+    except CheckpointError as error:
+        raise DirectionError(f"not a readable tensor file: {error}") from None
     if isinstance(obj, torch.Tensor):
         if obj.ndim in (2, 3) and obj.shape[0] == 1 and obj.shape[-1] == 512:
             return DirectionSet([Direction(path.stem, obj, kind="e4e",
@@ -586,12 +599,16 @@ def direction_files(path: str | Path) -> list[Path]:
 
 
 def list_directions(path: str | Path) -> list[DirectionSet]:
-    """Load every direction file :func:`direction_files` finds; unreadable ones are skipped
-    with a logged warning (a folder may hold other ``.pt``/``.npy`` files)."""
+    """Load every direction file :func:`direction_files` finds; unreadable or malformed ones
+    are skipped with a logged warning (a folder may hold other ``.pt``/``.npy`` files, and one
+    bad file must not break every edit of the model)."""
+    from vidinv.errors import VidinvError
+
     sets = []
     for file in direction_files(path):
         try:
             sets.append(load_directions(file))
-        except (DirectionError, CheckpointError) as error:
-            log.warning("skipping %s: %s", file, error)
+        except (VidinvError, ValueError, TypeError, OSError, RecursionError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.warning("skipping %s: %s", file, message)
     return sets

@@ -110,7 +110,9 @@ def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return dict(load_file(str(path)))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from vidinv.models.safe_load import torch_load
+
+        state = torch_load(path, what)
     except Exception as error:  # any unreadable file is the same user error
         raise LpipsWeightsError(f"{path}: not a readable {what} state dict ({error})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

@@ -170,18 +170,13 @@ def _describe(content: object) -> str:
 
 
 def _torch_load(path: Path) -> object:
-    """torch.load that unpickles tensors and plain containers only."""
+    """torch.load that unpickles tensors and plain containers only, bounded
+    (:func:`vidinv.models.safe_load.torch_load`)."""
+    from vidinv.models.safe_load import PlainPickleError, torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for damaged files
-        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        full = str(error)
-        if "torch_utils" in full or "dnnlib" in full:
-            raise CheckpointError(f"{path}: is an NVIDIA StyleGAN2-ADA network pickle (a "
-                                  "generator), not a Feature-Style Encoder; pass the encoder "
-                                  "file (e.g. 143_enc.pth)") from None
-        if "Unsupported global" in full or "Weights only load failed" in full:
-            raise CheckpointError(f"{path}: refused to unpickle code objects "
-                                  f"({message[:160]}); only plain state dicts are loaded") from None
-        raise CheckpointError(f"{path}: truncated or corrupt torch file ({message[:160]}); "
-                              "re-download it") from None
+        return torch_load(path, "encoder checkpoint")
+    except PlainPickleError:
+        raise CheckpointError(f"{path}: is an NVIDIA StyleGAN2-ADA network pickle (a "
+                              "generator), not a Feature-Style Encoder; pass the encoder "
+                              "file (e.g. 143_enc.pth)") from None

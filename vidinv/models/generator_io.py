@@ -28,6 +28,7 @@ from vidinv.models.native import (
     read_head,
     save_native,
 )
+from vidinv.models.safe_load import is_legacy_torch_file, torch_load
 from vidinv.models.stylegan2 import StyleGAN2Generator, _blur_kernel_2d, layer_channels
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ def sniff_checkpoint_kind(path: Path) -> str:
     head = read_head(path, "checkpoint")
     if looks_like_safetensors(head):
         return "native"
-    if head.startswith(_ZIP_MAGIC):
-        return "torch"
+    if head.startswith(_ZIP_MAGIC) or is_legacy_torch_file(head):
+        return "torch"  # a torch.save zip, or the legacy (pre-1.6) format: both load safely
     if head.startswith(_PICKLE_PROTO):
         return "pickle"
     raise CheckpointError(f"{path}: not a checkpoint vidinv knows (native .safetensors, "
@@ -77,17 +78,9 @@ def _load_native_generator(path: Path) -> StyleGAN2Generator:
 
 
 def _torch_load_weights_only(path: Path) -> object:
-    """torch.load that unpickles tensors and plain containers only (argparse.Namespace too)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for damaged files
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "Unsupported global" in message or "Weights only load failed" in message:
-            raise CheckpointError(f"{path}: refused to unpickle code objects ({message[:160]}); "
-                                  "only plain state dicts are loaded") from None
-        raise CheckpointError(f"{path}: truncated or corrupt torch file ({message[:160]}); "
-                              "re-download it") from None
+    """torch.load that unpickles tensors and plain containers only (argparse.Namespace too),
+    bounded by :mod:`vidinv.models.safe_load` (zip bombs, stride-0 views, TorchScript)."""
+    return torch_load(path, "generator checkpoint", (argparse.Namespace,))
 
 
 def _load_rosinality_generator(path: Path) -> StyleGAN2Generator:

@@ -100,8 +100,11 @@ def load_native(path: str | Path) -> NativeCheckpoint:
                               f"not {FORMAT_VERSION!r}; upgrade vidinv or re-convert the file")
     try:
         config = json.loads(metadata[_CONFIG_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path}: its constructor JSON is corrupt; re-convert it") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its constructor JSON is a {type(config).__name__}, not "
+                              "an object; re-convert it")
     return NativeCheckpoint(kind=metadata[_KIND_KEY], config=config, tensors=tensors)
 
 
@@ -115,17 +118,56 @@ def load_native_module(path: Path, kind: str, build: Callable[..., torch.nn.Modu
     if checkpoint.kind != kind:
         raise CheckpointError(f"{path}: holds a {checkpoint.kind}, not {noun}; pass it "
                               f"where a {checkpoint.kind} is expected")
-    try:
-        module = build(**checkpoint.config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: bad {kind} config ({error}); re-convert it") from None
+    # The constructor JSON is checked against the tensors the file holds before anything is
+    # allocated: built on the meta device (shapes only, no memory), the module must expect
+    # exactly the file's tensors. A few hundred bytes asking for style_dim 20000 would
+    # otherwise allocate gigabytes before the first shape check.
+    _check_config_limits(checkpoint.config, path)
+    skeleton = _build_checked(build, checkpoint.config, path, kind, device="meta")
+    check_state_shapes(skeleton, checkpoint.tensors, str(path))
+    module = _build_checked(build, checkpoint.config, path, kind, device=None)
     load_state_strict(module, checkpoint.tensors, str(path))
     return module
 
 
-def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                      source: str) -> None:
-    """``load_state_dict(strict=True)`` with one-line errors naming the first bad key."""
+#: Largest number and longest list a constructor JSON may hold (resolutions, widths and layer
+#: counts of real models are far below; the meta-device build costs time per layer).
+MAX_CONFIG_NUMBER = 65_536
+MAX_CONFIG_LIST = 64
+
+
+def _check_config_limits(config: dict, path: Path) -> None:
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > MAX_CONFIG_LIST:
+            raise CheckpointError(f"{path}: constructor argument {key!r} has {len(value)} "
+                                  "entries; the file is corrupt or crafted")
+        for item in values:
+            if isinstance(item, int | float) and not isinstance(item, bool) \
+                    and not abs(item) <= MAX_CONFIG_NUMBER:
+                raise CheckpointError(f"{path}: constructor argument {key!r} = {item!r} is "
+                                      f"beyond {MAX_CONFIG_NUMBER}; the file is corrupt or "
+                                      "crafted")
+
+
+def _build_checked(build: Callable[..., torch.nn.Module], config: dict, path: Path, kind: str,
+                   device: str | None) -> torch.nn.Module:
+    try:
+        if device is None:
+            return build(**config)
+        with torch.device(device):
+            return build(**config)
+    except (TypeError, ValueError, KeyError, OverflowError, ZeroDivisionError, RuntimeError,
+            NotImplementedError, RecursionError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: bad {kind} config ({message[:200]}); "
+                              "re-convert it") from None
+
+
+def check_state_shapes(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                       source: str) -> None:
+    """The same key and shape checks as :func:`load_state_strict`, without loading anything
+    (``module`` may live on the meta device)."""
     expected = module.state_dict()
     for name in tensors:
         if name not in expected:
@@ -138,4 +180,10 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
         if tuple(tensors[name].shape) != tuple(target.shape):
             raise CheckpointError(f"{source}: {name!r} has shape {tuple(tensors[name].shape)}, "
                                   f"the model expects {tuple(target.shape)}")
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                      source: str) -> None:
+    """``load_state_dict(strict=True)`` with one-line errors naming the first bad key."""
+    check_state_shapes(module, tensors, source)
     module.load_state_dict(tensors, strict=True)

@@ -24,6 +24,7 @@ import math
 import os
 import pickle
 import re
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from vidinv.errors import CheckpointError, UnsafePickleError
+from vidinv.models.safe_load import byte_budget, check_view
 
 __all__ = [
     "NvidiaGeneratorState",
@@ -148,7 +150,9 @@ def _rebuild_tensor(
         if last >= numel:
             raise CheckpointError("a tensor reaches past the end of its storage; file is corrupt")
     tensor = torch.empty((0,), dtype=storage.dtype)
-    return tensor.set_(untyped, storage_offset, tuple(size), tuple(stride))
+    tensor = tensor.set_(untyped, storage_offset, tuple(size), tuple(stride))
+    check_view(tensor, "a tensor")  # no stride-0 or overlapping view: .contiguous() is bounded
+    return tensor
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, *ignored: Any) -> torch.Tensor:
@@ -171,13 +175,43 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dtype)[0].item()
 
 
+class _NdarrayToken:
+    """What ``numpy.ndarray`` resolves to: only a marker for ``_reconstruct``'s subtype argument.
+
+    The real class is never handed out: called directly, ``np.ndarray(shape, dtype, buffer,
+    offset, strides)`` builds stride-0 views of any size over a few bytes.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickleError("the pickle applies state to numpy.ndarray itself")
+
+
 def _numpy_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     """Replacement for ``numpy.(_)core.multiarray._reconstruct``: an empty ndarray that the
-    following BUILD fills through ``ndarray.__setstate__`` (numpy's own C code)."""
+    following BUILD fills through ``ndarray.__setstate__`` (numpy's own C code, which checks
+    that the data bytes match the declared shape)."""
     del shape, dtype_code
-    if subtype is not np.ndarray:
+    if not isinstance(subtype, _NdarrayToken):
         raise CheckpointError("a numpy array of an unsupported subclass")
     return np.ndarray((0,), dtype=np.uint8)
+
+
+def _numpy_dtype(obj: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """Replacement for ``numpy.dtype`` (pickled as ``dtype('f4', False, True)`` + BUILD): always
+    a fresh copy, so the BUILD that follows can never reach numpy's shared builtin dtypes;
+    object dtypes are refused."""
+    del copy
+    if not isinstance(obj, str) or not isinstance(align, bool):
+        raise CheckpointError(f"a numpy dtype of unsupported form {obj!r}")
+    try:
+        dtype = np.dtype(obj, align=align, copy=True)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"a numpy dtype {obj!r} that numpy does not know") from None
+    if dtype.hasobject:
+        raise CheckpointError("a numpy array of Python objects; refused")
+    return dtype
 
 
 # (module, name) -> what the unpickler returns for it; anything else raises UnsafePickleError.
@@ -201,8 +235,8 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): _NdarrayToken,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # numpy 1
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy 2
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
@@ -210,11 +244,36 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only :data:`_ALLOWED_GLOBALS` and never runs pickled code."""
+class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the Python one, for BUILD
+    """Unpickler that resolves only :data:`_ALLOWED_GLOBALS` and never runs pickled code.
+
+    BUILD (apply state to the object on the stack) is allowed only on the numpy arrays and
+    dtypes this unpickler has just built (numpy's own ``__setstate__`` fills them, checking the
+    data against the shape), or with empty state. Applied to an allow-listed function or class
+    it would change that global for the rest of the process; applied to a tensor,
+    ``Tensor.__setstate__`` would re-view its storage past the bounds check. The pure-Python
+    unpickler is used because the C one offers no hook for BUILD; the bulk of an NVIDIA pickle
+    is a few large byte strings, so it is not slower in practice.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+    def _load_build(self) -> None:
+        state, target = self.stack[-1], self.stack[-2]
+        empty = state is None or (isinstance(state, dict) and not state) or (
+            isinstance(state, tuple) and len(state) == 2
+            and all(part is None or (isinstance(part, dict) and not part) for part in state))
+        if not empty and not isinstance(target, np.ndarray | np.dtype):
+            raise UnsafePickleError(f"the pickle applies state to a {type(target).__name__}; "
+                                    "only numpy arrays take state")
+        pickle._Unpickler.load_build(self)  # noqa: SLF001
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is _NdarrayToken:
+            return _NdarrayToken()
         if allowed is not None:
             return allowed
         hint = ""
@@ -264,17 +323,27 @@ _GENERATOR_ARG_NAMES = (
 )
 
 
-def _to_plain(value: Any) -> Any:
+#: Constructor arguments are small: filters, channel counts, names.
+_MAX_KWARG_ARRAY = 65_536
+_MAX_KWARG_DEPTH = 32
+
+
+def _to_plain(value: Any, depth: int = 0) -> Any:
     """Nested dicts/lists/tuples of Python values; numpy arrays become lists."""
+    if depth > _MAX_KWARG_DEPTH:
+        raise CheckpointError("constructor arguments nested too deeply; corrupt or crafted")
     if isinstance(value, dict):
-        return {key: _to_plain(item) for key, item in value.items()}
+        return {key: _to_plain(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_to_plain(item) for item in value]
+        return [_to_plain(item, depth + 1) for item in value]
     if isinstance(value, tuple):
-        return tuple(_to_plain(item) for item in value)
+        return tuple(_to_plain(item, depth + 1) for item in value)
     if isinstance(value, set | frozenset):
         return set(value)
     if isinstance(value, np.ndarray):
+        if value.size > _MAX_KWARG_ARRAY or value.dtype.hasobject:
+            raise CheckpointError(f"a constructor argument is an array of {value.size} "
+                                  f"{value.dtype} values; corrupt or crafted")
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
@@ -301,7 +370,7 @@ def _unpickle(path: Path) -> Any:
             return RestrictedUnpickler(file).load()
         except CheckpointError as error:  # includes UnsafePickleError
             raise type(error)(f"{path}: {error}") from None
-        except EOFError:
+        except (EOFError, struct.error):  # the Python unpickler's end-of-data errors
             raise CheckpointError(f"{path}: pickle is truncated; download the .pkl again") from None
         except pickle.UnpicklingError as error:
             if "truncated" in str(error):
@@ -309,6 +378,8 @@ def _unpickle(path: Path) -> Any:
                     f"{path}: pickle is truncated; download the .pkl again"
                 ) from None
             raise CheckpointError(f"{path}: not a valid pickle ({error})") from None
+        except KeyError as error:  # the Python unpickler meets an unknown opcode
+            raise CheckpointError(f"{path}: not a valid pickle (unknown opcode {error})") from None
         except RecursionError:
             raise CheckpointError(f"{path}: pickle is nested too deeply") from None
         except Exception as error:  # corrupt data raises many kinds
@@ -322,7 +393,10 @@ def _collect_tensors(
     prefix: str,
     tensors: dict[str, torch.Tensor],
     class_names: dict[str, str],
+    budget: list[int],
 ) -> None:
+    """Every parameter and buffer under ``obj``; ``budget[0]`` (bytes) shrinks by each tensor,
+    so tensors sharing one storage cannot add up to more than the file justifies."""
     class_names[prefix.rstrip(".")] = obj.class_name
     for slot in ("_parameters", "_buffers"):
         entries = obj.state.get(slot) or {}
@@ -333,6 +407,10 @@ def _collect_tensors(
                 continue
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
+            budget[0] -= value.numel() * value.element_size()
+            if budget[0] < 0:
+                raise CheckpointError("its tensors add up to more bytes than the file holds "
+                                      "(shared storages); corrupt or crafted")
             tensors[f"{prefix}{name}"] = value.detach().contiguous()
     children = obj.state.get("_modules") or {}
     if not isinstance(children, dict):
@@ -342,7 +420,7 @@ def _collect_tensors(
             continue
         if not isinstance(child, PersistentObject):
             raise CheckpointError(f"submodule {prefix}{name} is not an NVIDIA persistent object")
-        _collect_tensors(child, f"{prefix}{name}.", tensors, class_names)
+        _collect_tensors(child, f"{prefix}{name}.", tensors, class_names, budget)
 
 
 def load_nvidia_generator_state(path: str | os.PathLike[str]) -> NvidiaGeneratorState:
@@ -395,10 +473,13 @@ def load_nvidia_generator_state(path: str | os.PathLike[str]) -> NvidiaGenerator
     tensors: dict[str, torch.Tensor] = {}
     class_names: dict[str, str] = {}
     try:
-        _collect_tensors(generator, "", tensors, class_names)
+        _collect_tensors(generator, "", tensors, class_names, [byte_budget(path)])
+        plain_kwargs = _to_plain(kwargs)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    return NvidiaGeneratorState(_to_plain(kwargs), tensors, class_names, network)
+    except RecursionError:
+        raise CheckpointError(f"{path}: modules nested too deeply; corrupt or crafted") from None
+    return NvidiaGeneratorState(plain_kwargs, tensors, class_names, network)
 
 
 # ----------------------------------------------------------------------------------------------

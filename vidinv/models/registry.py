@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,7 +152,11 @@ def default_cache_dir() -> Path:
     """
     explicit = os.environ.get("VIDINV_CACHE")
     if explicit:
-        return Path(explicit).expanduser()
+        folder = Path(explicit).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise InputFileError(f"VIDINV_CACHE={explicit} is a file, not a folder; point it at "
+                                 "a folder (or unset it for ~/.cache/vidinv)")
+        return folder
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and Path(xdg).is_absolute():
         return Path(xdg) / "vidinv"
@@ -308,6 +313,11 @@ def _download(
     timeout: float,
 ) -> tuple[Path, str]:
     """`download`, also returning the sha256 of the bytes it verified."""
+    scheme = urllib.parse.urlsplit(str(url)).scheme.lower()
+    if scheme not in ("http", "https"):
+        given = f"{scheme}:" if scheme else "a bare path"
+        raise DownloadError(f"{url}: only http(s) URLs are downloaded, not {given}; copy a "
+                            "local file into place yourself")
     expected_sha256 = expected_sha256.lower() if expected_sha256 else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(dest.suffix + ".part")

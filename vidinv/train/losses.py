@@ -325,7 +325,9 @@ def _load_state_file(path: Path, flag: str, what: str) -> dict[str, torch.Tensor
     if not path.is_file():
         raise InputFileError(f"{path}: no such file; pass {flag} PATH ({what})")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        from vidinv.models.safe_load import torch_load
+
+        content = torch_load(path, what)
     except Exception as error:  # torch raises many types for damaged files
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path}: not a readable state dict ({message[:120]}); pass "
