@@ -159,7 +159,7 @@ def _print_attributes(bundle) -> None:
 
 def _edit(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.app import default_output, process_video, resolve_editor
 
     check_strength(args.strength)
     config = _pipeline_config(args)
@@ -173,8 +173,7 @@ def _edit(args: argparse.Namespace) -> int:
         raise VidinvError("say which edit: --attr NAME (see --list-attrs)")
     editor = resolve_editor(bundle, args.attr, args.strength)
     source = Path(args.input)
-    output = Path(args.output) if args.output else source.with_name(
-        f"{source.stem}_{Path(args.attr).stem}.mp4")
+    output = Path(args.output) if args.output else default_output(source, Path(args.attr).stem)
     stats = process_video(source, output, bundle, config, editor, progress=not args.quiet)
     print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
           f"({stats.fps:.1f} fps)")
@@ -182,12 +181,12 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from vidinv.pipeline.app import invert_video
+    from vidinv.pipeline.app import default_output, invert_video
 
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
     source = Path(args.input)
-    output = Path(args.output) if args.output else source.with_name(f"{source.stem}_inv.mp4")
+    output = Path(args.output) if args.output else default_output(source, "inv")
     stats = invert_video(source, output, bundle, config, latents_path=args.latents,
                          progress=not args.quiet)
     print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
@@ -234,6 +233,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 # --- parser ----------------------------------------------------------------------------------
 
+_EXISTING_OUTPUT = ("An existing output file is replaced only when the run succeeds (a failed "
+                    "or interrupted run leaves it untouched); an output that is one of the "
+                    "inputs, or an existing folder, is refused before any work.")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -243,23 +246,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
-    edit.add_argument("input", nargs="?", help="input video")
+    edit.add_argument("input", nargs="?",
+                      help="input video, picture (.png/.jpg) or folder of pictures")
     edit.add_argument("--attr", help="attribute (a direction of the model) or a direction file")
     edit.add_argument("--strength", type=float, default=1.0, help="edit strength α (default 1)")
-    edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4)")
+    edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4; a picture or "
+                      "folder gives IN_ATTR.png or IN_ATTR/). " + _EXISTING_OUTPUT)
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
     edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
     _add_pipeline_options(edit)
     edit.set_defaults(handler=_edit, io_reads=("input", "--model", "--attr"),
-                      io_writes=("--output",))
+                      io_writes=("--output",), io_mirror=("input", "--output"))
 
     invert = commands.add_parser("invert", help="reconstruct a video through the model")
-    invert.add_argument("input", help="input video")
-    invert.add_argument("-o", "--output", help="output video (default: IN_inv.mp4)")
-    invert.add_argument("--latents", help="also save the per-frame codes to this .npz")
+    invert.add_argument("input", help="input video, picture (.png/.jpg) or folder of pictures")
+    invert.add_argument("-o", "--output", help="output video (default: IN_inv.mp4; a picture or "
+                        "folder gives IN_inv.png or IN_inv/). " + _EXISTING_OUTPUT)
+    invert.add_argument("--latents", help="also save the per-frame codes to this .npz (an "
+                        "existing file is replaced when the run succeeds)")
     _add_pipeline_options(invert)
     invert.set_defaults(handler=_invert, io_reads=("input", "--model"),
-                        io_writes=("--output", "--latents"))
+                        io_writes=("--output", "--latents"), io_mirror=("input", "--output"))
 
     live_cmd = commands.add_parser("live", help="edit a webcam (or a clip played as one) live")
     live_cmd.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
@@ -267,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--loop", action="store_true", help="loop --source")
     live_cmd.add_argument("--attr", help="attribute (default: cycle through the model's)")
     live_cmd.add_argument("--strength", type=float, default=1.0)
-    live_cmd.add_argument("--output", help="write original | edited here (no window needed)")
+    live_cmd.add_argument("--output", help="write original | edited here (no window needed). "
+                          + _EXISTING_OUTPUT)
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     _add_pipeline_options(live_cmd)
     live_cmd.set_defaults(handler=_live, io_reads=("--source", "--model", "--attr"),

@@ -72,7 +72,7 @@ def _check_writable(label: str, path: Path, folder: bool, create_parents: bool) 
     else:
         if path.is_dir():
             raise InputFileError(f"{label} {path}: is an existing folder; give a file path "
-                                 f"(e.g. {path / 'out'}{path.suffix or ''})")
+                                 "(a new name, or a file inside that folder)")
         parent = path.parent
         if not create_parents and not parent.is_dir():
             raise InputFileError(f"{label} {path}: the folder {parent} does not exist; create "
@@ -105,10 +105,6 @@ def check_paths(reads: Iterable[Named], writes: Iterable[Named] = (),
     read_list = _expand_folders(_named(reads))
     file_writes = _named(writes)
     folder_writes = _named(write_folders)
-    for label, path in file_writes:
-        _check_writable(label, path, folder=False, create_parents=create_parents)
-    for label, path in folder_writes:
-        _check_writable(label, path, folder=True, create_parents=True)
     read_ids = [(label, path, _identity(path)) for label, path in read_list]
     written: list[tuple[str, Path, _Identity]] = []
     for label, path in [*file_writes, *folder_writes]:
@@ -124,6 +120,10 @@ def check_paths(reads: Iterable[Named], writes: Iterable[Named] = (),
                     f"{label} {path} and {other_label} {other_path} are the same file; give "
                     "each output its own path")
         written.append((label, path, identity))
+    for label, path in file_writes:
+        _check_writable(label, path, folder=False, create_parents=create_parents)
+    for label, path in folder_writes:
+        _check_writable(label, path, folder=True, create_parents=True)
 
 
 def _expand_folders(reads: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
@@ -156,8 +156,9 @@ def check_command_paths(args: object) -> None:
     A subcommand declares its paths with ``parser.set_defaults(io_reads=("input", "--model"),
     io_writes=("--output",), io_folders=("--out",), io_create_parents=True)``; entries are
     option spellings (``--lpips-lin``) or positional names (``input``), looked up as argparse
-    destinations. Read paths that do not exist are left out (a model name, a missing input
-    that the command itself reports).
+    destinations; ``io_mirror=("input", "--output")`` checks the output as a folder when the
+    input is one (a folder of pictures). Read paths that do not exist are left out (a model
+    name, a missing input that the command itself reports).
     """
     def collect(kind: str) -> list[tuple[str, object]]:
         found = []
@@ -168,5 +169,12 @@ def check_command_paths(args: object) -> None:
 
     reads = [(label, path) for label, path in collect("io_reads")
              if isinstance(path, str | os.PathLike) and Path(path).exists()]
-    check_paths(reads, collect("io_writes"), collect("io_folders"),
+    writes, folders = collect("io_writes"), collect("io_folders")
+    mirror = getattr(args, "io_mirror", None)  # (input, output): a folder in, a folder out
+    if mirror:
+        source = getattr(args, _dest(mirror[0]), None)
+        if source and Path(source).is_dir():
+            folders += [(label, path) for label, path in writes if label == mirror[1]]
+            writes = [(label, path) for label, path in writes if label != mirror[1]]
+    check_paths(reads, writes, folders,
                 create_parents=bool(getattr(args, "io_create_parents", False)))

@@ -409,6 +409,8 @@ def _load_interfacegan_npy(path: Path) -> DirectionSet:
 
     try:
         array = load_npy(path)
+    except CheckpointError as error:
+        raise DirectionError(str(error)) from None
     except (ValueError, OSError) as error:
         raise DirectionError(f"{path}: not a readable .npy boundary ({error})") from None
     if not np.issubdtype(array.dtype, np.floating):
@@ -461,6 +463,8 @@ def _load_ganspace_npz(path: Path) -> DirectionSet:
 
     try:
         arrays = load_npz(path)
+    except CheckpointError as error:
+        raise DirectionError(str(error)) from None
     except (ValueError, OSError) as error:
         raise DirectionError(f"{path}: not a readable .npz ({error})") from None
     missing = _GANSPACE_NPZ_REQUIRED - arrays.keys()

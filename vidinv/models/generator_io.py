@@ -22,6 +22,7 @@ import torch
 
 from vidinv.errors import CheckpointError
 from vidinv.models.native import (
+    check_state_shapes,
     load_native_module,
     load_state_strict,
     looks_like_safetensors,
@@ -37,6 +38,8 @@ GENERATOR_KIND = "generator"
 #: Samples and seed for the average latent when a checkpoint does not carry one.
 LATENT_AVG_SAMPLES = 4096
 LATENT_AVG_SEED = 0
+#: The largest generator resolution a checkpoint may describe (StyleGAN2 goes to 1024).
+MAX_RESOLUTION = 4096
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
@@ -189,14 +192,25 @@ def infer_generator_config(state: dict[str, torch.Tensor], source: str) -> dict:
         style_keys = [k for k in state if re.fullmatch(r"style\.\d+\.weight", k)]
         n_mlp = len(style_keys)
         style_dim = int(state["style.1.weight"].shape[1])
-        n_to_rgbs = len({k.split(".")[1] for k in state if k.startswith("to_rgbs.")})
+        rgb_indices = {k.split(".")[1] for k in state if k.startswith("to_rgbs.")}
+        n_to_rgbs = len(rgb_indices)
+        if rgb_indices != {str(j) for j in range(n_to_rgbs)}:
+            raise CheckpointError(f"{source}: to_rgbs layers {sorted(rgb_indices)[:8]} are not "
+                                  "numbered 0..n-1; not a complete rosinality generator")
         resolution = 2 ** (n_to_rgbs + 2)
+        if resolution > MAX_RESOLUTION:
+            raise CheckpointError(f"{source}: {n_to_rgbs} to_rgbs layers mean a {resolution} px "
+                                  f"generator, beyond {MAX_RESOLUTION} px; the file is corrupt "
+                                  "or crafted")
         channels = {4: int(state["input.input"].shape[1])}
         for j in range(n_to_rgbs):
             channels[2 ** (j + 3)] = int(state[f"to_rgbs.{j}.conv.weight"].shape[2])
     except KeyError as error:
         raise CheckpointError(f"{source}: missing key {error.args[0]!r}; not a complete "
                               "rosinality StyleGAN2 generator") from None
+    except (AttributeError, IndexError, TypeError):
+        raise CheckpointError(f"{source}: its tensors do not have the shapes of a rosinality "
+                              "StyleGAN2 generator") from None
     channel_max = channels[4]
     below_max = [res for res in sorted(channels) if channels[res] < channel_max]
     top = below_max[0] if below_max else resolution
@@ -221,12 +235,25 @@ def generator_from_rosinality_state(state: dict[str, torch.Tensor],
     config["conv_clamp"] = conv_clamp
     if math.log2(config["resolution"]) % 1:
         raise CheckpointError(f"{source}: resolution {config['resolution']} is not a power of 2")
-    generator = StyleGAN2Generator(**config)
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(f"{source}: 'g_ema' holds entries that are not tensors")
     tensors = rosinality_to_native_keys(state, source)
     if latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor):
+            raise CheckpointError(f"{source}: latent_avg is a {type(latent_avg).__name__}, not "
+                                  "a tensor")
         tensors["latent_avg"] = latent_avg.reshape(-1).float()
     else:
         tensors["latent_avg"] = torch.zeros(config["style_dim"])
+    # Shapes first, on the meta device (no memory): the tensors the file holds must be exactly
+    # what the inferred generator expects before the real one is allocated.
+    try:
+        with torch.device("meta"):
+            skeleton = StyleGAN2Generator(**config)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{source}: not a buildable StyleGAN2 generator ({error})") from None
+    check_state_shapes(skeleton, tensors, source)
+    generator = StyleGAN2Generator(**config)
     load_state_strict(generator, tensors, source)
     if latent_avg is None:
         generator.latent_avg.copy_(

@@ -85,20 +85,98 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def input_kind(path: Path) -> str:
+    """``'video'``, ``'image'`` (one picture) or ``'folder'`` (a folder of pictures)."""
+    from vidinv.video.images import IMAGE_SUFFIXES
+
+    if path.is_dir():
+        return "folder"
+    return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
+
+
+def default_output(input_path: Path, tag: str) -> Path:
+    """Where ``edit``/``invert`` write when no ``-o`` is given: ``IN_tag.mp4`` for a video,
+    ``IN_tag.png`` (``.jpg``) for a picture, ``IN_tag/`` for a folder of pictures."""
+    kind = input_kind(input_path)
+    if kind == "folder":
+        return input_path.with_name(f"{input_path.name}_{tag}")
+    if kind == "image":
+        suffix = ".jpg" if input_path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+        return input_path.with_name(f"{input_path.stem}_{tag}{suffix}")
+    return input_path.with_name(f"{input_path.stem}_{tag}.mp4")
 
 
 def _check_output(input_path: Path, output_path: Path, bundle: ModelBundle | None = None,
                   latents_path: Path | None = None) -> None:
     """Refuse, before any work, outputs that would destroy an input or each other."""
-    if output_path.suffix.lower() not in VIDEO_SUFFIXES:
+    kind = input_kind(input_path)
+    if kind == "video" and output_path.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputFileError(f"{output_path}: write to .mp4, .mkv, .mov or .m4v")
+    if kind == "image" and output_path.suffix.lower() not in IMAGE_OUTPUT_SUFFIXES:
+        raise InputFileError(f"{output_path}: the input is a picture; write to .png or .jpg")
+    if kind == "folder" and output_path.exists() and (
+            not output_path.is_dir() or any(output_path.iterdir())):
+        raise InputFileError(f"{output_path}: exists and is not an empty folder; the input is "
+                             "a folder of pictures, so give a new folder for the output")
     if latents_path is not None and latents_path.suffix.lower() != ".npz":
         raise InputFileError(f"--latents {latents_path}: the codes are written as an .npz "
                              "archive; name it e.g. codes.npz")
     reads = [("input", input_path)]
     if bundle is not None:
         reads.append(("model folder", bundle.folder))
-    check_paths(reads, [("output", output_path), ("--latents", latents_path)])
+    outputs = [("output", output_path)] if kind != "folder" else []
+    folders = [("output", output_path)] if kind == "folder" else []
+    check_paths(reads, [*outputs, ("--latents", latents_path)], folders)
+
+
+class _ImageWriter:
+    """One picture out (the input was one picture): written whole on close, like the video."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.frame: Frame | None = None
+
+    def __enter__(self) -> _ImageWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            from vidinv.video.errors import VideoWriteError
+            from vidinv.video.images import write_image
+
+            if self.frame is None:
+                raise VideoWriteError(f"no frame reached {self.path}; nothing was written")
+            write_image(self.path, np.ascontiguousarray(self.frame.image))
+
+    def write(self, frame: Frame) -> None:
+        self.frame = frame
+
+
+def _open_source_and_writer(input_path: Path, output_path: Path, config: PipelineConfig):
+    """(frames, expected count or None, writer context) for a video, a picture or a folder."""
+    kind = input_kind(input_path)
+    if kind != "video":
+        from vidinv.video.images import ImageFolderWriter, ImageSequenceReader
+
+        reader = ImageSequenceReader(input_path)
+        writer = (_ImageWriter(output_path) if kind == "image"
+                  else ImageFolderWriter(output_path, overwrite=False))
+        return reader, len(reader), writer
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(input_path)
+    info = reader.info
+    out_info = info
+    if config.output.side_by_side:
+        out_info = dataclasses.replace(info, width=info.width * 2)
+    writer = VideoWriter(output_path, out_info, crf=config.output.crf,
+                         preset=config.output.preset,
+                         audio_from=input_path if info.has_audio else None)
+    return reader, info.frame_count, writer
 
 
 def process_video(input_path: str | Path, output_path: str | Path, bundle: ModelBundle,
@@ -107,24 +185,19 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     """Invert (``editor`` None) or edit every frame of a video file into ``output_path``.
 
     The output has the input's frame count, timestamps and audio (copied). ``on_frame`` sees
-    each finished frame (e.g. to save its codes).
+    each finished frame (e.g. to save its codes). A picture (``.png``, ``.jpg``, …) gives a
+    picture, a folder of pictures a new folder of numbered ``.png`` frames. An existing output
+    file is replaced only once the new one is complete; an existing non-empty output folder
+    is refused.
     """
     from tqdm import tqdm
 
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
     input_path, output_path = Path(input_path), Path(output_path)
     _check_output(input_path, output_path, bundle)
-    reader = VideoReader(input_path)
-    info = reader.info
+    reader, total, output_writer = _open_source_and_writer(input_path, output_path, config)
     segments = build_pipeline(config, make_networks(bundle, config, editor), str(input_path))
-    out_info = info
-    if config.output.side_by_side:
-        out_info = dataclasses.replace(info, width=info.width * 2)
-    with VideoWriter(output_path, out_info, crf=config.output.crf, preset=config.output.preset,
-                     audio_from=input_path if info.has_audio else None) as writer, \
-            tqdm(total=info.frame_count, unit="frame", disable=not progress,
+    with output_writer as writer, \
+            tqdm(total=total, unit="frame", disable=not progress,
                  desc=output_path.name, leave=False) as bar:
         def sink(frame: Frame) -> None:
             if on_frame is not None:

@@ -225,8 +225,8 @@ def _open_input(path: Path) -> Any:
         if format_name == "image2" or format_name.endswith("_pipe"):
             kind = format_name.removesuffix("_pipe")
             raise NotAVideoError(
-                f"{path} is an image ({kind}), not a video; give it as an image input "
-                "(a picture or a folder of frames)"
+                f"{path} is an image ({kind}), not a video; name it .png or .jpg (edit and "
+                "invert take pictures and folders of pictures as well as videos)"
             )
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]

@@ -1,0 +1,728 @@
+"""Hostile and awkward inputs (issue 10): one test group per class of failure.
+
+1. data loss: nothing a command writes may be something it reads, or another output;
+2. broken outputs: negative start timestamps, absurd strengths and directions, non-videos;
+3. failed or killed runs leave no files (SIGTERM/SIGHUP like Ctrl-C);
+4. small files that would cost gigabytes are refused before they do;
+5. the restricted unpickler itself (BUILD, direct ndarray calls) and download schemes;
+6. one line instead of a traceback for every user-caused failure;
+7. the right advice (legacy torch files, TorchScript, pictures as input).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from tests.media import pattern_frame, real_clip_path
+from tests.model_fixtures import make_tiny_model
+from tests.rosinality_reference import random_rosinality_state
+from vidinv.cli import main
+from vidinv.config import ConfigError, PipelineConfig
+from vidinv.errors import CheckpointError, DownloadError, UnsafePickleError
+from vidinv.io_safety import PathConflictError, check_paths
+from vidinv.latent.errors import DirectionError, StrengthError
+
+# --- shared media and models -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _real_frames(n: int) -> list:
+    from vidinv.video.reader import VideoReader
+
+    frames = []
+    for frame in VideoReader(real_clip_path()):
+        if frame.index >= n:
+            break
+        frames.append(frame)
+    return frames
+
+
+def _write_clip(path: Path, images: list[np.ndarray], first_pts: int = 0,
+                fps: int = 25, options: dict | None = None) -> Path:
+    """H.264 clip of ``images`` at 1/fps time base, pts first_pts, first_pts+1, …"""
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, fps)
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = first_pts + i, Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """The first 10 frames of the real clip (a face) as a short .mp4."""
+    folder = tmp_path_factory.mktemp("clip")
+    return _write_clip(folder / "talk.mp4", [f.image for f in _real_frames(10)])
+
+
+def _decoded(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        return [float(f.pts * f.time_base) for f in container.decode(container.streams.video[0])]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("vidinv: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+# === 1. data loss ==============================================================================
+
+
+def test_check_paths_sees_one_file_by_any_spelling_symlink_or_hard_link(tmp_path, monkeypatch):
+    source = tmp_path / "in.mp4"
+    source.write_bytes(b"precious")
+    (tmp_path / "sub").mkdir()
+    os.symlink(source, tmp_path / "alias.mp4")
+    os.link(source, tmp_path / "hard.mp4")
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("in.mp4", "./sub/../in.mp4", str(source), "alias.mp4", "hard.mp4"):
+        with pytest.raises(PathConflictError, match="same file as the input"):
+            check_paths([("input", "in.mp4")], [("-o", spelling)])
+    with pytest.raises(PathConflictError, match="are the same file"):
+        check_paths([("input", source)], [("-o", "out.mp4"), ("--latents", "./sub/../out.mp4")])
+    # A written folder that is a read file, and a model folder's files, are protected too.
+    with pytest.raises(PathConflictError):
+        check_paths([("input", source)], [], [("--out", "hard.mp4")])
+    model = tmp_path / "m"
+    (model / "directions").mkdir(parents=True)
+    (model / "directions" / "smile.safetensors").write_bytes(b"x")
+    with pytest.raises(PathConflictError, match="--model file"):
+        check_paths([("--model", model)], [("-o", model / "directions" / "smile.safetensors")])
+    check_paths([("input", source)], [("-o", "new.mp4"), ("--latents", "new.npz")])
+    assert source.read_bytes() == b"precious"
+
+
+def test_invert_refuses_latents_onto_the_input_or_the_output(tmp_path, model, clip, capsys):
+    source = tmp_path / "in.mp4"
+    source.write_bytes(clip.read_bytes())
+    before = source.read_bytes()
+    out = tmp_path / "out.mp4"
+    for latents in (source, out, tmp_path / "." / "in.mp4"):
+        code = main(["invert", str(source), "-o", str(out), "--latents", str(latents),
+                     "--model", str(model), "--quiet"])
+        assert code == 2
+        assert "same file" in _one_error_line(capsys)
+    assert source.read_bytes() == before
+    assert _files(tmp_path) == {"in.mp4"}
+
+
+def test_live_refuses_to_record_over_its_source(tmp_path, model, clip, capsys):
+    source = tmp_path / "in.mp4"
+    source.write_bytes(clip.read_bytes())
+    os.link(source, tmp_path / "linked.mp4")
+    for output in (source, tmp_path / "linked.mp4"):
+        assert main(["live", "--source", str(source), "--output", str(output), "--seconds",
+                     "1", "--model", str(model), "--quiet"]) == 2
+        assert "would destroy that input" in _one_error_line(capsys)
+    assert source.read_bytes() == clip.read_bytes()
+
+
+def test_edit_output_onto_a_model_file_or_the_input_is_refused(tmp_path, model, clip, capsys):
+    before = (model / "generator.safetensors").read_bytes()
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model),
+                 "-o", str(model / "generator.safetensors"), "--quiet"]) == 2
+    _one_error_line(capsys)
+    assert (model / "generator.safetensors").read_bytes() == before
+    os.symlink(clip, tmp_path / "alias.mp4")
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model),
+                 "-o", str(tmp_path / "alias.mp4"), "--quiet"]) == 2
+    assert "same file as the input" in _one_error_line(capsys)
+
+
+def test_other_commands_check_their_outputs_against_their_inputs(tmp_path, capsys):
+    generator = tmp_path / "g.safetensors"
+    assert main(["models", "init", str(generator), "--resolution", "8", "--channel-max", "8",
+                 "--n-mlp", "1"]) == 0
+    before = generator.read_bytes()
+    capsys.readouterr()
+    os.link(generator, tmp_path / "same.safetensors")
+    for argv in (["models", "convert", str(generator), str(tmp_path / "same.safetensors"),
+                  "--force"],
+                 ["directions", "fit", "--model", str(generator), "--attr", "sefa", "-o",
+                  str(generator), "--force"],
+                 ["bench", "clip", str(generator), "--out", str(generator)],
+                 ["train", "refine", "--generator", str(generator), "--encoder", "e.pt",
+                  "--image", "i.png", "--out", str(generator), "--force"]):
+        assert main(argv) == 2, argv
+        assert "same file" in _one_error_line(capsys), argv
+    assert generator.read_bytes() == before
+    # pti writes OUT and OUT.pivot.npz: the derived pivot may not be the --pivot it reads.
+    pivot = tmp_path / "tuned.pivot.npz"
+    np.savez(pivot, w=np.zeros((2, 512), np.float32))
+    assert main(["train", "pti", "--generator", str(generator), "--image", "i.png",
+                 "--pivot", str(pivot), "--out", str(tmp_path / "tuned.safetensors")]) == 2
+    assert "pivot output" in _one_error_line(capsys)
+
+
+# === 2. broken outputs reported as success =====================================================
+
+
+def test_writer_shifts_a_negative_start_to_zero_and_every_frame_decodes(tmp_path):
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    images = [pattern_frame(i, (64, 48)) for i in range(24)]
+    source = _write_clip(tmp_path / "cut.ts", images, first_pts=-5,
+                         options={"avoid_negative_ts": "disabled"})
+    reader = VideoReader(source)
+    frames = list(reader)
+    assert frames[0].pts < 0  # the clip really starts before zero
+    with VideoWriter(tmp_path / "out.mp4", reader.info, preset="ultrafast") as writer:
+        for frame in frames:
+            writer.write(frame)
+    times = _decoded(tmp_path / "out.mp4")
+    assert len(times) == 24
+    assert times[0] == pytest.approx(0.0, abs=1e-6)
+    assert np.diff(times) == pytest.approx([0.04] * 23, abs=1e-4)
+
+
+def test_edit_of_a_clip_cut_before_zero_writes_a_decodable_video(tmp_path, model):
+    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+
+    source = _write_clip(tmp_path / "cut.ts", [f.image for f in _real_frames(8)],
+                         first_pts=-3, options={"avoid_negative_ts": "disabled"})
+    bundle = load_model_bundle(model)
+    stats = process_video(source, tmp_path / "out.mp4", bundle, PipelineConfig(),
+                          resolve_editor(bundle, "smile", 2.0), progress=False)
+    times = _decoded(tmp_path / "out.mp4")
+    assert stats.frames == len(times) == 8 and times[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_writer_verifies_what_it_wrote_and_leaves_nothing_when_it_does_not_decode(tmp_path):
+    from vidinv.video.errors import VideoWriteError
+    from vidinv.video.reader import VideoInfo
+    from vidinv.video.writer import VideoWriter
+
+    out = tmp_path / "out.mp4"
+    writer = VideoWriter(out, VideoInfo.for_frames(64, 48, 25), preset="ultrafast")
+    writer.open()
+    for i in range(12):
+        writer.write(_frame(i))
+    class _Damaging:  # the muxer "succeeds" but the file on disk is cut short
+        def __init__(self, container):
+            self._container = container
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+        def close(self):
+            self._container.close()
+            data = Path(writer._tmp_path).read_bytes()
+            Path(writer._tmp_path).write_bytes(data[: len(data) // 3])
+
+    writer._container = _Damaging(writer._container)
+    with pytest.raises(VideoWriteError, match="decode back|cannot be read back"):
+        writer.close()
+    assert _files(tmp_path) == set()
+
+
+def _frame(index: int):
+    from vidinv.frame import Frame
+
+    return Frame(index=index, image=pattern_frame(index, (64, 48)), pts=None, time_base=None)
+
+
+@pytest.mark.parametrize("strength", ["nan", "inf", "-inf", "1e30", "101"])
+def test_absurd_strengths_are_refused_at_the_cli_before_work(strength, tmp_path, clip, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["edit", str(clip), "--attr", "smile", f"--strength={strength}", "-o", str(out),
+                 "--model", str(tmp_path / "no-model-needed")]) == 2
+    assert "strength" in _one_error_line(capsys)
+    assert main(["live", "--source", str(clip), f"--strength={strength}", "--output", str(out),
+                 "--model", str(tmp_path / "no-model-needed")]) == 2
+    assert "strength" in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
+    from vidinv.latent.directions import Direction
+    from vidinv.latent.editing import LatentEditor, apply_direction
+    from vidinv.pipeline.app import _SwitchableEditor, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+
+    bundle = load_model_bundle(model)
+    for bad in (float("nan"), float("inf"), 1e30, -500.0):
+        with pytest.raises(StrengthError):
+            resolve_editor(bundle, "smile", bad)
+    editor = resolve_editor(bundle, "smile", 1.0)
+    with pytest.raises(StrengthError):
+        editor.strength = float("nan")
+    assert editor.strength == 1.0
+    with pytest.raises(StrengthError):
+        apply_direction(torch.zeros(2, 8, 512), torch.ones(512), torch.tensor([1.0, np.inf]))
+    for vector in (torch.full((512,), 1e6), torch.full((512,), float("nan"))):
+        with pytest.raises(DirectionError):
+            Direction("huge", vector)
+    with pytest.raises(DirectionError, match="beyond"):
+        LatentEditor(bundle.generator, torch.full((512,), 1e30))
+    # live's +/- keys cannot push the strength past the bound
+    switch = _SwitchableEditor({"smile": editor}, "smile")
+    switch.strength = 1e9
+    switch(torch.zeros(bundle.generator.n_latent, 512), torch.zeros(16, 16, 16))
+    assert editor.strength == 100.0
+
+
+def test_bench_clip_on_a_non_video_is_one_line(tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    assert main(["bench", "clip", str(text), "--out", str(tmp_path / "bench"), "--no-id"]) == 2
+    _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
+# === 3. a failed or killed run leaves no files ===================================================
+
+
+def test_latents_onto_an_existing_folder_fails_before_any_frame(tmp_path, model, clip, capsys):
+    (tmp_path / "codes").mkdir()
+    code = main(["invert", str(clip), "-o", str(tmp_path / "out.mp4"), "--latents",
+                 str(tmp_path / "codes"), "--model", str(model), "--quiet"])
+    assert code == 2
+    assert "existing folder" in _one_error_line(capsys)
+    assert _files(tmp_path) == {"codes"} and not any((tmp_path / "codes").iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_run_removes_its_partial_files(signum, tmp_path, model):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    source = _write_clip(folder / "in.mp4", [f.image for f in _real_frames(40)] * 3)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidinv.cli", "invert", str(source), "-o",
+         str(folder / "out.mp4"), "--latents", str(folder / "codes.npz"), "--model", str(model),
+         "--quiet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not any(name.endswith(".partial.mp4") for name in _files(folder)):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum, err
+    assert "no partial output left" in err and "Traceback" not in err
+    assert _files(folder) == {"in.mp4"}
+
+
+# === 4. small files that cost gigabytes ===========================================================
+
+
+def _native_file(path: Path, kind: str, config, tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    text = config if isinstance(config, str) else json.dumps(config)
+    save_file(tensors, str(path), metadata={"vidinv.kind": kind, "vidinv.format_version": "1",
+                                             "vidinv.config": text})
+    return path
+
+
+def test_native_config_is_checked_against_the_tensors_before_anything_is_built(tmp_path):
+    from vidinv.models.native import load_native_module
+    from vidinv.models.stylegan2 import StyleGAN2Generator
+
+    small = StyleGAN2Generator(8, n_mlp=1, channel_max=8)
+    tensors = small.state_dict()
+    config = {**small.config, "style_dim": 20000}
+    path = _native_file(tmp_path / "g.safetensors", "generator", config, tensors)
+    built_on: list[str] = []
+
+    def recording_build(**kwargs):
+        module = StyleGAN2Generator(**kwargs)
+        built_on.append(next(module.parameters()).device.type)
+        return module
+
+    with pytest.raises(CheckpointError, match="shape"):
+        load_native_module(path, "generator", recording_build, "a generator")
+    assert built_on == ["meta"]  # never allocated for real
+    huge = _native_file(tmp_path / "h.safetensors", "generator", {**small.config,
+                                                                  "n_mlp": 10**7}, tensors)
+    with pytest.raises(CheckpointError, match="beyond"):
+        load_native_module(huge, "generator", recording_build, "a generator")
+    assert built_on == ["meta"]
+
+
+def test_stride0_and_overlapping_tensors_are_refused_in_torch_files(tmp_path):
+    from vidinv.latent.directions import load_directions
+    from vidinv.models.generator_io import load_generator
+
+    state = random_rosinality_state(8, channels={4: 8, 8: 8}, n_mlp=1)
+    state["style.1.weight"] = torch.ones(1).as_strided((512, 512), (0, 0))
+    torch.save({"g_ema": state, "latent_avg": torch.zeros(512)}, tmp_path / "g.pt")
+    assert (tmp_path / "g.pt").stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match="stride"):
+        load_generator(tmp_path / "g.pt")
+    torch.save(torch.ones(1).as_strided((1, 1 << 28), (0, 0)), tmp_path / "d.pt")
+    with pytest.raises(DirectionError, match="stride"):
+        load_directions(tmp_path / "d.pt")
+    overlap = torch.arange(16.0).as_strided((8, 8), (1, 1))  # rows overlap: 64 of 16 values
+    torch.save({"w": overlap}, tmp_path / "o.pt")
+    with pytest.raises(DirectionError, match="overlapping"):
+        load_directions(tmp_path / "o.pt")
+
+
+class _Reduce:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _nvidia_storage(n: int = 1):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.zeros(n).storage()
+
+
+def test_stride0_tensors_and_arrays_are_refused_in_nvidia_pickles(tmp_path):
+    from vidinv.models.nvidia_pickle import load_nvidia_generator_state
+
+    view = _Reduce(torch._utils._rebuild_tensor_v2, _nvidia_storage(), 0, (1 << 30,), (0,),
+                   False, OrderedDict())
+    (tmp_path / "t.pkl").write_bytes(pickle.dumps({"G_ema": view}))
+    with pytest.raises(CheckpointError, match="stride-0"):
+        load_nvidia_generator_state(tmp_path / "t.pkl")
+    # numpy.ndarray called directly: a stride-0 view of any size over 4 bytes
+    array = _Reduce(np.ndarray, (1 << 30,), np.dtype("f4"), b"\0\0\0\0", 0, (0,))
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps({"G_ema": array}))
+    with pytest.raises(CheckpointError):
+        load_nvidia_generator_state(tmp_path / "a.pkl")
+
+
+def _deflate_bomb(path: Path, member: str, megabytes: int = 64, prefix: bytes = b"") -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(member, "w", force_zip64=True) as handle:
+            handle.write(prefix)
+            block = b"\0" * 2**20
+            for _ in range(megabytes):
+                handle.write(block)
+    return path
+
+
+def test_deflate_bombs_are_refused_before_inflating(tmp_path):
+    from vidinv.latent.directions import load_directions
+    from vidinv.models.generator_io import load_generator
+
+    bomb = _deflate_bomb(tmp_path / "g.pt", "archive/data/0")
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match="zip bomb"):
+        load_generator(bomb)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (64 * 2**18,)})
+    npz = _deflate_bomb(tmp_path / "pca.npz", "lat_comp.npy", prefix=header.getvalue())
+    with pytest.raises(DirectionError, match="zip bomb"):
+        load_directions(npz)
+
+
+def test_npy_header_may_not_declare_more_than_the_file_holds(tmp_path):
+    from vidinv.latent.directions import load_directions
+
+    path = tmp_path / "smile_boundary.npy"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1, 10**12)})
+    path.write_bytes(header.getvalue() + b"\0" * 2048)
+    with pytest.raises(DirectionError, match="declares"):
+        load_directions(path)
+
+
+def test_legacy_torch_file_declaring_huge_storages_is_refused(tmp_path):
+    from vidinv.models.generator_io import load_generator
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"g_ema": {"x": torch.zeros(4)}}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    # the storage's element count (4) is pickled as a 1-byte int after its location 'cpu'
+    marker = data.index(b"cpu")
+    at = data.index(b"K\x04", marker)
+    forged = data[:at] + b"J" + struct.pack("<i", 2**31 - 1) + data[at + 2:]
+    path.write_bytes(forged)
+    with pytest.raises(CheckpointError, match="declare"):
+        load_generator(path)
+
+
+def test_a_bad_direction_file_is_skipped_with_a_warning(tmp_path, model, caplog, capsys):
+    import shutil
+
+    from vidinv.pipeline.app import available_attributes
+    from vidinv.pipeline.models import load_model_bundle
+
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    bad = folder / "directions"
+    _native_file(bad / "malformed.safetensors", "direction",
+                 {"directions": ["not-an-entry"]}, {"direction.0": torch.zeros(512)})
+    _native_file(bad / "layers.safetensors", "direction",
+                 {"directions": [{"name": "x", "kind": "k", "layers": ["a", "b"]}]},
+                 {"direction.0": torch.zeros(512)})
+    _native_file(bad / "huge.safetensors", "direction",
+                 {"directions": [{"name": "y", "kind": "k"}]},
+                 {"direction.0": torch.full((512,), 1e30)})
+    np.save(bad / "wide.npy", np.zeros((1, 7), np.float32))
+    with caplog.at_level(logging.WARNING, logger="vidinv"):
+        names = available_attributes(load_model_bundle(folder))
+    assert set(names) == {"smile"}
+    skipped = {Path(r.getMessage().split()[1].rstrip(":")).name for r in caplog.records
+               if r.getMessage().startswith("skipping")}
+    assert skipped == {"malformed.safetensors", "layers.safetensors", "huge.safetensors",
+                       "wide.npy"}
+    assert main(["edit", "--list-attrs", "--model", str(folder)]) == 0
+    assert "smile" in capsys.readouterr().out
+
+
+# === 5. the restricted unpickler itself ==========================================================
+
+
+def test_build_on_an_allow_listed_global_is_refused_and_changes_nothing(tmp_path):
+    from vidinv.models import nvidia_pickle
+    from vidinv.models.nvidia_pickle import load_nvidia_generator_state
+
+    name_before = nvidia_pickle._rebuild_tensor.__name__
+    defaults_before = nvidia_pickle._rebuild_tensor.__defaults__
+    for module, name in (("torch._utils", "_rebuild_tensor_v2"),
+                         ("collections", "OrderedDict"), ("dnnlib.util", "EasyDict")):
+        # GLOBAL module name; state ({}, {"__name__": "pwned", "__defaults__": (1,)}); BUILD
+        payload = (b"\x80\x02}q\x00X\x05\x00\x00\x00G_emaq\x01c" + module.encode() + b"\n"
+                   + name.encode() + b"\n}}(X\x08\x00\x00\x00__name__X\x05\x00\x00\x00pwned"
+                   b"X\x0c\x00\x00\x00__defaults__K\x01\x85u\x86bs.")
+        (tmp_path / "b.pkl").write_bytes(payload)
+        with pytest.raises(CheckpointError):
+            load_nvidia_generator_state(tmp_path / "b.pkl")
+    assert nvidia_pickle._rebuild_tensor.__name__ == name_before
+    assert nvidia_pickle._rebuild_tensor.__defaults__ == defaults_before
+    assert OrderedDict.__name__ == "OrderedDict"
+
+
+def test_tensor_setstate_cannot_re_view_its_storage(tmp_path):
+    from vidinv.models.nvidia_pickle import load_nvidia_generator_state
+
+    class _Tensor(_Reduce):
+        def __reduce__(self):  # REDUCE a valid tensor, then BUILD Tensor.__setstate__ on it
+            return (self.func, self.args,
+                    (_nvidia_storage(), 0, (1 << 30,), (0,)))
+
+    tensor = _Tensor(torch._utils._rebuild_tensor_v2, _nvidia_storage(), 0, (1,), (1,), False,
+                     OrderedDict())
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps({"G_ema": tensor}, protocol=2))
+    with pytest.raises(UnsafePickleError, match="state"):
+        load_nvidia_generator_state(tmp_path / "s.pkl")
+
+
+def test_download_accepts_only_http_urls(tmp_path):
+    from vidinv.models.registry import download
+
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    for url in (f"file://{secret}", str(secret), "ftp://example.com/x"):
+        with pytest.raises(DownloadError, match="http"):
+            download(url, tmp_path / "got", expected_size=None, expected_sha256=None,
+                     progress=False)
+    assert not (tmp_path / "got").exists()
+
+
+# === 6. one line instead of a traceback ==========================================================
+
+
+@pytest.mark.parametrize("assignment", [
+    "face.mask=bogus", "face.color_match=bogus", "face.crop_smoothing=bogus",
+    "face.paste=bogus", "face.landmarks=bogus", "latent.smoothing=bogus", "latent.sigma=nan",
+    "latent.sigma=-1", "latent.sigma=0", "latent.alpha=2", "latent.alpha=0",
+    "latent.alpha=nan", "engine.device=meta", "engine.backend=bogus",
+    "latent.fine_layers_from=999", "face.max_gap=-5", "engine.batch_size=-3",
+    "engine.batch_size=0", "output.crf=99", "output.preset=bogus", "queue_size=0",
+    "edit.strength=inf"])
+def test_settings_are_checked_where_they_are_parsed(assignment):
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig().with_overrides([assignment])
+    message = str(info.value)
+    assert assignment.split("=")[0] in message and "\n" not in message
+    if assignment.endswith("bogus"):
+        assert "one of:" in message
+
+
+def test_valid_settings_still_pass():
+    config = PipelineConfig().with_overrides([
+        "face.mask=landmarks", "face.color_match=lab", "face.paste=render",
+        "latent.sigma=0.5", "latent.alpha=1", "engine.device=cuda:1", "face.max_gap=0",
+        "latent.fine_layers_from=-1", "engine.batch_size=1"])
+    assert config.engine.device == "cuda:1" and config.latent.alpha == 1.0
+
+
+def test_cli_batch_and_layers_beyond_the_model_are_one_line(tmp_path, model, clip, capsys):
+    out = tmp_path / "out.mp4"
+    for extra in (["--batch", "-3"], ["--batch", "0"],
+                  ["--set", "latent.fine_layers_from=12"]):
+        assert main(["edit", str(clip), "--attr", "smile", "--model", str(model), "-o",
+                     str(out), "--quiet", *extra]) == 2, extra
+        _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_deep_nesting_is_one_line(tmp_path):
+    from vidinv.models.generator_io import load_generator
+
+    deep = "[" * 100_000 + "]" * 100_000
+    path = _native_file(tmp_path / "g.safetensors", "generator", deep,
+                        {"x": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_generator(path)
+    nested: list = []
+    for _ in range(200):
+        nested = [nested]
+    torch.save({"g_ema": {"style.1.weight": torch.zeros(1)}, "deep": nested}, tmp_path / "d.pt")
+    with pytest.raises(CheckpointError, match="nested"):
+        load_generator(tmp_path / "d.pt")
+
+
+def test_rosinality_files_missing_layers_or_with_impossible_resolutions(tmp_path):
+    from vidinv.models.generator_io import load_generator
+
+    state = random_rosinality_state(16, channels={4: 8, 8: 8, 16: 8}, n_mlp=1)
+    gap = {k: v for k, v in state.items() if not k.startswith("to_rgbs.0.")}
+    torch.save({"g_ema": gap, "latent_avg": torch.zeros(512)}, tmp_path / "gap.pt")
+    with pytest.raises(CheckpointError, match="to_rgbs"):
+        load_generator(tmp_path / "gap.pt")
+    missing = {k: v for k, v in state.items() if not k.startswith("convs.1.")}
+    torch.save({"g_ema": missing, "latent_avg": torch.zeros(512)}, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_generator(tmp_path / "missing.pt")
+    tall = dict(state)
+    for j in range(2, 30):
+        tall[f"to_rgbs.{j}.conv.weight"] = torch.zeros(1, 3, 8, 1, 1)
+    torch.save({"g_ema": tall, "latent_avg": torch.zeros(512)}, tmp_path / "tall.pt")
+    with pytest.raises(CheckpointError, match="beyond 4096 px"):
+        load_generator(tmp_path / "tall.pt")
+
+
+def test_outputs_that_cannot_be_written_are_one_line(tmp_path, model, clip, capsys,
+                                                     monkeypatch):
+    (tmp_path / "folder.mp4").mkdir()
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model), "-o",
+                 str(tmp_path / "folder.mp4")]) == 2
+    assert "existing folder" in _one_error_line(capsys)
+    generator = model / "generator.safetensors"
+    assert main(["models", "convert", str(generator), str(tmp_path / "folder.mp4")]) == 2
+    assert "existing folder" in _one_error_line(capsys)
+    real_access = os.access
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == readonly
+                        else real_access(p, mode))  # a read-only mount, as root cannot chmod
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model), "-o",
+                 str(readonly / "out.mp4")]) == 2
+    assert "read-only" in _one_error_line(capsys)
+
+
+def test_cache_pointing_at_a_file_is_one_line(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.write_text("")
+    monkeypatch.setenv("VIDINV_CACHE", str(cache))
+    result = subprocess.run([sys.executable, "-m", "vidinv.cli", "models", "list"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "VIDINV_CACHE" in result.stderr
+
+
+# === 7. the right advice ==========================================================================
+
+
+def test_legacy_torch_save_rosinality_file_loads_like_the_zip_one(tmp_path):
+    from vidinv.models.generator_io import load_generator, sniff_checkpoint_kind
+
+    state = random_rosinality_state(8, channels={4: 8, 8: 8}, n_mlp=1)
+    content = {"g_ema": state, "latent_avg": torch.randn(512)}
+    torch.save(content, tmp_path / "zip.pt")
+    torch.save(content, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert sniff_checkpoint_kind(tmp_path / "legacy.pt") == "torch"
+    ws = torch.randn(1, 4, 512)
+    assert torch.equal(load_generator(tmp_path / "legacy.pt").synthesis(ws),
+                       load_generator(tmp_path / "zip.pt").synthesis(ws))
+
+
+def test_torchscript_archive_gets_advice_not_re_download(tmp_path):
+    from vidinv.models.generator_io import load_generator
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "g.pt")
+    with pytest.raises(CheckpointError, match="TorchScript") as info:
+        load_generator(tmp_path / "g.pt")
+    assert "state_dict" in str(info.value) and "re-download" not in str(info.value)
+
+
+def test_edit_and_invert_take_pictures_and_folders_of_pictures(tmp_path, model, capsys):
+    from vidinv.video.images import read_image, write_image
+
+    frames = _real_frames(3)
+    picture = tmp_path / "face.png"
+    write_image(picture, frames[0].image)
+    assert main(["edit", str(picture), "--attr", "smile", "--model", str(model), "--quiet"]) == 0
+    edited = read_image(tmp_path / "face_smile.png")
+    assert edited.shape == frames[0].image.shape
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for frame in frames:
+        write_image(folder / f"f{frame.index}.jpg", frame.image)
+    assert main(["invert", str(folder), "--model", str(model), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "frames_inv").iterdir()) == [
+        "000000.png", "000001.png", "000002.png"]
+    capsys.readouterr()
+    # a folder output that already holds files is refused, never merged into
+    assert main(["invert", str(folder), "-o", str(tmp_path / "frames_inv"), "--model",
+                 str(model), "--quiet"]) == 2
+    assert "not an empty folder" in _one_error_line(capsys)
+    # a picture with a video suffix gets told exactly what to do
+    disguised = tmp_path / "face.mp4"
+    disguised.write_bytes(picture.read_bytes())
+    assert main(["edit", str(disguised), "--attr", "smile", "--model", str(model),
+                 "-o", str(tmp_path / "x.mp4"), "--quiet"]) == 2
+    assert "name it .png or .jpg" in _one_error_line(capsys)
+
+
+def test_help_says_what_happens_when_the_output_exists(capsys):
+    for command in ("edit", "invert"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "replaced only when the run succeeds" in text
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "replaced only when the run succeeds" in " ".join(readme.split())
+
