@@ -526,7 +526,7 @@ def test_build_on_an_allow_listed_global_is_refused_and_changes_nothing(tmp_path
                    + name.encode() + b"\n}}(X\x08\x00\x00\x00__name__X\x05\x00\x00\x00pwned"
                    b"X\x0c\x00\x00\x00__defaults__K\x01\x85u\x86bs.")
         (tmp_path / "b.pkl").write_bytes(payload)
-        with pytest.raises(CheckpointError):
+        with pytest.raises(UnsafePickleError, match="applies state"):
             load_nvidia_generator_state(tmp_path / "b.pkl")
     assert nvidia_pickle._rebuild_tensor.__name__ == name_before
     assert nvidia_pickle._rebuild_tensor.__defaults__ == defaults_before
@@ -612,6 +612,27 @@ def test_deep_nesting_is_one_line(tmp_path):
     torch.save({"g_ema": {"style.1.weight": torch.zeros(1)}, "deep": nested}, tmp_path / "d.pt")
     with pytest.raises(CheckpointError, match="nested"):
         load_generator(tmp_path / "d.pt")
+
+
+def test_deeply_nested_nvidia_modules_and_presets_are_one_line(tmp_path):
+    from vidinv.config import load_preset
+    from vidinv.models.nvidia_pickle import load_nvidia_generator_state
+
+    def text(value: str) -> bytes:
+        return b"X" + struct.pack("<I", len(value)) + value.encode()
+
+    level = (b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n}(" + text("type")
+             + text("class") + text("class_name") + text("Generator") + text("state") + b"}"
+             + text("_init_kwargs") + b"}s" + text("_modules") + b"}" + text("m"))
+    depth = 5000
+    payload = (b"\x80\x02}" + text("G_ema") + level * depth + b"N"
+               + b"ssu\x85R" * depth + b"s.")
+    (tmp_path / "deep.pkl").write_bytes(payload)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_nvidia_generator_state(tmp_path / "deep.pkl")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError):
+        load_preset(str(tmp_path / "deep.toml"))
 
 
 def test_rosinality_files_missing_layers_or_with_impossible_resolutions(tmp_path):

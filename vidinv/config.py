@@ -208,4 +208,8 @@ def load_preset(name_or_path: str) -> PipelineConfig:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a preset") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read as a preset ({error})") from None
     return PipelineConfig().with_values(values)

@@ -371,10 +371,12 @@ def _train_pti(args: argparse.Namespace) -> int:
         if not pivot_path.is_file():
             raise VidinvError(f"{pivot_path}: no such pivot file; make one with "
                               "`vidinv train refine`")
-        with np.load(pivot_path) as data:
-            if "w" not in data:
-                raise VidinvError(f"{pivot_path}: has no 'w' array; not a pivot file")
-            w_pivot = torch.from_numpy(data["w"]).float()[None].to(device)
+        from vidinv.models.safe_load import load_npz
+
+        data = load_npz(pivot_path)  # bounded: no zip bomb, no lying .npy header
+        if "w" not in data:
+            raise VidinvError(f"{pivot_path}: has no 'w' array; not a pivot file")
+        w_pivot = torch.from_numpy(data["w"]).float()[None].to(device)
         expected = (1, generator.n_latent, generator.style_dim)
         if tuple(w_pivot.shape) != expected:
             raise VidinvError(f"{pivot_path}: w has shape {tuple(w_pivot.shape[1:])}, the "
