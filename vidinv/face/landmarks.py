@@ -161,6 +161,10 @@ class _Graph:
     def __init__(self, create: Any) -> None:
         with native_stderr_guard():
             self.solution = create()
+            # the calculators open (and log) on MediaPipe's threads after create() returns
+            graph = getattr(self.solution, "_graph", None)
+            if graph is not None and hasattr(graph, "wait_until_idle"):
+                graph.wait_until_idle()
         self.warm = False
 
     def process(self, image: np.ndarray) -> Any:
@@ -243,9 +247,14 @@ class MediaPipeLandmarks(LandmarkDetector):
         solutions = self._solutions = _import_mediapipe()
         self._detector = _Graph(lambda: solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=self.min_detection_confidence))
-        self._static_mesh = _Graph(lambda: solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=self.min_detection_confidence))
+
+    def _static(self) -> _Graph:
+        """The static-image Face Mesh, created on first use (tracking mode never needs it)."""
+        if self._static_mesh is None:
+            self._static_mesh = _Graph(lambda: self._solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=self.min_detection_confidence))
+        return self._static_mesh
 
     def _tracking_mesh(self) -> _Graph:
         if self._spare_meshes:
@@ -334,7 +343,7 @@ class MediaPipeLandmarks(LandmarkDetector):
             faces = []
             for box, score in self.detect_boxes(image)[: self.max_faces]:
                 points = self._mesh_in_square(image, _box_centre(box),
-                                              self.crop_scale * _box_side(box), self._static_mesh)
+                                              self.crop_scale * _box_side(box), self._static())
                 if points is not None:
                     faces.append(landmarks_from_points(points, self.name, score))
             return sort_largest_first(faces)[: self.max_faces]
