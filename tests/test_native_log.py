@@ -97,16 +97,17 @@ def test_the_issues_lines_are_noise_and_errors_are_not():
 
 def test_guard_drops_noise_and_passes_everything_else_in_order():
     result = _python(r"""
-        import os, sys, threading
+        import os, sys, threading, time
         from vidinv.native_log import native_stderr_guard
 
         os.write(2, b"before\n")
         with native_stderr_guard():
             with native_stderr_guard():  # nested, as two graphs created together
                 os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
-            # TFLite writes its prefix, message and newline separately
+            # TFLite writes its prefix, message and newline separately (here slowly)
             for part in (b"INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.", b"\n"):
                 os.write(2, part)
+                time.sleep(0.2)
             os.write(2, b"E0000 00:00:17.5 42 calculator_graph.cc:928] real trouble\n")
             # another thread's progress bar (no newline) and warning while fd 2 is redirected
             def other():

@@ -58,11 +58,14 @@ NOISE_PATTERNS: tuple[str, ...] = (
 
 # The filter process: stdin is the pipe, stdout acknowledges sync tokens, stderr is the original
 # fd 2. Standard library only, run with -I -S so it starts in ~10 ms and ignores the environment.
+# A partial line (a progress bar) is passed on once nothing more came for 30 ms.
 _FILTER_SOURCE = r"""
 import os, re, select, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 token = sys.argv[1].encode()
 noise = re.compile(rb"(?:" + b"|".join(a.encode() for a in sys.argv[2:]) + rb")\r?\n")
+# TensorFlow Lite writes "INFO: ", the message and "\n" separately: wait longer for the rest
+tflite_start = re.compile(rb"(?:INFO|WARNING): [^\r\n]*\Z")
 pending = b""
 
 def emit(data):
@@ -71,7 +74,8 @@ def emit(data):
         data = data[os.write(2, data):]
 
 while True:
-    ready, _, _ = select.select([0], [], [], 0.03 if pending else None)
+    wait = (1.0 if tflite_start.search(pending) else 0.03) if pending else None
+    ready, _, _ = select.select([0], [], [], wait)
     if not ready:  # a partial line (a progress bar) that waited long enough
         emit(pending)
         pending = b""
@@ -89,10 +93,6 @@ while True:
         os.write(1, b"k")
 emit(pending)
 """
-
-_lock = threading.Lock()
-_state: dict = {"depth": 0, "saved": None, "filter": None}
-
 
 def native_logs_shown() -> bool:
     """True when native logs should pass untouched (``VIDINV_NATIVE_LOGS=all``, ``vidinv -v``)."""
@@ -116,6 +116,7 @@ class _Filter:
     """The filter process and the pipe into it."""
 
     def __init__(self) -> None:
+        self.target = _identity(2)  # the stderr the filter writes to (inherited fd 2)
         self.token = f"<vidinv-sync-{secrets.token_hex(8)}>".encode()
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _FILTER_SOURCE, self.token.decode(),
@@ -144,13 +145,9 @@ class _Filter:
             self.process.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
-
-
-def _close_filter() -> None:
-    with _lock:
-        process, _state["filter"] = _state["filter"], None
-    if process is not None:
-        process.close()
+        with contextlib.suppress(OSError):
+            assert self.process.stdout is not None
+            self.process.stdout.close()
 
 
 def _flush_python_streams() -> None:
@@ -159,34 +156,65 @@ def _flush_python_streams() -> None:
             stream.flush()
 
 
-def _enter() -> bool:
-    with _lock:
-        if _state["depth"] == 0:
-            if _state["filter"] is None or not _state["filter"].alive():
-                try:
-                    _state["filter"] = _Filter()
-                except OSError:
-                    return False  # cannot start a filter: leave stderr alone
-                if not _state.get("atexit"):
-                    atexit.register(_close_filter)
-                    _state["atexit"] = True
+class _Redirect:
+    """fd 2 pointed at the filter while at least one guarded block (in any thread) is open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: int | None = None  # a dup of the original fd 2 while redirected
+        self.filter: _Filter | None = None
+        self.atexit_registered = False
+
+    def _ready_filter(self) -> _Filter | None:
+        current = self.filter
+        if current is not None and current.alive() and current.target == _identity(2):
+            return current
+        self.filter = None
+        if current is not None:  # it died, or fd 2 was pointed elsewhere since: follow fd 2
+            current.close()
+        try:
+            self.filter = _Filter()
+        except (OSError, ValueError):
+            return None  # cannot start a filter: leave stderr alone
+        if not self.atexit_registered:
+            atexit.register(self.close)
+            self.atexit_registered = True
+        return self.filter
+
+    def enter(self) -> bool:
+        with self.lock:
+            if self.depth == 0:
+                filter_ = self._ready_filter()
+                if filter_ is None:
+                    return False
+                _flush_python_streams()
+                self.saved = os.dup(2)
+                os.dup2(filter_.write_fd, 2)
+            self.depth += 1
+            return True
+
+    def exit(self) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth > 0 or self.saved is None:
+                return
             _flush_python_streams()
-            _state["saved"] = os.dup(2)
-            os.dup2(_state["filter"].write_fd, 2)
-        _state["depth"] += 1
-        return True
+            if self.filter is not None:
+                self.filter.sync()
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.saved = None
+
+    def close(self) -> None:
+        """Stop the filter (at exit); it writes what it still holds first."""
+        with self.lock:
+            current, self.filter = self.filter, None
+        if current is not None:
+            current.close()
 
 
-def _exit() -> None:
-    with _lock:
-        _state["depth"] -= 1
-        if _state["depth"] > 0:
-            return
-        _flush_python_streams()
-        _state["filter"].sync()
-        os.dup2(_state["saved"], 2)
-        os.close(_state["saved"])
-        _state["saved"] = None
+_redirect = _Redirect()
 
 
 @contextlib.contextmanager
@@ -200,12 +228,17 @@ def native_stderr_guard() -> Iterator[None]:
     if os.name != "posix" or native_logs_shown() or not _fd_open(2):
         yield
         return
-    entered = _enter()
+    entered = _redirect.enter()
     try:
         yield
     finally:
         if entered:
-            _exit()
+            _redirect.exit()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    stat = os.fstat(fd)
+    return stat.st_dev, stat.st_ino
 
 
 def _fd_open(fd: int) -> bool:
