@@ -97,7 +97,7 @@ def test_the_issues_lines_are_noise_and_errors_are_not():
 
 def test_guard_drops_noise_and_passes_everything_else_in_order():
     result = _python(r"""
-        import os, sys, threading, time
+        import os, sys, threading, time, warnings
         from vidinv.native_log import native_stderr_guard
 
         os.write(2, b"before\n")
@@ -113,7 +113,8 @@ def test_guard_drops_noise_and_passes_everything_else_in_order():
             def other():
                 sys.stderr.write("\rbar 1/2")
                 sys.stderr.flush()
-                print("\na warning from a thread", file=sys.stderr, flush=True)
+                sys.stderr.write("\n")
+                warnings.warn("a warning from a thread", stacklevel=1)
             thread = threading.Thread(target=other)
             thread.start()
             thread.join()
@@ -124,9 +125,11 @@ def test_guard_drops_noise_and_passes_everything_else_in_order():
         os.write(2, b"\nafter\n")
     """)
     assert result.returncode == 0, result.stderr
-    assert _pieces(result.stderr) == [
+    pieces = _pieces(result.stderr)
+    assert pieces[3].endswith("UserWarning: a warning from a thread"), result.stderr
+    assert pieces[:3] + pieces[4:] == [
         "before", "E0000 00:00:17.5 42 calculator_graph.cc:928] real trouble",
-        "bar 1/2", "a warning from a thread", "bar 2/2", "after"], result.stderr
+        "bar 1/2", "bar 2/2", "after"], result.stderr
 
 
 def test_guard_passes_a_fatal_message_even_when_the_process_aborts():
