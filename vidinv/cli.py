@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv", description="Real-time video GAN inversion and face editing.")
     parser.add_argument("--version", action="version", version=f"vidinv {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages and let native libraries' logs through")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
@@ -349,6 +350,10 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.verbose:
+        from vidinv.native_log import show_native_logs
+
+        show_native_logs()  # otherwise routine MediaPipe/TFLite lines are filtered off fd 2
     handler: Handler = args.handler
     try:
         return handler(args)
