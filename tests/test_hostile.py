@@ -175,6 +175,7 @@ def test_other_commands_check_their_outputs_against_their_inputs(tmp_path, capsy
                  ["directions", "fit", "--model", str(generator), "--attr", "sefa", "-o",
                   str(generator), "--force"],
                  ["bench", "clip", str(generator), "--out", str(generator)],
+                 ["personalize", str(generator), "-o", str(tmp_path / "same.safetensors")],
                  ["train", "refine", "--generator", str(generator), "--encoder", "e.pt",
                   "--image", "i.png", "--out", str(generator), "--force"]):
         assert main(argv) == 2, argv

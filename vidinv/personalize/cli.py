@@ -36,7 +36,8 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
                         "'default' (the embedded model), 'none', or a folder")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
-    parser.set_defaults(handler=_personalize)
+    parser.set_defaults(handler=_personalize, io_reads=("clip", "--init"),
+                        io_folders=("--output",))
     return parser
 
 
