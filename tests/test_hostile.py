@@ -675,6 +675,40 @@ def test_outputs_that_cannot_be_written_are_one_line(tmp_path, model, clip, caps
     assert "read-only" in _one_error_line(capsys)
 
 
+def test_device_outputs_and_names_too_long_for_the_temporary_file_are_refused(
+        tmp_path, model, clip, capsys):
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model), "-o",
+                 "/dev/null"]) == 2
+    assert "not a regular file" in _one_error_line(capsys)
+    assert Path("/dev/null").is_char_device()
+    long_name = tmp_path / ("a" * 240 + ".mp4")  # fits, but its hidden temporary name would not
+    assert main(["edit", str(clip), "--attr", "smile", "--model", str(model), "-o",
+                 str(long_name)]) == 2
+    assert "too long" in _one_error_line(capsys)
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, model, clip, capsys,
+                                                          monkeypatch):
+    import errno
+
+    from vidinv.video.writer import VideoWriter
+
+    real_write = VideoWriter.write
+
+    def write_until_full(self, frame):
+        if self.frames_written == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real_write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", write_until_full)
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    assert main(["invert", str(clip), "-o", str(out_folder / "inv.mp4"), "--latents",
+                 str(out_folder / "codes.npz"), "--model", str(model), "--quiet"]) == 2
+    assert "No space left on device" in _one_error_line(capsys)
+    assert _files(out_folder) == set()
+
+
 def test_cache_pointing_at_a_file_is_one_line(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.write_text("")

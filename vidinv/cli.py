@@ -8,6 +8,7 @@ exits non-zero; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -363,6 +364,12 @@ def _configure_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+#: OS errors that the machine's state causes (full or read-only disk, permissions, name
+#: limits), reported as one line; other OS errors keep their traceback.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                 errno.EPERM, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE})
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so every partial output is removed."""
 
@@ -421,6 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         print("vidinv: error: an input file is nested too deeply to be read (a crafted or "
               "corrupt file?); check the files you passed", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"vidinv: error: {where}{error.strerror}; free space, fix the permissions or "
+              "choose another output path (nothing partial was kept)", file=sys.stderr)
         return 2
     finally:
         for signum, handler_before in previous.items():

@@ -58,6 +58,17 @@ def _named(paths: Iterable[Named]) -> list[tuple[str, Path]]:
     return [(label, Path(path)) for label, path in paths if path not in (None, "")]
 
 
+#: Bytes the hidden temporary name of an output adds to its name (``.NAME.1a2b3c4d.partial``).
+TEMP_NAME_EXTRA = 32
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def _nearest_existing(path: Path) -> Path:
     current = Path(os.path.abspath(path))
     while not current.exists() and current != current.parent:
@@ -73,11 +84,19 @@ def _check_writable(label: str, path: Path, folder: bool, create_parents: bool) 
         if path.is_dir():
             raise InputFileError(f"{label} {path}: is an existing folder; give a file path "
                                  "(a new name, or a file inside that folder)")
+        if path.exists() and not path.is_file():
+            # A device or pipe (/dev/null): the atomic rename would replace the node itself.
+            raise InputFileError(f"{label} {path}: is not a regular file (a device or pipe); "
+                                 "give the path of a file to write")
         parent = path.parent
         if not create_parents and not parent.is_dir():
             raise InputFileError(f"{label} {path}: the folder {parent} does not exist; create "
                                  "it first")
     anchor = _nearest_existing(path if folder else path.parent)
+    if anchor.is_dir() and len(path.name.encode()) + TEMP_NAME_EXTRA > _name_max(anchor):
+        raise InputFileError(f"{label} {path.name[:40]}…: the name is too long for this file "
+                             f"system ({len(path.name.encode())} bytes, and the temporary file "
+                             f"beside it adds {TEMP_NAME_EXTRA}); choose a shorter name")
     if not anchor.is_dir():
         raise InputFileError(f"{label} {path}: {anchor} is a file, not a folder")
     if not os.access(anchor, os.W_OK | os.X_OK):
