@@ -61,7 +61,6 @@ def _batch(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else outdir / REPORT_NAME
     if report_path.resolve() in {p.resolve() for p in inputs}:
         raise InputFileError(f"{report_path}: is an input; choose another --report path")
-    outdir.mkdir(parents=True, exist_ok=True)
     # absolute paths: Ray workers may run in another folder (or on another machine)
     tasks = [Task(name=output.stem, input=source.absolute(), output=output.absolute())
              for source, output in zip(inputs, outputs, strict=True)]
@@ -70,6 +69,7 @@ def _batch(args: argparse.Namespace) -> int:
                       progress=not args.quiet and args.ray is None)
     engine = make_engine(job, args.ray, workers=args.workers,
                          gpus_per_task=args.gpus_per_task)
+    outdir.mkdir(parents=True, exist_ok=True)
     print(f"{len(tasks)} videos → {outdir} ({'ray' if args.ray else 'in this process'})")
     records, seconds = run_tasks(tasks, engine, progress=not args.quiet, echo=print)
     print(summary_table(records))
