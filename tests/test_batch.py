@@ -235,3 +235,34 @@ def test_a_killed_worker_is_restarted_and_its_video_run_again(ray_session, clips
     assert records[tasks[1].name]["status"] == "failed"
     assert records[tasks[2].name]["status"] == "ok"
     assert not [p for p in out.iterdir() if ".partial" in p.name]  # the killed try's is gone
+
+
+# --- the benchmark on the same machinery -------------------------------------------------------
+
+
+def test_bench_ravdess_on_ray_matches_in_process(ray_session, clips, model, tmp_path, capsys):
+    root = tmp_path / "ravdess"
+    for name, source in (("Actor_01/02-01-03-01-01-01-01.mp4", clips / "a.mp4"),
+                         ("Actor_02/02-01-04-02-01-02-02.mp4", clips / "sub" / "a.mp4"),
+                         ("Actor_03/02-01-05-02-01-02-03.mp4", clips / "broken.mp4")):
+        (root / name).parent.mkdir(parents=True)
+        (root / name).write_bytes(source.read_bytes())
+    common = ["bench", "ravdess", "--root", str(root), "--n", "3", "--model", str(model),
+              "--no-id", "--smooth", "none", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "02-01-05-02-01-02-03: failed" in printed  # the broken one, by name, on Ray too
+    variant = "smooth-none_batch-4"
+    local, on_ray = (json.loads((tmp_path / where / variant / "summary.json").read_text())
+                     for where in ("local", "ray"))
+    assert local["aggregate"]["videos"] == on_ray["aggregate"]["videos"] == 2
+    assert local["aggregate"]["failed"] == on_ray["aggregate"]["failed"] == 1
+    # the workers run one torch thread each, this process more: sums may differ in the last bits
+    for key in ("crop_psnr", "crop_ssim", "crop_jitter", "frames"):
+        assert on_ray["aggregate"][key] == pytest.approx(local["aggregate"][key], rel=1e-4)
+    # a re-run on Ray finds every video finished (the failed one's record too)
+    assert main([*common, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished earlier, skipped") == 2
+    assert "02-01-05-02-01-02-03: failed" in again and "(recorded earlier)" in again

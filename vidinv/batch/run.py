@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vidinv.batch.files import Task
+from vidinv.batch.files import Task, remove_partials
 from vidinv.batch.worker import SKIPPED_NOTE
 
 
@@ -57,8 +57,15 @@ def run_tasks(tasks: Sequence[Task], engine, *, progress: bool = True,
                         echo(text)
                 bar.set_postfix(counts, refresh=False)
                 bar.update()
-        finally:
+        except BaseException:
+            # Ctrl-C (or a failure of the engine): stop the workers, then delete what the
+            # stopped videos had half-written (their hidden temporary files)
             engine.close()
+            for task in tasks:
+                if task.name not in by_name:
+                    remove_partials(task.output)
+            raise
+        engine.close()
     records = [by_name[task.name] for task in tasks if task.name in by_name]
     return records, time.monotonic() - started
 

@@ -289,7 +289,9 @@ class BenchJob:
         record = run_video(task.input, folder, loaded, variant, config, editor, self.options,
                            task.meta)
         summary = record.get("summary") or {}
-        status = "skipped" if record.get("resumed") else record.get("status")
+        status = record.get("status")
+        if record.get("resumed") and status == "ok":
+            status = "skipped"
         return {"name": task.name, "input": str(task.input), "output": str(task.output),
                 "status": status, "error": record.get("error"),
                 "seconds": summary.get("seconds"), "frames": summary.get("frames"),
@@ -365,7 +367,8 @@ def _progress_line(record: dict[str, Any]) -> str:
     bench = record.get("bench") or {}
     head = f"{record['name']}:"
     if record.get("status") == "failed" or bench.get("status") != "ok":
-        return f"{head} failed: {record.get('error') or bench.get('error')}"
+        earlier = " (recorded earlier)" if bench.get("resumed") else ""
+        return f"{head} failed: {record.get('error') or bench.get('error')}{earlier}"
     s = bench["summary"]
 
     def fmt(value, spec):
