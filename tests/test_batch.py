@@ -193,6 +193,16 @@ def test_batch_invert_on_ray(ray_session, clips, model, tmp_path, capsys):
     assert ray_session.is_initialized()  # the session it found is left running
 
 
+def test_gpus_per_task_needs_gpus_in_the_cluster(ray_session, model, clips, tmp_path, capsys):
+    assert main(["batch", "invert", str(clips / "a.mp4"), "-o", str(tmp_path / "o"),
+                 "--model", str(model), "--quiet", "--ray", "--gpus-per-task", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "has no GPU" in error[0]
+    assert main(["batch", "invert", str(clips / "a.mp4"), "-o", str(tmp_path / "o"),
+                 "--model", str(model), "--quiet", "--gpus-per-task", "1"]) == 2
+    assert "--gpus-per-task is for --ray" in capsys.readouterr().err
+
+
 def test_a_killed_worker_is_restarted_and_its_video_run_again(ray_session, clips, model,
                                                              tmp_path):
     from vidinv.batch.engine import RayEngine
