@@ -189,6 +189,17 @@ def test_other_commands_check_their_outputs_against_their_inputs(tmp_path, capsy
     assert "pivot output" in _one_error_line(capsys)
 
 
+def test_batch_checks_the_report_and_outputs_against_inputs_by_identity(tmp_path, clip,
+                                                                        capsys):
+    source = tmp_path / "a.mp4"
+    source.write_bytes(clip.read_bytes())
+    os.link(source, tmp_path / "report.json")
+    assert main(["batch", "invert", str(source), "-o", str(tmp_path / "out"), "--report",
+                 str(tmp_path / "report.json"), "--quiet"]) == 2
+    assert "same file as the input" in _one_error_line(capsys)
+    assert source.read_bytes() == clip.read_bytes() and not (tmp_path / "out").exists()
+
+
 # === 2. broken outputs reported as success =====================================================
 
 

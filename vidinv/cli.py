@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
     build.set_defaults(handler=_engines_build)
 
+    from vidinv.batch.cli import add_batch_parser
+
+    add_batch_parser(commands, _add_pipeline_options)
+
     from vidinv.bench.cli import add_bench_parser
 
     add_bench_parser(commands)
