@@ -314,6 +314,13 @@ def test_bench_clip_on_a_non_video_is_one_line(tmp_path, capsys):
     text.write_text("not a video\n")
     assert main(["bench", "clip", str(text), "--out", str(tmp_path / "bench"), "--no-id"]) == 2
     _one_error_line(capsys)
+    from vidinv.video.images import write_image
+
+    picture = tmp_path / "face.png"
+    write_image(picture, pattern_frame(0, (64, 48)))
+    assert main(["bench", "clip", str(picture), "--out", str(tmp_path / "bench"),
+                 "--no-id"]) == 2
+    assert "needs a video" in _one_error_line(capsys)
     assert not (tmp_path / "bench").exists()
 
 

@@ -223,11 +223,17 @@ def _open_input(path: Path) -> Any:
     try:
         format_name = container.format.name
         if format_name == "image2" or format_name.endswith("_pipe"):
+            from vidinv.video.images import IMAGE_SUFFIXES
+
             kind = format_name.removesuffix("_pipe")
-            raise NotAVideoError(
-                f"{path} is an image ({kind}), not a video; name it .png or .jpg (edit and "
-                "invert take pictures and folders of pictures as well as videos)"
+            advice = (
+                "this command needs a video (edit and invert also take pictures and folders "
+                "of pictures)"
+                if path.suffix.lower() in IMAGE_SUFFIXES
+                else "name it .png or .jpg (edit and invert take pictures and folders of "
+                "pictures as well as videos)"
             )
+            raise NotAVideoError(f"{path} is an image ({kind}), not a video; {advice}")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise NoVideoStreamError(
