@@ -140,6 +140,18 @@ def test_invert_refuses_latents_onto_the_input_or_the_output(tmp_path, model, cl
     assert _files(tmp_path) == {"in.mp4"}
 
 
+def test_a_planted_temporary_name_is_never_written_through(tmp_path, model, clip):
+    source = tmp_path / "in.mp4"
+    source.write_bytes(clip.read_bytes())
+    os.symlink(source, tmp_path / ".codes.npz.part")  # where the archive used to be staged
+    assert main(["invert", str(source), "-o", str(tmp_path / "out.mp4"), "--latents",
+                 str(tmp_path / "codes.npz"), "--model", str(model), "--quiet"]) == 0
+    assert source.read_bytes() == clip.read_bytes()
+    assert (tmp_path / ".codes.npz.part").is_symlink()  # untouched, not followed
+    with np.load(tmp_path / "codes.npz") as codes:
+        assert list(codes["frames"]) == list(range(10))
+
+
 def test_live_refuses_to_record_over_its_source(tmp_path, model, clip, capsys):
     source = tmp_path / "in.mp4"
     source.write_bytes(clip.read_bytes())
