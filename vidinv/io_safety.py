@@ -197,3 +197,30 @@ def check_command_paths(args: object) -> None:
             writes = [(label, path) for label, path in writes if label != mirror[1]]
     check_paths(reads, writes, folders,
                 create_parents=bool(getattr(args, "io_create_parents", False)))
+
+
+def temporary_beside(path: Path, suffix: str = ".part") -> Path:
+    """A new, empty hidden file beside ``path`` under a random name, created exclusively
+    (``O_EXCL``): a leftover or planted file or symlink is never written through. The caller
+    renames it over ``path`` when complete, or deletes it."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all: an exclusive temporary
+    file beside it, flushed, then renamed over it; on any failure the temporary file goes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_beside(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

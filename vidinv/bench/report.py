@@ -66,10 +66,9 @@ def from_jsonable(value: Any) -> Any:
 
 
 def _replace_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from vidinv.io_safety import write_atomically
+
+    write_atomically(path, text)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -135,10 +134,15 @@ def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]]
     axes[0].set_title(title, fontsize=10)
     if 0 < len(videos) <= 12:
         axes[0].legend(fontsize=7, loc="best")
+    from vidinv.io_safety import temporary_beside
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = temporary_beside(path, ".png")
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _format(value: Any, spec: str) -> str:

@@ -210,16 +210,9 @@ def _name_output_axes(model: Any, dynamic_axes: dict[str, dict[int, str]]) -> No
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, so ``path`` is whole or untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from vidinv.io_safety import write_atomically as write
+
+    write(path, data)
 
 
 @contextlib.contextmanager
