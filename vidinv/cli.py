@@ -423,8 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidinv: error: {error}", file=sys.stderr)
         return error.exit_code
     except Terminated as stop:
-        print(f"vidinv: stopped by signal {stop.signum}; no partial output left",
-              file=sys.stderr)
+        print(f"vidinv: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
         return 128 + stop.signum
     except KeyboardInterrupt:
         print("vidinv: interrupted", file=sys.stderr)

@@ -376,6 +376,10 @@ def _train_pti(args: argparse.Namespace) -> int:
         data = load_npz(pivot_path)  # bounded: no zip bomb, no lying .npy header
         if "w" not in data:
             raise VidinvError(f"{pivot_path}: has no 'w' array; not a pivot file")
+        if not np.issubdtype(data["w"].dtype, np.floating) or not np.isfinite(data["w"]).all() \
+                or np.abs(data["w"]).max(initial=0) > 1e3:
+            raise VidinvError(f"{pivot_path}: its codes w are not finite numbers of sane size; "
+                              "make the pivot again with `vidinv train refine`")
         w_pivot = torch.from_numpy(data["w"]).float()[None].to(device)
         expected = (1, generator.n_latent, generator.style_dim)
         if tuple(w_pivot.shape) != expected:
