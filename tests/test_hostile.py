@@ -497,19 +497,30 @@ def test_npy_header_may_not_declare_more_than_the_file_holds(tmp_path):
         load_directions(path)
 
 
+def _forge_legacy_numel(data: bytes) -> bytes:
+    """A legacy torch.save of 4 elements, its declared element count raised to 2³¹ − 1."""
+    marker = data.index(b"cpu")  # the count is pickled as a 1-byte int after the location
+    at = data.index(b"K\x04", marker)
+    return data[:at] + b"J" + struct.pack("<i", 2**31 - 1) + data[at + 2:]
+
+
 def test_legacy_torch_file_declaring_huge_storages_is_refused(tmp_path):
     from vidinv.models.generator_io import load_generator
+    from vidinv.models.nvidia_pickle import load_nvidia_generator_state
 
     path = tmp_path / "legacy.pt"
     torch.save({"g_ema": {"x": torch.zeros(4)}}, path, _use_new_zipfile_serialization=False)
-    data = path.read_bytes()
-    # the storage's element count (4) is pickled as a 1-byte int after its location 'cpu'
-    marker = data.index(b"cpu")
-    at = data.index(b"K\x04", marker)
-    forged = data[:at] + b"J" + struct.pack("<i", 2**31 - 1) + data[at + 2:]
-    path.write_bytes(forged)
+    path.write_bytes(_forge_legacy_numel(path.read_bytes()))
     with pytest.raises(CheckpointError, match="declare"):
         load_generator(path)
+    # the same forgery as a storage payload inside an NVIDIA pickle
+    buffer = io.BytesIO()
+    torch.save(_nvidia_storage(4), buffer, _use_new_zipfile_serialization=False)
+    payload = _forge_legacy_numel(buffer.getvalue())
+    (tmp_path / "n.pkl").write_bytes(pickle.dumps(
+        {"G_ema": _Reduce(torch.storage._load_from_bytes, payload)}))
+    with pytest.raises(CheckpointError, match="declare"):
+        load_nvidia_generator_state(tmp_path / "n.pkl")
 
 
 def test_a_bad_direction_file_is_skipped_with_a_warning(tmp_path, model, caplog, capsys):

@@ -35,7 +35,12 @@ import numpy as np
 import torch
 
 from vidinv.errors import CheckpointError, UnsafePickleError
-from vidinv.models.safe_load import byte_budget, check_view
+from vidinv.models.safe_load import (
+    byte_budget,
+    check_legacy_storages,
+    check_view,
+    is_legacy_torch_file,
+)
 
 __all__ = [
     "NvidiaGeneratorState",
@@ -95,6 +100,14 @@ def _storage_from_bytes(data: Any) -> torch.TypedStorage:
     """
     if not isinstance(data, bytes | bytearray):
         raise CheckpointError(f"tensor storage payload is a {type(data).__name__}, not bytes")
+    # Storage.__reduce__ always writes the legacy format, and torch allocates a legacy storage
+    # at its declared size before reading it: bound that by the payload's own length first
+    # (one small file may hold thousands of payloads). A zip payload is never genuine.
+    if bytes(data[:4]) == b"PK\x03\x04":
+        raise CheckpointError("a tensor storage payload is a zip archive; the file is not a "
+                              "genuine NVIDIA pickle")
+    if is_legacy_torch_file(bytes(data[:16])):
+        check_legacy_storages(bytes(data), "a tensor storage")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -169,27 +169,33 @@ class _LegacyScanner(pickle.Unpickler):
         return None
 
 
-def check_legacy_storages(path: Path) -> None:
-    """Refuse a legacy torch.save file whose storages declare more bytes than it holds (torch
-    allocates each storage at its declared size before reading its bytes)."""
+def check_legacy_storages(source: Path | bytes, name: str | None = None) -> None:
+    """Refuse a legacy torch.save file (a path, or the bytes of one) whose storages declare
+    more bytes than it may hold: torch allocates each storage at its declared size before
+    reading its bytes. A file gets :func:`byte_budget`; in-memory bytes (a storage payload
+    inside an NVIDIA pickle, of which one file holds many) get exactly their own length."""
     scanner_errors = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
                       AttributeError, KeyError, struct.error, UnicodeDecodeError)
+    if isinstance(source, bytes):
+        label, budget, size = name or "a tensor storage", len(source), len(source)
+    else:
+        label, budget, size = str(source), byte_budget(source), source.stat().st_size
     try:
-        with path.open("rb") as handle:
+        with (io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")) as handle:
             for _ in range(3):  # magic number, protocol version, system info
                 _LegacyScanner(handle).load()
             scanner = _LegacyScanner(handle)
             scanner.load()
     except RecursionError:
-        raise CheckpointError(f"{path}: nested too deeply; the file is corrupt or "
+        raise CheckpointError(f"{label}: nested too deeply; the file is corrupt or "
                               "crafted") from None
     except scanner_errors as error:
-        raise CheckpointError(f"{path}: truncated or corrupt legacy torch file "
+        raise CheckpointError(f"{label}: truncated or corrupt legacy torch data "
                               f"({type(error).__name__}); re-download it") from None
     declared = sum(scanner.storages.values())
-    if declared > byte_budget(path):
-        raise CheckpointError(f"{path}: its storages declare {declared / 2**20:.0f} MiB in a "
-                              f"{path.stat().st_size / 2**20:.1f} MiB file; truncated or crafted")
+    if declared > budget:
+        raise CheckpointError(f"{label}: its storages declare {declared / 2**20:.1f} MiB in "
+                              f"{size / 2**20:.3f} MiB; truncated or crafted")
 
 
 def check_tensor_views(content: Any, path: Path) -> None:
