@@ -750,6 +750,27 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, model, cli
     assert _files(out_folder) == set()
 
 
+def test_out_of_range_command_options_are_one_line(tmp_path, capsys):
+    generator = tmp_path / "g.safetensors"
+    assert main(["models", "init", str(generator), "--resolution", "8", "--channel-max", "8",
+                 "--n-mlp", "1"]) == 0
+    capsys.readouterr()
+    for argv in (["models", "init", str(tmp_path / "y.safetensors"), "--resolution", "1048576"],
+                 ["models", "init", str(tmp_path / "y.safetensors"), "--style-dim", "-5"],
+                 ["models", "init", str(tmp_path / "y.safetensors"),
+                  "--channel-multiplier=nan"],
+                 ["engines", "export", str(generator), "--k", "99", "-o", str(tmp_path / "e")],
+                 ["directions", "fit", "--model", str(generator), "--attr", "sefa",
+                  "--components", "-3", "-o", str(tmp_path / "d.safetensors")],
+                 ["directions", "fit", "--model", str(generator), "--attr", "sefa",
+                  "--components", "9999", "-o", str(tmp_path / "d.safetensors")],
+                 ["live", "--source", str(generator), "--seconds=nan", "--output",
+                  str(tmp_path / "o.mp4")]):
+        assert main(argv) == 2, argv
+        _one_error_line(capsys)
+    assert _files(tmp_path) == {"g.safetensors"}
+
+
 def test_cache_pointing_at_a_file_is_one_line(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.write_text("")

@@ -55,11 +55,17 @@ def _models_init(args: argparse.Namespace) -> int:
     if Path(args.dst).exists() and not args.force:
         raise VidinvError(f"{args.dst}: exists; pass --force to overwrite it")
     torch.manual_seed(args.seed)
+    limits = {"--resolution": (args.resolution, 8, 4096), "--style-dim": (args.style_dim, 1, 4096),
+              "--n-mlp": (args.n_mlp, 1, 64), "--channel-max": (args.channel_max, 1, 4096),
+              "--channel-multiplier": (args.channel_multiplier, 1 / 64, 64)}
+    for option, (value, low, high) in limits.items():
+        if not low <= value <= high:  # also refuses NaN
+            raise VidinvError(f"{option} {value}: must be between {low:g} and {high:g}")
     try:
         generator = StyleGAN2Generator(
             resolution=args.resolution, style_dim=args.style_dim, n_mlp=args.n_mlp,
             channel_multiplier=args.channel_multiplier, channel_max=args.channel_max)
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         raise VidinvError(f"cannot build that generator: {error}") from None
     generator.latent_avg.copy_(generator.compute_latent_avg())
     save_generator(generator, args.dst)
@@ -100,6 +106,10 @@ def _engines_export(args: argparse.Namespace) -> int:
     from vidinv.models.generator_io import load_generator
 
     generator = load_generator(args.model)
+    try:
+        generator.synthesis.feature_shape(args.k)
+    except ValueError as error:
+        raise VidinvError(f"--k {args.k}: {error}") from None
     paths = export_generator(generator, Path(args.out_dir), k=args.k)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -204,6 +214,8 @@ def _live(args: argparse.Namespace) -> int:
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
     check_strength(args.strength)
+    if args.seconds is not None and not 0 < args.seconds < float("inf"):
+        raise VidinvError(f"--seconds {args.seconds}: give a positive number of seconds")
     if not args.preset:
         args.preset = "realtime"
     config = _pipeline_config(args)

@@ -44,12 +44,26 @@ def _format_number(value: Any) -> str:
     return str(value)
 
 
+def _checked(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """A closed-form method; its argument errors (k beyond the layer width …) as one line."""
+    try:
+        return method(*args, **kwargs)
+    except ValueError as error:
+        raise VidinvError(f"{method.__name__}: {error}") from None
+
+
 def _fit(args: argparse.Namespace) -> int:
     from vidinv.latent.errors import UnknownAttributeError
 
     known = (*LANDMARK_ATTRIBUTES, *CLOSED_FORM_METHODS)
     if args.attr not in known:
         raise UnknownAttributeError(f"unknown attribute {args.attr!r}; known: {', '.join(known)}")
+    for option, value in (("--samples", args.samples), ("--components", args.components),
+                          ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise VidinvError(f"{option} {value}: must be at least 1")
+    if not 0 < args.quantile <= 0.5 or not 0 < args.truncation <= 2:
+        raise VidinvError("--quantile must be in (0, 0.5] and --truncation in (0, 2]")
     out = Path(args.output)
     if out.exists() and not args.force:
         raise VidinvError(f"{out}: exists; pass --force to overwrite it")
@@ -61,11 +75,12 @@ def _fit(args: argparse.Namespace) -> int:
 
     generator = load_generator(args.model, device=args.device)
     if args.attr == "sefa":
-        directions = sefa_directions(generator, layers=layers, k=args.components or 5)
+        directions = _checked(sefa_directions, generator, layers=layers,
+                              k=args.components or 5)
     elif args.attr == "ganspace":
-        directions = ganspace_directions(generator, n_samples=args.samples or 10_000,
-                                         n_components=args.components or 20, seed=args.seed,
-                                         truncation=args.truncation)
+        directions = _checked(ganspace_directions, generator, n_samples=args.samples or 10_000,
+                              n_components=args.components or 20, seed=args.seed,
+                              truncation=args.truncation)
         if layers is not None:
             directions = DirectionSet(
                 [d.with_layers(layers.start, layers.stop - 1) for d in directions],
