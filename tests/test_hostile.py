@@ -90,7 +90,7 @@ def _decoded(path: Path) -> list[float]:
 
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("vidinv: ")]
+    lines = [line for line in err.splitlines() if line.startswith("vidinv: error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -765,7 +765,11 @@ def test_out_of_range_command_options_are_one_line(tmp_path, capsys):
                  ["directions", "fit", "--model", str(generator), "--attr", "sefa",
                   "--components", "9999", "-o", str(tmp_path / "d.safetensors")],
                  ["live", "--source", str(generator), "--seconds=nan", "--output",
-                  str(tmp_path / "o.mp4")]):
+                  str(tmp_path / "o.mp4")],
+                 ["train", "generator", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                  "--resolution", "8", "--lr=nan", "--steps", "1"],
+                 ["train", "encoder", "--generator", str(generator), "--out",
+                  str(tmp_path / "r"), "--lr=nan", "--k", "1", "--steps", "1"]):
         assert main(argv) == 2, argv
         _one_error_line(capsys)
     assert _files(tmp_path) == {"g.safetensors"}

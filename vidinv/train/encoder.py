@@ -108,6 +108,10 @@ class EncoderTrainingConfig:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if self.lr_decay_step < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("lr_decay_step, checkpoint_every and log_every must be ≥ 1")
+        for name in ("lr", "lr_decay_gamma", "feature_ramp_rate", "truncation"):
+            value = getattr(self, name)
+            if not 0.0 < value < float("inf"):  # NaN fails too
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -305,6 +305,14 @@ class GanTrainConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise ValueError(f"style_mixing must be in [0, 1], got {self.style_mixing}")
+        for name in ("lr", "r1_gamma", "pl_weight", "pl_decay", "ema_kimg", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0.0 <= value < float("inf"):  # NaN fails too
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
+        if not 0.0 < self.lr:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ema_rampup is not None and not 0.0 <= self.ema_rampup < float("inf"):
+            raise ValueError(f"ema_rampup must be a finite number ≥ 0, got {self.ema_rampup}")
         parse_policy(self.augment)
 
     def to_dict(self) -> dict[str, Any]:
