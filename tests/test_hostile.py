@@ -44,6 +44,16 @@ from vidinv.latent.errors import DirectionError, StrengthError
 # --- shared media and models -------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _fresh_vidinv_log_handler():
+    """``main`` adds its stderr handler once per process; bind it to this test's stderr."""
+    logger = logging.getLogger("vidinv")
+    saved = list(logger.handlers)
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
