@@ -140,6 +140,10 @@ def _pipeline_config(args: argparse.Namespace):
         overrides.append(f"face.landmarks={args.landmarks}")
     if getattr(args, "paste", None):
         overrides.append(f"face.paste={args.paste}")
+    if getattr(args, "strict", False):
+        overrides.append("adapt.strict=true")
+    if getattr(args, "tune", None) is not None:
+        overrides.append(f"adapt.tune_steps={args.tune}")
     if getattr(args, "side_by_side", False):
         overrides.append("output.side_by_side=true")
     if args.crf is not None:
@@ -230,6 +234,11 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         "source's own pixels by the model's edit motion; render pastes the "
                         "model's rendering (for models that reconstruct faces well)")
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop (exit 2, no output) when the model does not know the face")
+    parser.add_argument("--tune", type=int, metavar="N",
+                        help="tune the generator on the clip's own frames for N steps first "
+                        "(on in the offline_hq preset; --backend torch)")
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -58,6 +58,14 @@ class EditSettings:
 
 
 @dataclass(frozen=True)
+class AdaptSettings:
+    check_frames: int = 4               # frames probed for "does the model know this face"; 0 off
+    strict: bool = False                # an unknown face is an error instead of a notice
+    tune_steps: int = 0                 # generator tuning (PTI) on the clip before editing
+    tune_frames: int = 16               # frames spread over the clip that the tuning uses
+
+
+@dataclass(frozen=True)
 class OutputSettings:
     crf: int = 18
     preset: str = "medium"              # libx264 preset
@@ -71,6 +79,7 @@ class PipelineConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     edit: EditSettings = field(default_factory=EditSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    adapt: AdaptSettings = field(default_factory=AdaptSettings)
     queue_size: int = 4                 # frames between threads
 
     def with_values(self, values: dict[str, dict[str, Any] | Any]) -> PipelineConfig:

@@ -20,6 +20,7 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
+from vidinv.pipeline.adapt import adapt_to_clip
 from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.wiring import Networks, build_pipeline
@@ -101,6 +102,7 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     reader = VideoReader(input_path)
     info = reader.info
     _check_output(input_path, output_path)
+    bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
     segments = build_pipeline(config, make_networks(bundle, config, editor), str(input_path))
     out_info = info
     if config.output.side_by_side:
