@@ -182,7 +182,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_process_video_with_several_attributes_is_the_summed_edit(model, clip, tmp_path):
-    from vidinv.pipeline.app import process_video, resolve_edits, resolve_editor
+    from vidinv.pipeline.app import process_video, resolve_editor, resolve_edits
     from vidinv.pipeline.models import load_model_bundle
 
     bundle = load_model_bundle(model)

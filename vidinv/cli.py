@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.set_defaults(handler=_live)
 
     ui = commands.add_parser("ui", help="a local web page to try edits (vidinv[ui])")
-    ui.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ui.add_argument("--port", type=int,
+                    help="port on 127.0.0.1 (default 7860, or a free one if that is busy)")
     ui.add_argument("--model", help="model folder preselected on the page (default: embedded)")
     ui.add_argument("--no-browser", action="store_true", help="do not open a browser")
     ui.set_defaults(handler=_ui)
