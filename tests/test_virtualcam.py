@@ -69,19 +69,21 @@ def test_live_sends_the_edited_half_at_the_source_size_and_rate(model, clip):
     bundle = load_model_bundle(model)
     source = FileCameraSource(clip, loop=True)
     shown: list[np.ndarray] = []
+    originals: list[np.ndarray] = []
     FakeCamera.opened.clear()
     report = live(source, bundle, load_preset("realtime"), resolve_edits(bundle, {"smile": 2}),
                   max_seconds=2.0, show=False, virtual_camera=True, camera_class=FakeCamera,
-                  on_frame=lambda frame: shown.append(frame.image.copy()))
+                  on_frame=lambda frame: (shown.append(frame.image.copy()),
+                                          originals.append(frame.extras["original"])))
     (camera,) = FakeCamera.opened
     assert (camera.width, camera.height) == (176, 144)
     assert camera.fps == pytest.approx(float(source.info.fps))
     assert camera.closed
     assert len(camera.frames) == report.frames_shown == len(shown) > 3
-    for sent, side_by_side in zip(camera.frames, shown, strict=True):
+    for sent, edited in zip(camera.frames, shown, strict=True):
         assert sent.shape == (144, 176, 3)
-        assert np.array_equal(sent, side_by_side[:, 176:])  # the edited half, no overlay
-    assert not np.array_equal(camera.frames[-1], shown[-1][:, :176])
+        assert np.array_equal(sent, edited)  # the edited frame, no overlay
+    assert not np.array_equal(camera.frames[-1], originals[-1])  # edited, not passed through
 
 
 def test_no_device_is_one_line_naming_modprobe():

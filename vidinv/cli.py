@@ -206,7 +206,8 @@ def _live(args: argparse.Namespace) -> int:
     edits = (parse_edits(args.attr, args.strength) if args.attr
              else {known[0]: args.strength} if known else {})
     editor = resolve_edits(bundle, edits, extra=known) if edits else None
-    source = (FileCameraSource(args.source, loop=args.loop) if args.source
+    # a clip played as a camera keeps only the newest frame, as a webcam source does
+    source = (FileCameraSource(args.source, loop=args.loop, buffer_size=1) if args.source
               else WebcamSource(args.camera))
     report = live(source, bundle, config, editor, output_path=args.output,
                   max_seconds=args.seconds, show=False if args.no_window else None,

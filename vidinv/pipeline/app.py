@@ -7,12 +7,13 @@ whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.wiring import Networks, build_pipeline
+from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,22 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                     edit=editor, crop_size=bundle.crop_size)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (0: leave torch's setting alone)."""
+    if threads <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_output(input_path: Path, output_path: Path) -> None:
     if output_path.resolve() == input_path.resolve():
         raise InputFileError(f"{output_path}: is the input; choose another output path")
@@ -170,7 +187,8 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
             writer.write(frame)
             bar.update()
 
-        stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
+        with torch_threads(config.engine.threads):
+            stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
     return stats
 
 
@@ -259,7 +277,7 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
     and rate, no overlay) goes to a virtual camera (:mod:`vidinv.video.virtualcam`;
     ``camera_class`` replaces pyvirtualcam's, e.g. in tests). Latency stays bounded: the source
     drops its oldest frames when the pipeline is slower than the camera (``frames_dropped``).
-    ``on_frame`` sees each shown frame.
+    ``on_frame`` sees each shown frame (``image`` the edited frame, the source's size).
     """
     import cv2
 
@@ -273,8 +291,10 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
         editors = CombinedEditor.from_editors(dict(editors)) if editors else None
     editor: CombinedEditor | None = editors
     controls = LiveControls(editor)
+    # original | edited is composed in the sink, and only for the window or the file: the
+    # virtual camera takes the edited frame as it is (no 2×-wide copy per frame).
     config = dataclasses.replace(config, output=dataclasses.replace(config.output,
-                                                                    side_by_side=True))
+                                                                    side_by_side=False))
     segments = build_pipeline(config, make_networks(bundle, config, editor),
                               "the live source", live=True)
     # One thread pulls the newest frame from the source and runs every stage: queues between
@@ -298,11 +318,11 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
         if on_frame is not None:
             on_frame(frame)
         if camera is not None:
-            camera.send(frame.image[:, frame.image.shape[1] - info.width:])
+            camera.send(frame.image)
         if writer is None and not show:
             return
         fps = shown / max(time.monotonic() - started, 1e-6)
-        image = np.ascontiguousarray(frame.image)
+        image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image], axis=1)
         label = f"{fps:4.1f} fps  {latency:4.0f} ms  dropped {source.dropped}  {controls.label()}"
         cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (255, 255, 0), 1, cv2.LINE_AA)
@@ -334,7 +354,8 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
             writer.open()
         started = time.monotonic()
         source.start()
-        run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False)
+        with torch_threads(config.engine.threads):
+            run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False)
     except _Quit:
         pass
     except BaseException:

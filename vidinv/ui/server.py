@@ -228,6 +228,11 @@ def serve(port: int | None = None, model: str | None = None, open_browser: bool 
         from vidinv.pipeline.models import load_model_bundle
 
         load_model_bundle(model)  # a wrong --model is a one-line error before serving
+    import torch
+
+    # One intra-op thread: a preview and a render may run at once, one core each; on a busy
+    # 2-core machine two spinning OpenMP threads per call made updates ~10× slower.
+    torch.set_num_threads(1)
     server = make_server(port, model)
     print(f"vidinv ui: {server.url}  (Ctrl-C to stop)", flush=True)
     if open_browser and _can_open_browser():
