@@ -60,7 +60,9 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
-def test_live_sends_the_edited_half_at_the_source_size_and_rate(model, clip):
+def test_live_sends_the_edited_frame_at_the_source_size_and_rate(model, clip):
+    import torch
+
     from vidinv.config import load_preset
     from vidinv.pipeline.app import live, resolve_edits
     from vidinv.pipeline.models import load_model_bundle
@@ -70,11 +72,22 @@ def test_live_sends_the_edited_half_at_the_source_size_and_rate(model, clip):
     source = FileCameraSource(clip, loop=True)
     shown: list[np.ndarray] = []
     originals: list[np.ndarray] = []
+    threads: set[int] = set()
     FakeCamera.opened.clear()
-    report = live(source, bundle, load_preset("realtime"), resolve_edits(bundle, {"smile": 2}),
-                  max_seconds=2.0, show=False, virtual_camera=True, camera_class=FakeCamera,
-                  on_frame=lambda frame: (shown.append(frame.image.copy()),
-                                          originals.append(frame.extras["original"])))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = load_preset("realtime")
+        assert config.engine.threads == 1
+        report = live(source, bundle, config, resolve_edits(bundle, {"smile": 2}),
+                      max_seconds=2.0, show=False, virtual_camera=True,
+                      camera_class=FakeCamera,
+                      on_frame=lambda frame: (shown.append(frame.image.copy()),
+                                              originals.append(frame.extras["original"]),
+                                              threads.add(torch.get_num_threads())))
+        assert threads == {1} and torch.get_num_threads() == 2  # set while live, then restored
+    finally:
+        torch.set_num_threads(before)
     (camera,) = FakeCamera.opened
     assert (camera.width, camera.height) == (176, 144)
     assert camera.fps == pytest.approx(float(source.info.fps))
