@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vidinv import __version__
 from vidinv.errors import VidinvError
+from vidinv.personalize.cli import add_personalize_parser
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -137,6 +138,8 @@ def _pipeline_config(args: argparse.Namespace):
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
     if args.landmarks:
         overrides.append(f"face.landmarks={args.landmarks}")
+    if getattr(args, "paste", None):
+        overrides.append(f"face.paste={args.paste}")
     if getattr(args, "side_by_side", False):
         overrides.append("output.side_by_side=true")
     if args.crf is not None:
@@ -233,6 +236,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", choices=("none", "causal", "centred"),
                         help="temporal smoothing of the crop and the codes")
     parser.add_argument("--landmarks", choices=("mediapipe", "dlib"))
+    parser.add_argument("--paste", choices=("transfer", "render"),
+                        help="how the edit reaches the frame: transfer (default) moves the "
+                        "source's own pixels by the model's edit motion; render pastes the "
+                        "model's rendering (for models that reconstruct faces well)")
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
@@ -246,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv", description="Real-time video GAN inversion and face editing.")
     parser.add_argument("--version", action="version", version=f"vidinv {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages and let native libraries' logs through")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
@@ -339,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
     build.set_defaults(handler=_engines_build)
 
+    from vidinv.batch.cli import add_batch_parser
+
+    add_batch_parser(commands, _add_pipeline_options)
+
     from vidinv.bench.cli import add_bench_parser
 
     add_bench_parser(commands)
@@ -350,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vidinv.train.cli import add_train_parser
 
     add_train_parser(commands)
+    add_personalize_parser(commands)
     return parser
 
 
@@ -367,6 +380,10 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.verbose:
+        from vidinv.native_log import show_native_logs
+
+        show_native_logs()  # otherwise routine MediaPipe/TFLite lines are filtered off fd 2
     handler: Handler = args.handler
     try:
         return handler(args)

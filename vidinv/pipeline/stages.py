@@ -121,14 +121,23 @@ class RenderFaces:
                 w = [f.w if f.w_edit is None else f.w_edit for f in wanted]
                 features = [f.features if f.features_edit is None else f.features_edit
                             for f in wanted]
-                if self.with_reconstruction:
-                    w += [f.w for f in wanted]
-                    features += [f.features for f in wanted]
+                # Unedited faces (strength 0, no edit) are rendered once: R is E.
+                edited = [f for f in wanted if not _unedited(f)] if self.with_reconstruction else []
+                w += [f.w for f in edited]
+                features += [f.features for f in edited]
                 with torch.inference_mode():
                     images = tensor_to_images(self.render(torch.stack(w), torch.stack(features)))
                 for frame, image in zip(wanted, images, strict=False):
                     frame.rendered = image
-                if self.with_reconstruction:
-                    for frame, image in zip(wanted, images[len(wanted):], strict=True):
+                    if self.with_reconstruction and _unedited(frame):
                         frame.reconstruction = image
+                for frame, image in zip(edited, images[len(wanted):], strict=True):
+                    frame.reconstruction = image
             yield from group
+
+
+def _unedited(frame: Frame) -> bool:
+    """True when the frame's edited codes are its codes (no edit, or strength 0)."""
+    return ((frame.w_edit is None or torch.equal(frame.w_edit, frame.w))
+            and (frame.features_edit is None or torch.equal(frame.features_edit,
+                                                             frame.features)))

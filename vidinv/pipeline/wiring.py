@@ -95,7 +95,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
         RenderFaces(networks.render, batch_size, with_reconstruction=face.paste == "transfer"),
     ]
     output_segment: list[Stage] = [
-        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match),
+        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match,
+                  mode=face.paste),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())
