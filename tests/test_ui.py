@@ -202,9 +202,13 @@ def _wait(driver, condition, seconds: float, what: str):
 
 def test_the_page_in_a_headless_browser(tmp_path):
     """Default model, bundled clip: load, move a slider, render, play and download."""
+    import torch
+
+    driver = _browser()  # skips without chromium, chromedriver or selenium
     from selenium.webdriver.common.keys import Keys
 
-    driver = _browser()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `vidinv ui` serves (vidinv.ui.server.serve)
     server = make_server(0, workdir=tmp_path / "served")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -270,8 +274,43 @@ def test_the_page_in_a_headless_browser(tmp_path):
         assert "broken.mp4" in message.text and "Traceback" not in message.text
         assert "error" in message.get_attribute("class")
     finally:
+        torch.set_num_threads(threads)
         driver.quit()
         server.shutdown()
         server.server_close()
         server.session.close()
         shutil.rmtree(tmp_path / "served", ignore_errors=True)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_cli_ui_serves_the_page_and_says_when_the_port_is_busy(model):
+    import socket
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "vidinv.cli", "ui", "--no-browser", "--model", str(model)]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([*command, "--port", str(port)], capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"vidinv: error: port {port} on 127.0.0.1 is in use; pass "
+                                     "another --port, or leave it out for a free one")
+
+    server = subprocess.Popen([*command, "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("vidinv ui: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/state", timeout=30) as answer:
+            state = json.load(answer)
+        assert state["default_model"] == str(model)
+        assert state["models"][0]["path"] == str(model)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
