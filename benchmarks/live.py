@@ -55,7 +55,8 @@ def _load() -> str:
     return f"load average {one:.1f} (1 min) {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
-def stage_times(clip: Path, bundle, editor, n: int) -> tuple[dict[str, float], float]:
+def stage_times(clip: Path, bundle, editor, n: int,
+                overrides: list[str]) -> tuple[dict[str, float], float]:
     """ms per frame of each live stage on ``n`` frames, and the bound: fps of the whole chain."""
     import torch
 
@@ -65,7 +66,8 @@ def stage_times(clip: Path, bundle, editor, n: int) -> tuple[dict[str, float], f
     from vidinv.pipeline.wiring import build_pipeline
     from vidinv.video.reader import VideoReader
 
-    config = load_preset("realtime").with_overrides([f"engine.threads={torch.get_num_threads()}"])
+    config = load_preset("realtime").with_overrides(
+        [f"engine.threads={torch.get_num_threads()}", *overrides])
     networks = make_networks(bundle, config, editor)
     stages = [stage for segment in build_pipeline(config, networks, "cam", live=True)
               for stage in segment]
@@ -168,6 +170,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--skip-preview", action="store_true")
+    parser.add_argument("--paste", choices=("transfer", "render"),
+                        help="face.paste (default: the preset's)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: the realtime preset's engine.threads)")
     args = parser.parse_args()
@@ -195,12 +199,15 @@ def main() -> int:
 
         print(f"[{_load()}]")
         editor = resolve_edits(bundle, {n: 1.0 for n in names})
-        per_stage, bound = stage_times(clip, bundle, editor, 60)
+        overrides = [f"face.paste={args.paste}"] if args.paste else []
+        print(f"paste: {load_preset('realtime').with_overrides(overrides).face.paste}")
+        per_stage, bound = stage_times(clip, bundle, editor, 60, overrides)
         print("live stages at 1280×720, ms per frame: "
               + ", ".join(f"{name} {ms:.1f}" for name, ms in per_stage.items()))
 
         print(f"[{_load()}]")
-        config = load_preset("realtime").with_overrides([f"engine.threads={threads}"])
+        config = load_preset("realtime").with_overrides([f"engine.threads={threads}",
+                                                         *overrides])
         # buffer 1: the newest frame only, as `vidinv live` reads a webcam (and a --source)
         report = live(FileCameraSource(clip, loop=True, buffer_size=1), bundle, config, editor,
                       max_seconds=args.seconds, show=False, virtual_camera=True,
