@@ -149,6 +149,10 @@ def test_http_api_answers_errors_as_one_line_json(server):
     with urllib.request.urlopen(server.url, timeout=10) as answer:
         page = answer.read().decode()
     assert answer.headers["Content-Type"].startswith("text/html") and 'id="preview"' in page
+    rebound = urllib.request.Request(server.url + "api/state", headers={"Host": "evil.test"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(rebound, timeout=10)
+    assert info.value.code == 403
     status, error = _post(server.url + "api/open", b"not json")
     assert status == 400 and error == {"error": "the request is not JSON"}
     status, error = _post(server.url + "api/preview", {"strengths": {}})

@@ -103,6 +103,11 @@ class _Handler(BaseHTTPRequestHandler):
         return value
 
     def _guarded(self, action) -> None:
+        # Only pages served from this address may call it (no DNS-rebinding from a website).
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+        if host not in (HOST, "localhost"):
+            self._error("this server answers only on 127.0.0.1", HTTPStatus.FORBIDDEN)
+            return
         try:
             action()
         except VidinvError as error:

@@ -123,7 +123,9 @@ class PreviewFrame:
         try:
             self._frame = next((f for f in frames if f.w is not None), None)
         finally:
-            frames.close()  # type: ignore[attr-defined]
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
         if self._frame is None:
             from vidinv.face.stages import no_face_error
 
