@@ -47,6 +47,7 @@ class EngineSettings:
     backend: str = "torch"              # torch | onnx | tensorrt
     device: str = "cpu"                 # cpu | cuda
     batch_size: int = 4                 # aligned faces per encoder / generator call
+    threads: int = 0                    # torch CPU threads while running (0: torch's default)
 
 
 @dataclass(frozen=True)
