@@ -305,8 +305,8 @@ def test_absurd_strengths_are_refused_at_the_cli_before_work(strength, tmp_path,
 
 def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
     from vidinv.latent.directions import Direction
-    from vidinv.latent.editing import LatentEditor, apply_direction
-    from vidinv.pipeline.app import _SwitchableEditor, resolve_editor
+    from vidinv.latent.editing import CombinedEditor, LatentEditor, apply_direction
+    from vidinv.pipeline.app import LiveControls, parse_edits, resolve_editor
     from vidinv.pipeline.models import load_model_bundle
 
     bundle = load_model_bundle(model)
@@ -324,11 +324,21 @@ def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
             Direction("huge", vector)
     with pytest.raises(DirectionError, match="beyond"):
         LatentEditor(bundle.generator, torch.full((512,), 1e30))
+    for item in ("smile=nan", "smile=1e30", "smile=-inf"):
+        with pytest.raises(StrengthError):
+            parse_edits([item])
+    combined = CombinedEditor.from_editors({"smile": editor})
+    with pytest.raises(StrengthError):
+        CombinedEditor(bundle.generator, combined.offsets, {"smile": float("inf")})
+    combined.strengths["smile"] = float("nan")  # a slider or script sets it between calls
+    with pytest.raises(StrengthError):
+        combined(torch.zeros(bundle.generator.n_latent, 512), torch.zeros(16, 16, 16))
     # live's +/- keys cannot push the strength past the bound
-    switch = _SwitchableEditor({"smile": editor}, "smile")
-    switch.strength = 1e9
-    switch(torch.zeros(bundle.generator.n_latent, 512), torch.zeros(16, 16, 16))
-    assert editor.strength == 100.0
+    combined.strengths["smile"] = 99.0
+    controls = LiveControls(combined)
+    for _ in range(5):
+        controls.press(ord("+"))
+    assert combined.strengths["smile"] == 100.0
 
 
 def test_bench_clip_on_a_non_video_is_one_line(tmp_path, capsys):

@@ -151,6 +151,10 @@ def _pipeline_config(args: argparse.Namespace):
         overrides.append(f"face.landmarks={args.landmarks}")
     if getattr(args, "paste", None):
         overrides.append(f"face.paste={args.paste}")
+    if getattr(args, "strict", False):
+        overrides.append("adapt.strict=true")
+    if getattr(args, "tune", None) is not None:
+        overrides.append(f"adapt.tune_steps={args.tune}")
     if getattr(args, "side_by_side", False):
         overrides.append("output.side_by_side=true")
     if args.crf is not None:
@@ -173,7 +177,7 @@ def _print_attributes(bundle) -> None:
 
 def _edit(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import default_output, process_video, resolve_editor
+    from vidinv.pipeline.app import default_output, parse_edits, process_video, resolve_edits
 
     check_strength(args.strength)
     config = _pipeline_config(args)
@@ -184,10 +188,12 @@ def _edit(args: argparse.Namespace) -> int:
     if not args.input:
         raise VidinvError("give the input video: vidinv edit IN --attr NAME")
     if not args.attr:
-        raise VidinvError("say which edit: --attr NAME (see --list-attrs)")
-    editor = resolve_editor(bundle, args.attr, args.strength)
+        raise VidinvError("say which edit: --attr NAME[=STRENGTH] (see --list-attrs)")
+    edits = parse_edits(args.attr, args.strength)
+    editor = resolve_edits(bundle, edits)
     source = Path(args.input)
-    output = Path(args.output) if args.output else default_output(source, Path(args.attr).stem)
+    output = Path(args.output) if args.output else default_output(
+        source, "+".join(Path(name).stem for name in edits))
     stats = process_video(source, output, bundle, config, editor, progress=not args.quiet)
     print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
           f"({stats.fps:.1f} fps)")
@@ -210,7 +216,7 @@ def _invert(args: argparse.Namespace) -> int:
 
 def _live(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import available_attributes, live, resolve_editor
+    from vidinv.pipeline.app import available_attributes, live, parse_edits, resolve_edits
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
     check_strength(args.strength)
@@ -220,16 +226,26 @@ def _live(args: argparse.Namespace) -> int:
         args.preset = "realtime"
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
-    names = [args.attr] if args.attr else sorted(available_attributes(bundle))
-    editors = {name: resolve_editor(bundle, name, args.strength) for name in names}
-    source = (FileCameraSource(args.source, loop=args.loop) if args.source
+    known = sorted(available_attributes(bundle))
+    edits = (parse_edits(args.attr, args.strength) if args.attr
+             else {known[0]: args.strength} if known else {})
+    editor = resolve_edits(bundle, edits, extra=known) if edits else None
+    # a clip played as a camera keeps only the newest frame, as a webcam source does
+    source = (FileCameraSource(args.source, loop=args.loop, buffer_size=1) if args.source
               else WebcamSource(args.camera))
-    report = live(source, bundle, config, editors, output_path=args.output,
-                  max_seconds=args.seconds)
+    report = live(source, bundle, config, editor, output_path=args.output,
+                  max_seconds=args.seconds, show=False if args.no_window else None,
+                  virtual_camera=args.virtual_camera)
     print(f"live: {report.frames_shown} frames shown at {report.fps:.1f} fps, "
           f"{report.frames_dropped} dropped by the source, latency median "
           f"{report.latency_ms_median:.0f} ms, max {report.latency_ms_max:.0f} ms")
     return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from vidinv.ui.server import serve
+
+    return serve(port=args.port, model=args.model, open_browser=not args.no_browser)
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -246,6 +262,11 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         "source's own pixels by the model's edit motion; render pastes the "
                         "model's rendering (for models that reconstruct faces well)")
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop (exit 2, no output) when the model does not know the face")
+    parser.add_argument("--tune", type=int, metavar="N",
+                        help="tune the generator on the clip's own frames for N steps first "
+                        "(on in the offline_hq preset; --backend torch)")
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -269,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
     edit.add_argument("input", nargs="?",
                       help="input video, picture (.png/.jpg) or folder of pictures")
-    edit.add_argument("--attr", help="attribute (a direction of the model) or a direction file")
-    edit.add_argument("--strength", type=float, default=1.0, help="edit strength α (default 1)")
+    edit.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
+                      help="attribute (a direction of the model, or a direction file) and its "
+                      "strength; repeat for several edits in one pass")
+    edit.add_argument("--strength", type=float, default=1.0,
+                      help="strength α of an --attr given without =STRENGTH (default 1)")
     edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4; a picture or "
                       "folder gives IN_ATTR.png or IN_ATTR/). " + _EXISTING_OUTPUT)
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
@@ -293,14 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     live_cmd.add_argument("--source", help="a video file played as a camera instead")
     live_cmd.add_argument("--loop", action="store_true", help="loop --source")
-    live_cmd.add_argument("--attr", help="attribute (default: cycle through the model's)")
+    live_cmd.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
+                          help="starting edit(s); keys a/+/-/0 select and change any of the "
+                          "model's attributes (default: the first at --strength)")
     live_cmd.add_argument("--strength", type=float, default=1.0)
     live_cmd.add_argument("--output", help="write original | edited here (no window needed). "
                           + _EXISTING_OUTPUT)
+    live_cmd.add_argument("--virtual-camera", action="store_true",
+                          help="send the edited stream to a virtual camera (vidinv[live])")
+    live_cmd.add_argument("--no-window", action="store_true", help="show no window")
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     _add_pipeline_options(live_cmd)
     live_cmd.set_defaults(handler=_live, io_reads=("--source", "--model", "--attr"),
                           io_writes=("--output",))
+
+    ui = commands.add_parser("ui", help="a local web page to try edits (vidinv[ui])")
+    ui.add_argument("--port", type=int,
+                    help="port on 127.0.0.1 (default 7860, or a free one if that is busy)")
+    ui.add_argument("--model", help="model folder preselected on the page (default: embedded)")
+    ui.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    ui.set_defaults(handler=_ui)
 
     models = commands.add_parser("models", help="inspect, convert, create and download models")
     models_cmds = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)

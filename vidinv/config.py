@@ -49,6 +49,7 @@ class EngineSettings:
     backend: str = "torch"              # torch | onnx | tensorrt
     device: str = "cpu"                 # cpu | cuda
     batch_size: int = 4                 # aligned faces per encoder / generator call
+    threads: int = 0                    # torch CPU threads while running (0: torch's default)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ class EditSettings:
     strength: float = 1.0               # α in w + α·d
     first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on
     last_layer: int = -1                # ≥ 0: … up to this layer (inclusive)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    check_frames: int = 4               # frames probed for "does the model know this face"; 0 off
+    strict: bool = False                # an unknown face is an error instead of a notice
+    tune_steps: int = 0                 # generator tuning (PTI) on the clip before editing
+    tune_frames: int = 16               # frames spread over the clip that the tuning uses
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class PipelineConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     edit: EditSettings = field(default_factory=EditSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    adapt: AdaptSettings = field(default_factory=AdaptSettings)
     queue_size: int = 4                 # frames between threads
 
     def with_values(self, values: dict[str, dict[str, Any] | Any]) -> PipelineConfig:

@@ -186,8 +186,14 @@ def check_command_paths(args: object) -> None:
                 found.append((option, value))
         return found
 
-    reads = [(label, path) for label, path in collect("io_reads")
-             if isinstance(path, str | os.PathLike) and Path(path).exists()]
+    reads = []
+    for label, path in collect("io_reads"):
+        if not isinstance(path, str | os.PathLike):
+            continue
+        if not Path(path).exists() and "=" in str(path):  # --attr FILE=STRENGTH
+            path = str(path).rpartition("=")[0]
+        if Path(path).exists():
+            reads.append((label, path))
     writes, folders = collect("io_writes"), collect("io_folders")
     mirror = getattr(args, "io_mirror", None)  # (input, output): a folder in, a folder out
     if mirror:

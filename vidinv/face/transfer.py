@@ -22,7 +22,7 @@ from vidinv.face.align import cv_inverse_map
 from vidinv.face.paste import frame_box
 
 #: Side at which the flow is estimated (faces are enlarged to it; DIS needs some pixels).
-FLOW_SIZE = 256
+FLOW_SIZE = 128
 #: σ of the low-pass on the appearance residual, as a fraction of the face side.
 RESIDUAL_SIGMA = 0.02
 #: σ of the smoothing of the flow field, as a fraction of the face side.
@@ -54,7 +54,7 @@ class EditTransfer:
 
     def _flow(self) -> cv2.DISOpticalFlow:
         if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         return self._dis
 
     def motion(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray

@@ -8,15 +8,16 @@ Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a
 2. generator — train StyleGAN2 on the set (started from the embedded default model when it has
    the same shape, else from scratch).
 3. encoder — train the Feature-Style Encoder on the generator's samples and the set.
-4. directions — each warp's edit direction from paired codes: the mean over training crops of
-   E(warp(x, amount 1)) − E(x), so α = 3 reproduces the strongest warp of the training data
-   (scale 1/3); the sign follows the edit's name (eyes_open = −eyes_closed). Plus 5 SeFa
-   components.
-5. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
+4. tune — expression tuning (:mod:`vidinv.personalize.tune`): each warp's direction starts as
+   the mean over training crops of E(warp(x, strongest)) − E(x); then the generator and the
+   directions are optimised so that the pipeline's own edit (Eq. 1, strength 3 = the strongest
+   warp, scale 1/3) renders the warped crops and the unedited codes still render the crops.
+5. directions — the tuned ones (eyes_open = −eyes_closed) plus 5 SeFa components.
+6. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
 
-The time budget (``minutes``) is split 55 % generator, 35 % encoder, the rest data and
-directions; each trainer runs until its share of the wall time is spent, so the budget holds
-on any machine (the card records the steps that fit).
+The time budget (``minutes``) is split 20 % generator, 20 % encoder, 50 % tuning by default
+(``split``), the rest data and directions; each trainer runs until its share of the wall time
+is spent, so the budget holds on any machine (the card records the steps that fit).
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ WORK_FOLDER = ".personalize"
 GENERATOR_SHAPES = {64: (128, 0.125), 128: (128, 0.25), 256: (128, 0.5)}
 ENCODER_WIDTHS = (16, 32, 48, 64)
 ENCODER_BLOCKS = (1, 2, 2, 1)
-BUDGET_SHARE = {"generator": 0.55, "encoder": 0.35}
+#: Default split of the time budget: GAN training, encoder training, expression tuning (the
+#: rest goes to data and directions).
+DEFAULT_SPLIT = (0.2, 0.2, 0.5)
+#: Adam lr of G and D when the GAN starts from a trained generator (2e-3 from scratch).
+FINE_TUNE_GAN_LR = 5e-4
+#: Seconds of training between progress updates and checkpoints.
+CHUNK_SECONDS = 20.0
 DIRECTION_FRAMES = 48
 #: Fraction of the encoder's time after which its learning rate drops tenfold.
 LR_DECAY_AT = 0.8
@@ -62,8 +69,16 @@ class PersonalizeSettings:
     warp_copies: int = 1
     seed: int = 0
     threads: int = 2
+    split: tuple[float, float, float] = DEFAULT_SPLIT  # generator, encoder, tune
+
+    def share(self, stage: str) -> float:
+        return dict(zip(("generator", "encoder", "tune"), self.split, strict=True))[stage]
 
     def __post_init__(self) -> None:
+        if (len(self.split) != 3 or any(not (0 <= v <= 1) for v in self.split)
+                or sum(self.split) > 1 or sum(self.split) <= 0):
+            raise VidinvError(f"--split {self.split}: three shares of the time for generator, "
+                              "encoder and tuning, each in [0,1], summing to at most 1")
         if self.resolution not in GENERATOR_SHAPES:
             raise VidinvError(f"--resolution {self.resolution}: choose one of "
                               f"{', '.join(map(str, GENERATOR_SHAPES))}")
@@ -120,7 +135,10 @@ class Personalizer:
         train_crops, train_points = faces.train
         images, labels = expression_set(train_crops, train_points, settings.warp_copies,
                                         settings.seed)
-        arrays = {"images": images, "labels": np.array(labels), "train_crops": train_crops,
+        from vidinv.personalize.tune import expression_bank
+
+        bank = expression_bank(train_crops, train_points, settings.resolution)
+        arrays = {**bank, "images": images, "labels": np.array(labels), "train_crops": train_crops,
                   "train_points": train_points, "heldout_crops": faces.crops[faces.heldout],
                   "heldout_indices": faces.indices[faces.heldout],
                   "frame_count": np.array(faces.frame_count)}
@@ -152,6 +170,13 @@ class Personalizer:
         done = run / "done.json"
         if done.is_file():
             return load_generator(run / "generator.safetensors")
+        if self.settings.share("generator") == 0:
+            folder = self._init_folder()
+            if folder is None:
+                raise VidinvError("--split gives the generator no time and --init is none: "
+                                  "there is no generator to start from")
+            self._note_extra("generator", init=f"{folder.name} (not trained here)")
+            return load_generator(folder / "generator.safetensors")
         resolution = self.settings.resolution
         images = torch.from_numpy(_resize(data["images"], resolution)).permute(0, 3, 1, 2)
         images = images.contiguous()
@@ -166,29 +191,32 @@ class Personalizer:
                                     # Starting from a trained G: short EMA, no ramp-up needed.
                                     ema_kimg=2.0)
             trainer = GanTrainer(config, images, out_dir=run, device=self.device)
-            self._warm_start_generator(trainer)
+            if self._warm_start_generator(trainer):
+                trainer.config = _replace(trainer.config, lr=FINE_TUNE_GAN_LR)
+                trainer._set_optimizer_hyperparameters()
         self._train_for_budget("generator", trainer)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))
         return trainer.export_generator()
 
-    def _warm_start_generator(self, trainer: Any) -> None:
+    def _warm_start_generator(self, trainer: Any) -> bool:
         """Copy G (and G_ema) from the init model when it has exactly this shape."""
         from vidinv.models.generator_io import load_generator
 
         folder = self._init_folder()
         if folder is None or not (folder / "generator.safetensors").is_file():
             self._note_extra("generator", init="none (from scratch)")
-            return
+            return False
         source = load_generator(folder / "generator.safetensors")
         state = source.state_dict()
         target = trainer.G.state_dict()
         if set(state) != set(target) or any(state[k].shape != target[k].shape for k in state):
             self._note_extra("generator", init=f"none ({folder.name} has another shape)")
-            return
+            return False
         trainer.G.load_state_dict(state)
         trainer.G_ema.load_state_dict(state)
         self._note_extra("generator", init=str(folder.name))
+        return True
 
     # --- 3. encoder -------------------------------------------------------------------------
 
@@ -206,6 +234,15 @@ class Personalizer:
         done = run / "done.json"
         if done.is_file():
             return load_encoder(run / "encoder.safetensors")
+        folder = self._init_folder()
+        if self.settings.share("encoder") == 0:
+            if folder is None:
+                raise VidinvError("--split gives the encoder no time and --init is none: "
+                                  "there is no encoder to start from")
+            self._note_extra("encoder", init=f"{folder.name} (not trained here)")
+            encoder = load_encoder(folder / "encoder.safetensors")
+            encoder.set_latent_avg(generator.latent_avg)
+            return encoder
         generator = generator.to(self.device)
         crop = _crop_size(self.settings.resolution)
         reals = TensorImageSource(_to_unit(data["images"]), generator.resolution)
@@ -252,45 +289,89 @@ class Personalizer:
 
     # --- 4. directions ----------------------------------------------------------------------
 
-    def directions(self, generator: Any, encoder: Any, data: dict[str, np.ndarray]) -> list:
-        from vidinv.latent.compute import sefa_directions
-        from vidinv.latent.directions import Direction, generator_fingerprint
+    def paired_directions(self, encoder: Any, data: dict[str, np.ndarray]
+                          ) -> tuple[torch.Tensor, list[float]]:
+        """[K,L,512]: per warp kind, the mean over training crops of E(warp(x, strongest))
+        − E(x) (the tuning's starting point), and how well single pairs agree with it."""
         from vidinv.models.encoder import prepare_input
         from vidinv.personalize.warps import AMOUNT_RANGE, warp_face
 
-        start = time.monotonic()
-        self.progress("directions", 0, len(WARPS))
-        generator, encoder = generator.cpu().eval(), encoder.cpu().eval()
+        encoder = encoder.cpu().eval()
         crops, points = data["train_crops"], data["train_points"]
         pick = np.linspace(0, len(crops) - 1, min(DIRECTION_FRAMES, len(crops))).round()
         pick = pick.astype(int)
 
         def codes(images: list[np.ndarray]) -> torch.Tensor:
-            x = _to_unit(np.stack(images))
             with torch.no_grad():
-                w, _ = encoder(prepare_input(x, encoder.input_size))
+                w, _ = encoder(prepare_input(_to_unit(np.stack(images)), encoder.input_size))
             return w
 
         base = codes([crops[i] for i in pick])
+        vectors, agreement = [], []
+        for kind in WARPS:
+            high = AMOUNT_RANGE[kind][1]
+            change = codes([warp_face(crops[i], points[i], kind, high) for i in pick]) - base
+            mean = change.mean(0)
+            vectors.append(mean)
+            agreement.append(float(torch.nn.functional.cosine_similarity(
+                change.flatten(1), mean.flatten()[None]).mean()))
+        return torch.stack(vectors), agreement
+
+    # --- 4. expression tuning ---------------------------------------------------------------
+
+    def tune(self, generator: Any, encoder: Any, data: dict[str, np.ndarray]
+             ) -> tuple[Any, torch.Tensor]:
+        """(tuned generator, tuned directions [K,L,512]); see :mod:`vidinv.personalize.tune`."""
+        from vidinv.models.encoder import prepare_input
+        from vidinv.personalize.tune import ExpressionTuner, TuneConfig
+        from vidinv.train.state import load_state, save_state
+
+        run = self.work / "tune"
+        state_file = run / "state.safetensors"
+        initial, agreement = self.paired_directions(encoder, data)
+        self._note_extra("tune", paired_agreement=dict(zip(WARPS, agreement, strict=True)))
+        with torch.no_grad():
+            w, features = encoder.cpu().eval()(prepare_input(_to_unit(data["train_crops"]),
+                                                             encoder.input_size))
+        small = _resize(data["train_crops"], self.settings.resolution)
+        tuner = ExpressionTuner(generator, w, features, small, data, initial,
+                                TuneConfig(seed=self.settings.seed), device=self.device)
+        if state_file.is_file():
+            tuner.load(load_state(state_file))
+
+        class _Checkpointing:
+            """The tuner, checkpointed after every chunk (for :meth:`_train_for_budget`)."""
+
+            step = property(lambda _: tuner.step)
+
+            def train(self, steps: int) -> None:
+                try:
+                    tuner.train(steps)
+                finally:
+                    run.mkdir(parents=True, exist_ok=True)
+                    save_state(state_file, tuner.state())
+
+        self._train_for_budget("tune", _Checkpointing())
+        return tuner.generator.eval().requires_grad_(False), tuner.directions.detach().cpu()
+
+    def directions(self, generator: Any, vectors: torch.Tensor) -> list:
+        """The tuned edit directions (strength 3 = the strongest warp: scale 1/3) + SeFa."""
+        from vidinv.latent.compute import sefa_directions
+        from vidinv.latent.directions import Direction, generator_fingerprint
+
+        start = time.monotonic()
+        generator = generator.cpu().eval()
         fingerprint = generator_fingerprint(generator)
         found = []
         for n, kind in enumerate(WARPS):
-            high = AMOUNT_RANGE[kind][1]
-            warped = codes([warp_face(crops[i], points[i], kind, high) for i in pick])
             name, sign = EDIT_OF_WARP[kind]
-            vector = sign * (warped - base).mean(0)  # [L,512]
-            consistency = float(torch.nn.functional.cosine_similarity(
-                (warped - base).flatten(1), vector.flatten()[None] * sign).mean())
             found.append(Direction(
-                name=name, vector=vector, kind="paired-warp", scale=1.0 / 3.0,
+                name=name, vector=sign * vectors[n], kind="tuned-warp", scale=1.0 / 3.0,
                 strength_range=(-3.0, 3.0), generator_fingerprint=fingerprint,
                 meta={"source": "vidinv personalize", "warp": kind, "sign": sign,
-                      "frames": int(len(pick)), "mean_cosine_to_pairs": consistency,
-                      "alpha_3_equals": f"the strongest {kind} warp of the training data"}))
-            self.progress("directions", n + 1, len(WARPS))
+                      "strength_3_equals": f"the strongest {kind} warp of the training data"}))
         sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
-        self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
-            d.name: round(d.meta["mean_cosine_to_pairs"], 3) for d in found}))
+        self._note("directions", StepRecord(seconds=time.monotonic() - start))
         return [*found, *sefa]
 
     # --- 5. package -------------------------------------------------------------------------
@@ -332,7 +413,8 @@ class Personalizer:
         data = self.data()
         generator = self.generator(data)
         encoder = self.encoder(generator, data)
-        directions = self.directions(generator, encoder, data)
+        generator, vectors = self.tune(generator, encoder, data)
+        directions = self.directions(generator, vectors)
         self.last_directions = directions
         evaluation = evaluate(generator, encoder, data) if evaluate is not None else {}
         self.package(generator, encoder, directions, evaluation)
@@ -341,19 +423,20 @@ class Personalizer:
     # --- helpers ----------------------------------------------------------------------------
 
     def _train_for_budget(self, stage: str, trainer: Any,
-                          on_chunk: Callable[[float], None] | None = None,
-                          chunk: int = 10) -> None:
-        """Train in chunks of ``chunk`` steps until the stage's share of the budget is spent.
+                          on_chunk: Callable[[float], None] | None = None) -> None:
+        """Train in chunks of about :data:`CHUNK_SECONDS` until the stage's share of the
+        budget is spent (the first chunk is one step, to time a step).
 
         The seconds spent are stored after every chunk, so a resumed run (after Ctrl-C, which
         makes the trainer checkpoint and raise) only spends what is left.
         """
-        budget = self.settings.minutes * 60 * BUDGET_SHARE[stage]
+        budget = self.settings.minutes * 60 * self.settings.share(stage)
         record = self._records().get(stage, StepRecord())
         quiet = [logging.getLogger("vidinv.train.gan"), logging.getLogger("vidinv.train.encoder")]
         levels = [logger.level for logger in quiet]
         for logger in quiet:
             logger.setLevel(logging.WARNING)
+        chunk = 1
         try:
             while record.seconds < budget:
                 started = time.monotonic()
@@ -362,7 +445,10 @@ class Personalizer:
                 try:
                     trainer.train(chunk)
                 finally:
-                    record.seconds += time.monotonic() - started
+                    spent = time.monotonic() - started
+                    left = budget - record.seconds - spent
+                    chunk = max(1, int(min(CHUNK_SECONDS, left) / max(spent / chunk, 1e-3)))
+                    record.seconds += spent
                     record.steps = trainer.step
                     self._note(stage, record)
                 self.progress(stage, int(min(record.seconds, budget)), int(budget))

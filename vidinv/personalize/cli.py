@@ -9,8 +9,8 @@ from typing import Any
 from vidinv.errors import InputFileError, VidinvError
 
 #: Share of the progress bar per stage (the budget's split, plus data and directions).
-_BAR_SHARE = {"align": (0.0, 0.05), "generator": (0.05, 0.60), "encoder": (0.60, 0.95),
-              "directions": (0.95, 1.0)}
+_BAR_SHARE = {"align": (0.0, 0.05), "generator": (0.05, 0.30), "encoder": (0.30, 0.55),
+              "tune": (0.55, 0.97), "directions": (0.97, 1.0)}
 
 
 def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
@@ -18,7 +18,8 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
         "personalize", help="train a model for the face in a clip (no pretrained weights needed)",
         description="Align the clip's frames, add landmark-guided expression warps (smile, "
         "mouth opening, eye closing, head turn), train a StyleGAN2 generator and a "
-        "Feature-Style Encoder within --minutes, fit the smile, mouth_open, eyes_open, yaw and "
+        "Feature-Style Encoder, then tune the generator and the smile, mouth_open, eyes_open "
+        "and yaw directions so the edits render those expressions (all within --minutes), add "
         "SeFa directions, and write a model folder with MODEL_CARD.md. Resumable: run the same "
         "command again after Ctrl-C. Use the folder with `vidinv edit --model FOLDER`.")
     parser.add_argument("clip", help="a video of one person's face (a few seconds or more)")
@@ -34,6 +35,10 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--init", default="default",
                         help="start from this model folder when it has the same shape: "
                         "'default' (the embedded model), 'none', or a folder")
+    parser.add_argument("--split", metavar="G,E,T", default="0.2,0.2,0.5",
+                        help="shares of the time for GAN training, encoder training and "
+                        "expression tuning (default 0.2,0.2,0.5; the rest is data and "
+                        "directions). 0 skips a step and keeps the --init model's network")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
     parser.set_defaults(handler=_personalize, io_reads=("clip", "--init"),
@@ -52,6 +57,16 @@ def _heldout(text: str | None) -> tuple[int, int] | None:
     if not sep or low < 0 or high < low:
         raise VidinvError(f"--heldout {text!r}: write FIRST:LAST with 0 ≤ FIRST ≤ LAST")
     return low, high
+
+
+def _split(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise VidinvError(f"--split {text!r}: write three numbers, e.g. 0.2,0.2,0.5") from None
+    if len(values) != 3:
+        raise VidinvError(f"--split {text!r}: write three numbers, e.g. 0.2,0.2,0.5")
+    return values  # type: ignore[return-value]
 
 
 def _device(name: str | None) -> str:
@@ -95,7 +110,7 @@ def _personalize(args: argparse.Namespace) -> int:
     _check_paths(clip, out)
     settings = PersonalizeSettings(minutes=args.minutes, resolution=args.resolution,
                                    device=_device(args.device), heldout=_heldout(args.heldout),
-                                   init=args.init)
+                                   init=args.init, split=_split(args.split))
     if settings.init not in ("default", "none") and not Path(settings.init).is_dir():
         raise InputFileError(f"--init {settings.init}: no such model folder; use 'default', "
                              "'none' or a folder")
