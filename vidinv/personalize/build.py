@@ -197,7 +197,9 @@ class Personalizer:
         self._train_for_budget("generator", trainer)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))
-        return trainer.export_generator()
+        # From the file, as a resumed run would: a fresh run and a resumed one continue from
+        # the same network (and nothing of the trainer's in-memory state leaks on).
+        return load_generator(run / "generator.safetensors")
 
     def _warm_start_generator(self, trainer: Any) -> bool:
         """Copy G (and G_ema) from the init model when it has exactly this shape."""
@@ -269,7 +271,7 @@ class Personalizer:
         self._train_for_budget("encoder", trainer, decay_lr_once)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))
-        return trainer.encoder.eval()
+        return load_encoder(run / "encoder.safetensors")
 
     def _warm_start_encoder(self, encoder: Any) -> None:
         from vidinv.models.encoder_io import load_encoder

@@ -100,6 +100,7 @@ def _personalize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vidinv.personalize.build import (
+        WORK_FOLDER,
         Personalizer,
         PersonalizeSettings,
         remove_work_folder,
@@ -132,6 +133,16 @@ def _personalize(args: argparse.Namespace) -> int:
         print(f"interrupted; the training state is in {out}/.personalize: run the same command "
               "to continue")
         return 130
+    except BaseException:
+        bar.leave = False  # the error line follows on a clean line
+        bar.close()
+        if out.is_dir() and not any(p for p in out.iterdir() if p.name != WORK_FOLDER):
+            data = out / WORK_FOLDER
+            if data.is_dir() and not any(data.iterdir()):
+                data.rmdir()
+            if not any(out.iterdir()):
+                out.rmdir()
+        raise
     bar.close()
     if not args.keep_work:
         remove_work_folder(out)

@@ -108,13 +108,14 @@ def control_points(kind: str, points: np.ndarray, amount: float, size: int) -> C
             moves.append((points[i], np.zeros(2)))
         moves += _fixed(points, BROWS + EYE_CORNERS + (NOSE_TIP,))
     elif kind == "eyes_closed":
-        # Upper lids come down to the lower lids.
+        # Upper lids come down onto the lower lids; below the lower lid the skin holds still
+        # (no fixed point on the lower lid itself, which would halve the lids' motion).
         for upper, lower in zip(EYE_UPPER, EYE_LOWER, strict=True):
             for i, j in zip(upper, lower, strict=True):
                 gap = points[j] - points[i]
-                moves.append((points[i], 0.85 * amount * gap))
-            for i in lower:
-                moves.append((points[i], np.zeros(2)))
+                moves.append((points[i], amount * gap))
+                moves.append((points[j] + 0.8 * gap + np.array([0.0, 0.04 * unit]),
+                              np.zeros(2)))
         moves += _fixed(points, EYE_CORNERS + BROWS + (NOSE_TIP,) + MOUTH_CORNERS)
     else:  # yaw: the centre line shifts sideways, most at the nose tip; the outline stays.
         nose = points[NOSE_TIP]
@@ -131,7 +132,7 @@ def control_points(kind: str, points: np.ndarray, amount: float, size: int) -> C
     return ControlPoints(source=source, target=target)
 
 
-def dense_backward_map(control: ControlPoints, size: int, sigma: float, grid: int = 48
+def dense_backward_map(control: ControlPoints, size: int, sigma: float
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(map_x, map_y) [size,size] float32 for ``cv2.remap``: output pixel -> source pixel.
 
@@ -139,11 +140,12 @@ def dense_backward_map(control: ControlPoints, size: int, sigma: float, grid: in
     Gaussian weights of width ``sigma`` around each target (with a small weight on "no
     motion", so the field fades to zero away from the points). Unlike a thin-plate spline this
     never overshoots between close points that move apart (eyelids), so nothing folds.
-    ``sigma`` (pixels) is how far one point's motion reaches.
-    Evaluated on a ``grid``² lattice and bilinearly upsampled.
+    ``sigma`` (pixels) is how far one point's motion reaches. Evaluated on a lattice finer
+    than ``sigma`` (at most every pixel) and bilinearly upsampled.
     """
     import cv2
 
+    grid = int(min(size, max(16, np.ceil(2 * size / max(sigma, 1e-6)))))
     axis = np.linspace(0, size - 1, grid)
     gx, gy = np.meshgrid(axis, axis)
     lattice = np.stack([gx.ravel(), gy.ravel()], 1)

@@ -1,0 +1,249 @@
+"""`vidinv personalize`: expression warps, the build on a tiny model, resume, user errors; and
+the "model does not know this face" check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import make_video, real_clip_path
+from tests.model_fixtures import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def crop_and_points():
+    """One aligned 128 px crop of the real clip and its MediaPipe mesh in crop pixels."""
+    from vidinv.face.landmarks import MediaPipeLandmarks
+    from vidinv.face.stages import AlignFace, DetectLandmarks, TrackFace
+    from vidinv.pipeline.runner import chain
+    from vidinv.video.reader import VideoReader
+
+    for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(128)],
+                       VideoReader(real_clip_path())):
+        if frame.index == 10:
+            crop = frame.aligned
+            break
+    with MediaPipeLandmarks() as detector:
+        points = detector.detect(crop)[0].points[:468]
+    return crop, points
+
+
+def _mesh(image: np.ndarray) -> np.ndarray:
+    from vidinv.face.landmarks import MediaPipeLandmarks
+
+    with MediaPipeLandmarks() as detector:
+        return detector.detect(image)[0].points[:468]
+
+
+def test_smile_warp_widens_and_lifts_the_mouth_and_keeps_the_eyes(crop_and_points):
+    from vidinv.personalize.warps import warp_face
+
+    crop, points = crop_and_points
+    after = _mesh(warp_face(crop, points, "smile", 1.0))
+    before = _mesh(crop)
+    width = lambda p: np.linalg.norm(p[291] - p[61])  # noqa: E731
+    interocular = np.linalg.norm(before[263] - before[33])
+    assert width(after) - width(before) > 0.08 * interocular
+    corner_height = lambda p: p[[61, 291], 1].mean() - p[[0, 17], 1].mean()  # noqa: E731
+    assert corner_height(after) < corner_height(before) - 0.02 * interocular  # lifted
+    assert np.abs(after[[33, 133, 362, 263]] - before[[33, 133, 362, 263]]).max() < 2.0
+
+
+def test_eye_and_mouth_warps_move_what_they_name(crop_and_points):
+    from vidinv.personalize.warps import warp_face
+
+    crop, points = crop_and_points
+    before = _mesh(crop)
+    closed = _mesh(warp_face(crop, points, "eyes_closed", 1.0))
+    opening = lambda p: (p[145, 1] - p[159, 1]) + (p[374, 1] - p[386, 1])  # noqa: E731
+    assert opening(closed) < 0.9 * opening(before)  # weak at 128 px: the lids are ~4 px apart
+    opened = _mesh(warp_face(crop, points, "mouth_open", 1.0))
+    assert (opened[14, 1] - opened[13, 1]) > (before[14, 1] - before[13, 1]) + 4
+    assert np.array_equal(warp_face(crop, points, "smile", 0.0), crop)
+
+
+def test_expression_bank_covers_every_warp_and_amount(crop_and_points):
+    from vidinv.personalize.tune import expression_bank
+    from vidinv.personalize.warps import WARPS
+
+    crop, points = crop_and_points
+    bank = expression_bank(crop[None], points[None], 32)
+    assert bank["bank_images"].shape[1:] == (32, 32, 3)
+    assert sorted(set(bank["bank_kind"].tolist())) == list(range(len(WARPS)))
+    yaw = bank["bank_amount"][bank["bank_kind"] == WARPS.index("yaw")]
+    assert yaw.min() == pytest.approx(-1.0) and yaw.max() == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    """The real clip's first 30 frames."""
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(real_clip_path())
+    path = tmp_path_factory.mktemp("clip") / "face.mp4"
+    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
+        for frame in reader:
+            if frame.index >= 30:
+                break
+            writer.write(frame)
+    return path
+
+
+@pytest.fixture
+def tiny_shapes(monkeypatch):
+    """Networks small enough to train in seconds (the build's logic is unchanged)."""
+    from vidinv.personalize import build
+
+    monkeypatch.setattr(build, "GENERATOR_SHAPES", {64: (16, 2.0)})
+    monkeypatch.setattr(build, "ENCODER_WIDTHS", (8, 8, 16, 16))
+    monkeypatch.setattr(build, "ENCODER_BLOCKS", (1, 1, 1, 1))
+    monkeypatch.setattr(build, "DIRECTION_FRAMES", 4)
+    monkeypatch.setattr(build, "SEFA_COMPONENTS", 2)
+
+
+def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(short_clip, tmp_path,
+                                                                      tiny_shapes):
+    from vidinv.config import PipelineConfig
+    from vidinv.personalize import tune
+    from vidinv.personalize.build import Personalizer, PersonalizeSettings
+    from vidinv.pipeline.app import available_attributes, process_video, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+
+    out = tmp_path / "me"
+    settings = PersonalizeSettings(minutes=0.06, init="none", heldout=(26, 29))
+    seen: list[str] = []
+    original_train = tune.ExpressionTuner.train
+
+    def interrupted(self, steps):
+        raise KeyboardInterrupt
+
+    tune.ExpressionTuner.train = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Personalizer(short_clip, out, settings).run()
+    finally:
+        tune.ExpressionTuner.train = original_train
+    data_file = out / ".personalize" / "data.npz"
+    stamp = data_file.stat().st_mtime_ns
+    assert (out / ".personalize" / "gan" / "done.json").is_file()  # finished steps are kept
+    assert not (out / "generator.safetensors").exists()             # nothing looks finished
+
+    Personalizer(short_clip, out, settings,
+                 progress=lambda stage, done, total: seen.append(stage)).run()
+    assert data_file.stat().st_mtime_ns == stamp                    # resumed, not redone
+    assert "tune" in seen and "generator" not in seen
+    bundle = load_model_bundle(out)
+    assert set(available_attributes(bundle)) >= {"smile", "mouth_open", "eyes_open", "yaw",
+                                                 "sefa0", "sefa1"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "held-out crops" in card and "| tune |" in card
+    edited = tmp_path / "edited.mp4"
+    process_video(short_clip, edited, bundle,
+                  PipelineConfig().with_overrides(["adapt.check_frames=0"]),
+                  resolve_editor(bundle, "smile", 2.0), progress=False)
+    assert edited.stat().st_size > 0
+
+
+def _vidinv(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vidinv.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("vidinv: error")]
+
+
+def test_personalize_user_errors_are_one_line_before_any_training(tmp_path, short_clip):
+    no_face = make_video(tmp_path / "noface.mp4", n_frames=30, size=(96, 64)).path
+    cases = [
+        (["personalize", str(no_face), "-o", "a"], "no face"),
+        (["personalize", str(tmp_path / "missing.mp4"), "-o", "b"], "no such file"),
+        (["personalize", str(short_clip), "-o", "c", "--split", "1,1,1"], "--split"),
+        (["personalize", str(short_clip), "-o", "d", "--heldout", "9"], "--heldout"),
+        (["personalize", str(short_clip), "-o", "e", "--minutes", "-1"], "--minutes"),
+    ]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    cases.append((["personalize", str(short_clip), "-o", "full"], "already holds files"))
+    for args, expected in cases:
+        result = _vidinv(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = _error_lines(result)
+        assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
+    assert not any((tmp_path / name).exists() for name in "abcde")
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_too_short_a_clip_is_refused(tmp_path, short_clip):
+    from vidinv.personalize.data import PersonalizeInputError, collect_faces
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(short_clip)
+    path = tmp_path / "short.mp4"
+    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
+        for frame in reader:
+            if frame.index >= 10:
+                break
+            writer.write(frame)
+    with pytest.raises(PersonalizeInputError, match="at least"):
+        collect_faces(path, 128)
+
+
+def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path, short_clip):
+    from vidinv.config import PipelineConfig
+    from vidinv.pipeline.adapt import check_familiarity, probe_clip
+    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, load_model_bundle
+
+    tiny = make_tiny_model(tmp_path / "tiny")  # an untrained model knows no face
+    probe = probe_clip(short_clip, load_model_bundle(tiny), PipelineConfig(), first=2)
+    assert probe is not None and len(probe.crops) == 2
+    assert not check_familiarity(probe, load_model_bundle(tiny)).known
+    default = load_model_bundle(DEFAULT_MODEL_FOLDER)  # trained on this very face
+    known = check_familiarity(probe_clip(short_clip, default, PipelineConfig(), first=2),
+                              default)
+    assert known.known, known.describe()
+
+    out = tmp_path / "out.mp4"
+    result = _vidinv("edit", str(short_clip), "--attr", "smile", "--model", str(tiny),
+                     "-o", str(out), "--strict", "--quiet", cwd=tmp_path)
+    assert result.returncode == 2 and not out.exists()
+    assert "does not know the face" in _error_lines(result)[0]
+    assert "vidinv personalize" in _error_lines(result)[0]
+    result = _vidinv("edit", str(short_clip), "--attr", "smile", "--model", str(tiny),
+                     "-o", str(out), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0 and out.exists()
+    notes = [line for line in result.stderr.splitlines() if "does not know the face" in line]
+    assert len(notes) == 1 and notes[0].startswith("vidinv: note:")
+
+
+def test_tune_makes_the_reconstruction_closer_and_needs_torch(tmp_path, short_clip):
+    from vidinv.config import PipelineConfig
+    from vidinv.errors import VidinvError
+    from vidinv.pipeline.adapt import adapt_to_clip, probe_clip
+    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.stages import tensor_to_images
+
+    bundle = load_model_bundle(make_tiny_model(tmp_path / "tiny"))
+    config = PipelineConfig().with_overrides(["adapt.check_frames=0", "adapt.tune_steps=30",
+                                              "adapt.tune_frames=4"])
+    tuned, _ = adapt_to_clip(short_clip, bundle, config)
+    assert tuned.generator is not bundle.generator
+    probe = probe_clip(short_clip, bundle, config, indices=[0, 10, 19, 29])
+
+    def error(generator) -> float:
+        import cv2
+
+        images = tensor_to_images(generator.synthesis(probe.w, features=probe.features, k=5))
+        small = [cv2.resize(c, (32, 32), interpolation=cv2.INTER_AREA) for c in probe.crops]
+        return float(np.mean([(a.astype(float) - b) ** 2 for a, b in zip(images, small,
+                                                                          strict=True)]))
+
+    assert error(tuned.generator) < 0.85 * error(bundle.generator)
+    with pytest.raises(VidinvError, match="--backend torch"):
+        adapt_to_clip(short_clip, bundle, config.with_overrides(["engine.backend=onnx"]))
