@@ -110,8 +110,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int) -> tuple
         batch = [Frame(index=f.index, image=f.image, pts=f.pts, time_base=f.time_base,
                        landmarks=f.landmarks, face_found=f.face_found,
                        crop_from_frame=f.crop_from_frame, aligned=f.aligned, w=f.w,
-                       features=f.features, w_edit=f.w_edit, features_edit=f.features_edit,
-                       rendered=f.rendered, extras=dict(f.extras)) for f in frames]
+                       features=f.features, rendered=f.rendered,
+                       reconstruction=f.reconstruction, extras=dict(f.extras)) for f in frames]
         start = time.perf_counter()
         frames = list(stage(iter(batch)))
         times[type(stage).__name__] = (time.perf_counter() - start) / n

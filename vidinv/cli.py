@@ -105,17 +105,23 @@ def _engines_export(args: argparse.Namespace) -> int:
 
 
 def _engines_build(args: argparse.Namespace) -> int:
-    from vidinv.engines.generator_export import build_generator_engines, load_generator_spec
+    """Make the engines `edit` will use, with the same settings, into the same cache."""
+    import time
 
-    spec = load_generator_spec(args.spec)
-    onnx_paths = {}
-    for name in args.onnx:
-        path = Path(name)
-        if not path.is_file():
-            raise VidinvError(f"{path}: no such ONNX file; make it with `vidinv engines export`")
-        onnx_paths[path.stem] = path
-    for stem, engine in build_generator_engines(onnx_paths, spec).items():
-        print(f"{stem}: {engine}")
+    from vidinv.pipeline.models import engine_cache_folder, make_model_engines
+    from vidinv.pipeline.wiring import needs_reconstruction
+
+    if not args.backend:
+        args.backend = "tensorrt"
+    config = _pipeline_config(args)
+    bundle = _load_bundle(args)
+    started = time.perf_counter()
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    print(f"{engines.encoder_engine.name}, {engines.edit_render_engine.name} on "
+          f"{engines.device}, batch {config.engine.batch_size}: ready in "
+          f"{time.perf_counter() - started:.1f} s")
+    print(f"cache: {engine_cache_folder(bundle)}")
     return 0
 
 
@@ -131,6 +137,8 @@ def _pipeline_config(args: argparse.Namespace):
         overrides.append(f"engine.backend={args.backend}")
     if args.device:
         overrides.append(f"engine.device={args.device}")
+    if args.precision:
+        overrides.append(f"engine.precision={args.precision}")
     if args.batch:
         overrides.append(f"engine.batch_size={args.batch}")
     if args.smooth:
@@ -217,7 +225,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder or name (default: the embedded model)")
     parser.add_argument("--preset", help="pipeline preset: offline_hq, realtime or a .toml")
     parser.add_argument("--backend", choices=("torch", "onnx", "tensorrt"))
-    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="default: the backend's choice (cuda for tensorrt)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"),
+                        help="default: fp32 (tensorrt: the engine spec's, fp16); fp16 needs cuda")
     parser.add_argument("--batch", type=int, help="faces per network call")
     parser.add_argument("--smooth", choices=("none", "causal", "centred"),
                         help="temporal smoothing of the crop and the codes")
@@ -304,13 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = engines_cmds.add_parser("export", help="export the generator's synthesis to ONNX")
     export.add_argument("model", help="generator checkpoint")
     export.add_argument("-o", "--out-dir", default="engines/build", help="output folder")
-    export.add_argument("--k", type=int, default=5, help="feature-tensor layer (default 5)")
+    export.add_argument("--k", type=int, help="feature-tensor layer (default: the FSE's, 5)")
     export.set_defaults(handler=_engines_export)
 
     build = engines_cmds.add_parser(
-        "build", help="build TensorRT fp16 engines (needs an NVIDIA GPU and vidinv[tensorrt])")
-    build.add_argument("onnx", nargs="+", help="ONNX files from `vidinv engines export`")
-    build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
+        "build", help="make the engines `edit` uses (same options, same cache), ahead of time; "
+        "default backend tensorrt (needs an NVIDIA GPU and vidinv[tensorrt])")
+    _add_pipeline_options(build)
     build.set_defaults(handler=_engines_build)
 
     from vidinv.bench.cli import add_bench_parser

@@ -17,7 +17,9 @@ from typing import Any
 
 from vidinv.errors import VidinvError
 
-PRESETS_FOLDER = Path(__file__).resolve().parent.parent / "pipelines"
+#: The presets shipped in the package; ``pipelines/`` at the repository's top level holds the
+#: user-editable copies (pass one by path: ``--preset pipelines/realtime.toml``).
+PRESETS_FOLDER = Path(__file__).resolve().parent / "assets" / "pipelines"
 
 
 class ConfigError(VidinvError):
@@ -45,8 +47,10 @@ class LatentSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     backend: str = "torch"              # torch | onnx | tensorrt
-    device: str = "cpu"                 # cpu | cuda
-    batch_size: int = 4                 # aligned faces per encoder / generator call
+    device: str | None = None           # cpu | cuda; unset: the backend chooses (TensorRT: cuda)
+    precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
+    batch_size: int = 4                 # aligned faces per encoder / edit+render call
+    spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def load_preset(name_or_path: str) -> PipelineConfig:
-    """A preset by name (``pipelines/NAME.toml``) or by path, over the defaults."""
+    """A preset by name (one shipped in the package) or by ``.toml`` path, over the defaults."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESETS_FOLDER / f"{name_or_path}.toml"

@@ -20,9 +20,9 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
-from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
+from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.wiring import Networks, build_pipeline
+from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ def resolve_editor(bundle: ModelBundle, attribute: str, strength: float,
 
 
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
-    engine = config.engine
-    return Networks(encode=make_encode_fn(bundle, engine.backend, engine.device),
-                    render=make_render_fn(bundle, engine.backend, engine.device),
-                    edit=editor, crop_size=bundle.crop_size)
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
+                    crop_size=bundle.crop_size)
 
 
 def _check_output(input_path: Path, output_path: Path) -> None:
@@ -140,9 +140,9 @@ class LatentArchive:
     def __call__(self, frame: Frame) -> None:
         if frame.w is None:
             return
-        self._put(f"w_{frame.index:06d}", frame.w.numpy())
+        self._put(f"w_{frame.index:06d}", frame.w.cpu().numpy())
         if self.with_features and frame.features is not None:
-            self._put(f"features_{frame.index:06d}", frame.features.numpy())
+            self._put(f"features_{frame.index:06d}", frame.features.cpu().numpy())
         self.frames.append(frame.index)
 
     def close(self) -> None:
@@ -294,7 +294,7 @@ class _SwitchableEditor:
     def select(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, w, features):
-        editor = self.editors[self.name]
-        editor.strength = self.strength
-        return editor(w, features)
+    @property
+    def offset(self):
+        """The selected attribute's edit of strength 1, [L,512]."""
+        return self.editors[self.name].offset

@@ -1,26 +1,27 @@
-"""The model stages: encode the aligned face, edit the codes, render the face.
+"""The model stages: encode the aligned face; edit and render it (one graph, one call).
 
 Each stage maps an iterator of :class:`~vidinv.frame.Frame` to an iterator of frames, in order,
 and declares ``latency`` (frames held back). Frames without a face (``aligned`` is None) pass
 through untouched. The networks come in as plain callables built by
-:mod:`vidinv.pipeline.models`, so no stage branches on the backend.
+:mod:`vidinv.engines.model_graphs`, so no stage branches on the backend; their tensors stay
+on the engine's device between the stages (only the rendered images come to the host).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from vidinv.frame import Frame
 
-#: x [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w])
+#: x [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w]), on the engine's device
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: (w [B,L,512], F [B,C,h,w]) -> (w̃, F̃), same shapes
-EditFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: (w [B,L,512], F [B,C,h,w]) -> image [B,3,R,R] float32 in about [-1,1]
-RenderFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: (w [B,L,512], F [B,C,h,w], offset [B,L,512]) -> (E [B,3,R,R], R [B,3,R,R] or None)
+EditRenderFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                        tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -77,36 +78,34 @@ class EncodeFaces:
             yield from group
 
 
-class EditLatents:
-    """Sets ``frame.w_edit`` and ``frame.features_edit`` with the editor (Eq. 1 inside)."""
+class EditSource(Protocol):
+    """What :class:`RenderFaces` needs from an editor: the edit of strength 1 and the strength.
 
-    latency = 0
+    ``offset`` [L,512] float32 is the W+ move of α = 1 (zero on untouched layers); several
+    attributes are one offset, their α_i · d_i summed (then ``strength`` scales the sum).
+    Both are read once per batch, so a live slider takes effect from the next batch.
+    """
 
-    def __init__(self, edit: EditFn | None) -> None:
-        self.edit = edit
+    strength: float
 
-    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        for frame in frames:
-            if frame.w is not None:
-                if self.edit is None:
-                    frame.w_edit, frame.features_edit = frame.w, frame.features
-                else:
-                    with torch.inference_mode():
-                        w_edit, features_edit = self.edit(frame.w[None], frame.features[None])
-                    frame.w_edit, frame.features_edit = w_edit[0], features_edit[0]
-            yield frame
+    @property
+    def offset(self) -> torch.Tensor: ...
 
 
 class RenderFaces:
-    """Sets ``frame.rendered`` [R,R,3] uint8 from the edited codes (the codes if unedited).
+    """Edits and renders in one call: sets ``frame.rendered`` [R,R,3] uint8, the edit
+    E = G(w̃, F̃) (the reconstruction when there is no edit).
 
-    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited G(w, F),
-    rendered in the same generator call as the edit (the batch is [edited..., unedited...]).
+    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited
+    R = G(w, F), which the same graph renders in the same batch as the edit. The edit (w̃ =
+    w + α·offset, F̃ by paper 003's Eq. 1) runs inside the ``edit_render`` graph, batched, on
+    the engine's backend and device; ``frame.w`` and ``frame.features`` stay as encoded.
     """
 
-    def __init__(self, render: RenderFn, batch_size: int = 1,
-                 with_reconstruction: bool = False) -> None:
-        self.render = render
+    def __init__(self, edit_render: EditRenderFn, edit: EditSource | None = None,
+                 batch_size: int = 1, with_reconstruction: bool = False) -> None:
+        self.edit_render = edit_render
+        self.edit = edit
         self.batch_size = max(1, int(batch_size))
         self.with_reconstruction = with_reconstruction
 
@@ -114,21 +113,29 @@ class RenderFaces:
     def latency(self) -> int:
         return self.batch_size - 1
 
+    def _offsets(self, w: torch.Tensor) -> torch.Tensor:
+        """[B,L,512]: α·offset for every sample (zeros without an edit), on w's device."""
+        if self.edit is None or self.edit.strength == 0.0:
+            return torch.zeros_like(w)
+        offset = self.edit.offset.to(device=w.device, dtype=w.dtype) * float(self.edit.strength)
+        return offset.expand_as(w)
+
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
                                         lambda frame: frame.w is not None):
             if wanted:
-                w = [f.w if f.w_edit is None else f.w_edit for f in wanted]
-                features = [f.features if f.features_edit is None else f.features_edit
-                            for f in wanted]
-                if self.with_reconstruction:
-                    w += [f.w for f in wanted]
-                    features += [f.features for f in wanted]
                 with torch.inference_mode():
-                    images = tensor_to_images(self.render(torch.stack(w), torch.stack(features)))
-                for frame, image in zip(wanted, images, strict=False):
+                    w = torch.stack([f.w for f in wanted])
+                    features = torch.stack([f.features for f in wanted])
+                    edited, reconstruction = self.edit_render(w, features, self._offsets(w))
+                    images = tensor_to_images(edited)
+                    if self.with_reconstruction:
+                        if reconstruction is None:
+                            raise ValueError("the edit_render callable returned no "
+                                             "reconstruction; make it with_reconstruction")
+                        for frame, image in zip(wanted, tensor_to_images(reconstruction),
+                                                strict=True):
+                            frame.reconstruction = image
+                for frame, image in zip(wanted, images, strict=True):
                     frame.rendered = image
-                if self.with_reconstruction:
-                    for frame, image in zip(wanted, images[len(wanted):], strict=True):
-                        frame.reconstruction = image
             yield from group
