@@ -82,6 +82,17 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_assemble(args: argparse.Namespace) -> int:
+    from vidinv.models.assemble import assemble_model
+
+    model = assemble_model(args.generator, args.encoder, args.output,
+                           direction_paths=args.directions or [], force=args.force)
+    print(f"wrote {model.folder}: {model.resolution} px generator ({model.n_latent} W+ "
+          f"entries), {model.encoder_input} px encoder, directions: "
+          f"{', '.join(model.directions) or 'none'}; fingerprint {model.model_fingerprint}")
+    return 0
+
+
 def _models_pull(args: argparse.Namespace) -> int:
     from vidinv.models import registry
 
@@ -303,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = models_cmds.add_parser("list", help="installed models and models to pull")
     listing.set_defaults(handler=_models_list)
+
+    assemble = models_cmds.add_parser(
+        "assemble", help="check that a generator, an encoder and directions fit, and write "
+        "them as one model folder (native files, fingerprint, model card)")
+    assemble.add_argument("--generator", required=True,
+                          help="NVIDIA .pkl, rosinality .pt or native generator")
+    assemble.add_argument("--encoder", required=True,
+                          help="official Feature-Style Encoder 143_enc.pth or native encoder")
+    assemble.add_argument("--directions", nargs="+", metavar="[NAME=]FILE",
+                          help="direction files (e4e/InterFaceGAN .pt, .npy, GANSpace, native)")
+    assemble.add_argument("-o", "--output", required=True, help="the model folder to write")
+    assemble.add_argument("--force", action="store_true", help="replace an existing folder")
+    assemble.set_defaults(handler=_models_assemble)
 
     pull = models_cmds.add_parser("pull", help="download a public checkpoint into the cache")
     pull.add_argument("name")

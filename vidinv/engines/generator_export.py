@@ -27,7 +27,7 @@ from torch import nn
 from vidinv.engines.base import TensorSpec
 from vidinv.engines.onnx_export import export_onnx
 from vidinv.errors import InputFileError
-from vidinv.models.encoder import FEATURE_LAYER
+from vidinv.models.encoder import FEATURE_INDEX
 
 #: The engine spec shipped in the package; ``engines/generator.toml`` at the repository's top
 #: level is the user-editable copy (pass it with ``--spec``).
@@ -226,7 +226,7 @@ def export_generator(generator: nn.Module, out_dir: str | os.PathLike[str],
             TensorRT applies fp16 itself; export from the fp32 weights.
         out_dir: created if missing; files in it are replaced atomically.
         k: feature index of the features graph; default: the FSE's layer
-            (:data:`vidinv.models.encoder.FEATURE_LAYER`, 5).
+            (:data:`vidinv.models.encoder.FEATURE_INDEX`, 5).
         spec: default: :func:`load_generator_spec` of ``engines/generator.toml``.
         graphs: the graph kinds to export (``"synthesis"``, ``"synthesis_features"``);
             default: both.
@@ -234,7 +234,7 @@ def export_generator(generator: nn.Module, out_dir: str | os.PathLike[str],
     With the default spec this writes ``synthesis.onnx`` and ``synthesis_features_k5.onnx``.
     """
     spec = spec if spec is not None else load_generator_spec()
-    k = FEATURE_LAYER if k is None else int(k)
+    k = FEATURE_INDEX if k is None else int(k)
     kinds = list(_GENERATOR_GRAPHS) if graphs is None else list(graphs)
     unknown = [kind for kind in kinds if kind not in _GENERATOR_GRAPHS]
     if unknown:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from vidinv.engines.base import Engine, TensorSpec
-from vidinv.models.encoder import FEATURE_LAYER
+from vidinv.models.encoder import FEATURE_INDEX
 
 #: images [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w]) on the engine's device
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -62,7 +62,7 @@ class EditRenderGraph(nn.Module):
     Shares its parameters with ``generator.synthesis``. See the module docstring for the maths.
     """
 
-    def __init__(self, generator: nn.Module, k: int = FEATURE_LAYER,
+    def __init__(self, generator: nn.Module, k: int = FEATURE_INDEX,
                  with_reconstruction: bool = False) -> None:
         super().__init__()
         self.synthesis = generator.synthesis
@@ -93,7 +93,7 @@ def encoder_specs(encoder: Any, batch_dim: str = "batch"
     return inputs, outputs
 
 
-def edit_render_specs(generator: Any, k: int = FEATURE_LAYER, with_reconstruction: bool = False,
+def edit_render_specs(generator: Any, k: int = FEATURE_INDEX, with_reconstruction: bool = False,
                       batch_dim: str = "batch"
                       ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """(inputs, outputs) of :class:`EditRenderGraph`."""
@@ -141,7 +141,7 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                        device: str | None = None, precision: str | None = None,
                        batch_size: int = 1, with_reconstruction: bool = False,
                        cache_dir: str | os.PathLike[str] | None = None,
-                       k: int = FEATURE_LAYER, spec_path: str | os.PathLike[str] | None = None,
+                       k: int = FEATURE_INDEX, spec_path: str | os.PathLike[str] | None = None,
                        build_missing: bool = True) -> ModelEngines:
     """The encoder and the edit+render graph on ``backend`` (see the module docstring).
 
@@ -195,7 +195,7 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                         with_reconstruction=with_reconstruction)
 
 
-def graph_files(cache_dir: str | os.PathLike[str], k: int = FEATURE_LAYER,
+def graph_files(cache_dir: str | os.PathLike[str], k: int = FEATURE_INDEX,
                 spec_path: str | os.PathLike[str] | None = None) -> list[Path]:
     """The ONNX files :func:`make_model_engines` keeps in ``cache_dir`` (existing or not)."""
     from vidinv.engines.generator_export import load_generator_spec

@@ -35,11 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: k, the generator layer whose output F replaces (paper 003 §3.2): ``outs[5]``, the 16×16
-#: output of ``convs[3]``. The one place this number is written.
-FEATURE_LAYER = 5
-
-#: Index of the generator feature tensor the encoder predicts (the official ``idx_k``).
+#: k, the index of the generator feature tensor the encoder predicts (the official ``idx_k``;
+#: paper 003 §3.2): ``outs[5]``, the 16×16 output of ``convs[3]``. The one place it is written.
 FEATURE_INDEX = 5
 #: Side of the adaptive average pool of the latent branch.
 POOL_SIZE = 3

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidinv.errors import CheckpointError, InputFileError
-from vidinv.models.encoder import FEATURE_LAYER, FeatureStyleEncoder, check_encoder_matches
+from vidinv.models.encoder import FEATURE_INDEX, FeatureStyleEncoder, check_encoder_matches
 from vidinv.models.stylegan2 import StyleGAN2Generator
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class ModelBundle:
     generator: StyleGAN2Generator
     encoder: FeatureStyleEncoder
     folder: Path
-    k: int = FEATURE_LAYER
+    k: int = FEATURE_INDEX
 
     @property
     def crop_size(self) -> int:
@@ -86,7 +86,7 @@ def load_model_bundle(folder: str | Path) -> ModelBundle:
     generator = load_generator(folder / GENERATOR_FILE)
     encoder = load_encoder(folder / ENCODER_FILE)
     try:
-        check_encoder_matches(encoder, generator, FEATURE_LAYER)
+        check_encoder_matches(encoder, generator, FEATURE_INDEX)
     except ValueError as error:
         raise CheckpointError(f"{folder}: the encoder does not fit the generator ({error})"
                               ) from None
