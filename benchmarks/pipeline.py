@@ -5,8 +5,7 @@
 On a 1280×720 clip (the real talking head upscaled ×5 onto a 720p canvas, looped): the fps of
 the threaded pipeline; each stage alone (the slowest bounds the pipeline); a sequential
 per-frame loop of the same stages (batch 1, one thread); peak RSS of a run on 6 s vs 60 s; and
-`live` from a 640×480 file-backed camera. Without --model it uses the embedded default model,
-or, if the install has none, a tiny random model (and says so).
+`live` from a 640×480 file-backed camera. Without --model it uses the embedded default model.
 """
 
 from __future__ import annotations
@@ -56,16 +55,14 @@ def write_clip(path: Path, frames: list[np.ndarray], n_frames: int, fps: int = 3
     return path
 
 
-def model_folder(requested: str | None, scratch: Path) -> tuple[Path, str]:
+def model_folder(requested: str | None) -> tuple[Path, str]:
     from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if requested:
         return Path(requested), requested
     if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
         return DEFAULT_MODEL_FOLDER, "embedded default model"
-    from tests.model_fixtures import make_tiny_model
-
-    return make_tiny_model(scratch / "tiny"), "TINY RANDOM MODEL (no embedded default installed)"
+    raise SystemExit("this install has no embedded default model; pass --model FOLDER")
 
 
 def run_edit(clip: Path, out: Path, model: Path, attribute: str | None) -> dict:
@@ -193,7 +190,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        model, label = model_folder(args.model, scratch)
+        model, label = model_folder(args.model)
         bundle = load_model_bundle(model)
         attribute = args.attr or next(iter(sorted(available_attributes(bundle))), None)
         print(f"model     {label}: generator {bundle.generator.resolution} px, encoder "

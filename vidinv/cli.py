@@ -176,6 +176,23 @@ def _print_attributes(bundle) -> None:
     print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
 
 
+def _edit_choice(args: argparse.Namespace, config, bundle
+                 ) -> tuple[str | None, float, tuple[int, int] | None]:
+    """(attribute, strength, layers): --attr/--strength, else the config's [edit] section."""
+    edit = config.edit
+    attribute = args.attr or edit.attribute or None
+    strength = args.strength if args.strength is not None else edit.strength
+    layers = None
+    if edit.first_layer >= 0 or edit.last_layer >= 0:
+        last_layer = bundle.generator.n_latent - 1
+        layers = (max(edit.first_layer, 0), edit.last_layer if edit.last_layer >= 0
+                  else last_layer)
+        if not 0 <= layers[0] <= layers[1] <= last_layer:
+            raise VidinvError(f"edit.first_layer/last_layer {layers} must lie in 0.."
+                              f"{last_layer} (this model's W+ layers), first ≤ last")
+    return attribute, strength, layers
+
+
 def _edit(args: argparse.Namespace) -> int:
     from vidinv.pipeline.app import process_video, resolve_editor
 
@@ -186,12 +203,14 @@ def _edit(args: argparse.Namespace) -> int:
         return 0
     if not args.input:
         raise VidinvError("give the input video: vidinv edit IN --attr NAME")
-    if not args.attr:
-        raise VidinvError("say which edit: --attr NAME (see --list-attrs)")
-    editor = resolve_editor(bundle, args.attr, args.strength)
+    attribute, strength, layers = _edit_choice(args, config, bundle)
+    if not attribute:
+        raise VidinvError("say which edit: --attr NAME or --set edit.attribute=NAME (see "
+                          "--list-attrs)")
+    editor = resolve_editor(bundle, attribute, strength, layers)
     source = Path(args.input)
     output = Path(args.output) if args.output else source.with_name(
-        f"{source.stem}_{Path(args.attr).stem}.mp4")
+        f"{source.stem}_{Path(attribute).stem}.mp4")
     stats = process_video(source, output, bundle, config, editor, progress=not args.quiet)
     print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
           f"({stats.fps:.1f} fps)")
@@ -220,8 +239,9 @@ def _live(args: argparse.Namespace) -> int:
         args.preset = "realtime"
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
-    names = [args.attr] if args.attr else sorted(available_attributes(bundle))
-    editors = {name: resolve_editor(bundle, name, args.strength) for name in names}
+    attribute, strength, layers = _edit_choice(args, config, bundle)
+    names = [attribute] if attribute else sorted(available_attributes(bundle))
+    editors = {name: resolve_editor(bundle, name, strength, layers) for name in names}
     source = (FileCameraSource(args.source, loop=args.loop) if args.source
               else WebcamSource(args.camera))
     report = live(source, bundle, config, editors, output_path=args.output,
@@ -263,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
     edit.add_argument("input", nargs="?", help="input video")
     edit.add_argument("--attr", help="attribute (a direction of the model) or a direction file")
-    edit.add_argument("--strength", type=float, default=1.0, help="edit strength α (default 1)")
+    edit.add_argument("--strength", type=float,
+                      help="edit strength α (default: edit.strength of the preset, 1)")
     edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4)")
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
     edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
@@ -282,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--source", help="a video file played as a camera instead")
     live_cmd.add_argument("--loop", action="store_true", help="loop --source")
     live_cmd.add_argument("--attr", help="attribute (default: cycle through the model's)")
-    live_cmd.add_argument("--strength", type=float, default=1.0)
+    live_cmd.add_argument("--strength", type=float,
+                          help="edit strength α (default: edit.strength of the preset, 1)")
     live_cmd.add_argument("--output", help="write original | edited here (no window needed)")
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     _add_pipeline_options(live_cmd)

@@ -55,6 +55,8 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class EditSettings:
+    """What `edit` and `live` apply when --attr / --strength are not given."""
+
     attribute: str = ""                 # a direction name of the model, or a direction file
     strength: float = 1.0               # α in w + α·d
     first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on

@@ -20,15 +20,12 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
+from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
-
-
-class UnknownAttributeError(VidinvError):
-    """The asked-for edit is neither a direction of the model nor a direction file."""
 
 
 def available_attributes(bundle: ModelBundle) -> dict[str, Path]:
