@@ -15,13 +15,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from vidinv.engines.model_graphs import EditRenderFn, EncodeFn
 from vidinv.frame import Frame
-
-#: x [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w]), on the engine's device
-EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: (w [B,L,512], F [B,C,h,w], offset [B,L,512]) -> (E [B,3,R,R], R [B,3,R,R] or None)
-EditRenderFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
-                        tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
