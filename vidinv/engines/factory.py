@@ -194,6 +194,11 @@ def engine_for_module(module: nn.Module,
 
     if cache_dir is None:
         raise ValueError(f"backend {backend!r} needs a cache_dir for its ONNX files")
+    if backend == "tensorrt":  # say what is missing before minutes of export
+        from vidinv.engines.trt_engine import cuda_device, import_tensorrt
+
+        import_tensorrt()
+        cuda_device(device)
     onnx_path = Path(cache_dir) / onnx_name
     if not onnx_path.is_file():
         from vidinv.engines.onnx_export import export_onnx
