@@ -142,7 +142,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                        batch_size: int = 1, with_reconstruction: bool = False,
                        cache_dir: str | os.PathLike[str] | None = None,
                        k: int = FEATURE_INDEX, spec_path: str | os.PathLike[str] | None = None,
-                       build_missing: bool = True) -> ModelEngines:
+                       build_missing: bool = True, threads: int | None = None
+                       ) -> ModelEngines:
     """The encoder and the edit+render graph on ``backend`` (see the module docstring).
 
     Args:
@@ -157,6 +158,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
             folder per model, e.g. keyed by the weights' fingerprint.
         spec_path: the engine spec TOML; default: the one shipped in the package.
         build_missing: build a missing TensorRT engine (minutes) instead of failing.
+        threads: CPU threads per network call (torch, ONNX Runtime); None or 0: the
+            library's default.
 
     Raises BackendUnavailableError (naming the extra to install), EngineMismatchError for a
     cached engine built for something else, ValueError for a bad batch size.
@@ -172,7 +175,7 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                                               spec.example_batch)
     common: dict[str, Any] = dict(backend=backend, device=device, precision=precision,
                                   batch_size=batch_size, cache_dir=cache_dir, spec=spec,
-                                  build_missing=build_missing)
+                                  build_missing=build_missing, threads=threads)
     encoder_engine = engine_for_module(
         EncoderGraph(encoder), encoder_specs(encoder, spec.batch_dim), encoder_example,
         spec.graphs["encoder"].file_name(k), **common)

@@ -115,4 +115,5 @@ def make_model_engines(bundle: ModelBundle, engine: EngineSettings,
                 device=engine.device or None, precision=engine.precision or None,
                 batch_size=engine.batch_size, with_reconstruction=with_reconstruction,
                 cache_dir=engine_cache_folder(bundle), k=bundle.k,
-                spec_path=engine.spec or None, build_missing=build_missing)
+                spec_path=engine.spec or None, build_missing=build_missing,
+                threads=engine.threads)
