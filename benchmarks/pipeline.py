@@ -209,8 +209,11 @@ def main() -> int:
               f"{bundle.encoder.input_size} px; edit: {attribute or 'none (invert)'}")
         frames = [upscale_720p(image) for image in real_frames()]
         short = write_clip(scratch / "clip6s.mp4", frames, 6 * 30)
-        long = write_clip(scratch / f"clip{args.seconds}s.mp4", frames, args.seconds * 30)
-        print(f"clips     1280×720 at 30 fps: 6 s and {args.seconds} s (real clip ×5, looped)")
+        long = None if args.skip_memory else write_clip(scratch / f"clip{args.seconds}s.mp4",
+                                                        frames, args.seconds * 30)
+        print("clips     1280×720 at 30 fps: 6 s" + ("" if long is None else
+                                                      f" and {args.seconds} s")
+              + " (real clip ×5, looped)")
 
         per_stage, sequential = stage_rates(short, model, attribute, args.stage_frames)
         print("\nstage alone (ms/frame, batch 4 for the networks)")

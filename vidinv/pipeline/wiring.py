@@ -87,8 +87,11 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
 
     face_segment: list[Stage] = [
         KeepOriginal(),
+        # MediaPipe tracks the face between detections in files too: the mesh follows the
+        # previous landmarks and the detector runs only when the face is lost (~3 vs ~9 ms per
+        # 720p frame here).
         DetectLandmarks(face.landmarks, **({"mode": "tracking"}
-                                           if live and face.landmarks == "mediapipe" else {})),
+                                           if face.landmarks == "mediapipe" else {})),
         TrackFace(max_gap=max_gap),
     ]
     if not live:
