@@ -215,7 +215,11 @@ def main() -> int:
                                                       f" and {args.seconds} s")
               + " (real clip ×5, looped)")
 
-        per_stage, sequential = stage_rates(short, model, attribute, args.stage_frames)
+        from vidinv.config import PipelineConfig
+        from vidinv.pipeline.app import torch_threads
+
+        with torch_threads(PipelineConfig().engine.threads):  # as `edit` runs the stages
+            per_stage, sequential = stage_rates(short, model, attribute, args.stage_frames)
         print("\nstage alone (ms/frame, batch 4 for the networks)")
         for name, ms in per_stage.items():
             print(f"  {name:<18}{ms:8.1f} ms  ({1000 / ms:6.1f} fps)")

@@ -104,7 +104,8 @@ def test_bench_ravdess_end_to_end_and_resume(ravdess_root, model, tmp_path, caps
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "RAVDESS: 2 videos" in printed
-    for title in ("SSIM ↑", "PSNR ↑", "MSE ↓", "LPIPS ↓", "ID ↑", "TL-ID ↑", "TG-ID ↑"):
+    for title in ("SSIM ↑", "PSNR ↑", "MSE ↓", "LPIPS ↓", "ID dist ↓", "same ↑", "TL-ID ↑",
+                  "TG-ID ↑"):
         assert title in printed
     assert "dlib_face_recognition_resnet_model_v1 (128-d)" in printed
 
@@ -115,7 +116,10 @@ def test_bench_ravdess_end_to_end_and_resume(ravdess_root, model, tmp_path, caps
         assert record["status"] == "ok" and record["summary"]["frames"] == CLIP_FRAMES
         assert record["summary"]["lpips"] is None  # no weights: n/a, never approximated
         assert record["settings"]["identity_embedding"].startswith("dlib_face_recognition")
-        assert 0 < record["summary"]["id"] <= 1 and record["summary"]["tl_id"] > 0
+        summary = record["summary"]
+        assert summary["id_distance"] > 0 and 0 <= summary["id_same"] <= 1
+        assert 0 <= summary["id_similarity"] <= 1 and 0 < summary["id_cosine"] <= 1
+        assert summary["tl_id"] >= 0 and summary["tl_id_cosine"] > 0
         lines = (variant / "videos" / f"{stem}.csv").read_text().splitlines()
         assert len(lines) == CLIP_FRAMES + 1 and lines[0].startswith("frame,face,crop_ssim")
     assert json.loads((variant / "videos" / f"{stems[1]}.json").read_text())["actor"] == 2
@@ -149,7 +153,7 @@ def test_bench_clip_compares_batching_side_by_side(short_clip, model, tmp_path, 
     # batching changes the speed, not the result
     assert math.isclose(one["crop_psnr"], four["crop_psnr"], abs_tol=1e-3)
     assert math.isclose(one["crop_ssim"], four["crop_ssim"], abs_tol=1e-4)
-    assert one["id"] is None and one["tl_id"] is None  # --no-id
+    assert one["id_distance"] is None and one["tl_id"] is None  # --no-id
 
 
 def test_bench_clip_compares_smoothing_off_and_on(short_clip, model, tmp_path, capsys):

@@ -248,24 +248,66 @@ def _unit(vector):
 
 
 def test_tl_id_and_tg_id():
-    face = _unit(RNG.normal(size=128))
+    face = RNG.normal(size=128) * 0.09  # dlib descriptors have a norm of about 1
     constant = [face] * 6
-    assert tl_id(constant, constant) == pytest.approx(1.0)
-    assert tg_id(constant, constant) == pytest.approx(1.0)
-    # the output alternates between two identities of cosine c; the source is constant
-    other = _unit(face + 0.8 * _unit(RNG.normal(size=128)))
-    c = float(face @ other)
-    output = [face, other, face, other]
-    assert tl_id(constant[:4], output) == pytest.approx(c)
-    assert tg_id(constant[:4], output) == pytest.approx((8 * c + 4) / 12)  # 8 of 12 pairs differ
+    for similarity in ("distance", "cosine"):
+        assert tl_id(constant, constant, similarity=similarity) == pytest.approx(1.0)
+        assert tg_id(constant, constant, similarity=similarity) == pytest.approx(1.0)
+    # the output alternates between two faces at descriptor distance 0.3: s = 1 − 0.3/0.6
+    near = face + 0.3 * _unit(RNG.normal(size=128))
+    output = [face, near, face, near]
+    assert tl_id(constant[:4], output) == pytest.approx(0.5)
+    assert tg_id(constant[:4], output) == pytest.approx((8 * 0.5 + 4) / 12)  # 8 of 12 differ
+    # … and at distance 0.9, past dlib's same-person line: s = 0, while the cosine stays high
+    far = face + 0.9 * _unit(RNG.normal(size=128))
+    c = float(_unit(face) @ _unit(far))
+    swapped = [face, far, face, far]
+    assert tl_id(constant[:4], swapped) == 0.0
+    assert tl_id(constant[:4], swapped, similarity="cosine") == pytest.approx(c)
+    assert tg_id(constant[:4], swapped, similarity="cosine") == pytest.approx((8 * c + 4) / 12)
     # per-pair ratios: an output as (in)consistent as its source scores 1
     assert tl_id(output, output) == pytest.approx(1.0)
+    # source pairs of different people (s = 0) have no ratio: left out
+    assert tl_id(swapped, swapped) is None
+    assert tg_id(swapped, swapped) == pytest.approx(1.0)  # only the same-face pairs count
     # frames without a face break adjacency and leave the global pairs
     with_gap = [face, face, None, face]
     assert tl_id(with_gap, with_gap) == pytest.approx(1.0)
     assert tl_id([face, None], [face, face]) is None
     assert tg_id([face], [face]) is None
-    assert tg_id(constant, constant, block=4) == pytest.approx(1.0)  # blocks add up
+    assert tg_id(constant[:4], output, block=3) == pytest.approx((8 * 0.5 + 4) / 12)  # blocks
+
+
+def test_identity_tells_another_person_apart_and_the_same_person_alike(embedder, clip_faces):
+    """The real clip's face against scikit-image's astronaut (another person): dlib's
+    distance is past 0.6 and s = 0, although the cosine of the two is ~0.8; two frames of the
+    clip are the same person. TL-ID of an output that swaps person every frame falls to 0."""
+    from skimage.data import astronaut
+
+    from vidinv.metrics.identity import (
+        cosine_similarity,
+        distance_similarity,
+        euclidean_distance,
+        same_person,
+    )
+
+    frames, _ = clip_faces
+    first, later = embedder.embed(frames[0]), embedder.embed(frames[1])
+    other = embedder.embed(np.ascontiguousarray(astronaut()))
+    assert other is not None
+    different = euclidean_distance(first, other)
+    assert different > 0.6 and not same_person(different)
+    assert distance_similarity(different) == 0.0
+    assert cosine_similarity(first, other) > 0.7  # why the cosine could not tell them apart
+    alike = euclidean_distance(first, later)
+    assert alike < 0.6 and same_person(alike) and distance_similarity(alike) > 0.1
+
+    source = [first, later, first, later]
+    assert tl_id(source, source) == pytest.approx(1.0)
+    swapped = [first, other, first, other]
+    assert tl_id(source, swapped) == 0.0
+    assert tl_id(source, swapped, similarity="cosine") > 0.7
+    assert tg_id(source, swapped) < 0.5 * tg_id(source, swapped, similarity="cosine")
 
 
 def test_track_and_latent_jitter():
@@ -316,6 +358,7 @@ def test_collector_on_a_perfect_reconstruction():
     assert summary["warp_error"] == 0.0 and summary["warp_error_face"] == 0.0
     assert summary["crop_jitter"] is None  # no three consecutive face frames
     assert summary["latent_jitter"] == 0.0
-    assert summary["id"] is None and summary["tl_id"] is None and summary["lpips"] is None
+    assert summary["id_distance"] is None and summary["id_same"] is None
+    assert summary["tl_id"] is None and summary["lpips"] is None
     with pytest.raises(ValueError, match="in order"):
         collector(_frame(9, image, face=True))

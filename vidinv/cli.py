@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vidinv import __version__
 from vidinv.errors import VidinvError
+from vidinv.personalize.cli import add_personalize_parser
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -156,6 +157,12 @@ def _pipeline_config(args: argparse.Namespace):
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
     if args.landmarks:
         overrides.append(f"face.landmarks={args.landmarks}")
+    if getattr(args, "paste", None):
+        overrides.append(f"face.paste={args.paste}")
+    if getattr(args, "strict", False):
+        overrides.append("adapt.strict=true")
+    if getattr(args, "tune", None) is not None:
+        overrides.append(f"adapt.tune_steps={args.tune}")
     if getattr(args, "side_by_side", False):
         overrides.append("output.side_by_side=true")
     if args.crf is not None:
@@ -176,25 +183,18 @@ def _print_attributes(bundle) -> None:
     print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
 
 
-def _edit_choice(args: argparse.Namespace, config, bundle
-                 ) -> tuple[str | None, float, tuple[int, int] | None]:
-    """(attribute, strength, layers): --attr/--strength, else the config's [edit] section."""
-    edit = config.edit
-    attribute = args.attr or edit.attribute or None
-    strength = args.strength if args.strength is not None else edit.strength
-    layers = None
-    if edit.first_layer >= 0 or edit.last_layer >= 0:
-        last_layer = bundle.generator.n_latent - 1
-        layers = (max(edit.first_layer, 0), edit.last_layer if edit.last_layer >= 0
-                  else last_layer)
-        if not 0 <= layers[0] <= layers[1] <= last_layer:
-            raise VidinvError(f"edit.first_layer/last_layer {layers} must lie in 0.."
-                              f"{last_layer} (this model's W+ layers), first ≤ last")
-    return attribute, strength, layers
+def _edits(args: argparse.Namespace, config) -> dict[str, float]:
+    """``{attribute: strength}`` from --attr/--strength, else from the config's [edit]."""
+    strength = args.strength if args.strength is not None else config.edit.strength
+    from vidinv.pipeline.app import parse_edits
+
+    if args.attr:
+        return parse_edits(args.attr, strength)
+    return {config.edit.attribute: strength} if config.edit.attribute else {}
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.app import process_video, resolve_edits
 
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
@@ -203,14 +203,14 @@ def _edit(args: argparse.Namespace) -> int:
         return 0
     if not args.input:
         raise VidinvError("give the input video: vidinv edit IN --attr NAME")
-    attribute, strength, layers = _edit_choice(args, config, bundle)
-    if not attribute:
-        raise VidinvError("say which edit: --attr NAME or --set edit.attribute=NAME (see "
-                          "--list-attrs)")
-    editor = resolve_editor(bundle, attribute, strength, layers)
+    edits = _edits(args, config)
+    if not edits:
+        raise VidinvError("say which edit: --attr NAME[=STRENGTH] or --set edit.attribute=NAME "
+                          "(see --list-attrs)")
+    editor = resolve_edits(bundle, edits)
     source = Path(args.input)
     output = Path(args.output) if args.output else source.with_name(
-        f"{source.stem}_{Path(attribute).stem}.mp4")
+        f"{source.stem}_{'+'.join(Path(name).stem for name in edits)}.mp4")
     stats = process_video(source, output, bundle, config, editor, progress=not args.quiet)
     print(f"wrote {output}: {stats.frames} frames in {stats.seconds:.1f} s "
           f"({stats.fps:.1f} fps)")
@@ -232,24 +232,33 @@ def _invert(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from vidinv.pipeline.app import available_attributes, live, resolve_editor
+    from vidinv.pipeline.app import available_attributes, live, resolve_edits
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
     if not args.preset:
         args.preset = "realtime"
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
-    attribute, strength, layers = _edit_choice(args, config, bundle)
-    names = [attribute] if attribute else sorted(available_attributes(bundle))
-    editors = {name: resolve_editor(bundle, name, strength, layers) for name in names}
-    source = (FileCameraSource(args.source, loop=args.loop) if args.source
+    known = sorted(available_attributes(bundle))
+    strength = args.strength if args.strength is not None else config.edit.strength
+    edits = _edits(args, config) or ({known[0]: strength} if known else {})
+    editor = resolve_edits(bundle, edits, extra=known) if edits else None
+    # a clip played as a camera keeps only the newest frame, as a webcam source does
+    source = (FileCameraSource(args.source, loop=args.loop, buffer_size=1) if args.source
               else WebcamSource(args.camera))
-    report = live(source, bundle, config, editors, output_path=args.output,
-                  max_seconds=args.seconds)
+    report = live(source, bundle, config, editor, output_path=args.output,
+                  max_seconds=args.seconds, show=False if args.no_window else None,
+                  virtual_camera=args.virtual_camera)
     print(f"live: {report.frames_shown} frames shown at {report.fps:.1f} fps, "
           f"{report.frames_dropped} dropped by the source, latency median "
           f"{report.latency_ms_median:.0f} ms, max {report.latency_ms_max:.0f} ms")
     return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from vidinv.ui.server import serve
+
+    return serve(port=args.port, model=args.model, open_browser=not args.no_browser)
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +273,16 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", choices=("none", "causal", "centred"),
                         help="temporal smoothing of the crop and the codes")
     parser.add_argument("--landmarks", choices=("mediapipe", "dlib"))
+    parser.add_argument("--paste", choices=("transfer", "render"),
+                        help="how the edit reaches the frame: transfer (default) moves the "
+                        "source's own pixels by the model's edit motion; render pastes the "
+                        "model's rendering (for models that reconstruct faces well)")
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop (exit 2, no output) when the model does not know the face")
+    parser.add_argument("--tune", type=int, metavar="N",
+                        help="tune the generator on the clip's own frames for N steps first "
+                        "(on in the offline_hq preset; --backend torch)")
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -277,14 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv", description="Real-time video GAN inversion and face editing.")
     parser.add_argument("--version", action="version", version=f"vidinv {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages and let native libraries' logs through")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     edit = commands.add_parser("edit", help="edit the face in a video (same length and audio)")
     edit.add_argument("input", nargs="?", help="input video")
-    edit.add_argument("--attr", help="attribute (a direction of the model) or a direction file")
+    edit.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
+                      help="attribute (a direction of the model, or a direction file) and its "
+                      "strength; repeat for several edits in one pass (default: edit.attribute "
+                      "of the preset)")
     edit.add_argument("--strength", type=float,
-                      help="edit strength α (default: edit.strength of the preset, 1)")
+                      help="strength α of an --attr given without =STRENGTH (default: "
+                      "edit.strength of the preset, 1)")
     edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4)")
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
     edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
@@ -302,13 +325,27 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     live_cmd.add_argument("--source", help="a video file played as a camera instead")
     live_cmd.add_argument("--loop", action="store_true", help="loop --source")
-    live_cmd.add_argument("--attr", help="attribute (default: cycle through the model's)")
+    live_cmd.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
+                          help="starting edit(s); keys a/+/-/0 select and change any of the "
+                          "model's attributes (default: edit.attribute of the preset, else "
+                          "the model's first at --strength)")
     live_cmd.add_argument("--strength", type=float,
-                          help="edit strength α (default: edit.strength of the preset, 1)")
+                          help="strength α of an --attr without =STRENGTH (default: "
+                          "edit.strength of the preset, 1)")
     live_cmd.add_argument("--output", help="write original | edited here (no window needed)")
+    live_cmd.add_argument("--virtual-camera", action="store_true",
+                          help="send the edited stream to a virtual camera (vidinv[live])")
+    live_cmd.add_argument("--no-window", action="store_true", help="show no window")
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     _add_pipeline_options(live_cmd)
     live_cmd.set_defaults(handler=_live)
+
+    ui = commands.add_parser("ui", help="a local web page to try edits (vidinv[ui])")
+    ui.add_argument("--port", type=int,
+                    help="port on 127.0.0.1 (default 7860, or a free one if that is busy)")
+    ui.add_argument("--model", help="model folder preselected on the page (default: embedded)")
+    ui.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    ui.set_defaults(handler=_ui)
 
     models = commands.add_parser("models", help="inspect, convert, create and download models")
     models_cmds = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -370,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_options(build)
     build.set_defaults(handler=_engines_build)
 
+    from vidinv.batch.cli import add_batch_parser
+
+    add_batch_parser(commands, _add_pipeline_options)
+
     from vidinv.bench.cli import add_bench_parser
 
     add_bench_parser(commands)
@@ -381,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vidinv.train.cli import add_train_parser
 
     add_train_parser(commands)
+    add_personalize_parser(commands)
     return parser
 
 
@@ -398,6 +440,10 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.verbose:
+        from vidinv.native_log import show_native_logs
+
+        show_native_logs()  # otherwise routine MediaPipe/TFLite lines are filtered off fd 2
     handler: Handler = args.handler
     try:
         return handler(args)

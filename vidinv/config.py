@@ -51,9 +51,10 @@ class EngineSettings:
     precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
     batch_size: int = 4                 # aligned faces per encoder / edit+render call
     spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
-    threads: int = 1                    # CPU threads per network call (torch, ONNX Runtime); 0:
-    #                                     the library's default. The stages already run in
-    #                                     parallel; on few cores more threads per call fight them
+    threads: int = 1                    # CPU threads per network call while running (torch,
+    #                                     ONNX Runtime); 0: the library's default. The stages
+    #                                     already run in parallel; on few cores more threads per
+    #                                     call fight them (OpenMP spins while it waits)
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,15 @@ class EditSettings:
     """What `edit` and `live` apply when --attr / --strength are not given."""
 
     attribute: str = ""                 # a direction name of the model, or a direction file
-    strength: float = 1.0               # α in w + α·d
-    first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on
-    last_layer: int = -1                # ≥ 0: … up to this layer (inclusive)
+    strength: float = 1.0               # α in w + α·d (a direction acts on its own layers)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    check_frames: int = 4               # frames probed for "does the model know this face"; 0 off
+    strict: bool = False                # an unknown face is an error instead of a notice
+    tune_steps: int = 0                 # generator tuning (PTI) on the clip before editing
+    tune_frames: int = 16               # frames spread over the clip that the tuning uses
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class PipelineConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     edit: EditSettings = field(default_factory=EditSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    adapt: AdaptSettings = field(default_factory=AdaptSettings)
     queue_size: int = 4                 # frames between threads
 
     def with_values(self, values: dict[str, dict[str, Any] | Any]) -> PipelineConfig:

@@ -28,13 +28,20 @@ def _options(args: argparse.Namespace):
         strength=args.strength, max_frames=args.max_frames or None,
         lpips_backbone=args.lpips_backbone, lpips_lin=args.lpips_lin,
         lpips_size=args.lpips_size, warp_max_side=args.warp_size, identity=not args.no_id,
-        keep_videos=args.keep_videos, progress=not args.quiet)
+        keep_videos=args.keep_videos, progress=not args.quiet,
+        ray=getattr(args, "ray", None), workers=getattr(args, "workers", None),
+        gpus_per_task=getattr(args, "gpus_per_task", 0.0))
 
 
 def _bench_ravdess(args: argparse.Namespace) -> int:
+    from vidinv.batch.cli import check_engine_options
+    from vidinv.batch.engine import check_address
     from vidinv.bench.ravdess import find_videos
     from vidinv.bench.run import run_benchmark
 
+    check_engine_options(args)
+    if args.ray is not None:
+        check_address(args.ray)
     options = _options(args)
     videos = find_videos(args.root, args.n, args.seed, args.modality)
     options.extra_settings = {"dataset": "RAVDESS"}
@@ -105,6 +112,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     ravdess.add_argument("--modality", choices=("any", "full-av", "video-only"), default="any",
                          help="which RAVDESS files (any: one per recording)")
     _add_common(ravdess)
+    from vidinv.batch.cli import add_engine_options
+
+    add_engine_options(ravdess)
     ravdess.set_defaults(handler=_bench_ravdess)
 
     clip = actions.add_parser("clip", help="the same metrics on one video file")

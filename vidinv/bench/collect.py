@@ -8,8 +8,11 @@ Which images (see :mod:`vidinv.metrics.image`):
 
 * crop metrics (SSIM, PSNR, MSE, LPIPS): ``rendered`` [R,R,3] vs ``aligned`` [S,S,3] resized
   to R — the paper's inversion metrics at the generator's resolution;
-* ID: cosine similarity of the embeddings of ``rendered`` and ``aligned`` (both FFHQ-aligned);
-* TL-ID / TG-ID: those same embeddings, output = ``rendered``, source = ``aligned``;
+* ID: the Euclidean distance of the dlib descriptors of ``rendered`` and ``aligned`` (both
+  FFHQ-aligned), whether it is under dlib's same-person line 0.6, and s = clip(1 − d/0.6, 0, 1)
+  (see :mod:`vidinv.metrics.identity`); their cosine too (``id_cosine``, for comparison);
+* TL-ID / TG-ID: those same embeddings, output = ``rendered``, source = ``aligned``, on s
+  (``*_cosine``: STIT's cosine form);
 * frame metrics: ``extras['original']`` (the decoded frame) vs ``image`` (the output frame);
 * warping error: on the whole frames (original as source, image as output) and on the face:
   the pixels inside this frame's crop square;
@@ -31,7 +34,13 @@ import numpy as np
 
 from vidinv.face.keys import BRIDGED
 from vidinv.frame import Frame
-from vidinv.metrics.identity import IdentityEmbedder, cosine_similarity, euclidean_distance
+from vidinv.metrics.identity import (
+    IdentityEmbedder,
+    cosine_similarity,
+    distance_similarity,
+    euclidean_distance,
+    same_person,
+)
 from vidinv.metrics.image import (
     as_uint8_rgb,
     crop_scores,
@@ -48,9 +57,10 @@ ORIGINAL = "original"
 
 #: Per-frame CSV columns, in order.
 FRAME_COLUMNS = (
-    "frame", "face", "crop_ssim", "crop_psnr", "crop_mse", "crop_mse_pm1", "lpips", "id",
-    "id_distance", "frame_ssim", "frame_psnr", "frame_mse", "warp_error", "warp_error_face",
-    "warp_error_source", "warp_error_face_source", "latent_step",
+    "frame", "face", "crop_ssim", "crop_psnr", "crop_mse", "crop_mse_pm1", "lpips",
+    "id_distance", "id_same", "id_similarity", "id_cosine", "frame_ssim", "frame_psnr",
+    "frame_mse", "warp_error", "warp_error_face", "warp_error_source", "warp_error_face_source",
+    "latent_step",
 )
 
 
@@ -130,8 +140,11 @@ class MetricsCollector:
             if self.embedder is not None:
                 source_embedding = self.embedder.embed(aligned, aligned=True)
                 output_embedding = self.embedder.embed(rendered, aligned=True)
-                row["id"] = cosine_similarity(output_embedding, source_embedding)
-                row["id_distance"] = euclidean_distance(output_embedding, source_embedding)
+                distance = euclidean_distance(output_embedding, source_embedding)
+                row["id_distance"] = distance
+                row["id_same"] = same_person(distance)
+                row["id_similarity"] = distance_similarity(distance)
+                row["id_cosine"] = cosine_similarity(output_embedding, source_embedding)
             whole = frame_scores(original, output)
             row.update(frame_ssim=whole.ssim, frame_psnr=whole.psnr, frame_mse=whole.mse)
             side = aligned.shape[0]
@@ -157,11 +170,12 @@ class MetricsCollector:
 
         crop_psnr, crop_inf = mean_psnr(column("crop_psnr"))
         frame_psnr, frame_inf = mean_psnr(column("frame_psnr"))
-        ids = [v for v in column("id") if v is not None]
+        distances = [v for v in column("id_distance") if v is not None]
+        same = [bool(v) for v in column("id_same") if v is not None]
         return {
             "frames": len(rows),
             "face_frames": len(face_rows),
-            "id_frames": len(ids),
+            "id_frames": len(distances),
             "crop_ssim": mean_or_none(column("crop_ssim")),
             "crop_psnr": crop_psnr,
             "crop_psnr_inf_frames": crop_inf,
@@ -169,14 +183,20 @@ class MetricsCollector:
             "crop_mse": mean_or_none(column("crop_mse")),
             "crop_mse_pm1": mean_or_none(column("crop_mse_pm1")),
             "lpips": mean_or_none(column("lpips")),
-            "id": mean_or_none(ids),
-            "id_distance": mean_or_none(column("id_distance")),
+            "id_distance": mean_or_none(distances),
+            "id_same": sum(same) / len(same) if same else None,
+            "id_similarity": mean_or_none(column("id_similarity")),
+            "id_cosine": mean_or_none(column("id_cosine")),
             "frame_ssim": mean_or_none(column("frame_ssim")),
             "frame_psnr": frame_psnr,
             "frame_psnr_inf_frames": frame_inf,
             "frame_mse": mean_or_none(column("frame_mse")),
             "tl_id": tl_id(self.source_embeddings, self.output_embeddings),
             "tg_id": tg_id(self.source_embeddings, self.output_embeddings),
+            "tl_id_cosine": tl_id(self.source_embeddings, self.output_embeddings,
+                                  similarity="cosine"),
+            "tg_id_cosine": tg_id(self.source_embeddings, self.output_embeddings,
+                                  similarity="cosine"),
             "warp_error": mean_or_none(r["warp_error"] for r in rows),
             "warp_error_source": mean_or_none(r["warp_error_source"] for r in rows),
             "warp_error_face": mean_or_none(r["warp_error_face"] for r in rows),

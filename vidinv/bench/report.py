@@ -20,7 +20,8 @@ TABLE_COLUMNS = (
     ("crop_psnr", "PSNR ↑", "{:.2f}"),
     ("crop_mse", "MSE ↓", "{:.4f}"),
     ("lpips", "LPIPS ↓", "{:.3f}"),
-    ("id", "ID ↑", "{:.3f}"),
+    ("id_distance", "ID dist ↓", "{:.3f}"),
+    ("id_same", "same ↑", "{:.0%}"),
     ("tl_id", "TL-ID ↑", "{:.3f}"),
     ("tg_id", "TG-ID ↑", "{:.3f}"),
     ("warp_error_face", "warp ↓", "{:.4f}"),
@@ -102,7 +103,8 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[s
 
 def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]],
                    title: str) -> None:
-    """PNG: crop PSNR, crop SSIM and ID over the frame index, one line per video.
+    """PNG: crop PSNR, crop SSIM and ID distance over the frame index, one line per video
+    (with dlib's same-person line at 0.6).
 
     Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend change);
     infinite PSNRs are left out of the line.
@@ -110,10 +112,13 @@ def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from vidinv.metrics.identity import SAME_PERSON_DISTANCE
+
     figure = Figure(figsize=(10, 8), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(3, 1, sharex=True)
-    panels = (("crop_psnr", "PSNR (dB) ↑"), ("crop_ssim", "SSIM ↑"), ("id", "ID (cos) ↑"))
+    panels = (("crop_psnr", "PSNR (dB) ↑"), ("crop_ssim", "SSIM ↑"),
+              ("id_distance", "ID distance ↓"))
     for axis, (key, label) in zip(axes, panels, strict=True):
         for name, rows in videos.items():
             xs = [r["frame"] for r in rows if r.get(key) is not None
@@ -121,6 +126,9 @@ def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]]
             ys = [float(r[key]) for r in rows if r.get(key) is not None
                   and math.isfinite(float(r[key]))]
             axis.plot(xs, ys, linewidth=0.8, label=name)
+        if key == "id_distance":
+            axis.axhline(SAME_PERSON_DISTANCE, color="grey", linestyle="--", linewidth=0.8,
+                         label="same-person line")
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
     axes[-1].set_xlabel("frame")

@@ -37,11 +37,12 @@ from vidinv.metrics.identity import EMBEDDING_NAME
 log = logging.getLogger(__name__)
 
 #: Bump when a metric's definition changes: older per-video results are then recomputed.
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: ID on dlib's distance scale (id_distance, id_same; TL/TG-ID on s)
 
 SUMMARY_KEYS = (
     "crop_ssim", "crop_psnr", "crop_psnr_inf_frames", "crop_psnr_of_mean_mse", "crop_mse",
-    "crop_mse_pm1", "lpips", "id", "id_distance", "tl_id", "tg_id", "frame_ssim", "frame_psnr",
+    "crop_mse_pm1", "lpips", "id_distance", "id_same", "id_similarity", "id_cosine", "tl_id",
+    "tg_id", "tl_id_cosine", "tg_id_cosine", "frame_ssim", "frame_psnr",
     "frame_psnr_inf_frames", "frame_mse", "warp_error", "warp_error_source", "warp_error_face",
     "warp_error_face_source", "crop_jitter", "landmark_jitter", "latent_jitter", "frames",
     "face_frames", "id_frames", "seconds", "fps",
@@ -75,6 +76,11 @@ class BenchOptions:
     progress: bool = True
     echo: Callable[[str], None] = print
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    #: None: the videos one after another in this process; else a Ray address (``local``,
+    #: ``auto``, ``ray://HOST:PORT``) for :class:`vidinv.batch.engine.RayEngine`.
+    ray: str | None = None
+    workers: int | None = None
+    gpus_per_task: float = 0.0
 
 
 def _slug(text: str) -> str:
@@ -265,22 +271,56 @@ def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def run_variant(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path, kit: _Kit,
-                variant: Variant, config, options: BenchOptions) -> dict[str, Any]:
-    """Every video under one variant; writes the variant's summary files and plot."""
+@dataclass(frozen=True)
+class BenchJob:
+    """The benchmark as a :class:`vidinv.batch.worker.Job`: a task is one video under one
+    variant (``task.extra`` = (Variant, PipelineConfig, variant folder)); a worker loads the
+    model, metric models and editor once (:func:`_load_kit`)."""
+
+    options: BenchOptions
+
+    def load(self) -> tuple[_Kit, Any]:
+        kit = _load_kit(self.options)
+        return kit, _editor(kit, self.options)
+
+    def run(self, kit: tuple[_Kit, Any], task) -> dict[str, Any]:
+        loaded, editor = kit
+        variant, config, folder = task.extra
+        record = run_video(task.input, folder, loaded, variant, config, editor, self.options,
+                           task.meta)
+        summary = record.get("summary") or {}
+        status = record.get("status")
+        if record.get("resumed") and status == "ok":
+            status = "skipped"
+        return {"name": task.name, "input": str(task.input), "output": str(task.output),
+                "status": status, "error": record.get("error"),
+                "seconds": summary.get("seconds"), "frames": summary.get("frames"),
+                "fps": summary.get("fps"), "bench": record}
+
+
+def _editor(kit: _Kit, options: BenchOptions):
+    if not options.edit:
+        return None
+    from vidinv.pipeline.app import resolve_editor
+
+    return resolve_editor(kit.bundle, options.edit, options.strength)
+
+
+def _bench_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The per-video benchmark record inside a batch record (a video whose task failed
+    outside :func:`run_video` gets a failed one)."""
+    if record.get("bench") is not None:
+        return record["bench"]
+    return {"video": str(path), "name": path.stem, "status": "failed",
+            "error": record.get("error")}
+
+
+def summarise_variant(records: Sequence[dict[str, Any]], out: Path, kit: _Kit,
+                      variant: Variant) -> dict[str, Any]:
+    """One variant's per-video records → its summary files and plot; returns the aggregate."""
     from vidinv.bench.report import plot_per_frame, write_csv, write_json
 
     folder = out / variant.name
-    editor = None
-    if options.edit:
-        from vidinv.pipeline.app import resolve_editor
-
-        editor = resolve_editor(kit.bundle, options.edit, options.strength)
-    records = []
-    for number, (path, meta) in enumerate(videos, start=1):
-        record = run_video(path, folder, kit, variant, config, editor, options, meta)
-        records.append(record)
-        options.echo(_progress_line(number, len(videos), variant.name, record))
     summary = aggregate(records)
     rows = [{"video": r["name"], "status": r.get("status"), **(r.get("summary") or {})}
             for r in records]
@@ -300,7 +340,7 @@ def run_variant(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path, kit: _
     if per_frame:
         plot_per_frame(folder / "per_frame.png", per_frame,
                        f"{variant.name}: per-frame crop metrics "
-                       f"(ID: {EMBEDDING_NAME}, cosine)")
+                       f"(ID: {EMBEDDING_NAME}, distance; < 0.6 same person)")
     return summary
 
 
@@ -314,7 +354,7 @@ def _read_frame_csv(path: Path) -> list[dict[str, Any]]:
             for key, text in raw.items():
                 if text in ("", None):
                     row[key] = None
-                elif key == "face":
+                elif key in ("face", "id_same"):
                     row[key] = text == "True"
                 else:
                     row[key] = float(text)
@@ -322,18 +362,23 @@ def _read_frame_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _progress_line(number: int, total: int, variant: str, record: dict[str, Any]) -> str:
-    head = f"[{number}/{total}] {variant} {record['name']}:"
-    if record.get("status") != "ok":
-        return f"{head} failed: {record.get('error')}"
-    s = record["summary"]
+def _progress_line(record: dict[str, Any]) -> str:
+    """One finished task of the batch runner: ``variant/name: numbers``."""
+    bench = record.get("bench") or {}
+    head = f"{record['name']}:"
+    if record.get("status") == "failed" or bench.get("status") != "ok":
+        earlier = " (recorded earlier)" if bench.get("resumed") else ""
+        return f"{head} failed: {record.get('error') or bench.get('error')}{earlier}"
+    s = bench["summary"]
 
     def fmt(value, spec):
         return "n/a" if value is None else ("inf" if value == float("inf") else spec.format(value))
 
-    resumed = " (finished earlier, skipped)" if record.get("resumed") else ""
+    resumed = " (finished earlier, skipped)" if bench.get("resumed") else ""
     return (f"{head} {s['frames']} frames, SSIM {fmt(s['crop_ssim'], '{:.3f}')}, "
-            f"PSNR {fmt(s['crop_psnr'], '{:.2f}')}, ID {fmt(s['id'], '{:.3f}')}{resumed}")
+            f"PSNR {fmt(s['crop_psnr'], '{:.2f}')}, ID distance "
+            f"{fmt(s['id_distance'], '{:.3f}')} (same person {fmt(s['id_same'], '{:.0%}')})"
+            f"{resumed}")
 
 
 CONVENTIONS = {
@@ -345,10 +390,13 @@ CONVENTIONS = {
             "(infinite frames counted in *_inf_frames); *_psnr_of_mean_mse is 10·log10(1/mean MSE)",
     "MSE": "mean squared error on [0,1]; mse_pm1 = 4·MSE is the paper's [-1,1] scale",
     "LPIPS": "v0.1 from local weights only, both images at 256 px; n/a without weights",
-    "ID": f"cosine similarity of {EMBEDDING_NAME} embeddings of output and input crop "
-          "(the paper uses CurricularFace: not comparable in absolute terms)",
-    "TL-ID/TG-ID": "STIT: mean over adjacent / all pairs of sim(out)/sim(source), same "
-                   "embeddings as ID",
+    "ID": f"{EMBEDDING_NAME} descriptors of output and input crop: id_distance = mean "
+          "Euclidean distance d (dlib: d < 0.6 same person); id_same = share of frames with "
+          "d < 0.6; id_similarity = mean s, s = clip(1 − d/0.6, 0, 1); id_cosine = mean cosine "
+          "(~0.9 for any two faces: not an identity measure here). The paper uses "
+          "CurricularFace: not comparable in absolute terms",
+    "TL-ID/TG-ID": "STIT: mean over adjacent / all pairs of sim(out)/sim(source) with "
+                   "sim = s above (0 for different people); *_cosine: with the cosine",
     "warp error": "mean |out_t+1 − warp(out_t, source flow)| over forward-backward-consistent "
                   "pixels, [0,1] RGB, DIS flow at ≤320 px; warp_error_face inside the crop "
                   "square, warp_error whole frame; *_source: the source's own (floor)",
@@ -367,14 +415,37 @@ def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
 
     Returns [(variant name, aggregate)] in variant order.
     """
+    import dataclasses
+
+    from vidinv.batch.engine import make_engine
+    from vidinv.batch.files import Task
+    from vidinv.batch.run import run_tasks
     from vidinv.bench.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv, write_json
 
     pairs = make_variants(options, compare)
+    if options.ray is not None:
+        # no per-frame bars in the workers (one bar across the videos stays)
+        options = dataclasses.replace(options, progress=False, echo=print)
     kit = _load_kit(options)
+    engine_kit = None if options.ray is not None else (kit, _editor(kit, options))
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    tasks = []
     for variant, config in pairs:
-        results.append((variant.name, run_variant(videos, out, kit, variant, config, options)))
+        folder = (out / variant.name).absolute()
+        for path, meta in videos:
+            tasks.append(Task(name=f"{variant.name}/{path.stem}", input=Path(path).absolute(),
+                              output=folder / "videos" / f"{path.stem}.json", meta=dict(meta),
+                              extra=(variant, config, folder)))
+    engine = make_engine(BenchJob(options), options.ray, workers=options.workers,
+                         gpus_per_task=options.gpus_per_task, kit=engine_kit)
+    records, _ = run_tasks(tasks, engine, progress=options.progress and len(tasks) > 1,
+                           echo=options.echo, line=_progress_line)
+    by_name = {record["name"]: record for record in records}
+    results = []
+    for variant, _ in pairs:
+        variant_records = [_bench_record(by_name[task.name], task.input) for task in tasks
+                           if task.extra[0] == variant]
+        results.append((variant.name, summarise_variant(variant_records, out, kit, variant)))
     text = render_tables(results, kit, options)
     options.echo(text)
     (out / "table.txt").write_text(text + "\n", encoding="utf-8")
@@ -402,7 +473,13 @@ def render_tables(results: Sequence[tuple[str, dict[str, Any]]], kit: _Kit,
         "Whole frame (decoded input vs output frame; warp: whole-frame and source floors)",
         format_table(results, FRAME_TABLE_COLUMNS),
         "",
-        f"ID, TL-ID, TG-ID: cosine of {EMBEDDING_NAME} (the paper's ID uses CurricularFace). "
+        f"ID dist: mean distance of {EMBEDDING_NAME} descriptors, output vs source crop "
+        "(dlib: < 0.6 same person; the paper's ID is a CurricularFace cosine, not comparable). "
+        "same: share of frames under 0.6.",
+        "TL-ID, TG-ID: STIT's per-pair ratio sim(output pair) / sim(source pair) over adjacent / "
+        "all frame pairs, sim = max(0, 1 − d/0.6): 1 = identity as steady as the source, 0 = "
+        "the output changes person between frames (they measure consistency, not likeness: "
+        "a steady wrong person scores 1; read them with ID dist and same).",
         f"LPIPS: {kit.lpips.name if kit.lpips else 'n/a (no local weights)'}.",
         "MSE on [0,1] images (the paper's Table 2 MSE is on [-1,1]: ×4, see mse_pm1). "
         "PSNR: mean over frames with finite PSNR"

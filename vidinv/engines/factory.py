@@ -46,7 +46,7 @@ def create_engine(backend: Backend | str, *, module: nn.Module | None = None,
     for TensorRT).
 
     * ``"torch"``: ``module`` with ``input_specs``/``output_specs``; CPU or CUDA, fp32 or
-      (CUDA only) fp16; ``intra_op_threads`` sets torch's CPU threads while it runs.
+      (CUDA only) fp16 (torch's CPU threads are the caller's to set: one pool per process).
     * ``"onnx"``: ONNX Runtime on ``onnx_path``; specs come from the graph. ``device="cuda"``
       asks for the CUDA provider (CPU as fallback for single operators), or pass ``providers``.
       Runs the graph's own precision (fp32 for exported files).
@@ -70,7 +70,7 @@ def create_engine(backend: Backend | str, *, module: nn.Module | None = None,
         from vidinv.engines.torch_engine import TorchEngine
 
         return TorchEngine(module, input_specs, output_specs, device=device,
-                           precision=precision, name=name, threads=intra_op_threads)
+                           precision=precision, name=name)
 
     if backend == "onnx":
         onnx_path = _require(onnx_path, "onnx_path", backend)
@@ -178,7 +178,8 @@ def engine_for_module(module: nn.Module,
         spec: the engine spec (opset, TensorRT workspace, optimisation level, precision);
             default: the shipped ``generator.toml``.
         build_missing: build a missing TensorRT engine instead of failing.
-        threads: CPU threads per call (torch, ONNX Runtime); None or 0: the library's default.
+        threads: ONNX Runtime's threads per call; None or 0: its default. (torch has one CPU
+            pool per process: the pipeline sets it while it runs, see ``torch_threads``.)
     """
     check_backend(backend)
     if spec is None:
@@ -191,8 +192,7 @@ def engine_for_module(module: nn.Module,
     name = f"{Path(onnx_name).stem} ({backend} {precision})"
     if backend == "torch":
         return create_engine("torch", module=module, input_specs=inputs, output_specs=outputs,
-                             device=device, precision=precision, name=name,
-                             intra_op_threads=threads or None)
+                             device=device, precision=precision, name=name)
 
     if cache_dir is None:
         raise ValueError(f"backend {backend!r} needs a cache_dir for its ONNX files")

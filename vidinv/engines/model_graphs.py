@@ -158,8 +158,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
             folder per model, e.g. keyed by the weights' fingerprint.
         spec_path: the engine spec TOML; default: the one shipped in the package.
         build_missing: build a missing TensorRT engine (minutes) instead of failing.
-        threads: CPU threads per network call (torch, ONNX Runtime); None or 0: the
-            library's default.
+        threads: ONNX Runtime's CPU threads per call; None or 0: its default (torch's pool is
+            set by the pipeline while it runs).
 
     Raises BackendUnavailableError (naming the extra to install), EngineMismatchError for a
     cached engine built for something else, ValueError for a bad batch size.

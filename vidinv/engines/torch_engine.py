@@ -37,11 +37,6 @@ class TorchEngine:
     ``module.forward`` must take the input names as parameters and return a tensor, a tuple of
     tensors (in ``output_specs`` order) or a dict keyed by the output names.
 
-    ``threads`` (CPU): torch's intra-op threads while this engine runs (torch has one pool per
-    process, so this sets it for the process); None or 0 leaves torch's default. A pipeline
-    whose stages already run in parallel wants 1: on a few cores, more threads per call fight
-    the other stages' threads (and OpenMP spins while it waits).
-
     The module is moved to ``device`` and, for ``precision="fp16"``, cast to half; if that needs
     a conversion, a copy is converted so the caller's module is left as it was. Floating inputs
     are cast to the compute dtype and outputs back to the spec dtype (float32), so callers see the
@@ -50,8 +45,7 @@ class TorchEngine:
 
     def __init__(self, module: nn.Module, input_specs: Sequence[TensorSpec],
                  output_specs: Sequence[TensorSpec], device: str = "cpu",
-                 precision: str = "fp32", name: str | None = None,
-                 threads: int | None = None) -> None:
+                 precision: str = "fp32", name: str | None = None) -> None:
         if precision not in _COMPUTE_DTYPES:
             raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
         torch_device = resolve_torch_device(device)
@@ -67,9 +61,6 @@ class TorchEngine:
         self.device = str(torch_device)
         self.precision = precision
         self.name = name or f"{type(module).__name__} (torch)"
-        if threads is not None and threads < 0:
-            raise ValueError(f"threads must be 0 (torch's default) or positive, got {threads}")
-        self.threads = threads or None
 
     @staticmethod
     def _prepared(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -95,9 +86,6 @@ class TorchEngine:
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         bind_dynamic_sizes(self._input_specs, inputs, self.name)
-        if self.threads and self._torch_device.type == "cpu" and \
-                torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)  # process-wide: torch has one intra-op pool
         args = {}
         for spec in self._input_specs:
             tensor = inputs[spec.name].to(self._torch_device)

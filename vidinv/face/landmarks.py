@@ -31,6 +31,7 @@ import numpy as np
 from vidinv.face.align import apply_transform, translation, warp_to_antialiased
 from vidinv.face.errors import LandmarkBackendUnavailableError, UnknownLandmarkBackendError
 from vidinv.frame import FaceLandmarks
+from vidinv.native_log import native_stderr_guard
 
 MEDIAPIPE_EYE_LEFT = (33, 160, 158, 133, 153, 144)
 MEDIAPIPE_EYE_RIGHT = (362, 385, 387, 263, 373, 380)
@@ -151,12 +152,39 @@ def _import_mediapipe() -> Any:
     return solutions
 
 
+class _Graph:
+    """A MediaPipe solution whose creation and first inference run in the stderr guard.
+
+    MediaPipe's C++ side logs routine lines to fd 2 exactly then (see :mod:`vidinv.native_log`).
+    """
+
+    def __init__(self, create: Any) -> None:
+        with native_stderr_guard():
+            self.solution = create()
+            # the calculators open (and log) on MediaPipe's threads after create() returns
+            graph = getattr(self.solution, "_graph", None)
+            if graph is not None and hasattr(graph, "wait_until_idle"):
+                graph.wait_until_idle()
+        self.warm = False
+
+    def process(self, image: np.ndarray) -> Any:
+        if self.warm:
+            return self.solution.process(image)
+        with native_stderr_guard():
+            result = self.solution.process(image)
+        self.warm = True
+        return result
+
+    def close(self) -> None:
+        self.solution.close()
+
+
 @dataclass
 class _Track:
     """One face MediaPipe follows without re-detecting it."""
 
     landmarks: FaceLandmarks
-    mesh: Any
+    mesh: _Graph
 
 
 class MediaPipeLandmarks(LandmarkDetector):
@@ -205,10 +233,10 @@ class MediaPipeLandmarks(LandmarkDetector):
         self.redetect_every = int(redetect_every)
         self.tile_search = bool(tile_search)
         self._solutions: Any = None
-        self._detector: Any = None
-        self._static_mesh: Any = None
+        self._detector: _Graph | None = None
+        self._static_mesh: _Graph | None = None
         self._tracks: list[_Track] = []
-        self._spare_meshes: list[Any] = []
+        self._spare_meshes: list[_Graph] = []
         self._since_detect = 0
 
     # -- model handling --
@@ -216,20 +244,25 @@ class MediaPipeLandmarks(LandmarkDetector):
     def _load(self) -> None:
         if self._detector is not None:
             return
-        self._solutions = _import_mediapipe()
-        self._detector = self._solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=self.min_detection_confidence)
-        self._static_mesh = self._solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=self.min_detection_confidence)
+        solutions = self._solutions = _import_mediapipe()
+        self._detector = _Graph(lambda: solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=self.min_detection_confidence))
 
-    def _tracking_mesh(self) -> Any:
+    def _static(self) -> _Graph:
+        """The static-image Face Mesh, created on first use (tracking mode never needs it)."""
+        if self._static_mesh is None:
+            self._static_mesh = _Graph(lambda: self._solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=self.min_detection_confidence))
+        return self._static_mesh
+
+    def _tracking_mesh(self) -> _Graph:
         if self._spare_meshes:
             return self._spare_meshes.pop()
-        return self._solutions.face_mesh.FaceMesh(
+        return _Graph(lambda: self._solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=1, refine_landmarks=False,
             min_detection_confidence=self.min_detection_confidence,
-            min_tracking_confidence=self.min_tracking_confidence)
+            min_tracking_confidence=self.min_tracking_confidence))
 
     def reset(self) -> None:
         # a tracking mesh keeps its state; a fresh one per clip keeps clips independent
@@ -288,7 +321,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         boxes.sort(key=lambda item: box_area(item[0]), reverse=True)
         return boxes
 
-    def _mesh_in_square(self, image: np.ndarray, centre: np.ndarray, side: float, mesh: Any,
+    def _mesh_in_square(self, image: np.ndarray, centre: np.ndarray, side: float, mesh: _Graph,
                         ) -> np.ndarray | None:
         """Run ``mesh`` on a square of ``side`` px around ``centre``; [468,2] frame points."""
         scale = self.crop_size / side
@@ -310,7 +343,7 @@ class MediaPipeLandmarks(LandmarkDetector):
             faces = []
             for box, score in self.detect_boxes(image)[: self.max_faces]:
                 points = self._mesh_in_square(image, _box_centre(box),
-                                              self.crop_scale * _box_side(box), self._static_mesh)
+                                              self.crop_scale * _box_side(box), self._static())
                 if points is not None:
                     faces.append(landmarks_from_points(points, self.name, score))
             return sort_largest_first(faces)[: self.max_faces]

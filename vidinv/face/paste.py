@@ -104,6 +104,23 @@ def mask_support(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
 
 
+def frame_box(mask: np.ndarray, crop_from_frame: np.ndarray, shape: tuple[int, ...]
+              ) -> tuple[int, int, int, int] | None:
+    """The frame box (x0, y0, x1, y1) that ``mask``'s support reaches in a frame of ``shape``
+    (H, W, …) through ``crop_from_frame`` (for a crop of the mask's side), or None if empty."""
+    height, width = shape[:2]
+    x0, y0, x1, y1 = mask_support(mask)
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
+    frame_corners = apply_transform(np.linalg.inv(crop_from_frame), corners)
+    bx0 = max(int(math.floor(frame_corners[:, 0].min())) - 1, 0)
+    by0 = max(int(math.floor(frame_corners[:, 1].min())) - 1, 0)
+    bx1 = min(int(math.ceil(frame_corners[:, 0].max())) + 1, width)
+    by1 = min(int(math.ceil(frame_corners[:, 1].max())) + 1, height)
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    return bx0, by0, bx1, by1
+
+
 def paste_back(
     image: np.ndarray,
     face: np.ndarray,
@@ -138,18 +155,11 @@ def paste_back(
         crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame
     if out is None:
         out = image.copy()
-    height, width = image.shape[:2]
 
-    # the frame box that the mask can reach
-    x0, y0, x1, y1 = mask_support(mask)
-    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
-    frame_corners = apply_transform(np.linalg.inv(crop_from_frame), corners)
-    bx0 = max(int(math.floor(frame_corners[:, 0].min())) - 1, 0)
-    by0 = max(int(math.floor(frame_corners[:, 1].min())) - 1, 0)
-    bx1 = min(int(math.ceil(frame_corners[:, 0].max())) + 1, width)
-    by1 = min(int(math.ceil(frame_corners[:, 1].max())) + 1, height)
-    if bx1 <= bx0 or by1 <= by0:
+    box = frame_box(mask, crop_from_frame, image.shape[:2])
+    if box is None:
         return out
+    bx0, by0, bx1, by1 = box
 
     # crop ← box: crop_from_frame · T(box origin)
     crop_from_box = crop_from_frame @ np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]], np.float64)

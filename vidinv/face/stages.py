@@ -28,6 +28,7 @@ from vidinv.face.smoothing import (
     quad_sigmas,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
+from vidinv.face.transfer import EditTransfer
 from vidinv.frame import Frame
 
 
@@ -218,27 +219,56 @@ class AlignFace:
             yield frame
 
 
+PasteMode = Literal["transfer", "render"]
+PASTE_MODES = ("transfer", "render")
+
+
 class PasteBack:
-    """Blends ``rendered`` (or another face field) into ``image`` where ``crop_from_frame`` says.
+    """Puts the edit back into ``image`` where ``crop_from_frame`` says.
+
+    ``mode="render"`` blends ``rendered`` (or another face field, ``source``) in with the
+    feathered mask (:class:`~vidinv.face.paste.FacePaster`: ``mask``, ``erode``, ``feather``,
+    ``color_match``). ``mode="transfer"`` moves the frame's own pixels by the motion from
+    ``reconstruction`` to ``rendered`` (:class:`~vidinv.face.transfer.EditTransfer`), so the
+    output keeps the source's detail and an unedited face comes back unchanged; it needs both
+    fields (:class:`~vidinv.pipeline.stages.RenderFaces` with ``with_reconstruction``).
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
-    ``image`` is replaced by a new array (the decoder's buffer is never written). See
-    :class:`~vidinv.face.paste.FacePaster` for ``mask``, ``erode``, ``feather`` and
-    ``color_match``. Latency 0.
+    ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0.
     """
 
     latency = 0
 
     def __init__(self, mask: MaskKind = "ellipse", *, erode: float = 0.02,
                  feather: float = 0.04, color_match: ColorMatch = None,
-                 source: Literal["rendered", "aligned"] = "rendered") -> None:
+                 source: Literal["rendered", "aligned"] = "rendered",
+                 mode: PasteMode = "render") -> None:
+        if mode not in PASTE_MODES:
+            raise ValueError(f"paste mode must be one of {', '.join(PASTE_MODES)}, not {mode!r}")
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
+        self.mode = mode
+        self.transfer = EditTransfer() if mode == "transfer" else None
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
             face = getattr(frame, self.source)
-            if frame.face_found and face is not None and frame.crop_from_frame is not None:
+            if not (frame.face_found and face is not None and frame.crop_from_frame is not None):
+                yield frame
+                continue
+            if self.transfer is not None:
+                if frame.reconstruction is None:
+                    raise ValueError("transfer paste needs frame.reconstruction: render with "
+                                     "RenderFaces(with_reconstruction=True)")
+                size = self.transfer.flow_size
+                crop_size = frame.extras.get(CROP_SIZE, _as_uint8_image(face).shape[0])
+                crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
+                                   @ frame.crop_from_frame)
+                mask = self.paster.mask_for(size, crop_from_frame, frame.landmarks)
+                frame.image = self.transfer(frame.image, _as_uint8_image(face),
+                                            _as_uint8_image(frame.reconstruction),
+                                            frame.crop_from_frame, crop_size, mask)
+            else:
                 frame.image = self.paster(
                     frame.image, _as_uint8_image(face), frame.crop_from_frame,
                     crop_size=frame.extras.get(CROP_SIZE), landmarks=frame.landmarks)

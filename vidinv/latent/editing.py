@@ -226,3 +226,127 @@ class LatentEditor:
         w_edit, features_edit = self(w, features)
         return self.generator.synthesis(w_edit, features=features_edit, k=self.k)
 
+
+
+class CombinedEditor:
+    """Several directions at once: one offset ``Σ αᵢ · offsetᵢ``, then Eq. 1 once.
+
+    ``offsets`` maps a name to its edit of α = 1 ([N,D], see :func:`direction_offset`);
+    ``strengths`` (name -> α, missing names are 0) may be changed between calls, e.g. by
+    sliders or keys. A call sums the offsets into one (a few [N,D] additions, cached while the
+    strengths stay the same) and then costs what one :class:`LatentEditor` costs: one shift of
+    w, and two passes through the generator's first k layers only when the summed edit reaches
+    them, whatever the number of attributes. Runs without autograd.
+
+    w: [B,N,D] or [N,D]; F: [B,C,R,R] or [C,R,R]. Returns tensors of the same shapes.
+    """
+
+    def __init__(self, generator: StyleGAN2Generator, offsets: dict[str, torch.Tensor],
+                 strengths: dict[str, float] | None = None, k: int = DEFAULT_K) -> None:
+        self.generator = generator
+        self.k = int(k)
+        generator.synthesis.feature_shape(self.k)  # validates k
+        shape = (generator.n_latent, generator.style_dim)
+        self.offsets: dict[str, torch.Tensor] = {}
+        for name, offset in offsets.items():
+            if tuple(offset.shape) != shape:
+                raise ValueError(f"offset {name!r} must be {list(shape)}, got "
+                                 f"{list(offset.shape)}")
+            self.offsets[name] = offset.detach().float().cpu()
+        unknown = set(strengths or {}) - set(self.offsets)
+        if unknown:
+            raise ValueError(f"strengths for unknown names {sorted(unknown)}; the editor has "
+                             f"{sorted(self.offsets)}")
+        #: name -> α; change freely between calls.
+        self.strengths: dict[str, float] = {name: 0.0 for name in self.offsets}
+        self.strengths.update({name: float(a) for name, a in (strengths or {}).items()})
+        self._cache_key: tuple | None = None
+        self._cache: tuple[torch.Tensor, tuple[int, int], bool] | None = None
+        self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    @classmethod
+    def from_directions(cls, generator: StyleGAN2Generator,
+                        directions: dict[str, Direction | torch.Tensor],
+                        strengths: dict[str, float] | None = None, k: int = DEFAULT_K,
+                        check: bool = True) -> CombinedEditor:
+        """From directions (each on its own layers), checked against the generator once."""
+        fingerprint = None
+        offsets = {}
+        for name, direction in directions.items():
+            if check and isinstance(direction, Direction):
+                fingerprint = fingerprint or generator_fingerprint(generator)
+                direction.check_generator(generator, fingerprint=fingerprint)
+            offsets[name] = direction_offset(direction, generator.n_latent, generator.style_dim)
+        return cls(generator, offsets, strengths, k)
+
+    @classmethod
+    def from_editors(cls, editors: dict[str, LatentEditor]) -> CombinedEditor:
+        """Join single-direction editors (their offsets and strengths; same generator and k)."""
+        if not editors:
+            raise ValueError("no editors to combine")
+        first = next(iter(editors.values()))
+        for name, editor in editors.items():
+            if editor.generator is not first.generator or editor.k != first.k:
+                raise ValueError(f"editor {name!r} has another generator or k")
+        return cls(first.generator, {name: e.offset for name, e in editors.items()},
+                   {name: e.strength for name, e in editors.items()}, first.k)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.offsets)
+
+    def __repr__(self) -> str:
+        edits = ", ".join(f"{name}={alpha:g}" for name, alpha in self.strengths.items())
+        return f"CombinedEditor({edits}, k={self.k})"
+
+    def _combined(self) -> tuple[torch.Tensor, tuple[int, int], bool]:
+        key = tuple(sorted(self.strengths.items()))
+        if key != self._cache_key or self._cache is None:
+            unknown = set(self.strengths) - set(self.offsets)
+            if unknown:
+                raise KeyError(f"no direction named {sorted(unknown)[0]!r}; the editor has "
+                               f"{', '.join(self.offsets)}")
+            total = torch.zeros_like(next(iter(self.offsets.values())))
+            for name, alpha in self.strengths.items():
+                if alpha != 0.0:
+                    total += alpha * self.offsets[name]
+            self._cache = (total, _moved_rows(total), bool(total[: self.k].any()))
+            self._cache_key = key
+            self._on_device.clear()
+        return self._cache
+
+    @property
+    def offset(self) -> torch.Tensor:
+        """The summed edit Σ αᵢ · offsetᵢ at the current strengths, [N,D] float32 (CPU)."""
+        return self._combined()[0]
+
+    @property
+    def moves_features(self) -> bool:
+        """Whether the summed edit reaches layers below k (then F̃ ≠ F)."""
+        return self._combined()[2]
+
+    @torch.no_grad()
+    def __call__(self, w: torch.Tensor,
+                 features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        single = w.ndim == 2
+        codes = w[None] if single else w
+        maps = features[None] if single else features
+        total, rows, moves_features = self._combined()
+        if rows[1] <= rows[0]:
+            return w, features
+        key = (codes.device, codes.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = total.to(codes.device, codes.dtype)
+        one = torch.ones((), dtype=codes.dtype, device=codes.device)
+        w_edit = _shift(codes, self._on_device[key], one, rows)
+        if moves_features:
+            maps = edit_with_features(self.generator, codes, maps, w_edit, self.k)
+        if single:
+            return w_edit[0], maps[0]
+        return w_edit, maps
+
+    @torch.no_grad()
+    def render(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The edited image [B,3,R,R] (w [B,N,D], F [B,C,R,R]): one generator call."""
+        w_edit, features_edit = self(w, features)
+        return self.generator.synthesis(w_edit, features=features_edit, k=self.k)

@@ -2,16 +2,22 @@
 
 **TL-ID / TG-ID** (Tzaban et al., "Stitch it in Time", 2022, §5; the metric script that
 circulates with it, ``measure_local_similarity`` / ``measure_global_similarity``): with
-``sim`` the cosine similarity of identity embeddings, ``o`` the output and ``s`` the source
-frames,
+``sim`` a similarity of identity embeddings, ``o`` the output and ``s`` the source frames,
 
     TL-ID = mean over adjacent pairs (t, t+1) of  sim(o_t, o_t+1) / sim(s_t, s_t+1)
     TG-ID = mean over all pairs i ≠ j          of  sim(o_i, o_j)  / sim(s_i, s_j)
 
 i.e. the ratio is taken per pair, then averaged (not a ratio of means). 1 means the output is
-as consistent as the source; below 1, less. Here frames without a face on either side are left
-out (STIT stops instead), "adjacent" means consecutive frame indices, and pairs whose source
-similarity is ≤ 0 (undefined ratio; never seen with real faces) are skipped.
+as consistent as the source; below 1, less. STIT's ``sim`` is the cosine of its face
+embeddings; here it is, by default, ``similarity="distance"``: s = clip(1 − d/0.6, 0, 1) of the
+Euclidean distance d of dlib descriptors (:func:`vidinv.metrics.identity.distance_similarity`),
+which is 1 for identical descriptors and 0 for faces dlib calls different people (d ≥ 0.6). The
+cosine of dlib's descriptors is ~0.9 for *any* two faces, so an output that turns into another
+person between frames kept a cosine TL-ID near 0.9; with ``distance`` it falls towards 0.
+``similarity="cosine"`` gives STIT's form on these embeddings. Frames without a face on either
+side are left out (STIT stops instead), "adjacent" means consecutive frame indices, and pairs
+whose source similarity is 0 (undefined ratio: a cosine ≤ 0, or source frames that dlib itself
+calls different people) are skipped.
 
 **Warping error** (after Lai et al., "Learning Blind Video Temporal Consistency", ECCV 2018,
 with the flow of the *source* video, so that motion the source really has is not penalised):
@@ -49,27 +55,54 @@ from vidinv.face.smoothing import centre_jitter
 # --- identity consistency ------------------------------------------------------------------------
 
 
-def _unit_rows(embeddings: Sequence[np.ndarray]) -> np.ndarray:
-    array = np.asarray(np.stack(embeddings), dtype=np.float64)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return array / np.where(norms > 0, norms, 1.0)
+SIMILARITIES = ("distance", "cosine")
 
 
 def _paired(source: Sequence[np.ndarray | None], output: Sequence[np.ndarray | None],
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frame indices, unit source rows, unit output rows) of the frames with both embeddings."""
+    """(frame indices, source rows [n,D], output rows [n,D]) of the frames with both
+    embeddings (float64)."""
     if len(source) != len(output):
         raise ValueError(f"{len(source)} source but {len(output)} output embeddings")
     keep = [i for i, (s, o) in enumerate(zip(source, output, strict=True))
             if s is not None and o is not None]
     if not keep:
         return np.zeros(0, int), np.zeros((0, 1)), np.zeros((0, 1))
-    return (np.asarray(keep), _unit_rows([source[i] for i in keep]),
-            _unit_rows([output[i] for i in keep]))
+    return (np.asarray(keep), np.asarray(np.stack([source[i] for i in keep]), np.float64),
+            np.asarray(np.stack([output[i] for i in keep]), np.float64))
 
 
-def tl_id(source: Sequence[np.ndarray | None],
-          output: Sequence[np.ndarray | None]) -> float | None:
+def _unit(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "distance") -> np.ndarray:
+    """[n,D], [m,D] embeddings → [n,m] similarities (see the module: ``distance`` or
+    ``cosine``)."""
+    from vidinv.metrics.identity import distance_similarity
+
+    if similarity == "cosine":
+        return _unit(a) @ _unit(b).T
+    if similarity != "distance":
+        raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
+    squared = (np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2 * a @ b.T)
+    return distance_similarity(np.sqrt(np.maximum(squared, 0.0)))
+
+
+def _rowwise(a: np.ndarray, b: np.ndarray, similarity: str) -> np.ndarray:
+    """Similarity of a[i] and b[i] for each i → [n]."""
+    from vidinv.metrics.identity import distance_similarity
+
+    if similarity == "cosine":
+        return np.sum(_unit(a) * _unit(b), axis=1)
+    if similarity != "distance":
+        raise ValueError(f"unknown similarity {similarity!r}; use one of {SIMILARITIES}")
+    return np.atleast_1d(distance_similarity(np.linalg.norm(a - b, axis=1)))
+
+
+def tl_id(source: Sequence[np.ndarray | None], output: Sequence[np.ndarray | None],
+          similarity: str = "distance") -> float | None:
     """Temporally-local identity consistency (STIT); None without any adjacent pair.
 
     ``source[t]``/``output[t]`` are frame t's embeddings (None: no face in that frame).
@@ -78,14 +111,14 @@ def tl_id(source: Sequence[np.ndarray | None],
     adjacent = np.flatnonzero(np.diff(index) == 1)
     if adjacent.size == 0:
         return None
-    sim_s = np.sum(s[adjacent] * s[adjacent + 1], axis=1)
-    sim_o = np.sum(o[adjacent] * o[adjacent + 1], axis=1)
+    sim_s = _rowwise(s[adjacent], s[adjacent + 1], similarity)
+    sim_o = _rowwise(o[adjacent], o[adjacent + 1], similarity)
     ok = sim_s > 0
     return float(np.mean(sim_o[ok] / sim_s[ok])) if ok.any() else None
 
 
 def tg_id(source: Sequence[np.ndarray | None], output: Sequence[np.ndarray | None],
-          block: int = 512) -> float | None:
+          block: int = 512, similarity: str = "distance") -> float | None:
     """Temporally-global identity consistency (STIT): all pairs i ≠ j; None for < 2 frames.
 
     Computed in row blocks, so long clips need O(block · N) memory, not O(N²).
@@ -97,8 +130,8 @@ def tg_id(source: Sequence[np.ndarray | None], output: Sequence[np.ndarray | Non
     total, count = 0.0, 0
     for start in range(0, n, block):
         rows = slice(start, min(start + block, n))
-        sim_s = s[rows] @ s.T
-        sim_o = o[rows] @ o.T
+        sim_s = similarity_matrix(s[rows], s, similarity)
+        sim_o = similarity_matrix(o[rows], o, similarity)
         off_diagonal = np.ones_like(sim_s, dtype=bool)
         local = np.arange(rows.stop - rows.start)
         off_diagonal[local, local + start] = False

@@ -7,12 +7,13 @@ whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.latent.errors import UnknownAttributeError
+from vidinv.pipeline.adapt import adapt_to_clip
 from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
+from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +43,26 @@ def available_attributes(bundle: ModelBundle) -> dict[str, Path]:
     return names
 
 
+def _load_attribute(bundle: ModelBundle, attribute: str, known: dict[str, Path]):
+    """The :class:`~vidinv.latent.directions.Direction` for a name of the model or a file."""
+    from vidinv.latent.directions import load_direction
+
+    if attribute in known:
+        return load_direction(known[attribute], attribute, bundle.generator)
+    if Path(attribute).is_file():
+        return load_direction(attribute, None, bundle.generator)
+    listed = ", ".join(sorted(known)) or "none stored with this model"
+    raise UnknownAttributeError(f"unknown attribute {attribute!r}; this model has: {listed} "
+                                "(or pass a direction file)")
+
+
 def resolve_editor(bundle: ModelBundle, attribute: str, strength: float,
                    layers: tuple[int, int] | None = None):
     """A :class:`~vidinv.latent.editing.LatentEditor` for ``attribute`` (a name or a file)."""
-    from vidinv.latent.directions import load_direction
     from vidinv.latent.editing import LatentEditor
 
     layer_range = None if layers is None else range(layers[0], layers[1] + 1)
-    known = available_attributes(bundle)
-    if attribute in known:
-        direction = load_direction(known[attribute], attribute, bundle.generator)
-    elif Path(attribute).is_file():
-        direction = load_direction(attribute, None, bundle.generator)
-    else:
-        listed = ", ".join(sorted(known)) or "none stored with this model"
-        raise UnknownAttributeError(f"unknown attribute {attribute!r}; this model has: {listed} "
-                                    "(or pass a direction file)")
+    direction = _load_attribute(bundle, attribute, available_attributes(bundle))
     # load_direction has already checked the direction against the generator (a hash over
     # every weight); the editor need not hash them again.
     if layer_range is None:
@@ -65,11 +71,84 @@ def resolve_editor(bundle: ModelBundle, attribute: str, strength: float,
                         check=False)
 
 
+def resolve_edits(bundle: ModelBundle, edits: Mapping[str, float],
+                  extra: Sequence[str] = ()):
+    """A :class:`~vidinv.latent.editing.CombinedEditor` for ``{attribute: strength}``.
+
+    Attributes are names of the model's directions or direction files; each moves its own
+    layers. ``extra`` names attributes to hold at strength 0 (e.g. for ``live``'s keys to
+    reach). The directions are summed before one render: three edits cost what one does.
+    """
+    from vidinv.latent.editing import CombinedEditor
+
+    known = available_attributes(bundle)
+    names = list(edits) + [name for name in extra if name not in edits]
+    if not names:
+        raise UnknownAttributeError("no attribute to edit; this model has: "
+                                    + (", ".join(sorted(known)) or "none"))
+    directions = {name: _load_attribute(bundle, name, known) for name in names}
+    return CombinedEditor.from_directions(bundle.generator, directions, dict(edits), k=bundle.k,
+                                          check=False)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_edits(items: Sequence[str], default_strength: float = 1.0) -> dict[str, float]:
+    """``["smile=2", "yaw=-1", "mouth_open"]`` -> ``{"smile": 2.0, "yaw": -1.0,
+    "mouth_open": default_strength}`` (``--attr`` values of the command line)."""
+    edits: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or (Path(item).is_file() and not _is_number(value)):
+            name, strength = item, float(default_strength)
+        else:
+            try:
+                strength = float(value)
+            except ValueError:
+                raise UnknownAttributeError(f"--attr {item}: the strength after '=' must be a "
+                                            "number, e.g. --attr smile=2") from None
+        if not name:
+            raise UnknownAttributeError(f"--attr {item}: name the attribute, e.g. smile=2")
+        if name in edits:
+            raise UnknownAttributeError(f"--attr {name} is given twice; give each attribute "
+                                        "once")
+        edits[name] = strength
+    return edits
+
+
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
+    """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
+    LatentEditor, or None to invert) gives the W+ edit the graph applies."""
+    from vidinv.latent.editing import CombinedEditor, LatentEditor
+
+    if isinstance(editor, LatentEditor):
+        editor = CombinedEditor.from_editors({"edit": editor})
     engines = make_model_engines(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
                     crop_size=bundle.crop_size)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (0: leave torch's setting alone)."""
+    if threads <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_output(input_path: Path, output_path: Path) -> None:
@@ -98,6 +177,7 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     reader = VideoReader(input_path)
     info = reader.info
     _check_output(input_path, output_path)
+    bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
     segments = build_pipeline(config, make_networks(bundle, config, editor), str(input_path))
     out_info = info
     if config.output.side_by_side:
@@ -112,7 +192,8 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
             writer.write(frame)
             bar.update()
 
-        stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
+        with torch_threads(config.engine.threads):
+            stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
     return stats
 
 
@@ -186,43 +267,48 @@ def _has_display() -> bool:
                 or os.name == "nt")
 
 
-def live(source, bundle: ModelBundle, config: PipelineConfig, editors: dict[str, object],
+def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
          *, output_path: str | Path | None = None, max_seconds: float | None = None,
-         show: bool | None = None,
-         on_frame: Callable[[Frame], None] | None = None) -> LiveReport:
-    """Edit a live source; show original | edited in a window, or write it to ``output_path``.
+         show: bool | None = None, on_frame: Callable[[Frame], None] | None = None,
+         virtual_camera: bool = False, camera_class=None) -> LiveReport:
+    """Edit a live source; show original | edited in a window, write it to ``output_path``,
+    and/or send the edited stream to a virtual camera.
 
-    Keys in the window: ``+``/``-`` change the strength, ``a`` cycles the attribute, ``q`` or
-    Esc quits. Latency stays bounded: the source drops its oldest frames when the pipeline is
-    slower than the camera (``frames_dropped``). ``on_frame`` sees each shown frame.
+    ``editors`` is a :class:`~vidinv.latent.editing.CombinedEditor` (every attribute it holds is
+    applied at its own strength, summed before one render), a ``{name: LatentEditor}`` mapping
+    (joined into one), or None (reconstruction only). Keys in the window: ``a`` (or Tab)
+    selects the next attribute, ``+``/``-`` change the selected one's strength by 0.5, ``0``
+    sets it to 0, ``q`` or Esc quits. With ``virtual_camera`` the edited half (the source's size
+    and rate, no overlay) goes to a virtual camera (:mod:`vidinv.video.virtualcam`;
+    ``camera_class`` replaces pyvirtualcam's, e.g. in tests). Latency stays bounded: the source
+    drops its oldest frames when the pipeline is slower than the camera (``frames_dropped``).
+    ``on_frame`` sees each shown frame (``image`` the edited frame, the source's size).
     """
     import cv2
 
+    from vidinv.latent.editing import CombinedEditor
+
     show = _has_display() if show is None else show
-    if not show and output_path is None:
+    if not show and output_path is None and not virtual_camera:
         raise VidinvError("no display to show the live window; pass --output FILE.mp4 to write "
-                          "the edited stream instead")
-    names = list(editors)
-    state = {"attribute": 0}
-    switch = _SwitchableEditor(editors, names[0] if names else None)
+                          "the edited stream, or --virtual-camera to send it to a camera")
+    if editors is not None and not isinstance(editors, CombinedEditor):
+        editors = CombinedEditor.from_editors(dict(editors)) if editors else None
+    editor: CombinedEditor | None = editors
+    controls = LiveControls(editor)
+    # original | edited is composed in the sink, and only for the window or the file: the
+    # virtual camera takes the edited frame as it is (no 2×-wide copy per frame).
     config = dataclasses.replace(config, output=dataclasses.replace(config.output,
-                                                                    side_by_side=True))
-    segments = build_pipeline(config, make_networks(bundle, config, switch if names else None),
+                                                                    side_by_side=False))
+    segments = build_pipeline(config, make_networks(bundle, config, editor),
                               "the live source", live=True)
     # One thread pulls the newest frame from the source and runs every stage: queues between
     # threads would hold frames that grow stale while the next stage is busy.
     segments = [[stage for segment in segments for stage in segment]]
     latencies: list[float] = []
+    info = source.info
+    camera = None
     writer = None
-    if output_path is not None:
-        from vidinv.video.reader import VideoInfo
-        from vidinv.video.writer import VideoWriter
-
-        info = source.info
-        writer = VideoWriter(output_path, VideoInfo.for_frames(info.width * 2, info.height,
-                                                               info.fps or 30),
-                             crf=config.output.crf, preset=config.output.preset)
-        writer.open()
     started = time.monotonic()
     shown = 0
 
@@ -236,32 +322,45 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors: dict[str,
         shown += 1
         if on_frame is not None:
             on_frame(frame)
+        if camera is not None:
+            camera.send(frame.image)
+        if writer is None and not show:
+            return
         fps = shown / max(time.monotonic() - started, 1e-6)
-        label = (f"{fps:4.1f} fps  {latency:4.0f} ms  dropped {source.dropped}"
-                 + (f"  {switch.name} {switch.strength:+.1f}" if names else ""))
-        image = np.ascontiguousarray(frame.image)
-        cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1,
-                    cv2.LINE_AA)
+        image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image], axis=1)
+        label = f"{fps:4.1f} fps  {latency:4.0f} ms  dropped {source.dropped}  {controls.label()}"
+        cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 0), 1, cv2.LINE_AA)
         if writer is not None:
             writer.write(Frame(index=frame.index, image=image, pts=None, time_base=None))
         if show:
             cv2.imshow("vidinv live (original | edited)", image[:, :, ::-1])
-            key = cv2.waitKey(1) & 0xFF
-            if key in (ord("q"), 27):
+            if controls.press(cv2.waitKey(1) & 0xFF):
                 raise _Quit
-            if names and key in (ord("+"), ord("=")):
-                switch.strength += 0.5
-            if names and key == ord("-"):
-                switch.strength -= 0.5
-            if names and key == ord("a"):
-                state["attribute"] = (state["attribute"] + 1) % len(names)
-                switch.select(names[state["attribute"]])
+
+    def sink_until_time(frame: Frame) -> None:
+        sink(frame)
         if max_seconds is not None and time.monotonic() - started > max_seconds:
             raise _Quit
 
-    source.start()
     try:
-        run_threaded(source, segments, sink, queue_size=1, source_thread=False)
+        if virtual_camera:
+            from vidinv.video.virtualcam import open_virtual_camera
+
+            camera = open_virtual_camera(info.width, info.height, float(info.fps or 30),
+                                         camera_class=camera_class)
+        if output_path is not None:
+            from vidinv.video.reader import VideoInfo
+            from vidinv.video.writer import VideoWriter
+
+            writer = VideoWriter(output_path, VideoInfo.for_frames(info.width * 2, info.height,
+                                                                   info.fps or 30),
+                                 crf=config.output.crf, preset=config.output.preset)
+            writer.open()
+        started = time.monotonic()
+        source.start()
+        with torch_threads(config.engine.threads):
+            run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False)
     except _Quit:
         pass
     except BaseException:
@@ -270,6 +369,8 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors: dict[str,
         raise
     finally:
         source.close()
+        if camera is not None:
+            camera.close()
         if show:
             cv2.destroyAllWindows()
     if writer is not None:
@@ -280,18 +381,43 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors: dict[str,
                       latency_ms_max=float(np.max(latencies)) if latencies else 0.0)
 
 
-class _SwitchableEditor:
-    """Edits with the selected attribute's editor; the strength is shared and adjustable."""
+class LiveControls:
+    """The live window's keys over a :class:`~vidinv.latent.editing.CombinedEditor`.
 
-    def __init__(self, editors: dict[str, object], name: str | None) -> None:
-        self.editors = editors
-        self.name = name
-        self.strength = float(getattr(editors[name], "strength", 1.0)) if name else 0.0
+    ``a`` or Tab selects the next attribute, ``+``/``-`` move the selected one's strength by
+    ``step``, ``0`` sets it to 0; ``q`` or Esc asks to quit (:meth:`press` returns True).
+    """
 
-    def select(self, name: str) -> None:
-        self.name = name
+    def __init__(self, editor=None, step: float = 0.5) -> None:
+        self.editor = editor
+        self.step = step
+        names = editor.names if editor is not None else []
+        self.selected: str | None = next(
+            (name for name in names if editor.strengths[name] != 0.0), names[0] if names else None)
 
-    @property
-    def offset(self):
-        """The selected attribute's edit of strength 1, [L,512]."""
-        return self.editors[self.name].offset
+    def press(self, key: int) -> bool:
+        """Apply one key code (as ``cv2.waitKey`` returns it); True means quit."""
+        if key in (ord("q"), 27):
+            return True
+        if self.editor is None or self.selected is None:
+            return False
+        strengths = self.editor.strengths
+        if key in (ord("+"), ord("=")):
+            strengths[self.selected] += self.step
+        elif key in (ord("-"), ord("_")):
+            strengths[self.selected] -= self.step
+        elif key == ord("0"):
+            strengths[self.selected] = 0.0
+        elif key in (ord("a"), 9):
+            names = self.editor.names
+            self.selected = names[(names.index(self.selected) + 1) % len(names)]
+        return False
+
+    def label(self) -> str:
+        """The edits in force, the selected one in brackets: ``[smile +1.0] yaw -0.5``."""
+        if self.editor is None:
+            return ""
+        return " ".join(f"[{name} {alpha:+.1f}]" if name == self.selected
+                        else f"{name} {alpha:+.1f}"
+                        for name, alpha in self.editor.strengths.items()
+                        if alpha != 0.0 or name == self.selected)

@@ -74,14 +74,13 @@ class EncodeFaces:
 
 
 class EditSource(Protocol):
-    """What :class:`RenderFaces` needs from an editor: the edit of strength 1 and the strength.
+    """What :class:`RenderFaces` needs from an editor: the W+ edit in force.
 
-    ``offset`` [L,512] float32 is the W+ move of α = 1 (zero on untouched layers); several
-    attributes are one offset, their α_i · d_i summed (then ``strength`` scales the sum).
-    Both are read once per batch, so a live slider takes effect from the next batch.
+    ``offset`` [L,512] float32 is the whole move at the current strengths (zero on untouched
+    layers): a :class:`~vidinv.latent.editing.CombinedEditor`'s Σ αᵢ · dᵢ — several attributes
+    are one offset, one render. It is read once per batch, so a live key or slider takes effect
+    from the next batch.
     """
-
-    strength: float
 
     @property
     def offset(self) -> torch.Tensor: ...
@@ -93,8 +92,9 @@ class RenderFaces:
 
     With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited
     R = G(w, F), which the same graph renders in the same batch as the edit. The edit (w̃ =
-    w + α·offset, F̃ by paper 003's Eq. 1) runs inside the ``edit_render`` graph, batched, on
+    w + offset, F̃ by paper 003's Eq. 1) runs inside the ``edit_render`` graph, batched, on
     the engine's backend and device; ``frame.w`` and ``frame.features`` stay as encoded.
+    Without an edit in force (no editor, or every strength 0) R is E itself, the same image.
     """
 
     def __init__(self, edit_render: EditRenderFn, edit: EditSource | None = None,
@@ -108,12 +108,12 @@ class RenderFaces:
     def latency(self) -> int:
         return self.batch_size - 1
 
-    def _offsets(self, w: torch.Tensor) -> torch.Tensor:
-        """[B,L,512]: α·offset for every sample (zeros without an edit), on w's device."""
-        if self.edit is None or self.edit.strength == 0.0:
-            return torch.zeros_like(w)
-        offset = self.edit.offset.to(device=w.device, dtype=w.dtype) * float(self.edit.strength)
-        return offset.expand_as(w)
+    def _offset(self) -> torch.Tensor | None:
+        """The edit in force [L,512], or None when there is none (no editor, all zero)."""
+        if self.edit is None:
+            return None
+        offset = self.edit.offset
+        return offset if bool(offset.any()) else None
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
@@ -122,9 +122,12 @@ class RenderFaces:
                 with torch.inference_mode():
                     w = torch.stack([f.w for f in wanted])
                     features = torch.stack([f.features for f in wanted])
-                    edited, reconstruction = self.edit_render(w, features, self._offsets(w))
+                    offset = self._offset()
+                    offsets = (torch.zeros_like(w) if offset is None
+                               else offset.to(device=w.device, dtype=w.dtype).expand_as(w))
+                    edited, reconstruction = self.edit_render(w, features, offsets)
                     images = tensor_to_images(edited)
-                    if self.with_reconstruction:
+                    if self.with_reconstruction and offset is not None:
                         if reconstruction is None:
                             raise ValueError("the edit_render callable returned no "
                                              "reconstruction; make it with_reconstruction")
@@ -133,4 +136,6 @@ class RenderFaces:
                             frame.reconstruction = image
                 for frame, image in zip(wanted, images, strict=True):
                     frame.rendered = image
+                    if self.with_reconstruction and offset is None:
+                        frame.reconstruction = image  # unedited: R is E
             yield from group

@@ -107,7 +107,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                     with_reconstruction=needs_reconstruction(config)),
     ]
     output_segment: list[Stage] = [
-        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match),
+        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match,
+                  mode=face.paste),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

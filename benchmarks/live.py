@@ -1,0 +1,237 @@
+"""`vidinv live` at 720p: shown fps against the camera's rate and the machine's bound.
+
+    python benchmarks/live.py [--model FOLDER] [--seconds 20] [--fps 30]
+
+A 1280×720 file camera at 30 fps (the real talking head upscaled ×5 onto a 720p canvas, looped)
+feeds `live` with the realtime preset, the model's first three attributes applied at once,
+and a sink that costs nothing (a null virtual camera: no window, no file), so what is measured
+is the pipeline. Printed:
+
+* shown fps against the camera rate, and the machine's bound: the fps of the same live stages
+  fed as fast as they can take frames (one thread, as `live` runs them); shown ≤ min(both);
+* median and max latency (capture → shown), also in camera frame intervals;
+* each live stage's ms per frame at 720p (where the time goes);
+* torch CPU threads: the realtime preset's ``engine.threads`` (1) unless ``--threads``;
+* the cost of editing: edit + render per frame with 1 attribute against 3 (summed offsets);
+* the page's preview update (`vidinv ui`): edit + render + paste of the cached frame.
+
+The machine is shared with other work: the load average is printed with the numbers, and
+they are only as steady as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.pipeline import model_folder, real_frames, upscale_720p, write_clip  # noqa: E402
+
+
+class NullCamera:
+    """A virtual camera that drops what it is sent (so the sink costs nothing)."""
+
+    def __init__(self, width: int, height: int, fps: float, **kwargs) -> None:
+        self.frames = 0
+
+    def send(self, frame: np.ndarray) -> None:
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def stage_times(clip: Path, bundle, editor, n: int,
+                overrides: list[str]) -> tuple[dict[str, float], float]:
+    """ms per frame of each live stage on ``n`` frames, and the bound: fps of the whole chain."""
+    import torch
+
+    from vidinv.config import load_preset
+    from vidinv.pipeline.app import make_networks
+    from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.wiring import build_pipeline
+    from vidinv.video.reader import VideoReader
+
+    config = load_preset("realtime").with_overrides(
+        [f"engine.threads={torch.get_num_threads()}", *overrides])
+    networks = make_networks(bundle, config, editor)
+    stages = [stage for segment in build_pipeline(config, networks, "cam", live=True)
+              for stage in segment]
+    frames = [frame for _, frame in zip(range(n + 8), VideoReader(clip), strict=False)]
+    list(chain(stages, iter(frames[:8])))  # warm-up
+    frames = frames[8:]
+    times: dict[str, float] = {name: 0.0 for name in (type(s).__name__ for s in stages)}
+
+    def timed(stage, upstream):
+        name = type(stage).__name__
+        iterator = stage(upstream)
+        while True:
+            start = time.perf_counter()
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                return
+            times[name] += time.perf_counter() - start
+            yield frame
+
+    # Each stage's time is its own: the time upstream stages take inside its next() is
+    # subtracted below by timing the chain cumulatively.
+    import dataclasses
+
+    copies = [dataclasses.replace(f, extras=dict(f.extras)) for f in frames]
+    cumulative = []
+    upstream = iter(copies)
+    for stage in stages:
+        upstream = timed(stage, upstream)
+    start = time.perf_counter()
+    count = sum(1 for _ in upstream)
+    total = time.perf_counter() - start
+    running = 0.0
+    for name in times:
+        own = times[name] - running
+        running = times[name]
+        cumulative.append((name, own / count * 1e3))
+    return dict(cumulative), count / total
+
+
+def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
+    """Median ms of edit + render of one face with 1 attribute and with all of ``names``."""
+    import torch
+
+    from vidinv.pipeline.app import resolve_edits
+    from vidinv.pipeline.models import make_render_fn
+
+    render = make_render_fn(bundle)
+    generator = bundle.generator
+    w = generator.latent_avg.expand(1, generator.n_latent, generator.style_dim).clone()
+    features = generator.features(w, bundle.k)
+    out = {}
+    for label, edits in (("1 attribute", {names[0]: 1.5}),
+                         (f"{len(names)} attributes", {n: 1.0 for n in names})):
+        editor = resolve_edits(bundle, edits)
+        samples = []
+        with torch.inference_mode():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                render(*editor(w, features))
+                samples.append(time.perf_counter() - start)
+        out[label] = statistics.median(samples[3:]) * 1e3
+    return out
+
+
+def preview_cost(model: Path, clip: Path | None, repeats: int) -> tuple[float, float, float]:
+    """The page's preview: (open ms, median update ms, p90 update ms)."""
+    import torch
+
+    from vidinv.ui.session import UiSession
+
+    torch.set_num_threads(1)  # as `vidinv ui` serves
+    with tempfile.TemporaryDirectory() as folder:
+        session = UiSession(Path(folder), default_model=str(model))
+        if clip is None:
+            opened_clip = session.add_bundled_clip()
+        else:
+            data = clip.read_bytes()
+            import io
+
+            opened_clip = session.add_upload(clip.name, io.BytesIO(data), len(data))
+        start = time.perf_counter()
+        opened = session.open(opened_clip.id, None)
+        open_ms = (time.perf_counter() - start) * 1e3
+        names = opened["attributes"][:3]
+        samples = []
+        for i in range(repeats):
+            strengths = {name: ((i % 7) - 3) * 0.5 for name in names}
+            start = time.perf_counter()
+            session.preview(strengths)
+            samples.append((time.perf_counter() - start) * 1e3)
+        session.close()
+    samples.sort()
+    return open_ms, statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--skip-preview", action="store_true")
+    parser.add_argument("--paste", choices=("transfer", "render"),
+                        help="face.paste (default: the preset's)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: the realtime preset's engine.threads)")
+    args = parser.parse_args()
+
+    import torch
+
+    from vidinv.config import load_preset
+
+    threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    from vidinv.pipeline.app import available_attributes, live, resolve_edits
+    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.video.sources import FileCameraSource
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model, model_label = model_folder(args.model, Path(scratch))
+        bundle = load_model_bundle(model)
+        names = sorted(available_attributes(bundle))
+        names = [n for n in ("smile", "yaw", "mouth_open") if n in names] or names[:3]
+        print(f"model: {model_label}; attributes applied: {', '.join(names)}; torch threads "
+              f"{torch.get_num_threads()}")
+        frames = [upscale_720p(image) for image in real_frames()]
+        clip = write_clip(Path(scratch) / "cam720.mp4", frames, 240, fps=args.fps)
+
+        print(f"[{_load()}]")
+        editor = resolve_edits(bundle, {n: 1.0 for n in names})
+        overrides = [f"face.paste={args.paste}"] if args.paste else []
+        print(f"paste: {load_preset('realtime').with_overrides(overrides).face.paste}")
+        per_stage, bound = stage_times(clip, bundle, editor, 60, overrides)
+        print("live stages at 1280×720, ms per frame: "
+              + ", ".join(f"{name} {ms:.1f}" for name, ms in per_stage.items()))
+
+        print(f"[{_load()}]")
+        config = load_preset("realtime").with_overrides([f"engine.threads={threads}",
+                                                         *overrides])
+        # buffer 1: the newest frame only, as `vidinv live` reads a webcam (and a --source)
+        report = live(FileCameraSource(clip, loop=True, buffer_size=1), bundle, config, editor,
+                      max_seconds=args.seconds, show=False, virtual_camera=True,
+                      camera_class=NullCamera)
+        interval = 1000.0 / args.fps
+        print(f"live 1280×720 file camera at {args.fps} fps: {report.fps:.1f} fps shown "
+              f"({report.fps / args.fps:.2f} × the camera rate; machine bound {bound:.1f} fps, "
+              f"so at most {min(bound, args.fps):.1f}), latency median "
+              f"{report.latency_ms_median:.0f} ms ({report.latency_ms_median / interval:.1f} "
+              f"frame intervals), max {report.latency_ms_max:.0f} ms, "
+              f"{report.frames_dropped} frames dropped by the camera  [{_load()}]")
+
+        costs = edit_cost(bundle, names, 60)
+        print("edit + render per face (batch 1): "
+              + ", ".join(f"{label} {ms:.1f} ms" for label, ms in costs.items()))
+
+        if not args.skip_preview:
+            for label, source in (("bundled 176×144 clip", None),
+                                  ("1280×720 clip", clip)):
+                open_ms, median, p90 = preview_cost(model, source, 30)
+                print(f"ui preview ({label}): open {open_ms:.0f} ms, update median "
+                      f"{median:.0f} ms, p90 {p90:.0f} ms  [{_load()}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

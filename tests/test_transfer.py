@@ -1,0 +1,145 @@
+"""The transfer paste: the model's edit motion moved onto the source's own pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.media import real_clip_path
+from tests.model_fixtures import make_tiny_model
+from vidinv.config import PipelineConfig
+from vidinv.face.paste import ellipse_mask
+from vidinv.face.transfer import FLOW_SIZE, EditTransfer
+from vidinv.metrics.expression import laplacian_variance
+
+
+def _textured(size: int, seed: int = 0) -> np.ndarray:
+    """A sharp random texture with some large structure ([size,size,3] uint8)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8)
+    coarse = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    fine = rng.integers(-40, 40, (size, size, 3))
+    return np.clip(coarse.astype(int) + fine, 0, 255).astype(np.uint8)
+
+
+def _face_and_frame(size: int = 64):
+    """A frame whose central 128×128 square is the 'aligned crop' of side 128 (scale 1)."""
+    frame = _textured(256, seed=1)
+    crop_from_frame = np.array([[1.0, 0, -64], [0, 1.0, -64], [0, 0, 1]])
+    reconstruction = cv2.resize(frame[64:192, 64:192], (size, size),
+                                interpolation=cv2.INTER_AREA)
+    return frame, crop_from_frame, reconstruction
+
+
+def test_an_unedited_face_returns_the_frame_bit_for_bit():
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    mask = ellipse_mask(FLOW_SIZE)
+    out = EditTransfer()(frame, reconstruction.copy(), reconstruction, crop_from_frame, 128, mask)
+    assert np.array_equal(out, frame)
+    assert out is not frame
+
+
+def test_the_edit_motion_moves_the_source_pixels_and_nothing_outside_the_mask():
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    # The edit: the face's content moved 2 px (of 64) to the right, i.e. 4 frame pixels.
+    shift = np.float32([[1, 0, 2], [0, 1, 0]])
+    edited = cv2.warpAffine(reconstruction, shift, (64, 64), borderMode=cv2.BORDER_REFLECT)
+    mask = ellipse_mask(FLOW_SIZE)
+    out = EditTransfer()(frame, edited, reconstruction, crop_from_frame, 128, mask)
+    # Outside the face box the frame is untouched.
+    assert np.array_equal(out[:60], frame[:60]) and np.array_equal(out[:, :60], frame[:, :60])
+    # In the mask's core the output is the frame moved by 4 px: compare with both candidates.
+    core = (slice(120, 150), slice(112, 144))
+    moved = np.roll(frame, 4, axis=1)
+    error_moved = np.abs(out[core].astype(int) - moved[core]).mean()
+    error_still = np.abs(out[core].astype(int) - frame[core]).mean()
+    assert error_moved < 0.35 * error_still
+    # The detail is the source's: sharp, not the 64 px face's blur.
+    assert laplacian_variance(out, (112, 120, 144, 150)) > 0.7 * laplacian_variance(
+        moved, (112, 120, 144, 150))
+
+
+def test_residual_is_low_passed_appearance_change():
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    edited = reconstruction.copy()
+    edited[36:48, 24:40] = np.clip(edited[36:48, 24:40].astype(int) - 60, 0, 255)  # darker mouth
+    transfer = EditTransfer()
+    out = transfer(frame, edited, reconstruction, crop_from_frame, 128, ellipse_mask(FLOW_SIZE))
+    mouth = (slice(64 + 76, 64 + 92), slice(64 + 52, 64 + 76))
+    assert out[mouth].astype(int).mean() < frame[mouth].astype(int).mean() - 15
+    none = EditTransfer(residual_sigma=None)(frame, edited, reconstruction, crop_from_frame,
+                                            128, ellipse_mask(FLOW_SIZE))
+    assert abs(none[mouth].astype(int).mean() - frame[mouth].astype(int).mean()) < 10
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """The first 12 frames of the real clip, losslessly encoded."""
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(real_clip_path())
+    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
+    with VideoWriter(path, reader.info, crf=0, preset="ultrafast") as writer:
+        for frame in reader:
+            if frame.index >= 12:
+                break
+            writer.write(frame)
+    return path
+
+
+def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> list[np.ndarray]:
+    from vidinv.pipeline.app import process_video, resolve_editor
+    from vidinv.pipeline.models import load_model_bundle
+
+    bundle = load_model_bundle(model)
+    config = PipelineConfig().with_overrides([f"face.paste={paste}", "output.crf=0"])
+    images: list[np.ndarray] = []
+    renders: list[tuple] = []
+    process_video(clip, out, bundle, config, resolve_editor(bundle, "smile", strength),
+                  progress=False, on_frame=lambda f: (images.append(f.image),
+                                                      renders.append((f.rendered,
+                                                                      f.reconstruction))))
+    return images, renders
+
+
+def psnr_mean(images: list[np.ndarray], references: list[np.ndarray]) -> float:
+    from vidinv.metrics.image import psnr
+
+    return float(np.mean([psnr(a, b) for a, b in zip(images, references, strict=True)]))
+
+
+def test_pipeline_strength_zero_gives_back_the_input_in_transfer_mode(model, clip, tmp_path):
+    from vidinv.video.reader import VideoReader
+
+    source = [f.image for f in VideoReader(clip)]
+    images, renders = _run(model, clip, tmp_path / "s0.mp4", 0.0, "transfer")
+    assert all(np.array_equal(a, b) for a, b in zip(images, source, strict=True))
+    # strength 0: R is not rendered separately, it is E
+    assert all(e is r for e, r in renders)
+    rendered, _ = _run(model, clip, tmp_path / "render.mp4", 0.0, "render")
+    assert not np.array_equal(rendered[5], source[5])  # render mode pastes the model's face
+
+
+def test_pipeline_transfer_keeps_the_source_where_render_pastes_the_model(model, clip, tmp_path):
+    from vidinv.video.reader import VideoReader
+
+    source = [f.image for f in VideoReader(clip)]
+    transfer, renders = _run(model, clip, tmp_path / "t.mp4", 3.0, "transfer")
+    assert all(r is not None and not np.array_equal(e, r) for e, r in renders)
+    render, _ = _run(model, clip, tmp_path / "r.mp4", 3.0, "render")
+    box = (60, 30, 120, 110)  # the face in the 176×144 clip
+    sharp_in = np.mean([laplacian_variance(s, box) for s in source])
+    sharp_transfer = np.mean([laplacian_variance(t, box) for t in transfer])
+    assert sharp_transfer > 0.7 * sharp_in
+    # The untrained model renders noise: render mode pastes it, transfer only moves the
+    # source's pixels, so the frame stays close to the input.
+    assert psnr_mean(transfer, source) > psnr_mean(render, source) + 3

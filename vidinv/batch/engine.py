@@ -1,0 +1,240 @@
+"""Where tasks run: in this process one after another, or on a Ray actor pool.
+
+**In-process** (:class:`InProcessEngine`): one :class:`~vidinv.batch.worker.Worker`, the tasks
+in order.
+
+**Ray** (:class:`RayEngine`): ``workers`` actors, each a :class:`~vidinv.batch.worker.Worker`
+that loads the models once. Each actor asks for ``cpus_per_task`` CPUs and ``gpus_per_task``
+GPUs (Ray then sets ``CUDA_VISIBLE_DEVICES`` and ``OMP_NUM_THREADS`` for it) and is declared with
+``max_restarts=-1`` and ``max_task_retries``: when a worker process dies mid-video, Ray starts a
+new one and runs the video again there; after ``1 + max_task_retries`` deaths on the same video
+that video is reported failed and the batch goes on. Nothing here retries or reschedules by
+itself; the loop below only hands the next video to the actor that has just finished one (as
+:class:`ray.util.ActorPool` does, which cannot say which input a failed call belonged to).
+
+The address: ``"local"`` starts a Ray on this machine sized to it (all its CPUs and GPUs);
+``"auto"`` joins the cluster this machine belongs to (``ray start`` ran here); ``ray://HOST:PORT``
+connects to a cluster's head through Ray Client. When Ray is already initialised in this process
+(a notebook, the tests) that session is used and left running.
+
+On a cluster, every node needs vidinv and the model files, and OUTDIR must be shared storage
+at the same path: the workers write the outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from vidinv.batch.files import Task
+from vidinv.batch.worker import Job, Worker, base_record
+from vidinv.errors import BackendUnavailableError, VidinvError
+
+log = logging.getLogger(__name__)
+
+RAY_EXTRA_HINT = "pip install 'vidinv[ray]'"
+
+
+class RayUnavailableError(BackendUnavailableError):
+    """``--ray`` was asked for but Ray is not installed."""
+
+
+class WorkerLoadError(VidinvError):
+    """The workers could not load the job's models (a user error, said once)."""
+
+
+def import_ray():
+    """The ``ray`` module, or a one-line error naming the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(f"--ray needs Ray: {RAY_EXTRA_HINT}") from None
+    return ray
+
+
+def check_address(address: str) -> str:
+    """``local``, ``auto``, ``ray://HOST:PORT`` or ``HOST:PORT``; anything else is an error
+    (usually an input file that followed ``--ray`` and was taken for its address)."""
+    if address in ("local", "auto") or address.startswith("ray://"):
+        return address
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        return address
+    raise VidinvError(f"--ray {address!r}: not a Ray address; use --ray (local), --ray auto or "
+                      "--ray ray://HOST:PORT, and put the inputs before --ray")
+
+
+class InProcessEngine:
+    """The tasks one after another in this process."""
+
+    name = "in-process"
+
+    def __init__(self, job: Job, kit: Any = None) -> None:
+        self.job = job
+        self._kit = kit
+        self._worker: Worker | None = None
+        self.workers = 1
+
+    @property
+    def started(self) -> bool:
+        return self._worker is not None
+
+    def start(self, tasks: int | None = None) -> None:
+        self._worker = Worker(self.job, self._kit)
+        if self._worker.load_error:
+            raise WorkerLoadError(self._worker.load_error)
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
+        if self._worker is None:
+            self.start()
+        for task in tasks:
+            yield self._worker.run(task)
+
+    def close(self) -> None:
+        self._worker = None
+
+
+class RayEngine:
+    """A pool of Ray actors running :class:`~vidinv.batch.worker.Worker` (see the module).
+
+    Args:
+        job: what the workers load and run.
+        address: ``local``, ``auto`` or ``ray://HOST:PORT``.
+        workers: actors to start (None: as many as the cluster's CPUs (or GPUs, with
+            ``gpus_per_task``) allow, at most one per task).
+        cpus_per_task / gpus_per_task: resources each actor holds.
+        max_task_retries: times a video is run again after its worker process died.
+    """
+
+    def __init__(self, job: Job, address: str = "local", *, workers: int | None = None,
+                 cpus_per_task: float = 1.0, gpus_per_task: float = 0.0,
+                 max_task_retries: int = 2) -> None:
+        self.job = job
+        self.address = check_address(address)
+        self.requested_workers = workers
+        self.cpus_per_task = float(cpus_per_task)
+        self.gpus_per_task = float(gpus_per_task)
+        self.max_task_retries = int(max_task_retries)
+        self.actors: list[Any] = []
+        self.workers = 0
+        self._ray: Any = None
+        self._started_ray = False
+
+    @property
+    def name(self) -> str:
+        return f"ray ({self.address}, {self.workers} workers)"
+
+    def _init_ray(self) -> None:
+        ray = self._ray = import_ray()
+        if ray.is_initialized():
+            return
+        if self.address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+        self._started_ray = True
+
+    def capacity(self) -> int:
+        """How many actors the cluster can hold at once with this engine's resources."""
+        resources = self._ray.cluster_resources()
+        slots = []
+        if self.cpus_per_task > 0:
+            slots.append(math.floor(resources.get("CPU", 0) / self.cpus_per_task + 1e-9))
+        if self.gpus_per_task > 0:
+            gpus = resources.get("GPU", 0)
+            if gpus <= 0:
+                raise VidinvError("--gpus-per-task: this Ray cluster has no GPU; leave it out "
+                                  "or connect to a cluster with GPUs")
+            slots.append(math.floor(gpus / self.gpus_per_task + 1e-9))
+        return max(1, min(slots)) if slots else 1
+
+    @property
+    def started(self) -> bool:
+        return bool(self.actors)
+
+    def start(self, tasks: int | None = None) -> None:
+        """Start Ray (if needed) and the actors; they load the models before this returns."""
+        self._init_ray()
+        ray = self._ray
+        count = self.requested_workers or self.capacity()
+        if tasks is not None:
+            count = max(1, min(count, tasks))
+        actor_class = ray.remote(
+            num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_restarts=-1,
+            max_task_retries=self.max_task_retries, concurrency_groups={"status": 1})(Worker)
+        self.actors = [actor_class.remote(self.job) for _ in range(count)]
+        self.workers = count
+        for status in self.status():
+            if status["load_error"]:
+                self.close()
+                raise WorkerLoadError(status["load_error"])
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each actor's ``{"pid", "task", "load_error"}``, answered while it runs a video."""
+        ray = self._ray
+        return ray.get([actor.status.options(concurrency_group="status").remote()
+                        for actor in self.actors])
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
+        """Records in the order the videos finish."""
+        ray = self._ray
+        if not self.actors:
+            self.start(len(tasks))
+        pending = list(reversed(tasks))
+        running: dict[Any, tuple[Task, Any]] = {}
+        idle = list(self.actors)
+
+        def submit() -> None:
+            while idle and pending:
+                actor, task = idle.pop(), pending.pop()
+                running[actor.run.remote(task)] = (task, actor)
+
+        submit()
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            task, actor = running.pop(done[0])
+            try:
+                record = ray.get(done[0])
+            except ray.exceptions.RayError as error:  # died 1 + max_task_retries times
+                record = self._died(task, error)
+            idle.append(actor)
+            submit()
+            yield record
+
+    def _died(self, task: Task, error: BaseException) -> dict[str, Any]:
+        record = base_record(task)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        record.update(status="failed",
+                      error=f"the worker process died {1 + self.max_task_retries} times on "
+                            f"this video ({type(error).__name__}: {first_line})")
+        return record
+
+    def close(self) -> None:
+        """Stop the actors (and Ray, when this engine started it)."""
+        if self._ray is None:
+            return
+        for actor in self.actors:
+            self._ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self._started_ray:
+            self._ray.shutdown()
+            self._started_ray = False
+
+
+def make_engine(job: Job, ray_address: str | None, *, workers: int | None = None,
+                gpus_per_task: float = 0.0, cpus_per_task: float = 1.0, kit: Any = None):
+    """:class:`InProcessEngine` when ``ray_address`` is None, else :class:`RayEngine`.
+
+    ``kit``: models the caller has already loaded (in-process only; Ray workers load their
+    own).
+    """
+    if ray_address is None:
+        if gpus_per_task:
+            raise VidinvError("--gpus-per-task is for --ray; in this process use --device cuda")
+        return InProcessEngine(job, kit)
+    import_ray()
+    return RayEngine(job, ray_address, workers=workers, cpus_per_task=cpus_per_task,
+                     gpus_per_task=gpus_per_task)

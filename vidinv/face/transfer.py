@@ -1,0 +1,133 @@
+"""Transfer paste: move the source's own pixels by the motion the model's edit makes.
+
+The model renders the reconstruction R = G(w, F) and the edit E = G(w̃, F̃) of the same face.
+Instead of pasting E (whose detail is the model's, blurred at a small model's resolution), this
+estimates the dense motion from E back to R (DIS optical flow, on both images enlarged to
+``flow_size``), carries that field into the frame through the crop transform, resamples the
+frame's face region along it at full resolution, adds what motion cannot explain — E minus R
+warped by the same field, low-passed so none of the model's blur or texture reaches the frame —
+and blends the result in with the feathered face mask. Where E equals R (strength 0) the frame
+comes back bit for bit.
+
+Shapes: frames [H,W,3] uint8 RGB; faces [S,S,3] uint8 RGB at the generator's resolution; masks
+[U,U] float32 in [0,1] at ``flow_size`` U; flows [U,U,2] float32 (x, y) in U-pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from vidinv.face.align import cv_inverse_map
+from vidinv.face.paste import frame_box
+
+#: Side at which the flow is estimated (faces are enlarged to it; DIS needs some pixels).
+FLOW_SIZE = 128
+#: σ of the low-pass on the appearance residual, as a fraction of the face side.
+RESIDUAL_SIGMA = 0.02
+#: σ of the smoothing of the flow field, as a fraction of the face side.
+FLOW_SIGMA = 0.01
+#: Flow below this many U-pixels is taken as no motion (DIS noise; resampling along it would
+#: only soften the frame).
+MIN_MOTION = 0.15
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+class EditTransfer:
+    """Applies an edit's motion (and low-passed appearance change) to a frame.
+
+    Args:
+        flow_size: U, the side at which flow, mask and residual live.
+        residual_sigma: low-pass σ of the residual (fraction of U); ``None`` drops it.
+        flow_sigma: smoothing σ of the flow (fraction of U).
+    """
+
+    def __init__(self, flow_size: int = FLOW_SIZE, residual_sigma: float | None = RESIDUAL_SIGMA,
+                 flow_sigma: float = FLOW_SIGMA) -> None:
+        self.flow_size = int(flow_size)
+        self.residual_sigma = residual_sigma
+        self.flow_sigma = float(flow_sigma)
+        self._dis = None
+
+    def _flow(self) -> cv2.DISOpticalFlow:
+        if self._dis is None:
+            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        return self._dis
+
+    def motion(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(flow [U,U,2], residual [U,U,3] float32) in the crop's geometry at U.
+
+        ``flow`` maps each pixel of E to where the same point is in R (E(p) ≈ R(p + flow(p))),
+        attenuated by ``mask`` so nothing outside the face moves; ``residual`` is E − R∘flow,
+        low-passed and masked (in 0…255 units).
+        """
+        size = self.flow_size
+        up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
+        up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
+        flow = self._flow().calc(_grey(up_e), _grey(up_r), None)
+        if self.flow_sigma > 0:
+            flow = cv2.GaussianBlur(flow, (0, 0), self.flow_sigma * size)
+        magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
+        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1) * mask[..., None]
+        flow = flow.astype(np.float32)
+        residual = np.zeros((size, size, 3), np.float32)
+        if self.residual_sigma is not None:
+            xs, ys = np.meshgrid(np.arange(size, dtype=np.float32),
+                                 np.arange(size, dtype=np.float32))
+            moved = cv2.remap(up_r, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+            residual = up_e.astype(np.float32) - moved.astype(np.float32)
+            residual = cv2.GaussianBlur(residual, (0, 0), self.residual_sigma * size)
+            residual *= mask[..., None]
+        return flow, residual
+
+    def __call__(self, image: np.ndarray, edited: np.ndarray, reconstruction: np.ndarray,
+                 crop_from_frame: np.ndarray, crop_size: int, mask: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """The frame with the edit transferred.
+
+        Args:
+            image: [H,W,3] uint8 RGB frame (not written to unless it is ``out``).
+            edited, reconstruction: E and R, [S,S,3] uint8 RGB in the aligned crop's geometry.
+            crop_from_frame: 3×3 frame → crop map for a crop of side ``crop_size``.
+            mask: [U,U] float32 in [0,1], the face mask at ``flow_size``.
+        """
+        if out is None:
+            out = image.copy()
+        if np.array_equal(edited, reconstruction):
+            return out
+        size = self.flow_size
+        if mask.shape != (size, size):
+            raise ValueError(f"mask {mask.shape} must be {size}×{size} (flow_size)")
+        flow, residual = self.motion(edited, reconstruction, mask)
+        crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame
+        box = frame_box(mask, crop_from_frame, image.shape)
+        if box is None:
+            return out
+        bx0, by0, bx1, by1 = box
+        crop_from_box = crop_from_frame @ np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]],
+                                                   np.float64)
+        inverse = cv_inverse_map(np.linalg.inv(crop_from_box))
+        box_size = (bx1 - bx0, by1 - by0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+        def to_box(field: np.ndarray) -> np.ndarray:
+            return cv2.warpAffine(field, inverse, box_size, flags=flags,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+        crop_flow = to_box(flow)                                    # crop units
+        frame_from_crop = np.linalg.inv(crop_from_frame)[:2, :2]
+        frame_flow = crop_flow @ frame_from_crop.T.astype(np.float32)  # frame pixels
+        xs, ys = np.meshgrid(np.arange(bx0, bx1, dtype=np.float32),
+                             np.arange(by0, by1, dtype=np.float32))
+        moved = cv2.remap(image, xs + frame_flow[..., 0], ys + frame_flow[..., 1],
+                          cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        alpha = to_box(mask)[..., None]
+        region = image[by0:by1, bx0:bx1].astype(np.float32)
+        result = region + alpha * (moved.astype(np.float32) + to_box(residual) - region)
+        out[by0:by1, bx0:bx1] = np.clip(np.rint(result), 0, 255).astype(np.uint8)
+        return out

@@ -1,0 +1,510 @@
+"""``vidinv personalize``: a model for the face in one clip, within a time budget.
+
+Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a checkpoint):
+
+1. data — align the clip's frames (:func:`~vidinv.personalize.data.collect_faces`), hold out
+   the frames asked for, and build the expression set (smile, mouth opening, eye closing, head
+   turn warps plus jitter).
+2. generator — train StyleGAN2 on the set (started from the embedded default model when it has
+   the same shape, else from scratch).
+3. encoder — train the Feature-Style Encoder on the generator's samples and the set.
+4. tune — expression tuning (:mod:`vidinv.personalize.tune`): each warp's direction starts as
+   the mean over training crops of E(warp(x, strongest)) − E(x); then the generator and the
+   directions are optimised so that the pipeline's own edit (Eq. 1, strength 3 = the strongest
+   warp, scale 1/3) renders the warped crops and the unedited codes still render the crops.
+5. directions — the tuned ones (eyes_open = −eyes_closed) plus 5 SeFa components.
+6. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
+
+The time budget (``minutes``) is split 20 % generator, 20 % encoder, 50 % tuning by default
+(``split``), the rest data and directions; each trainer runs until its share of the wall time
+is spent, so the budget holds on any machine (the card records the steps that fit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidinv.errors import VidinvError
+from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
+
+log = logging.getLogger(__name__)
+
+WORK_FOLDER = ".personalize"
+#: Generator shapes per resolution: (channel_max, channel_multiplier); see GanTrainConfig.
+GENERATOR_SHAPES = {64: (128, 0.125), 128: (128, 0.25), 256: (128, 0.5)}
+ENCODER_WIDTHS = (16, 32, 48, 64)
+ENCODER_BLOCKS = (1, 2, 2, 1)
+#: Default split of the time budget: GAN training, encoder training, expression tuning (the
+#: rest goes to data and directions).
+DEFAULT_SPLIT = (0.2, 0.2, 0.5)
+#: Adam lr of G and D when the GAN starts from a trained generator (2e-3 from scratch).
+FINE_TUNE_GAN_LR = 5e-4
+#: Seconds of training between progress updates and checkpoints.
+CHUNK_SECONDS = 20.0
+DIRECTION_FRAMES = 48
+#: Fraction of the encoder's time after which its learning rate drops tenfold.
+LR_DECAY_AT = 0.8
+SEFA_COMPONENTS = 5
+
+
+@dataclass(frozen=True)
+class PersonalizeSettings:
+    """What ``vidinv personalize`` was asked for."""
+
+    minutes: float = 30.0
+    resolution: int = 64
+    device: str = "cpu"
+    heldout: tuple[int, int] | None = None   # (first, last) frame index held out, inclusive
+    init: str = "default"                     # default | none | a model folder
+    warp_copies: int = 1
+    seed: int = 0
+    threads: int = 2
+    split: tuple[float, float, float] = DEFAULT_SPLIT  # generator, encoder, tune
+
+    def share(self, stage: str) -> float:
+        return dict(zip(("generator", "encoder", "tune"), self.split, strict=True))[stage]
+
+    def __post_init__(self) -> None:
+        if (len(self.split) != 3 or any(not (0 <= v <= 1) for v in self.split)
+                or sum(self.split) > 1 or sum(self.split) <= 0):
+            raise VidinvError(f"--split {self.split}: three shares of the time for generator, "
+                              "encoder and tuning, each in [0,1], summing to at most 1")
+        if self.resolution not in GENERATOR_SHAPES:
+            raise VidinvError(f"--resolution {self.resolution}: choose one of "
+                              f"{', '.join(map(str, GENERATOR_SHAPES))}")
+        if not (self.minutes > 0 and np.isfinite(self.minutes)):
+            raise VidinvError(f"--minutes {self.minutes}: give a positive number of minutes")
+
+
+@dataclass
+class StepRecord:
+    """Steps and wall seconds spent on one part of the build."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _crop_size(resolution: int) -> int:
+    """The encoder's input side: twice the generator's (16 × the 16×16 feature) up to 256."""
+    return min(2 * resolution, 256) if resolution < 256 else 256
+
+
+class Personalizer:
+    """Runs the steps of the module docstring for ``clip`` into ``out``."""
+
+    def __init__(self, clip: str | Path, out: str | Path, settings: PersonalizeSettings,
+                 progress: ProgressFn | None = None) -> None:
+        self.clip = Path(clip)
+        self.out = Path(out)
+        self.work = self.out / WORK_FOLDER
+        self.settings = settings
+        self.progress = progress or (lambda stage, done, total: None)
+        self.device = torch.device(settings.device)
+        self.last_directions: list = []
+        self.started = time.monotonic()
+
+    # --- 1. data ----------------------------------------------------------------------------
+
+    def data(self) -> dict[str, np.ndarray]:
+        path = self.work / "data.npz"
+        if path.is_file():
+            with np.load(path) as archive:
+                return {name: archive[name] for name in archive.files}
+        from vidinv.personalize.data import collect_faces, expression_set
+
+        start = time.monotonic()
+        settings = self.settings
+        heldout = (range(settings.heldout[0], settings.heldout[1] + 1)
+                   if settings.heldout else None)
+        self.progress("align", 0, 1)
+        faces = collect_faces(self.clip, _crop_size(settings.resolution), heldout)
+        train_crops, train_points = faces.train
+        images, labels = expression_set(train_crops, train_points, settings.warp_copies,
+                                        settings.seed)
+        from vidinv.personalize.tune import expression_bank
+
+        bank = expression_bank(train_crops, train_points, settings.resolution)
+        arrays = {**bank, "images": images, "labels": np.array(labels), "train_crops": train_crops,
+                  "train_points": train_points, "heldout_crops": faces.crops[faces.heldout],
+                  "heldout_indices": faces.indices[faces.heldout],
+                  "frame_count": np.array(faces.frame_count)}
+        self.work.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        self._note("data", StepRecord(seconds=time.monotonic() - start, extra={
+            "frames": int(faces.frame_count), "face_frames": int(len(faces.crops)),
+            "train_crops": int(len(train_crops)), "heldout_crops": int(faces.heldout.sum()),
+            "training_images": int(len(images))}))
+        return arrays
+
+    # --- 2. generator -----------------------------------------------------------------------
+
+    def _init_folder(self) -> Path | None:
+        from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER
+
+        init = self.settings.init
+        if init == "none":
+            return None
+        return DEFAULT_MODEL_FOLDER if init == "default" else Path(init)
+
+    def generator(self, data: dict[str, np.ndarray]) -> Any:
+        from vidinv.models.generator_io import load_generator
+        from vidinv.train.gan import STATE_FILE, GanTrainConfig, GanTrainer
+
+        run = self.work / "gan"
+        done = run / "done.json"
+        if done.is_file():
+            return load_generator(run / "generator.safetensors")
+        if self.settings.share("generator") == 0:
+            folder = self._init_folder()
+            if folder is None:
+                raise VidinvError("--split gives the generator no time and --init is none: "
+                                  "there is no generator to start from")
+            self._note_extra("generator", init=f"{folder.name} (not trained here)")
+            return load_generator(folder / "generator.safetensors")
+        resolution = self.settings.resolution
+        images = torch.from_numpy(_resize(data["images"], resolution)).permute(0, 3, 1, 2)
+        images = images.contiguous()
+        if (run / STATE_FILE).is_file():
+            trainer = GanTrainer.from_checkpoint(run, images, device=self.device)
+        else:
+            channel_max, multiplier = GENERATOR_SHAPES[resolution]
+            config = GanTrainConfig(resolution=resolution, channel_max=channel_max,
+                                    channel_multiplier=multiplier, batch=8,
+                                    checkpoint_every=100, sample_every=500, log_every=10,
+                                    seed=self.settings.seed,
+                                    # Starting from a trained G: short EMA, no ramp-up needed.
+                                    ema_kimg=2.0)
+            trainer = GanTrainer(config, images, out_dir=run, device=self.device)
+            if self._warm_start_generator(trainer):
+                trainer.config = _replace(trainer.config, lr=FINE_TUNE_GAN_LR)
+                trainer._set_optimizer_hyperparameters()
+        self._train_for_budget("generator", trainer)
+        trainer.save_checkpoint()
+        done.write_text(json.dumps({"steps": trainer.step}))
+        return trainer.export_generator()
+
+    def _warm_start_generator(self, trainer: Any) -> bool:
+        """Copy G (and G_ema) from the init model when it has exactly this shape."""
+        from vidinv.models.generator_io import load_generator
+
+        folder = self._init_folder()
+        if folder is None or not (folder / "generator.safetensors").is_file():
+            self._note_extra("generator", init="none (from scratch)")
+            return False
+        source = load_generator(folder / "generator.safetensors")
+        state = source.state_dict()
+        target = trainer.G.state_dict()
+        if set(state) != set(target) or any(state[k].shape != target[k].shape for k in state):
+            self._note_extra("generator", init=f"none ({folder.name} has another shape)")
+            return False
+        trainer.G.load_state_dict(state)
+        trainer.G_ema.load_state_dict(state)
+        self._note_extra("generator", init=str(folder.name))
+        return True
+
+    # --- 3. encoder -------------------------------------------------------------------------
+
+    def encoder(self, generator: Any, data: dict[str, np.ndarray]) -> Any:
+        from vidinv.models.encoder import FeatureStyleEncoder
+        from vidinv.models.encoder_io import load_encoder
+        from vidinv.train.encoder import (
+            STATE_FILE,
+            EncoderTrainer,
+            EncoderTrainingConfig,
+            TensorImageSource,
+        )
+
+        run = self.work / "encoder"
+        done = run / "done.json"
+        if done.is_file():
+            return load_encoder(run / "encoder.safetensors")
+        folder = self._init_folder()
+        if self.settings.share("encoder") == 0:
+            if folder is None:
+                raise VidinvError("--split gives the encoder no time and --init is none: "
+                                  "there is no encoder to start from")
+            self._note_extra("encoder", init=f"{folder.name} (not trained here)")
+            encoder = load_encoder(folder / "encoder.safetensors")
+            encoder.set_latent_avg(generator.latent_avg)
+            return encoder
+        generator = generator.to(self.device)
+        crop = _crop_size(self.settings.resolution)
+        reals = TensorImageSource(_to_unit(data["images"]), generator.resolution)
+        if (run / STATE_FILE).is_file():
+            trainer = EncoderTrainer.resume(generator, run, real_images=reals)
+        else:
+            config = EncoderTrainingConfig(batch_size=4, lr=3e-4, feature_ramp_rate=2.5e-3,
+                                           checkpoint_every=100, log_every=20,
+                                           seed=self.settings.seed)
+            channels, side, _ = generator.synthesis.feature_shape(5)
+            encoder = FeatureStyleEncoder(
+                n_latent=generator.n_latent, style_dim=generator.style_dim, input_size=crop,
+                widths=ENCODER_WIDTHS, blocks=ENCODER_BLOCKS, feature_channels=channels,
+                content_stride=crop // (8 * side))
+            self._warm_start_encoder(encoder)
+            encoder.set_latent_avg(generator.latent_avg)
+            trainer = EncoderTrainer(generator, encoder, config, real_images=reals,
+                                     out_dir=run)
+        def decay_lr_once(fraction: float) -> None:
+            # The paper's lr step (÷10) at 80 % of the run, placed by time instead of steps.
+            if fraction >= LR_DECAY_AT and trainer.config.lr_decay_step > trainer.step:
+                trainer.config = _replace(trainer.config, lr_decay_step=max(1, trainer.step))
+
+        self._train_for_budget("encoder", trainer, decay_lr_once)
+        trainer.save_checkpoint()
+        done.write_text(json.dumps({"steps": trainer.step}))
+        return trainer.encoder.eval()
+
+    def _warm_start_encoder(self, encoder: Any) -> None:
+        from vidinv.models.encoder_io import load_encoder
+
+        folder = self._init_folder()
+        if folder is None or not (folder / "encoder.safetensors").is_file():
+            self._note_extra("encoder", init="none (from scratch)")
+            return
+        source = load_encoder(folder / "encoder.safetensors").state_dict()
+        target = encoder.state_dict()
+        if set(source) != set(target) or any(source[k].shape != target[k].shape
+                                             for k in source):
+            self._note_extra("encoder", init=f"none ({folder.name} has another shape)")
+            return
+        encoder.load_state_dict(source)
+        self._note_extra("encoder", init=str(folder.name))
+
+    # --- 4. directions ----------------------------------------------------------------------
+
+    def paired_directions(self, encoder: Any, data: dict[str, np.ndarray]
+                          ) -> tuple[torch.Tensor, list[float]]:
+        """[K,L,512]: per warp kind, the mean over training crops of E(warp(x, strongest))
+        − E(x) (the tuning's starting point), and how well single pairs agree with it."""
+        from vidinv.models.encoder import prepare_input
+        from vidinv.personalize.warps import AMOUNT_RANGE, warp_face
+
+        encoder = encoder.cpu().eval()
+        crops, points = data["train_crops"], data["train_points"]
+        pick = np.linspace(0, len(crops) - 1, min(DIRECTION_FRAMES, len(crops))).round()
+        pick = pick.astype(int)
+
+        def codes(images: list[np.ndarray]) -> torch.Tensor:
+            with torch.no_grad():
+                w, _ = encoder(prepare_input(_to_unit(np.stack(images)), encoder.input_size))
+            return w
+
+        base = codes([crops[i] for i in pick])
+        vectors, agreement = [], []
+        for kind in WARPS:
+            high = AMOUNT_RANGE[kind][1]
+            change = codes([warp_face(crops[i], points[i], kind, high) for i in pick]) - base
+            mean = change.mean(0)
+            vectors.append(mean)
+            agreement.append(float(torch.nn.functional.cosine_similarity(
+                change.flatten(1), mean.flatten()[None]).mean()))
+        return torch.stack(vectors), agreement
+
+    # --- 4. expression tuning ---------------------------------------------------------------
+
+    def tune(self, generator: Any, encoder: Any, data: dict[str, np.ndarray]
+             ) -> tuple[Any, torch.Tensor]:
+        """(tuned generator, tuned directions [K,L,512]); see :mod:`vidinv.personalize.tune`."""
+        from vidinv.models.encoder import prepare_input
+        from vidinv.personalize.tune import ExpressionTuner, TuneConfig
+        from vidinv.train.state import load_state, save_state
+
+        run = self.work / "tune"
+        state_file = run / "state.safetensors"
+        initial, agreement = self.paired_directions(encoder, data)
+        self._note_extra("tune", paired_agreement=dict(zip(WARPS, agreement, strict=True)))
+        with torch.no_grad():
+            w, features = encoder.cpu().eval()(prepare_input(_to_unit(data["train_crops"]),
+                                                             encoder.input_size))
+        small = _resize(data["train_crops"], self.settings.resolution)
+        tuner = ExpressionTuner(generator, w, features, small, data, initial,
+                                TuneConfig(seed=self.settings.seed), device=self.device)
+        if state_file.is_file():
+            tuner.load(load_state(state_file))
+
+        class _Checkpointing:
+            """The tuner, checkpointed after every chunk (for :meth:`_train_for_budget`)."""
+
+            step = property(lambda _: tuner.step)
+
+            def train(self, steps: int) -> None:
+                try:
+                    tuner.train(steps)
+                finally:
+                    run.mkdir(parents=True, exist_ok=True)
+                    save_state(state_file, tuner.state())
+
+        self._train_for_budget("tune", _Checkpointing())
+        return tuner.generator.eval().requires_grad_(False), tuner.directions.detach().cpu()
+
+    def directions(self, generator: Any, vectors: torch.Tensor) -> list:
+        """The tuned edit directions (strength 3 = the strongest warp: scale 1/3) + SeFa."""
+        from vidinv.latent.compute import sefa_directions
+        from vidinv.latent.directions import Direction, generator_fingerprint
+
+        start = time.monotonic()
+        generator = generator.cpu().eval()
+        fingerprint = generator_fingerprint(generator)
+        found = []
+        for n, kind in enumerate(WARPS):
+            name, sign = EDIT_OF_WARP[kind]
+            found.append(Direction(
+                name=name, vector=sign * vectors[n], kind="tuned-warp", scale=1.0 / 3.0,
+                strength_range=(-3.0, 3.0), generator_fingerprint=fingerprint,
+                meta={"source": "vidinv personalize", "warp": kind, "sign": sign,
+                      "strength_3_equals": f"the strongest {kind} warp of the training data"}))
+        sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
+        self._note("directions", StepRecord(seconds=time.monotonic() - start))
+        return [*found, *sefa]
+
+    # --- 5. package -------------------------------------------------------------------------
+
+    def package(self, generator: Any, encoder: Any, directions: list,
+                evaluation: dict[str, Any]) -> None:
+        from vidinv.latent.directions import DirectionSet, save_directions
+        from vidinv.models.encoder_io import save_encoder
+        from vidinv.models.generator_io import save_generator
+        from vidinv.personalize.card import model_card
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_generator(generator.cpu(), self.out / "generator.safetensors")
+        save_encoder(encoder.cpu(), self.out / "encoder.safetensors")
+        folder = self.out / "directions"
+        folder.mkdir(exist_ok=True)
+        for direction in directions:
+            if direction.kind != "sefa":
+                save_directions(folder / f"{direction.name}.safetensors", direction)
+        sefa = [d for d in directions if d.kind == "sefa"]
+        if sefa:
+            save_directions(folder / "sefa.safetensors", DirectionSet(sefa))
+        summary = self.summary(evaluation)
+        (self.out / "evaluation.json").write_text(json.dumps(summary, indent=2))
+        (self.out / "MODEL_CARD.md").write_text(model_card(summary))
+
+    def summary(self, evaluation: dict[str, Any]) -> dict[str, Any]:
+        records = _load_records(self.work)
+        return {"clip": self.clip.name, "settings": asdict(self.settings),
+                "steps": {name: asdict(record) for name, record in records.items()},
+                "wall_minutes": sum(r.seconds for r in records.values()) / 60,
+                "evaluation": evaluation}
+
+    # --- the whole run ----------------------------------------------------------------------
+
+    def run(self, evaluate: Callable[[Any, Any, dict[str, np.ndarray]], dict] | None = None
+            ) -> Path:
+        torch.set_num_threads(self.settings.threads)
+        data = self.data()
+        generator = self.generator(data)
+        encoder = self.encoder(generator, data)
+        generator, vectors = self.tune(generator, encoder, data)
+        directions = self.directions(generator, vectors)
+        self.last_directions = directions
+        evaluation = evaluate(generator, encoder, data) if evaluate is not None else {}
+        self.package(generator, encoder, directions, evaluation)
+        return self.out
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _train_for_budget(self, stage: str, trainer: Any,
+                          on_chunk: Callable[[float], None] | None = None) -> None:
+        """Train in chunks of about :data:`CHUNK_SECONDS` until the stage's share of the
+        budget is spent (the first chunk is one step, to time a step).
+
+        The seconds spent are stored after every chunk, so a resumed run (after Ctrl-C, which
+        makes the trainer checkpoint and raise) only spends what is left.
+        """
+        budget = self.settings.minutes * 60 * self.settings.share(stage)
+        record = self._records().get(stage, StepRecord())
+        quiet = [logging.getLogger("vidinv.train.gan"), logging.getLogger("vidinv.train.encoder")]
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.WARNING)
+        chunk = 1
+        try:
+            while record.seconds < budget:
+                started = time.monotonic()
+                if on_chunk is not None:
+                    on_chunk(record.seconds / budget)
+                try:
+                    trainer.train(chunk)
+                finally:
+                    spent = time.monotonic() - started
+                    left = budget - record.seconds - spent
+                    chunk = max(1, int(min(CHUNK_SECONDS, left) / max(spent / chunk, 1e-3)))
+                    record.seconds += spent
+                    record.steps = trainer.step
+                    self._note(stage, record)
+                self.progress(stage, int(min(record.seconds, budget)), int(budget))
+        finally:
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
+
+    def _records(self) -> dict[str, StepRecord]:
+        return _load_records(self.work)
+
+    def _note(self, stage: str, record: StepRecord) -> None:
+        records = self._records()
+        old = records.get(stage)
+        if old is not None:
+            record.extra = {**old.extra, **record.extra}
+        records[stage] = record
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "records.json").write_text(json.dumps(
+            {name: asdict(r) for name, r in records.items()}, indent=2))
+
+    def _note_extra(self, stage: str, **extra: Any) -> None:
+        records = self._records()
+        record = records.get(stage, StepRecord())
+        record.extra.update(extra)
+        self._note(stage, record)
+
+
+def _load_records(work: Path) -> dict[str, StepRecord]:
+    path = work / "records.json"
+    if not path.is_file():
+        return {}
+    return {name: StepRecord(**value) for name, value in json.loads(path.read_text()).items()}
+
+
+def _replace(config: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """[N,S,S,3] uint8 -> [N,size,size,3] uint8 (area downsampling)."""
+    import cv2
+
+    if images.shape[1] == size:
+        return images
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+                     for image in images])
+
+
+def _to_unit(images: np.ndarray) -> torch.Tensor:
+    """[N,S,S,3] uint8 -> [N,3,S,S] float32 in [-1,1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def remove_work_folder(out: Path) -> None:
+    """Delete the resumable training state once the model is packaged (``--keep-work`` keeps
+    it)."""
+    shutil.rmtree(out / WORK_FOLDER, ignore_errors=True)

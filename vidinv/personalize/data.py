@@ -1,0 +1,140 @@
+"""Training data for ``vidinv personalize``: a clip's aligned faces and expression warps of them.
+
+:func:`collect_faces` aligns every frame of a clip (the pipeline's own face stages) and checks
+that the clip is usable before any training; :func:`expression_set` turns the training crops
+into a set in which smile, mouth opening, eye closing and head turn actually vary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidinv.errors import VidinvError
+from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+
+#: Fewer usable face frames than this cannot train a model.
+MIN_FACE_FRAMES = 24
+#: Frames sampled to look for a second person.
+PEOPLE_SAMPLES = 8
+
+
+class PersonalizeInputError(VidinvError):
+    """The clip cannot train a personal model (no face, too short, several people)."""
+
+
+@dataclass
+class ClipFaces:
+    """The aligned faces of a clip.
+
+    ``crops`` [N,S,S,3] uint8 RGB, ``points`` [N,468,2] float (MediaPipe mesh in crop pixels,
+    found again on the crop), ``indices`` the frame index of each crop; ``heldout`` marks the
+    crops kept out of training.
+    """
+
+    crops: np.ndarray
+    points: np.ndarray
+    indices: np.ndarray
+    heldout: np.ndarray
+    frame_count: int
+
+    @property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = ~self.heldout
+        return self.crops[keep], self.points[keep]
+
+
+def _count_people(clip: Path, frame_count: int) -> int:
+    """The most faces MediaPipe's detector sees in any of a few frames spread over the clip."""
+    from vidinv.face.landmarks import MediaPipeLandmarks
+    from vidinv.video.reader import VideoReader
+
+    wanted = set(np.linspace(0, max(frame_count - 1, 0), PEOPLE_SAMPLES).round().astype(int))
+    most = 0
+    with MediaPipeLandmarks(max_faces=4) as detector:
+        for frame in VideoReader(clip):
+            if frame.index in wanted:
+                most = max(most, len(detector.detect(frame.image)))
+    return most
+
+
+def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None) -> ClipFaces:
+    """Align every frame of ``clip`` to ``crop_size``; one-line errors for unusable clips."""
+    from vidinv.face.landmarks import MediaPipeLandmarks
+    from vidinv.face.stages import AlignFace, DetectLandmarks, SmoothCrop, TrackFace
+    from vidinv.pipeline.runner import chain
+    from vidinv.video.reader import VideoReader
+
+    clip = Path(clip)
+    reader = VideoReader(clip)  # missing / corrupt files fail here, before anything else
+    crops, indices, frame_count = [], [], 0
+    stages = [DetectLandmarks("mediapipe"), TrackFace(max_gap=0), SmoothCrop("centred"),
+              AlignFace(crop_size)]
+    for frame in chain(stages, reader):
+        frame_count += 1
+        if frame.face_found and frame.aligned is not None:
+            crops.append(frame.aligned)
+            indices.append(frame.index)
+    if not crops:
+        raise PersonalizeInputError(f"{clip}: no face found in any frame; personalize needs a "
+                                    "clip of one person's face, front-on")
+    if len(crops) < MIN_FACE_FRAMES:
+        raise PersonalizeInputError(
+            f"{clip}: a face in only {len(crops)} of {frame_count} frames; personalize needs at "
+            f"least {MIN_FACE_FRAMES} (a clip of a few seconds)")
+    people = _count_people(clip, frame_count)
+    if people > 1:
+        raise PersonalizeInputError(f"{clip}: {people} people in view; personalize learns one "
+                                    "face: crop the clip to one person first")
+    points, keep = [], []
+    with MediaPipeLandmarks() as detector:
+        for i, crop in enumerate(crops):
+            faces = detector.detect(crop)
+            if faces:
+                points.append(faces[0].points[:468].astype(np.float64))
+                keep.append(i)
+    crops_array = np.stack([crops[i] for i in keep])
+    index_array = np.array([indices[i] for i in keep])
+    held = (np.isin(index_array, list(heldout)) if heldout is not None
+            else np.zeros(len(keep), bool))
+    if (~held).sum() < MIN_FACE_FRAMES:
+        raise PersonalizeInputError(f"{clip}: only {(~held).sum()} usable training frames after "
+                                    f"holding some out; need {MIN_FACE_FRAMES}")
+    return ClipFaces(crops=crops_array, points=np.stack(points), indices=index_array,
+                     heldout=held, frame_count=frame_count)
+
+
+def jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A small random similarity transform (±2 % shift, ±4 % scale, ±3°) of a square crop."""
+    import cv2
+
+    size = image.shape[0]
+    angle = rng.uniform(-3, 3)
+    scale = rng.uniform(0.96, 1.04)
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-0.02, 0.02, size=2) * size
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def expression_set(crops: np.ndarray, points: np.ndarray, copies: int = 1,
+                   seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Training images: each crop as it is, jittered, and ``copies`` random warps of each kind
+    (smile, mouth_open, eyes_closed, yaw; amounts drawn over each warp's range, smile and mouth
+    sometimes together). Returns ([M,S,S,3] uint8, a label per image)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for crop, face in zip(crops, points, strict=True):
+        images += [crop, jitter(crop, rng)]
+        labels += ["original", "jitter"]
+        for _ in range(copies):
+            for kind in WARPS:
+                low, high = AMOUNT_RANGE[kind]
+                warped = warp_face(crop, face, kind, rng.uniform(low, high))
+                if kind == "smile" and rng.random() < 0.3:
+                    warped = warp_face(warped, face, "mouth_open", rng.uniform(0, 0.6))
+                images.append(warped)
+                labels.append(kind)
+    return np.stack(images), labels

@@ -1,0 +1,145 @@
+"""Expression tuning: teach the generator the edits, as the pipeline will apply them.
+
+A GAN trained for minutes on a CPU learns little of the expressions in the warped data, so
+the directions found in its latent space move little. This step makes the edits exist: with the
+encoder frozen, the codes (w, F) of each training crop x are fixed; for a warp of x of kind k and
+amount a (the expression set of :mod:`vidinv.personalize.warps`), the pipeline's own edit —
+w̃ = w + a · d_k, F̃ = F + G_k(w̃) − G_k(w) (Eq. 1 of paper 003), i.e. strength α = 3a with
+scale 1/3 — must render the warp, while the unedited codes must still render x. The generator's
+weights and the four direction vectors d_k (started from the paired-code means) are optimised
+together on that reconstruction loss (pixel MSE + the multi-scale structure loss): generator
+tuning in the sense of the papers' PTI, over the whole clip and its expressions.
+
+Shapes: crops [N,S,S,3] uint8; codes w [N,L,512], F [N,C,h,h]; bank images [M,R,R,3] uint8 at
+the generator's resolution R with ``bank_source`` [M] (index into the crops), ``bank_kind`` [M]
+(index into :data:`~vidinv.personalize.warps.WARPS`) and ``bank_amount`` [M].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidinv.models import FEATURE_INDEX
+from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+
+#: Amounts of each warp in the bank (yaw also negative).
+BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
+FEATURE_K = FEATURE_INDEX
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    batch: int = 8          # warped targets per step (plus half as many unedited crops)
+    lr: float = 3e-4        # generator
+    direction_lr: float = 3e-3
+    structure_weight: float = 0.5
+    seed: int = 0
+
+
+def expression_bank(crops: np.ndarray, points: np.ndarray, resolution: int
+                    ) -> dict[str, np.ndarray]:
+    """Every crop warped by each kind at each of :data:`BANK_FRACTIONS` of its range (and the
+    negative side for yaw), resized to ``resolution``."""
+    import cv2
+
+    images, source, kind, amount = [], [], [], []
+    for i, (crop, face) in enumerate(zip(crops, points, strict=True)):
+        for k, name in enumerate(WARPS):
+            low, high = AMOUNT_RANGE[name]
+            values = [f * high for f in BANK_FRACTIONS]
+            if low < 0:
+                values += [f * low for f in BANK_FRACTIONS]
+            for value in values:
+                warped = warp_face(crop, face, name, value)
+                images.append(cv2.resize(warped, (resolution, resolution),
+                                         interpolation=cv2.INTER_AREA))
+                source.append(i)
+                kind.append(k)
+                amount.append(value)
+    return {"bank_images": np.stack(images), "bank_source": np.array(source),
+            "bank_kind": np.array(kind), "bank_amount": np.array(amount, np.float32)}
+
+
+def _unit(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class ExpressionTuner:
+    """Optimises ``generator`` and the directions ``[K,L,512]`` (see the module docstring)."""
+
+    def __init__(self, generator, w: torch.Tensor, features: torch.Tensor,
+                 crops_small: np.ndarray, bank: dict[str, np.ndarray],
+                 directions: torch.Tensor, config: TuneConfig | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        from vidinv.train.losses import MultiScaleStructureLoss
+
+        self.config = config or TuneConfig()
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device).train().requires_grad_(True)
+        self.w, self.features = w.to(self.device), features.to(self.device)
+        self.originals = _unit(crops_small).to(self.device)
+        self.targets = _unit(bank["bank_images"]).to(self.device)
+        self.source = torch.from_numpy(bank["bank_source"]).long()
+        self.kind = torch.from_numpy(bank["bank_kind"]).long()
+        self.amount = torch.from_numpy(bank["bank_amount"]).float()
+        self.directions = torch.nn.Parameter(directions.clone().to(self.device))
+        self.structure = MultiScaleStructureLoss().to(self.device)
+        self.optimizer = torch.optim.Adam([
+            {"params": [p for p in self.generator.parameters() if p.requires_grad],
+             "lr": self.config.lr},
+            {"params": [self.directions], "lr": self.config.direction_lr}], betas=(0.9, 0.999))
+        self.rng = torch.Generator().manual_seed(self.config.seed)
+        self.step = 0
+
+    def render(self, w: torch.Tensor, features: torch.Tensor, w_edit: torch.Tensor
+               ) -> torch.Tensor:
+        """The pipeline's edit render: G.synthesis(w̃, F + G_k(w̃) − G_k(w))."""
+        G = self.generator
+        both = G.features(torch.cat([w_edit, w]), FEATURE_K)
+        moved, original = both.chunk(2)
+        return G.synthesis(w_edit, features=features + moved - original, k=FEATURE_K)
+
+    def loss(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (F.mse_loss(image, target)
+                + self.config.structure_weight * self.structure(image, target).mean())
+
+    def training_step(self) -> dict[str, float]:
+        batch = self.config.batch
+        pick = torch.randint(len(self.source), (batch,), generator=self.rng)
+        plain = torch.randint(len(self.originals), (max(1, batch // 2),), generator=self.rng)
+        src = self.source[pick].to(self.device)
+        w, features = self.w[src], self.features[src]
+        offset = self.amount[pick].to(self.device)[:, None, None] * self.directions[
+            self.kind[pick].to(self.device)]
+        edited = self.render(w, features, w + offset)
+        edit_loss = self.loss(edited, self.targets[pick.to(self.device)])
+        plain_idx = plain.to(self.device)
+        unedited = self.generator.synthesis(self.w[plain_idx], features=self.features[plain_idx],
+                                            k=FEATURE_K)
+        plain_loss = self.loss(unedited, self.originals[plain_idx])
+        total = edit_loss + plain_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"edit": edit_loss.item(), "plain": plain_loss.item()}
+
+    def train(self, steps: int) -> list[dict[str, float]]:
+        return [self.training_step() for _ in range(steps)]
+
+    def state(self) -> dict:
+        return {"generator": self.generator.state_dict(), "directions": self.directions.detach(),
+                "optimizer": self.optimizer.state_dict(), "rng": self.rng.get_state(),
+                "step": self.step}
+
+    def load(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        with torch.no_grad():
+            self.directions.copy_(state["directions"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        self.step = int(state["step"])

@@ -1,0 +1,193 @@
+"""Before a run: does the model know this face, and (optionally) tune the generator to the clip.
+
+:func:`probe_clip` aligns and encodes a few frames of the clip with the pipeline's own face
+stages and encoder. :func:`check_familiarity` measures how well the model reconstructs them
+(dlib identity distance between each aligned crop and R = G(w, F), and PSNR); past dlib's
+same-person line it prints one notice — or, with ``strict``, raises
+:class:`UnfamiliarFaceError` before any output is written. :func:`tune_to_clip` runs the
+papers' generator tuning (PTI, :mod:`vidinv.train.pti`) on frames spread over the clip, so that
+render mode is sharp too. :func:`adapt_to_clip` does what the config's ``[adapt]`` section asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from vidinv.config import PipelineConfig
+from vidinv.errors import VidinvError
+
+log = logging.getLogger(__name__)
+
+#: dlib's "same person" line on the descriptor distance.
+SAME_PERSON_DISTANCE = 0.6
+#: Below this PSNR (crop ↔ R at the generator's resolution) the reconstruction is not the face
+#: whatever dlib says (dlib's distance sits near its line for any blurred face).
+MIN_PSNR = 16.0
+
+
+class UnfamiliarFaceError(VidinvError):
+    """--strict and the model does not reconstruct the clip's face as the same person."""
+
+
+@dataclass
+class ClipProbe:
+    """Aligned crops [K,S,S,3] uint8 of some frames, their codes w [K,L,512] and F [K,C,h,h],
+    and the frame indices they came from."""
+
+    crops: np.ndarray
+    w: torch.Tensor
+    features: torch.Tensor
+    indices: list[int]
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    """How well the model reconstructs the probed faces."""
+
+    identity_distance: float | None   # mean dlib distance crop ↔ R (None: dlib found no face)
+    psnr: float                       # mean PSNR crop ↔ R at the generator's resolution
+    frames: int
+
+    @property
+    def known(self) -> bool:
+        if self.psnr < MIN_PSNR:
+            return False
+        return self.identity_distance is None or self.identity_distance < SAME_PERSON_DISTANCE
+
+    def describe(self) -> str:
+        distance = ("n/a" if self.identity_distance is None
+                    else f"{self.identity_distance:.2f}")
+        return (f"identity distance {distance} (same person < {SAME_PERSON_DISTANCE}), "
+                f"PSNR {self.psnr:.1f} dB (known ≥ {MIN_PSNR:g}) on {self.frames} frames")
+
+
+def probe_clip(path: str | Path, bundle: Any, config: PipelineConfig,
+               indices: list[int] | None = None, first: int = 8) -> ClipProbe | None:
+    """Align and encode the frames ``indices`` (default: the first ``first`` frames with a
+    face). None when none of them has a face."""
+    from vidinv.face.stages import AlignFace, DetectLandmarks, TrackFace
+    from vidinv.models.encoder import prepare_input
+    from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.stages import images_to_tensor
+    from vidinv.video.reader import VideoReader
+
+    wanted = set(indices) if indices is not None else None
+
+    def frames():
+        for frame in VideoReader(path):
+            if wanted is None or frame.index in wanted:
+                yield frame
+            if wanted is not None and frame.index >= max(wanted):
+                return
+
+    stages = [DetectLandmarks(config.face.landmarks), TrackFace(max_gap=0),
+              AlignFace(bundle.crop_size)]
+    crops, found = [], []
+    for frame in chain(stages, frames()):
+        if frame.face_found and frame.aligned is not None:
+            crops.append(frame.aligned)
+            found.append(frame.index)
+            if wanted is None and len(crops) >= first:
+                break
+    if not crops:
+        return None
+    with torch.no_grad():
+        w, features = bundle.encoder(prepare_input(images_to_tensor(crops),
+                                                   bundle.encoder.input_size))
+    return ClipProbe(np.stack(crops), w, features, found)
+
+
+def _reconstruct(generator: Any, probe: ClipProbe, k: int) -> list[np.ndarray]:
+    from vidinv.pipeline.stages import tensor_to_images
+
+    with torch.no_grad():
+        return tensor_to_images(generator.synthesis(probe.w, features=probe.features, k=k))
+
+
+def check_familiarity(probe: ClipProbe, bundle: Any) -> Familiarity:
+    from vidinv.metrics.identity import IdentityEmbedder, euclidean_distance
+    from vidinv.metrics.image import psnr
+
+    size = bundle.generator.resolution
+    reconstructions = _reconstruct(bundle.generator, probe, bundle.k)
+    embedder = IdentityEmbedder()
+    distances, psnrs = [], []
+    for crop, image in zip(probe.crops, reconstructions, strict=True):
+        small = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        psnrs.append(psnr(small, image))
+        up = cv2.resize(image, crop.shape[:2][::-1], interpolation=cv2.INTER_CUBIC)
+        distance = euclidean_distance(embedder.embed(crop, aligned=True),
+                                      embedder.embed(up, aligned=True))
+        if distance is not None:
+            distances.append(distance)
+    return Familiarity(float(np.mean(distances)) if distances else None,
+                       float(np.mean(psnrs)), len(probe.crops))
+
+
+def unfamiliar_message(path: Path, familiarity: Familiarity, paste: str) -> str:
+    result = ("the output keeps the person in the clip and moves the face by the model's edit "
+              "(transfer paste)" if paste == "transfer" else
+              "render paste will show the model's idea of a face, not this person")
+    return (f"the model does not know the face in {path.name} ({familiarity.describe()}): "
+            f"{result}. For a model of this face run `vidinv personalize {path.name} -o "
+            "FOLDER` and pass --model FOLDER, or use the official FFHQ models (README)")
+
+
+def tune_to_clip(bundle: Any, probe: ClipProbe, steps: int) -> Any:
+    """A copy of ``bundle`` whose generator is PTI-tuned on the probed frames."""
+    from vidinv.pipeline.stages import images_to_tensor
+    from vidinv.train.pti import PTIConfig, tune_generator
+
+    size = bundle.generator.resolution
+    targets = images_to_tensor([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+                                for c in probe.crops])
+    result = tune_generator(bundle.generator, probe.w, targets,
+                            PTIConfig(steps=steps, feature_index=bundle.k),
+                            features=probe.features)
+    log.info("tuned the generator on %d frames of the clip for %d steps (loss %.4f → %.4f)",
+             len(probe.crops), len(result.history), result.history[0]["loss"],
+             result.history[-1]["loss"])
+    return replace(bundle, generator=result.generator)
+
+
+def adapt_to_clip(path: str | Path, bundle: Any, config: PipelineConfig, editor: Any = None
+                  ) -> tuple[Any, Any]:
+    """(bundle, editor) for the run: the familiarity notice (or error) and ``--tune``."""
+    settings = config.adapt
+    path = Path(path)
+    if settings.check_frames > 0:
+        probe = probe_clip(path, bundle, config, first=settings.check_frames)
+        if probe is not None:
+            familiarity = check_familiarity(probe, bundle)
+            log.debug("familiarity: %s", familiarity.describe())
+            if not familiarity.known:
+                message = unfamiliar_message(path, familiarity, config.face.paste)
+                if settings.strict:
+                    raise UnfamiliarFaceError(message + "; --strict stops here")
+                log.warning("note: %s", message)
+    if settings.tune_steps > 0:
+        if config.engine.backend != "torch":
+            raise VidinvError("--tune tunes the generator in memory and needs --backend torch "
+                              f"(not {config.engine.backend})")
+        count = _frame_count(path)
+        spread = sorted(set(np.linspace(0, max(count - 1, 0),
+                                        settings.tune_frames).round().astype(int).tolist()))
+        probe = probe_clip(path, bundle, config, indices=spread)
+        if probe is not None:
+            bundle = tune_to_clip(bundle, probe, settings.tune_steps)
+            if editor is not None and hasattr(editor, "generator"):
+                editor.generator = bundle.generator  # Eq. 1's G_k must be the tuned one
+    return bundle, editor
+
+
+def _frame_count(path: Path) -> int:
+    from vidinv.video.reader import VideoReader
+
+    return int(VideoReader(path).info.frame_count or 1)
