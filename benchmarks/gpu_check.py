@@ -3,6 +3,7 @@ Encoder, fp16 vs fp32 parity, and the speed of the encoder, the edit+render grap
 `vidinv edit` pipeline.
 
     python benchmarks/gpu_check.py [--cache DIR] [--opt-level 2] [--frames 240] [--no-install]
+    python benchmarks/gpu_check.py --rehearse    # every step on the CPU, a tiny model (no GPU)
 
 On a machine with one NVIDIA GPU and nothing else prepared it installs the project with its
 ``tensorrt`` and ``onnx`` extras (``pip install -e .[tensorrt,onnx]``) into the running
@@ -74,8 +75,9 @@ def ensure_packages() -> None:
 # --- the measuring process -------------------------------------------------------------------
 
 
-def _model_folder(cache: Path) -> Path:
-    """Random weights in the official FFHQ-1024 shapes (seeded: the same bytes every run)."""
+def _model_folder(cache: Path, rehearse: bool = False) -> Path:
+    """Random weights in the official FFHQ-1024 shapes (seeded: the same bytes every run); a
+    tiny model of the same structure for the CPU rehearsal."""
     import torch
 
     from vidinv.latent.directions import Direction, generator_fingerprint, save_directions
@@ -84,13 +86,19 @@ def _model_folder(cache: Path) -> Path:
     from vidinv.models.generator_io import save_generator
     from vidinv.models.stylegan2 import StyleGAN2Generator
 
-    folder = cache / "ffhq1024_random"
+    folder = cache / ("tiny_random" if rehearse else "ffhq1024_random")
     if (folder / "MODEL_CARD.md").is_file():
         return folder
     torch.manual_seed(0)
-    generator = StyleGAN2Generator(1024).eval()  # config-f: 512 style, 8 mapping layers
-    generator.latent_avg.copy_(generator.compute_latent_avg())
-    encoder = FeatureStyleEncoder().eval()  # the official configuration: 18 codes, 256 px
+    if rehearse:  # 32 px, 16 channels; encoder 128 px, stride 1: a 16×16×16 feature tensor
+        generator = StyleGAN2Generator(32, n_mlp=2, channel_max=16).eval()
+        encoder = FeatureStyleEncoder(n_latent=generator.n_latent, input_size=128,
+                                      widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1),
+                                      feature_channels=16, content_stride=1).eval()
+    else:
+        generator = StyleGAN2Generator(1024).eval()  # config-f: 512 style, 8 mapping layers
+        encoder = FeatureStyleEncoder().eval()  # the official configuration: 18 codes, 256 px
+    generator.latent_avg.copy_(generator.compute_latent_avg(256 if rehearse else 4096))
     encoder.set_latent_avg(generator.latent_avg)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -120,17 +128,22 @@ def _spec(cache: Path, opt_level: int) -> Path:
     return path
 
 
-def _time_per_frame(call, batch: int, repeats: int = 20) -> float:
-    """ms per frame of ``call()`` at ``batch`` (3 warm-up calls, CUDA synchronised)."""
+def _sync() -> None:
     import torch
 
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time_per_frame(call, batch: int, repeats: int = 20) -> float:
+    """ms per frame of ``call()`` at ``batch`` (3 warm-up calls, CUDA synchronised)."""
     for _ in range(3):
         call()
-    torch.cuda.synchronize()
+    _sync()
     started = time.perf_counter()
     for _ in range(repeats):
         call()
-    torch.cuda.synchronize()
+    _sync()
     return (time.perf_counter() - started) * 1e3 / (repeats * batch)
 
 
@@ -144,32 +157,49 @@ def measure(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO / "benchmarks"))
     import torch
 
-    if not torch.cuda.is_available():
+    rehearse = args.rehearse
+    if not rehearse and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA device (a CPU-only torch build?); nothing to check")
         return 0
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["VIDINV_CACHE"] = str(cache / "vidinv_cache")  # the pipeline's engine cache
-    import tensorrt
 
     from vidinv.config import EngineSettings, PipelineConfig
     from vidinv.engines.model_graphs import make_model_engines as engines_for_modules
     from vidinv.pipeline.app import process_video, resolve_editor
     from vidinv.pipeline.models import engine_cache_folder, load_model_bundle, make_model_engines
 
+    # What runs: the GPU check, or its CPU rehearsal (every step, on CPU backends and a tiny
+    # model, so that the script is known to work before a GPU minute is spent on it).
+    device = "cpu" if rehearse else "cuda"
+    fast_name, half_name = (("ONNX Runtime", "torch fp32") if rehearse
+                            else ("TensorRT fp16", "torch fp16"))
+    fast_backend = "onnx" if rehearse else "tensorrt"
+    half_precision = "fp32" if rehearse else "fp16"
     started = time.perf_counter()
-    print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} · TensorRT "
-          f"{tensorrt.__version__} · builder optimisation level {args.opt_level}", flush=True)
-    bundle = load_model_bundle(_model_folder(cache))
+    if rehearse:
+        torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core machine spin
+        print(f"rehearsal CPU only: {fast_name} stands in for TensorRT, {half_name} for torch "
+              "fp16, a tiny model for FFHQ-1024", flush=True)
+    else:
+        import tensorrt
+
+        print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} · TensorRT "
+              f"{tensorrt.__version__} · builder optimisation level {args.opt_level}",
+              flush=True)
+    bundle = load_model_bundle(_model_folder(cache, rehearse))
     spec = _spec(cache, args.opt_level)
-    print(f"model     random FFHQ-1024 StyleGAN2 ({bundle.generator.n_latent} W+) + official-"
-          f"shape FSE ({bundle.encoder.input_size} px) ready at {time.perf_counter() - started:.0f}"
-          " s", flush=True)
+    print(f"model     random StyleGAN2 {bundle.generator.resolution} px "
+          f"({bundle.generator.n_latent} W+) + FSE ({bundle.encoder.input_size} px) ready at "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
 
     # 1. engines: build (or load) and the cache hit
-    settings = EngineSettings(backend="tensorrt", batch_size=8, spec=str(spec))
+    settings = EngineSettings(backend=fast_backend, device=device, batch_size=8,
+                              spec=str(spec))
     folder = engine_cache_folder(bundle)
-    cached = sorted(folder.glob("*.engine")) if folder.is_dir() else []
+    cached = sorted(folder.glob("*.engine" if not rehearse else "*.onnx")) \
+        if folder.is_dir() else []
     tick = time.perf_counter()
     trt = make_model_engines(bundle, settings)
     first = time.perf_counter() - tick
@@ -180,24 +210,24 @@ def measure(args: argparse.Namespace) -> int:
     print(f"engines   {what} in {first:.1f} s; cache hit (a second make) {hit:.1f} s; "
           f"{folder}", flush=True)
 
-    # 2. parity: torch CUDA fp32 is the reference
+    # 2. parity: torch fp32 on the same device is the reference
     reference = engines_for_modules(bundle.generator, bundle.encoder, backend="torch",
-                                    device="cuda", precision="fp32", batch_size=8)
+                                    device=device, precision="fp32", batch_size=8)
     half = engines_for_modules(bundle.generator, bundle.encoder, backend="torch",
-                               device="cuda", precision="fp16", batch_size=8)
+                               device=device, precision=half_precision, batch_size=8)
     editor = resolve_editor(bundle, "smile", 2.0)
     seed = torch.Generator().manual_seed(1)
     size = bundle.encoder.input_size
-    crops = {batch: (torch.rand(batch, 3, size, size, generator=seed) * 2 - 1).cuda()
+    crops = {batch: (torch.rand(batch, 3, size, size, generator=seed) * 2 - 1).to(device)
              for batch in BATCHES}
     x = crops[4]
     w, features = reference.encode(x)
-    offset = (editor.offset * editor.strength).cuda().expand_as(w).contiguous()
+    offset = (editor.offset * editor.strength).to(device).expand_as(w).contiguous()
     image = reference.edit_render(w, features, offset)[0]
     print("\nfp16 vs fp32 (max |Δ| / max |fp32|; tolerance codes "
           f"{CODE_TOLERANCE:g}, image {IMAGE_TOLERANCE:g})")
     worst_ok = True
-    for name, engines in (("TensorRT fp16", trt), ("torch fp16", half)):
+    for name, engines in ((fast_name, trt), (half_name, half)):
         w16, f16 = engines.encode(x)
         image16 = engines.edit_render(w, features, offset)[0]
         errors = (_relative_error(w16, w), _relative_error(f16, features),
@@ -212,8 +242,9 @@ def measure(args: argparse.Namespace) -> int:
     print("\nnetworks alone, ms/frame (fps)          batch 1            batch 4            "
           "batch 8")
     rows: dict[str, list[float]] = {}
-    for name, engines in (("TensorRT fp16", trt), ("torch fp16", half), ("torch fp32",
-                                                                         reference)):
+    for name, engines in ((fast_name, trt), (half_name, half), ("torch fp32", reference)):
+        if rehearse and engines is half:
+            continue  # the same as the reference on the CPU
         encoder_ms, render_ms = [], []
         for batch in BATCHES:
             images = crops[batch]
@@ -227,9 +258,10 @@ def measure(args: argparse.Namespace) -> int:
                               ("FSE + edit + render", rows[name])):
             cells = "".join(f"{ms:8.2f} ({1000 / ms:6.1f})  " for ms in values)
             print(f"  {name:<14} {label:<20}{cells}", flush=True)
-    best = 1000 / min(rows["TensorRT fp16"])
-    print(f"goal      FSE + edit + FFHQ-1024 render: {best:.1f} fps at the best batch on "
-          f"TensorRT fp16 (goal ≥ {GOAL_FPS:.0f})", flush=True)
+    best = 1000 / min(rows[fast_name])
+    print(f"goal      FSE + edit + {bundle.generator.resolution} px render: {best:.1f} fps at the "
+          f"best batch on {fast_name} (goal on FFHQ-1024 with TensorRT fp16: ≥ {GOAL_FPS:.0f})",
+          flush=True)
 
     # 4. the whole pipeline on a 720p clip
     from pipeline import real_frames, upscale_720p, write_clip
@@ -240,14 +272,15 @@ def measure(args: argparse.Namespace) -> int:
     print(f"\nvidinv edit, 1280×720 clip of {args.frames} frames, batch 8, paste=render "
           "(threaded pipeline; decode, landmarks and encode-out on the CPU)")
     for name, overrides in (
-            ("TensorRT fp16", ["engine.backend=tensorrt", f"engine.spec={spec}"]),
-            ("torch fp16", ["engine.backend=torch", "engine.device=cuda",
-                            "engine.precision=fp16"])):
+            (fast_name, [f"engine.backend={fast_backend}", f"engine.spec={spec}",
+                         f"engine.device={device}"]),
+            (half_name, ["engine.backend=torch", f"engine.device={device}",
+                         f"engine.precision={half_precision}"])):
         if time.perf_counter() - started > args.budget_s:
             print(f"  {name:<14} skipped: past the {args.budget_s} s budget")
             continue
         config = PipelineConfig().with_overrides([*overrides, "engine.batch_size=8",
-                                                  "face.paste=render",
+                                                  "face.paste=render", "adapt.check_frames=0",
                                                   "output.preset=veryfast"])
         stats = process_video(clip, cache / "edited.mp4", bundle, config, editor,
                               progress=False)
@@ -268,9 +301,12 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=450,
                         help="skip the remaining pipeline runs after this many seconds")
     parser.add_argument("--no-install", action="store_true", help="do not pip install")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="run every step on the CPU (ONNX Runtime and torch, a tiny model) "
+                        "to check the script itself; implies --no-install")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure:
+    if args.measure or args.rehearse:
         return measure(args)
     name = gpu_name()
     if name is None:
