@@ -17,7 +17,9 @@ from typing import Any
 
 from vidinv.errors import VidinvError
 
-PRESETS_FOLDER = Path(__file__).resolve().parent.parent / "pipelines"
+#: The presets shipped in the package; ``pipelines/`` at the repository's top level holds the
+#: user-editable copies (pass one by path: ``--preset pipelines/realtime.toml``).
+PRESETS_FOLDER = Path(__file__).resolve().parent / "assets" / "pipelines"
 
 
 class ConfigError(VidinvError):
@@ -45,17 +47,22 @@ class LatentSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     backend: str = "torch"              # torch | onnx | tensorrt
-    device: str = "cpu"                 # cpu | cuda
-    batch_size: int = 4                 # aligned faces per encoder / generator call
-    threads: int = 0                    # torch CPU threads while running (0: torch's default)
+    device: str | None = None           # cpu | cuda; unset: the backend chooses (TensorRT: cuda)
+    precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
+    batch_size: int = 4                 # aligned faces per encoder / edit+render call
+    spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
+    threads: int = 1                    # CPU threads per network call while running (torch,
+    #                                     ONNX Runtime); 0: the library's default. The stages
+    #                                     already run in parallel; on few cores more threads per
+    #                                     call fight them (OpenMP spins while it waits)
 
 
 @dataclass(frozen=True)
 class EditSettings:
+    """What `edit` and `live` apply when --attr / --strength are not given."""
+
     attribute: str = ""                 # a direction name of the model, or a direction file
-    strength: float = 1.0               # α in w + α·d
-    first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on
-    last_layer: int = -1                # ≥ 0: … up to this layer (inclusive)
+    strength: float = 1.0               # α in w + α·d (a direction acts on its own layers)
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def load_preset(name_or_path: str) -> PipelineConfig:
-    """A preset by name (``pipelines/NAME.toml``) or by path, over the defaults."""
+    """A preset by name (one shipped in the package) or by ``.toml`` path, over the defaults."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESETS_FOLDER / f"{name_or_path}.toml"

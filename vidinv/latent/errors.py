@@ -14,7 +14,7 @@ class GeneratorMismatchError(DirectionError):
 
 
 class UnknownAttributeError(VidinvError, ValueError):
-    """An attribute name that no scorer or direction method knows."""
+    """An attribute name that no scorer, direction method or model direction knows."""
 
 
 class FittingError(VidinvError):

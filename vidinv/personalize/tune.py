@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidinv.models import FEATURE_INDEX
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 
 #: Amounts of each warp in the bank (yaw also negative).
 BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
-FEATURE_K = 5
+FEATURE_K = FEATURE_INDEX
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,13 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
+from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.adapt import adapt_to_clip
-from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
+from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline
+from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
-
-
-class UnknownAttributeError(VidinvError):
-    """The asked-for edit is neither a direction of the model nor a direction file."""
 
 
 def available_attributes(bundle: ModelBundle) -> dict[str, Path]:
@@ -126,10 +123,16 @@ def parse_edits(items: Sequence[str], default_strength: float = 1.0) -> dict[str
 
 
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
-    engine = config.engine
-    return Networks(encode=make_encode_fn(bundle, engine.backend, engine.device),
-                    render=make_render_fn(bundle, engine.backend, engine.device),
-                    edit=editor, crop_size=bundle.crop_size)
+    """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
+    LatentEditor, or None to invert) gives the W+ edit the graph applies."""
+    from vidinv.latent.editing import CombinedEditor, LatentEditor
+
+    if isinstance(editor, LatentEditor):
+        editor = CombinedEditor.from_editors({"edit": editor})
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
+                    crop_size=bundle.crop_size)
 
 
 @contextlib.contextmanager
@@ -215,9 +218,9 @@ class LatentArchive:
     def __call__(self, frame: Frame) -> None:
         if frame.w is None:
             return
-        self._put(f"w_{frame.index:06d}", frame.w.numpy())
+        self._put(f"w_{frame.index:06d}", frame.w.cpu().numpy())
         if self.with_features and frame.features is not None:
-            self._put(f"features_{frame.index:06d}", frame.features.numpy())
+            self._put(f"features_{frame.index:06d}", frame.features.cpu().numpy())
         self.frames.append(frame.index)
 
     def close(self) -> None:
