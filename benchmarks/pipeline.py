@@ -69,7 +69,8 @@ def model_folder(requested: str | None) -> tuple[Path, str]:
     raise SystemExit("this install has no embedded default model; pass --model FOLDER")
 
 
-def run_edit(clip: Path, out: Path, model: Path, attribute: str | None) -> dict:
+def run_edit(clip: Path, out: Path, model: Path, attribute: str | None,
+             overrides: tuple[str, ...] = ()) -> dict:
     """One `edit` (or `invert`) run in this process: frames, seconds, fps, and the CPU time it
     burnt per frame (user + system, every thread of the process: the stages' own and the
     native pools of torch, MediaPipe, FFmpeg and x264)."""
@@ -80,7 +81,8 @@ def run_edit(clip: Path, out: Path, model: Path, attribute: str | None) -> dict:
     from vidinv.pipeline.models import load_model_bundle
 
     bundle = load_model_bundle(model)
-    config = PipelineConfig().with_overrides(["output.preset=veryfast", "output.crf=20"])
+    config = PipelineConfig().with_overrides(["output.preset=veryfast", "output.crf=20",
+                                              *overrides])
     editor = resolve_editor(bundle, attribute, 1.0) if attribute else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     stats = process_video(clip, out, bundle, config, editor, progress=False)
@@ -90,8 +92,10 @@ def run_edit(clip: Path, out: Path, model: Path, attribute: str | None) -> dict:
             "cpu_ms_per_frame": cpu * 1e3 / max(stats.frames, 1)}
 
 
-def stage_rates(clip: Path, model: Path, attribute: str | None, n: int) -> tuple[dict, float]:
-    """Each stage alone on ``n`` frames (ms/frame), and a sequential per-frame loop (fps)."""
+def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
+                overrides: tuple[str, ...] = ()) -> tuple[dict, float]:
+    """Each stage alone on ``n`` frames (ms/frame), and a sequential per-frame loop (fps);
+    ``overrides`` are ``--set`` strings for the config."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
     from vidinv.pipeline.app import make_networks, resolve_editor
@@ -103,7 +107,7 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int) -> tuple
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["engine.batch_size=4", "output.preset=veryfast",
-                                              "output.crf=20"])
+                                              "output.crf=20", *overrides])
     editor = resolve_editor(bundle, attribute, 1.0) if attribute else None
     networks = make_networks(bundle, config, editor)
     stages = [stage for segment in build_pipeline(config, networks, str(clip))
