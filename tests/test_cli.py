@@ -47,20 +47,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
         assert "Traceback" not in result.stderr
 
 
-def test_engines_build_names_what_is_missing(tmp_path, capsys):
-    assert main(["engines", "build", str(tmp_path / "none.onnx")]) == 2
-    assert "vidinv engines export" in capsys.readouterr().err
+def test_engines_build_names_what_is_missing(tmp_path, capsys, monkeypatch):
+    assert main(["engines", "build", "--model", str(tmp_path / "none")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        import onnx
-        from onnx import TensorProto, helper
+        from tests.model_fixtures import make_tiny_model
 
-        ws = helper.make_tensor_value_info("ws", TensorProto.FLOAT, ["batch", 8, 512])
-        image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 8, 512])
-        graph = helper.make_graph([helper.make_node("Identity", ["ws"], ["image"])], "g",
-                                  [ws], [image])
-        onnx_file = tmp_path / "synthesis.onnx"
-        onnx.save(helper.make_model(graph), onnx_file)
-        assert main(["engines", "build", str(onnx_file)]) == 2
+        monkeypatch.setenv("VIDINV_CACHE", str(tmp_path / "cache"))
+        model = make_tiny_model(tmp_path / "tiny")
+        assert main(["engines", "build", "--model", str(model)]) == 2
         assert "pip install 'vidinv[tensorrt]'" in capsys.readouterr().err
+        assert not (tmp_path / "cache").exists()  # refused before exporting anything

@@ -632,7 +632,7 @@ def test_download_accepts_only_http_urls(tmp_path):
     "latent.alpha=nan", "engine.device=meta", "engine.backend=bogus",
     "latent.fine_layers_from=999", "face.max_gap=-5", "engine.batch_size=-3",
     "engine.batch_size=0", "output.crf=99", "output.preset=bogus", "queue_size=0",
-    "edit.strength=inf"])
+    "edit.strength=inf", "engine.precision=fp8", "engine.threads=-1", "adapt.tune_frames=0"])
 def test_settings_are_checked_where_they_are_parsed(assignment):
     with pytest.raises(ConfigError) as info:
         PipelineConfig().with_overrides([assignment])

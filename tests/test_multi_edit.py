@@ -84,34 +84,31 @@ def test_combined_edit_equals_the_sum_of_offsets_edit(generator):
     assert torch.allclose(w_two, w_expected, atol=1e-6)
 
 
-def test_three_attributes_cost_one_eq1_and_one_render_per_frame(generator, monkeypatch):
-    from vidinv.pipeline.stages import EditLatents, RenderFaces
+def test_three_attributes_cost_one_edit_render_call_per_batch(generator):
+    """Several attributes are one summed offset: one call of the edit+render graph per batch,
+    whatever their number, and the image is the combined editor's."""
+    from vidinv.engines.model_graphs import EditRenderGraph
+    from vidinv.pipeline.stages import RenderFaces, tensor_to_images
 
     directions = _directions(generator)
     w, features = _codes(generator, batch=4)
-    calls = {"features": 0, "render": 0}
-    real_features = generator.features
-
-    def counting_features(ws, k):
-        calls["features"] += 1
-        return real_features(ws, k)
-
-    def counting_render(ws, fs):
-        calls["render"] += 1
-        return generator.synthesis(ws, features=fs, k=5)
-
-    monkeypatch.setattr(generator, "features", counting_features)
-    counts = {}
-    for label, strengths in (("one", {"smile": 2.0}),
-                             ("three", {"smile": 2.0, "yaw": -1.0, "mouth_open": 0.5})):
-        calls.update(features=0, render=0)
+    graph = EditRenderGraph(generator, k=5)
+    for strengths in ({"smile": 2.0}, {"smile": 2.0, "yaw": -1.0, "mouth_open": 0.5}):
         editor = CombinedEditor.from_directions(generator, directions, strengths)
+        offsets: list[torch.Tensor] = []
+
+        def edit_render(codes, maps, offset, seen=offsets):
+            seen.append(offset)
+            return graph(codes, maps, offset), None
+
         frames = [Frame(index=i, image=np.zeros((8, 8, 3), np.uint8), w=w[i],
                         features=features[i]) for i in range(4)]
-        out = list(RenderFaces(counting_render)(EditLatents(editor)(iter(frames))))
-        assert all(frame.rendered is not None for frame in out)
-        counts[label] = dict(calls)
-    assert counts["three"] == counts["one"] == {"features": 4, "render": 4}
+        out = list(RenderFaces(edit_render, editor, batch_size=4)(iter(frames)))
+        assert len(offsets) == 1 and offsets[0].shape == w.shape
+        assert all(torch.equal(row, editor.offset) for row in offsets[0])
+        expected = tensor_to_images(editor.render(w, features))
+        for frame, image in zip(out, expected, strict=True):
+            assert np.abs(frame.rendered.astype(int) - image.astype(int)).max() <= 1
 
 
 def test_parse_edits():

@@ -90,6 +90,17 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_assemble(args: argparse.Namespace) -> int:
+    from vidinv.models.assemble import assemble_model
+
+    model = assemble_model(args.generator, args.encoder, args.output,
+                           direction_paths=args.directions or [], force=args.force)
+    print(f"wrote {model.folder}: {model.resolution} px generator ({model.n_latent} W+ "
+          f"entries), {model.encoder_input} px encoder, directions: "
+          f"{', '.join(model.directions) or 'none'}; fingerprint {model.model_fingerprint}")
+    return 0
+
+
 def _models_pull(args: argparse.Namespace) -> int:
     from vidinv.models import registry
 
@@ -106,10 +117,11 @@ def _engines_export(args: argparse.Namespace) -> int:
     from vidinv.models.generator_io import load_generator
 
     generator = load_generator(args.model)
-    try:
-        generator.synthesis.feature_shape(args.k)
-    except ValueError as error:
-        raise VidinvError(f"--k {args.k}: {error}") from None
+    if args.k is not None:
+        try:
+            generator.synthesis.feature_shape(args.k)
+        except ValueError as error:
+            raise VidinvError(f"--k {args.k}: {error}") from None
     paths = export_generator(generator, Path(args.out_dir), k=args.k)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -117,17 +129,23 @@ def _engines_export(args: argparse.Namespace) -> int:
 
 
 def _engines_build(args: argparse.Namespace) -> int:
-    from vidinv.engines.generator_export import build_generator_engines, load_generator_spec
+    """Make the engines `edit` will use, with the same settings, into the same cache."""
+    import time
 
-    spec = load_generator_spec(args.spec)
-    onnx_paths = {}
-    for name in args.onnx:
-        path = Path(name)
-        if not path.is_file():
-            raise VidinvError(f"{path}: no such ONNX file; make it with `vidinv engines export`")
-        onnx_paths[path.stem] = path
-    for stem, engine in build_generator_engines(onnx_paths, spec).items():
-        print(f"{stem}: {engine}")
+    from vidinv.pipeline.models import engine_cache_folder, make_model_engines
+    from vidinv.pipeline.wiring import needs_reconstruction
+
+    if not args.backend:
+        args.backend = "tensorrt"
+    config = _pipeline_config(args)
+    bundle = _load_bundle(args)
+    started = time.perf_counter()
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    print(f"{engines.encoder_engine.name}, {engines.edit_render_engine.name} on "
+          f"{engines.device}, batch {config.engine.batch_size}: ready in "
+          f"{time.perf_counter() - started:.1f} s")
+    print(f"cache: {engine_cache_folder(bundle)}")
     return 0
 
 
@@ -143,6 +161,8 @@ def _pipeline_config(args: argparse.Namespace):
         overrides.append(f"engine.backend={args.backend}")
     if args.device:
         overrides.append(f"engine.device={args.device}")
+    if args.precision:
+        overrides.append(f"engine.precision={args.precision}")
     if args.batch is not None:
         overrides.append(f"engine.batch_size={args.batch}")
     if args.smooth:
@@ -175,11 +195,22 @@ def _print_attributes(bundle) -> None:
     print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
 
 
+def _edits(args: argparse.Namespace, config) -> dict[str, float]:
+    """``{attribute: strength}`` from --attr/--strength, else from the config's [edit]."""
+    strength = args.strength if args.strength is not None else config.edit.strength
+    from vidinv.pipeline.app import parse_edits
+
+    if args.attr:
+        return parse_edits(args.attr, strength)
+    return {config.edit.attribute: strength} if config.edit.attribute else {}
+
+
 def _edit(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import default_output, parse_edits, process_video, resolve_edits
+    from vidinv.pipeline.app import default_output, process_video, resolve_edits
 
-    check_strength(args.strength)
+    if args.strength is not None:
+        check_strength(args.strength)
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
     if args.list_attrs:
@@ -187,9 +218,10 @@ def _edit(args: argparse.Namespace) -> int:
         return 0
     if not args.input:
         raise VidinvError("give the input video: vidinv edit IN --attr NAME")
-    if not args.attr:
-        raise VidinvError("say which edit: --attr NAME[=STRENGTH] (see --list-attrs)")
-    edits = parse_edits(args.attr, args.strength)
+    edits = _edits(args, config)
+    if not edits:
+        raise VidinvError("say which edit: --attr NAME[=STRENGTH] or --set edit.attribute=NAME "
+                          "(see --list-attrs)")
     editor = resolve_edits(bundle, edits)
     source = Path(args.input)
     output = Path(args.output) if args.output else default_output(
@@ -216,10 +248,11 @@ def _invert(args: argparse.Namespace) -> int:
 
 def _live(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import available_attributes, live, parse_edits, resolve_edits
+    from vidinv.pipeline.app import available_attributes, live, resolve_edits
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
-    check_strength(args.strength)
+    if args.strength is not None:
+        check_strength(args.strength)
     if args.seconds is not None and not 0 < args.seconds < float("inf"):
         raise VidinvError(f"--seconds {args.seconds}: give a positive number of seconds")
     if not args.preset:
@@ -227,8 +260,8 @@ def _live(args: argparse.Namespace) -> int:
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
     known = sorted(available_attributes(bundle))
-    edits = (parse_edits(args.attr, args.strength) if args.attr
-             else {known[0]: args.strength} if known else {})
+    strength = args.strength if args.strength is not None else config.edit.strength
+    edits = _edits(args, config) or ({known[0]: strength} if known else {})
     editor = resolve_edits(bundle, edits, extra=known) if edits else None
     # a clip played as a camera keeps only the newest frame, as a webcam source does
     source = (FileCameraSource(args.source, loop=args.loop, buffer_size=1) if args.source
@@ -252,7 +285,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder or name (default: the embedded model)")
     parser.add_argument("--preset", help="pipeline preset: offline_hq, realtime or a .toml")
     parser.add_argument("--backend", choices=("torch", "onnx", "tensorrt"))
-    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="default: the backend's choice (cuda for tensorrt)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"),
+                        help="default: fp32 (tensorrt: the engine spec's, fp16); fp16 needs cuda")
     parser.add_argument("--batch", type=int, help="faces per network call")
     parser.add_argument("--smooth", choices=("none", "causal", "centred"),
                         help="temporal smoothing of the crop and the codes")
@@ -292,9 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="input video, picture (.png/.jpg) or folder of pictures")
     edit.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
                       help="attribute (a direction of the model, or a direction file) and its "
-                      "strength; repeat for several edits in one pass")
-    edit.add_argument("--strength", type=float, default=1.0,
-                      help="strength α of an --attr given without =STRENGTH (default 1)")
+                      "strength; repeat for several edits in one pass (default: edit.attribute "
+                      "of the preset)")
+    edit.add_argument("--strength", type=float,
+                      help="strength α of an --attr given without =STRENGTH (default: "
+                      "edit.strength of the preset, 1)")
     edit.add_argument("-o", "--output", help="output video (default: IN_ATTR.mp4; a picture or "
                       "folder gives IN_ATTR.png or IN_ATTR/). " + _EXISTING_OUTPUT)
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
@@ -319,8 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     live_cmd.add_argument("--loop", action="store_true", help="loop --source")
     live_cmd.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
                           help="starting edit(s); keys a/+/-/0 select and change any of the "
-                          "model's attributes (default: the first at --strength)")
-    live_cmd.add_argument("--strength", type=float, default=1.0)
+                          "model's attributes (default: edit.attribute of the preset, else "
+                          "the model's first at --strength)")
+    live_cmd.add_argument("--strength", type=float,
+                          help="strength α of an --attr without =STRENGTH (default: "
+                          "edit.strength of the preset, 1)")
     live_cmd.add_argument("--output", help="write original | edited here (no window needed). "
                           + _EXISTING_OUTPUT)
     live_cmd.add_argument("--virtual-camera", action="store_true",
@@ -366,6 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing = models_cmds.add_parser("list", help="installed models and models to pull")
     listing.set_defaults(handler=_models_list)
 
+    assemble = models_cmds.add_parser(
+        "assemble", help="check that a generator, an encoder and directions fit, and write "
+        "them as one model folder (native files, fingerprint, model card)")
+    assemble.add_argument("--generator", required=True,
+                          help="NVIDIA .pkl, rosinality .pt or native generator")
+    assemble.add_argument("--encoder", required=True,
+                          help="official Feature-Style Encoder 143_enc.pth or native encoder")
+    assemble.add_argument("--directions", nargs="+", metavar="[NAME=]FILE",
+                          help="direction files (e4e/InterFaceGAN .pt, .npy, GANSpace, native)")
+    assemble.add_argument("-o", "--output", required=True, help="the model folder to write")
+    assemble.add_argument("--force", action="store_true", help="replace an existing folder")
+    assemble.set_defaults(handler=_models_assemble)
+
     pull = models_cmds.add_parser("pull", help="download a public checkpoint into the cache")
     pull.add_argument("name")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -377,13 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = engines_cmds.add_parser("export", help="export the generator's synthesis to ONNX")
     export.add_argument("model", help="generator checkpoint")
     export.add_argument("-o", "--out-dir", default="engines/build", help="output folder")
-    export.add_argument("--k", type=int, default=5, help="feature-tensor layer (default 5)")
+    export.add_argument("--k", type=int, help="feature-tensor layer (default: the FSE's, 5)")
     export.set_defaults(handler=_engines_export, io_reads=("model",), io_folders=("--out-dir",))
 
     build = engines_cmds.add_parser(
-        "build", help="build TensorRT fp16 engines (needs an NVIDIA GPU and vidinv[tensorrt])")
-    build.add_argument("onnx", nargs="+", help="ONNX files from `vidinv engines export`")
-    build.add_argument("--spec", help="engine spec TOML (default: engines/generator.toml)")
+        "build", help="make the engines `edit` uses (same options, same cache), ahead of time; "
+        "default backend tensorrt (needs an NVIDIA GPU and vidinv[tensorrt])")
+    _add_pipeline_options(build)
     build.set_defaults(handler=_engines_build)
 
     from vidinv.batch.cli import add_batch_parser

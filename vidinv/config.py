@@ -19,7 +19,9 @@ from typing import Any
 
 from vidinv.errors import VidinvError
 
-PRESETS_FOLDER = Path(__file__).resolve().parent.parent / "pipelines"
+#: The presets shipped in the package; ``pipelines/`` at the repository's top level holds the
+#: user-editable copies (pass one by path: ``--preset pipelines/realtime.toml``).
+PRESETS_FOLDER = Path(__file__).resolve().parent / "assets" / "pipelines"
 
 
 class ConfigError(VidinvError):
@@ -47,17 +49,22 @@ class LatentSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     backend: str = "torch"              # torch | onnx | tensorrt
-    device: str = "cpu"                 # cpu | cuda
-    batch_size: int = 4                 # aligned faces per encoder / generator call
-    threads: int = 0                    # torch CPU threads while running (0: torch's default)
+    device: str | None = None           # cpu | cuda; unset: the backend chooses (TensorRT: cuda)
+    precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
+    batch_size: int = 4                 # aligned faces per encoder / edit+render call
+    spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
+    threads: int = 1                    # CPU threads per network call while running (torch,
+    #                                     ONNX Runtime); 0: the library's default. The stages
+    #                                     already run in parallel; on few cores more threads per
+    #                                     call fight them (OpenMP spins while it waits)
 
 
 @dataclass(frozen=True)
 class EditSettings:
+    """What `edit` and `live` apply when --attr / --strength are not given."""
+
     attribute: str = ""                 # a direction name of the model, or a direction file
-    strength: float = 1.0               # α in w + α·d
-    first_layer: int = -1               # ≥ 0: apply the direction from this W+ layer on
-    last_layer: int = -1                # ≥ 0: … up to this layer (inclusive)
+    strength: float = 1.0               # α in w + α·d (a direction acts on its own layers)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "face.paste": ("transfer", "render"),
     "latent.smoothing": _SMOOTHING,
     "engine.backend": ("torch", "onnx", "tensorrt"),
+    "engine.precision": ("fp32", "fp16"),
     "output.preset": _X264_PRESETS,
 }
 #: "section.field" -> (low, high, low included, high included) for numbers; NaN never passes.
@@ -141,8 +149,10 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "latent.fine_layers_from": (-1, 63, True, True),
     "engine.batch_size": (1, 1_024, True, True),
     "edit.strength": (-100, 100, True, True),
-    "edit.first_layer": (-1, 63, True, True),
-    "edit.last_layer": (-1, 63, True, True),
+    "engine.threads": (0, 1_024, True, True),
+    "adapt.check_frames": (0, 10_000, True, True),
+    "adapt.tune_steps": (0, 100_000, True, True),
+    "adapt.tune_frames": (1, 10_000, True, True),
     "output.crf": (0, 51, True, True),
     "queue_size": (1, 1_024, True, True),
 }
@@ -206,7 +216,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def load_preset(name_or_path: str) -> PipelineConfig:
-    """A preset by name (``pipelines/NAME.toml``) or by path, over the defaults."""
+    """A preset by name (one shipped in the package) or by ``.toml`` path, over the defaults."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESETS_FOLDER / f"{name_or_path}.toml"

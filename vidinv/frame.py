@@ -65,8 +65,6 @@ class Frame:
     aligned: np.ndarray | None = None
     w: torch.Tensor | None = None
     features: torch.Tensor | None = None
-    w_edit: torch.Tensor | None = None
-    features_edit: torch.Tensor | None = None
     rendered: np.ndarray | None = None
     reconstruction: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)

@@ -10,16 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vidinv.engines.base import Engine, TensorSpec
-    from vidinv.engines.factory import BACKENDS, create_engine
+    from vidinv.engines.factory import BACKENDS, create_engine, engine_for_module
     from vidinv.engines.generator_export import (
         GeneratorEngineSpec,
         SynthesisModule,
         SynthesisWithFeaturesModule,
-        build_generator_engines,
         export_generator,
         load_generator_spec,
         synthesis_features_specs,
         synthesis_specs,
+    )
+    from vidinv.engines.model_graphs import (
+        EditRenderGraph,
+        EncoderGraph,
+        ModelEngines,
+        make_model_engines,
     )
     from vidinv.engines.onnx_export import export_onnx, read_onnx_specs
     from vidinv.engines.ort_engine import OrtEngine
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
         engine_cache_key,
         engine_key_parts,
         engine_paths,
+        pipeline_profile,
         verify_sidecar,
         write_sidecar,
     )
@@ -40,6 +46,12 @@ _WHERE = {
     "TensorSpec": "vidinv.engines.base",
     "BACKENDS": "vidinv.engines.factory",
     "create_engine": "vidinv.engines.factory",
+    "engine_for_module": "vidinv.engines.factory",
+    "EditRenderGraph": "vidinv.engines.model_graphs",
+    "EncoderGraph": "vidinv.engines.model_graphs",
+    "ModelEngines": "vidinv.engines.model_graphs",
+    "make_model_engines": "vidinv.engines.model_graphs",
+    "pipeline_profile": "vidinv.engines.trt_engine",
     "TorchEngine": "vidinv.engines.torch_engine",
     "OrtEngine": "vidinv.engines.ort_engine",
     "TrtEngine": "vidinv.engines.trt_engine",
@@ -55,7 +67,6 @@ _WHERE = {
     "GeneratorEngineSpec": "vidinv.engines.generator_export",
     "SynthesisModule": "vidinv.engines.generator_export",
     "SynthesisWithFeaturesModule": "vidinv.engines.generator_export",
-    "build_generator_engines": "vidinv.engines.generator_export",
     "export_generator": "vidinv.engines.generator_export",
     "load_generator_spec": "vidinv.engines.generator_export",
     "synthesis_features_specs": "vidinv.engines.generator_export",
@@ -64,6 +75,12 @@ _WHERE = {
 
 __all__ = [
     "BACKENDS",
+    "EditRenderGraph",
+    "EncoderGraph",
+    "ModelEngines",
+    "engine_for_module",
+    "make_model_engines",
+    "pipeline_profile",
     "Engine",
     "GeneratorEngineSpec",
     "OrtEngine",
@@ -74,7 +91,6 @@ __all__ = [
     "TrtEngine",
     "batch_profile",
     "build_engine",
-    "build_generator_engines",
     "create_engine",
     "engine_cache_key",
     "engine_key_parts",

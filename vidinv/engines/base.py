@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
-Precision = Literal["fp32", "fp16"]
 #: A dimension: a fixed size, or the name of a dynamic axis such as ``"batch"``.
 Dim = int | str
 
@@ -42,14 +41,6 @@ def torch_dtype(name: str) -> torch.dtype:
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; expected one of "
                          f"{sorted(_TORCH_DTYPES)}") from None
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float32`` -> ``"float32"``."""
-    for name, value in _TORCH_DTYPES.items():
-        if value == dtype:
-            return name
-    raise ValueError(f"unsupported tensor dtype {dtype}")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""Export the StyleGAN2 synthesis network as the two graphs the render stage runs.
+"""Export the StyleGAN2 synthesis network (the plain graphs, for benchmarks and other tools), and
+read the engine spec ``engines/generator.toml``.
+
+The pipeline's own graphs (the encoder and the one-graph edit+render) are in
+:mod:`vidinv.engines.model_graphs`. The plain graphs:
 
 * ``synthesis.onnx``: ``ws`` [B,n_latent,512] -> ``image`` [B,3,R,R];
 * ``synthesis_features_k5.onnx``: ``ws`` [B,n_latent,512], ``features`` [B,C,16,16] ->
   ``image`` [B,3,R,R] — the Feature-Style Encoder path, F in place of the k-th feature tensor.
 
-What is exported, under which names, with which dynamic axis, and the TensorRT profile, are data
-in ``engines/generator.toml`` (:func:`load_generator_spec`); this module only holds the code.
+What is exported, under which names, with which dynamic axis, and how TensorRT builds it, are
+data in ``engines/generator.toml`` (:func:`load_generator_spec`); this module only holds the code.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from torch import nn
 from vidinv.engines.base import TensorSpec
 from vidinv.engines.onnx_export import export_onnx
 from vidinv.errors import InputFileError
+from vidinv.models.encoder import FEATURE_INDEX
 
-#: ``engines/generator.toml`` at the repository root (present in a source checkout).
-DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[2] / "engines" / "generator.toml"
-_GRAPH_KINDS = ("synthesis", "synthesis_features")
+#: The engine spec shipped in the package; ``engines/generator.toml`` at the repository's top
+#: level is the user-editable copy (pass it with ``--spec``).
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "assets" / "engines" / "generator.toml"
 
 
 class SynthesisModule(nn.Module):
@@ -98,14 +103,16 @@ class GraphSpec:
 
 @dataclass(frozen=True)
 class TensorRTBuildSpec:
-    """How TensorRT engines are built from the exported graphs."""
+    """How TensorRT engines are built from the exported graphs.
+
+    The optimisation profile is not here: it follows the pipeline's batch size (min 1, opt =
+    ``engine.batch_size``, max = the larger of that and ``max_batch``).
+    """
 
     precision: str
-    min_batch: int
-    opt_batch: int
     max_batch: int
     workspace_bytes: int
-    cache_dir: Path
+    optimization_level: int
 
 
 @dataclass(frozen=True)
@@ -115,24 +122,30 @@ class GeneratorEngineSpec:
     opset: int
     batch_dim: str
     example_batch: int
-    feature_k: int
     graphs: Mapping[str, GraphSpec]
     tensorrt: TensorRTBuildSpec
 
 
 _SCHEMA = {
-    "export": {"opset": int, "batch_dim": str, "example_batch": int, "feature_k": int},
+    "export": {"opset": int, "batch_dim": str, "example_batch": int},
     "graph": {"file": str, "inputs": list, "outputs": list},
-    "tensorrt": {"precision": str, "min_batch": int, "opt_batch": int, "max_batch": int,
-                 "workspace_gib": (int, float), "cache_dir": str},
+    "tensorrt": {"precision": str, "max_batch": int, "workspace_gib": (int, float),
+                 "optimization_level": int},
 }
 # What each graph kind's wrapper takes and returns; the TOML must agree.
+_GENERATOR_GRAPHS = ("synthesis", "synthesis_features")
 _WRAPPER_IO = {"synthesis": (("ws",), ("image",)),
-               "synthesis_features": (("ws", "features"), ("image",))}
+               "synthesis_features": (("ws", "features"), ("image",)),
+               "encoder": (("image",), ("w", "features")),
+               "edit_render": (("w", "features", "offset"), ("image",)),
+               "edit_render_reconstruction": (("w", "features", "offset"),
+                                              ("image", "reconstruction"))}
+_GRAPH_KINDS = tuple(_WRAPPER_IO)
 
 
 def load_generator_spec(path: str | os.PathLike[str] | None = None) -> GeneratorEngineSpec:
-    """Read ``engines/generator.toml`` (or ``path``); every key is required, none unknown.
+    """Read ``engines/generator.toml`` (default: the copy shipped in the package, or
+    ``path``); every key is required, none unknown.
 
     Raises InputFileError for a missing, malformed or inconsistent file, naming the key.
     """
@@ -177,20 +190,25 @@ def load_generator_spec(path: str | os.PathLike[str] | None = None) -> Generator
                                  f"{list(_WRAPPER_IO[kind][0])} and returns "
                                  f"{list(_WRAPPER_IO[kind][1])}")
         graphs[kind] = graph
+    missing = sorted(set(_GRAPH_KINDS) - set(graphs))
+    if missing:
+        raise InputFileError(f"{path}: missing graph tables {missing}")
     trt = table(data["tensorrt"], "tensorrt", "tensorrt")
     if trt["precision"] not in ("fp16", "fp32"):
         raise InputFileError(f"{path} [tensorrt] precision must be 'fp16' or 'fp32'")
-    if not 1 <= trt["min_batch"] <= trt["opt_batch"] <= trt["max_batch"]:
-        raise InputFileError(f"{path} [tensorrt] needs 1 <= min_batch <= opt_batch <= "
-                             "max_batch")
+    if trt["max_batch"] < 1:
+        raise InputFileError(f"{path} [tensorrt] max_batch must be at least 1")
+    if not 0 <= trt["optimization_level"] <= 5:
+        raise InputFileError(f"{path} [tensorrt] optimization_level must be 0..5")
+    if trt["workspace_gib"] <= 0:
+        raise InputFileError(f"{path} [tensorrt] workspace_gib must be positive")
     return GeneratorEngineSpec(
         opset=export["opset"], batch_dim=export["batch_dim"],
-        example_batch=export["example_batch"], feature_k=export["feature_k"], graphs=graphs,
+        example_batch=export["example_batch"], graphs=graphs,
         tensorrt=TensorRTBuildSpec(
-            precision=trt["precision"], min_batch=trt["min_batch"],
-            opt_batch=trt["opt_batch"], max_batch=trt["max_batch"],
+            precision=trt["precision"], max_batch=trt["max_batch"],
             workspace_bytes=int(trt["workspace_gib"] * (1 << 30)),
-            cache_dir=(path.parent / trt["cache_dir"]).resolve()))
+            optimization_level=trt["optimization_level"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,19 +225,21 @@ def export_generator(generator: nn.Module, out_dir: str | os.PathLike[str],
         generator: a float32 :class:`~vidinv.models.stylegan2.StyleGAN2Generator` (any device).
             TensorRT applies fp16 itself; export from the fp32 weights.
         out_dir: created if missing; files in it are replaced atomically.
-        k: feature index of the features graph; default: the spec's ``feature_k`` (5).
+        k: feature index of the features graph; default: the FSE's layer
+            (:data:`vidinv.models.encoder.FEATURE_INDEX`, 5).
         spec: default: :func:`load_generator_spec` of ``engines/generator.toml``.
         graphs: the graph kinds to export (``"synthesis"``, ``"synthesis_features"``);
-            default: every graph in the spec.
+            default: both.
 
     With the default spec this writes ``synthesis.onnx`` and ``synthesis_features_k5.onnx``.
     """
     spec = spec if spec is not None else load_generator_spec()
-    k = spec.feature_k if k is None else int(k)
-    kinds = list(spec.graphs) if graphs is None else list(graphs)
-    unknown = [kind for kind in kinds if kind not in spec.graphs]
+    k = FEATURE_INDEX if k is None else int(k)
+    kinds = list(_GENERATOR_GRAPHS) if graphs is None else list(graphs)
+    unknown = [kind for kind in kinds if kind not in _GENERATOR_GRAPHS]
     if unknown:
-        raise ValueError(f"unknown graphs {unknown}; the spec has {list(spec.graphs)}")
+        raise ValueError(f"unknown graphs {unknown}; export_generator writes "
+                         f"{list(_GENERATOR_GRAPHS)}")
     params = list(generator.parameters())
     if any(p.dtype != torch.float32 for p in params):
         raise ValueError("export the float32 generator (TensorRT makes its own fp16 engine)")
@@ -245,26 +265,3 @@ def export_generator(generator: nn.Module, out_dir: str | os.PathLike[str],
         written[path.stem] = export_onnx(module, examples, graph.outputs, path,
                                          dynamic_axes=axes, opset=spec.opset)
     return written
-
-
-def build_generator_engines(onnx_paths: Mapping[str, str | os.PathLike[str]],
-                            spec: GeneratorEngineSpec | None = None,
-                            device: str = "cuda") -> dict[str, Path]:
-    """Build a TensorRT engine for each exported graph per the spec's ``[tensorrt]`` table.
-
-    ``onnx_paths`` is what :func:`export_generator` returned; returns ``{stem: engine path}``.
-    Needs tensorrt and an NVIDIA GPU (BackendUnavailableError otherwise).
-    """
-    from vidinv.engines.onnx_export import read_onnx_specs
-    from vidinv.engines.trt_engine import batch_profile, build_engine
-
-    spec = spec if spec is not None else load_generator_spec()
-    build = spec.tensorrt
-    engines = {}
-    for stem, onnx_path in onnx_paths.items():
-        input_specs, _ = read_onnx_specs(onnx_path)
-        profile = batch_profile(input_specs, build.min_batch, build.opt_batch, build.max_batch,
-                                spec.batch_dim)
-        engines[stem] = build_engine(onnx_path, build.cache_dir, profile, build.precision,
-                                     build.workspace_bytes, device)
-    return engines

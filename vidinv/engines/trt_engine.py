@@ -11,9 +11,17 @@ and raises :class:`~vidinv.errors.EngineMismatchError` when it differs, naming w
 never rebuilds on its own: a rebuild takes minutes and belongs in ``build_engine``, not in the
 render loop. (``TrtEngine.from_onnx(..., build_missing=True)`` builds only when no engine exists.)
 
-Inference uses torch CUDA tensors as TensorRT's I/O buffers (``set_tensor_address``) and runs on
-torch's current stream (``execute_async_v3``), so results are ordered with the surrounding torch
-work without extra synchronisation. I/O stays float32 (as in the ONNX file); fp16 is internal.
+Inference uses torch CUDA tensors as TensorRT's I/O buffers (``set_tensor_address``). Each engine
+runs on its own ``torch.cuda.Stream`` (never the legacy default stream, which would synchronise
+with every other stream on each call): the engine's stream waits for the caller's current stream
+before the launch, and the caller's stream waits for the engine's after it, so results are
+ordered with the surrounding torch work without a host synchronisation, and engines called from
+different threads can overlap. I/O stays float32 (as in the ONNX file); fp16 is internal.
+
+TensorRT 10 only: TensorRT 11 removed ``BuilderFlag.FP16`` (weakly typed networks); its
+strongly typed path (an fp16 ONNX graph) does not exist here yet, so 11 is refused with the fix.
+A build keeps a timing cache next to the engines (``timing.<TensorRT>.<GPU>.cache``), so a second
+build of the same layers skips kernel timing.
 
 Everything above the ``TensorRT`` section of this file is pure Python and tested without a GPU;
 ``tensorrt`` is imported only when an engine is built or loaded.
@@ -21,6 +29,7 @@ Everything above the ``TensorRT`` section of this file is pure Python and tested
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -110,10 +119,26 @@ def engine_cache_key(onnx_bytes: bytes, profile: ProfileShapes, precision: str,
 
 
 def engine_paths(cache_dir: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                 precision: str) -> tuple[Path, Path]:
-    """(engine file, sidecar file) for an ONNX file: ``<stem>.<precision>.engine[.json]``."""
-    engine = Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.engine"
+                 precision: str, profile: ProfileShapes | None = None) -> tuple[Path, Path]:
+    """(engine file, sidecar file) for an ONNX file.
+
+    ``<stem>.<precision>.engine[.json]``; with a ``profile``, its batch range is in the name
+    (``<stem>.<precision>.b1-4-8.engine``: min, opt, max of axis 0 of the first input), so the
+    engines for different batch sizes live side by side.
+    """
+    tag = ""
+    if profile:
+        low, opt, high = profile[sorted(profile)[0]]
+        tag = f".b{low[0]}-{opt[0]}-{high[0]}" if low else ""
+    engine = Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}{tag}.engine"
     return engine, engine.with_name(engine.name + ".json")
+
+
+def timing_cache_path(cache_dir: str | os.PathLike[str], tensorrt_version: str,
+                      gpu_name: str) -> Path:
+    """``<cache_dir>/timing.<TensorRT version>.<GPU>.cache``: kernel timings kept between builds."""
+    gpu = "".join(c if c.isalnum() else "_" for c in gpu_name).strip("_") or "gpu"
+    return Path(cache_dir) / f"timing.{tensorrt_version}.{gpu}.cache"
 
 
 def write_sidecar(path: str | os.PathLike[str], parts: EngineKeyParts) -> None:
@@ -177,6 +202,15 @@ def batch_profile(input_specs: Sequence[TensorSpec], min_batch: int, opt_batch: 
     return profile  # type: ignore[return-value]
 
 
+def pipeline_profile(input_specs: Sequence[TensorSpec], batch_size: int, max_batch: int,
+                     batch_dim: str = "batch") -> dict[str, tuple[Shape, Shape, Shape]]:
+    """The profile for a pipeline that sends batches of 1 to ``batch_size``: min 1, opt
+    ``batch_size`` (the size of every full batch), max ``max(batch_size, max_batch)``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_profile(input_specs, 1, batch_size, max(batch_size, max_batch), batch_dim)
+
+
 def check_profile(profile: ProfileShapes, network_inputs: Mapping[str, Sequence[int]]) -> None:
     """Check a profile against the network's input shapes (-1 = dynamic).
 
@@ -212,18 +246,39 @@ def shape_fits_profile(shape: Sequence[int], low: Sequence[int], high: Sequence[
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module (10 or newer), or BackendUnavailableError with the fix."""
+    """The ``tensorrt`` module (10.x), or BackendUnavailableError with the fix."""
     try:
         import tensorrt
     except ImportError as exc:
         raise BackendUnavailableError(
             f"TensorRT is not installed ({exc}); it needs an NVIDIA GPU with CUDA, then: "
             f"{TRT_INSTALL_HINT}") from exc
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major < 10:
-        raise BackendUnavailableError(f"TensorRT {tensorrt.__version__} is too old (need 10 or "
-                                      f"newer): {TRT_INSTALL_HINT}")
+    check_tensorrt_version(str(tensorrt.__version__))
     return tensorrt
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Accept TensorRT 10.x only; BackendUnavailableError with the fix otherwise."""
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise BackendUnavailableError(f"cannot read the TensorRT version {version!r}; "
+                                      f"reinstall it: {TRT_INSTALL_HINT}") from None
+    if major < 10:
+        raise BackendUnavailableError(f"TensorRT {version} is too old (need 10.x): "
+                                      f"{TRT_INSTALL_HINT}")
+    if major > 10:
+        raise BackendUnavailableError(
+            f"TensorRT {version} is not supported yet: TensorRT 11 dropped the weakly typed fp16 "
+            "builds vidinv uses; install TensorRT 10 with: pip install 'tensorrt-cu12>=10,<11' "
+            f"(or {TRT_INSTALL_HINT})")
+
+
+@functools.cache
+def trt_logger() -> Any:
+    """The process's one TensorRT logger (TensorRT wants a single logger per process)."""
+    trt = import_tensorrt()
+    return trt.Logger(trt.Logger.WARNING)
 
 
 def cuda_device(device: str = "cuda") -> torch.device:
@@ -254,22 +309,27 @@ def current_key_parts(onnx_path: Path, profile: ProfileShapes, precision: str,
 def build_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
                  profile: ProfileShapes, precision: str = "fp16",
                  workspace_bytes: int = _DEFAULT_WORKSPACE_BYTES,
-                 device: str = "cuda") -> Path:
+                 device: str = "cuda", optimization_level: int | None = None) -> Path:
     """Build a TensorRT engine from an ONNX file into ``cache_dir``; returns the engine path.
 
-    Overwrites an existing engine for the same ONNX stem and precision (engine first, then the
-    sidecar, both atomically: a crash in between leaves an engine without a sidecar, which
-    :class:`TrtEngine` refuses). Takes seconds to minutes.
+    Overwrites an existing engine for the same ONNX stem, precision and batch range (engine
+    first, then the sidecar, both atomically: a crash in between leaves an engine without a
+    sidecar, which :class:`TrtEngine` refuses). Reads and updates the timing cache in
+    ``cache_dir`` (:func:`timing_cache_path`). ``optimization_level`` (0-5, TensorRT's default
+    3) trades build time for kernel choice. Takes seconds to minutes.
     """
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"precision must be 'fp16' or 'fp32', got {precision!r}")
+    if optimization_level is not None and not 0 <= optimization_level <= 5:
+        raise ValueError(f"optimization_level must be 0..5, got {optimization_level}")
     trt = import_tensorrt()
     torch_device = cuda_device(device)
     onnx_path = Path(onnx_path)
     parts = current_key_parts(onnx_path, profile, precision, torch_device, trt)
-    engine_path, sidecar_path = engine_paths(cache_dir, onnx_path, precision)
+    engine_path, sidecar_path = engine_paths(cache_dir, onnx_path, precision, profile)
+    timing_path = timing_cache_path(cache_dir, trt.__version__, parts.gpu_name)
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger()
     with torch.cuda.device(torch_device):
         builder = trt.Builder(logger)
         # TensorRT 10 networks are always explicit-batch (the EXPLICIT_BATCH flag is deprecated
@@ -287,10 +347,13 @@ def build_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike
 
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+        if optimization_level is not None:
+            config.builder_optimization_level = int(optimization_level)
         if precision == "fp16":
-            if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.x
-                log.warning("this GPU has no fast fp16; the fp16 engine may be slow")
             config.set_flag(trt.BuilderFlag.FP16)
+        timing_cache = config.create_timing_cache(
+            timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
         optimization_profile = builder.create_optimization_profile()
         for name, (low, opt, high) in profile.items():
             optimization_profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
@@ -302,6 +365,7 @@ def build_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}; see the "
                                "TensorRT log above")
+        write_atomically(timing_path, bytes(config.get_timing_cache().serialize()))
     write_atomically(engine_path, bytes(serialized))
     write_sidecar(sidecar_path, parts)
     log.info("wrote %s (key %s)", engine_path, parts.key[:12])
@@ -324,7 +388,8 @@ class TrtEngine:
         EngineMismatchError: the engine was built for another ONNX file, profile, precision,
             TensorRT version or GPU (the message says which).
 
-    One engine has one execution context: call it from one thread at a time.
+    One engine has one execution context and one CUDA stream: call it from one thread at a
+    time (engines of different stages may run in different threads at once).
     """
 
     def __init__(self, engine_path: str | os.PathLike[str], *,
@@ -338,19 +403,19 @@ class TrtEngine:
         engine_path, onnx_path = Path(engine_path), Path(onnx_path)
         if not engine_path.is_file():
             raise InputFileError(f"TensorRT engine not found: {engine_path}; build it with "
-                                 "vidinv.engines.build_engine")
+                                 "`vidinv engines build`")
         verify_sidecar(engine_path,
                        current_key_parts(onnx_path, profile, precision, torch_device, trt))
         input_specs, output_specs = read_onnx_specs(onnx_path)
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(torch_device):
-            self._runtime = trt.Runtime(self._logger)
+            self._runtime = trt.Runtime(trt_logger())
             self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
             if self._engine is None:
                 raise EngineMismatchError(f"TensorRT could not deserialize {engine_path}; "
-                                          "rebuild it with vidinv.engines.build_engine")
+                                          "rebuild it with `vidinv engines build`")
             self._context = self._engine.create_execution_context()
+            self._stream = torch.cuda.Stream(torch_device)
 
         engine_names = {self._engine.get_tensor_name(i)
                         for i in range(self._engine.num_io_tensors)}
@@ -376,19 +441,22 @@ class TrtEngine:
     def from_onnx(cls, onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
                   profile: ProfileShapes, precision: str = "fp16", device: str = "cuda",
                   build_missing: bool = True,
-                  workspace_bytes: int = _DEFAULT_WORKSPACE_BYTES) -> TrtEngine:
-        """Load the cached engine for ``onnx_path``; build it first only if none exists.
+                  workspace_bytes: int = _DEFAULT_WORKSPACE_BYTES,
+                  optimization_level: int | None = None) -> TrtEngine:
+        """Load the cached engine for ``onnx_path`` and ``profile``; build it first only if
+        none exists.
 
         An existing engine built for anything else raises EngineMismatchError (no rebuild).
         """
         import_tensorrt()  # say what is missing before anything else
         cuda_device(device)
-        engine_path, _ = engine_paths(cache_dir, onnx_path, precision)
+        engine_path, _ = engine_paths(cache_dir, onnx_path, precision, profile)
         if not engine_path.is_file():
             if not build_missing:
                 raise InputFileError(f"no TensorRT engine at {engine_path}; build it with "
-                                     "vidinv.engines.build_engine")
-            build_engine(onnx_path, cache_dir, profile, precision, workspace_bytes, device)
+                                     "`vidinv engines build`")
+            build_engine(onnx_path, cache_dir, profile, precision, workspace_bytes, device,
+                         optimization_level)
         return cls(engine_path, onnx_path=onnx_path, profile=profile, precision=precision,
                    device=device)
 
@@ -400,12 +468,28 @@ class TrtEngine:
     def output_specs(self) -> tuple[TensorSpec, ...]:
         return self._output_specs
 
+    def check_batch(self, batch_size: int, batch_dim: str = "batch") -> None:
+        """EngineMismatchError unless every batch from 1 to ``batch_size`` fits the profile.
+
+        Called when the engine is made, so a too-small profile fails at start, not on the
+        first full batch.
+        """
+        for spec in self._input_specs:
+            low, high = self._bounds[spec.name]
+            for axis, dim in enumerate(spec.shape):
+                if dim == batch_dim and not low[axis] <= 1 <= batch_size <= high[axis]:
+                    raise EngineMismatchError(
+                        f"{self.name}: the engine's profile takes batches {low[axis]}.."
+                        f"{high[axis]} of {spec.name}, the pipeline sends 1..{batch_size}; "
+                        "rebuild it with `vidinv engines build --batch "
+                        f"{batch_size}`")
+
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         bind_dynamic_sizes(self._input_specs, inputs, self.name)
         context = self._context
         with torch.cuda.device(self._torch_device):
-            stream = torch.cuda.current_stream(self._torch_device)
-            bound = []  # converted inputs stay referenced until the launch below
+            caller = torch.cuda.current_stream(self._torch_device)
+            bound = []  # converted inputs, made on the caller's stream
             for spec in self._input_specs:
                 tensor = inputs[spec.name].detach().to(
                     device=self._torch_device, dtype=self._io_dtypes[spec.name]).contiguous()
@@ -413,22 +497,31 @@ class TrtEngine:
                 if not shape_fits_profile(tensor.shape, low, high):
                     raise ValueError(f"{self.name}: {spec.name} shape {list(tensor.shape)} is "
                                      f"outside the engine's profile {list(low)}..{list(high)}; "
-                                     "rebuild with a wider profile (engines/generator.toml)")
-                context.set_input_shape(spec.name, tuple(tensor.shape))
-                context.set_tensor_address(spec.name, tensor.data_ptr())
+                                     "rebuild it with `vidinv engines build --batch N`")
                 bound.append(tensor)
-            outputs = {}
-            for spec in self._output_specs:
-                shape = tuple(context.get_tensor_shape(spec.name))
-                out = torch.empty(shape, dtype=self._io_dtypes[spec.name],
-                                  device=self._torch_device)
-                context.set_tensor_address(spec.name, out.data_ptr())
-                outputs[spec.name] = out
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError(f"{self.name}: TensorRT execution failed; see its log")
-        # Outputs are stream-ordered on torch's current stream; cast to the spec dtype there.
-        return {spec.name: outputs[spec.name].to(torch_dtype(spec.dtype))
-                for spec in self._output_specs}
+            # The engine's stream starts once the caller's work (the inputs) is done.
+            self._stream.wait_stream(caller)
+            with torch.cuda.stream(self._stream):
+                for spec, tensor in zip(self._input_specs, bound, strict=True):
+                    # the allocator must not reuse an input's memory before the engine has read it
+                    tensor.record_stream(self._stream)
+                    context.set_input_shape(spec.name, tuple(tensor.shape))
+                    context.set_tensor_address(spec.name, tensor.data_ptr())
+                outputs = {}
+                for spec in self._output_specs:
+                    shape = tuple(context.get_tensor_shape(spec.name))
+                    out = torch.empty(shape, dtype=self._io_dtypes[spec.name],
+                                      device=self._torch_device)
+                    context.set_tensor_address(spec.name, out.data_ptr())
+                    outputs[spec.name] = out
+                if not context.execute_async_v3(self._stream.cuda_stream):
+                    raise RuntimeError(f"{self.name}: TensorRT execution failed; see its log")
+            # The caller's later work waits for the engine, and the outputs belong to it now.
+            caller.wait_stream(self._stream)
+            for out in outputs.values():
+                out.record_stream(caller)
+            return {spec.name: outputs[spec.name].to(torch_dtype(spec.dtype))
+                    for spec in self._output_specs}
 
     def __repr__(self) -> str:
         return f"TrtEngine({self.name!r}, device={self.device!r})"

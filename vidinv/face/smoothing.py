@@ -21,7 +21,6 @@ import numpy as np
 
 Item = TypeVar("Item")
 
-CENTRE = slice(0, 2)
 AXES = slice(2, 6)
 
 

@@ -28,12 +28,13 @@ from vidinv.latent.directions import (
     resolve_layers,
 )
 from vidinv.latent.errors import StrengthError
+from vidinv.models import FEATURE_INDEX
 
 if TYPE_CHECKING:
     from vidinv.models.stylegan2 import StyleGAN2Generator
 
 #: The Feature-Style Encoder's feature layer.
-DEFAULT_K = 5
+DEFAULT_K = FEATURE_INDEX
 
 _OWN_LAYERS = object()
 

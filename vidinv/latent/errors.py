@@ -18,7 +18,7 @@ class StrengthError(VidinvError, ValueError):
 
 
 class UnknownAttributeError(VidinvError, ValueError):
-    """An attribute name that no scorer or direction method knows."""
+    """An attribute name that no scorer, direction method or model direction knows."""
 
 
 class FittingError(VidinvError):

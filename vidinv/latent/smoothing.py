@@ -35,11 +35,13 @@ def _pack(frame: Frame) -> np.ndarray:
 
 
 def _unpack(frame: Frame, vector: np.ndarray) -> None:
+    """The smoothed vector back into the frame, on the device the codes came from."""
     count = frame.w.numel()
-    frame.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(frame.w.shape)
+    frame.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(
+        frame.w.shape).to(frame.w.device)
     if frame.features is not None:
-        frame.features = torch.from_numpy(
-            vector[count:].astype(np.float32)).reshape(frame.features.shape)
+        frame.features = torch.from_numpy(vector[count:].astype(np.float32)).reshape(
+            frame.features.shape).to(frame.features.device)
 
 
 class SmoothLatents:

@@ -93,11 +93,12 @@ class Lpips(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for lin, fx, fy in zip(self.lins, self._activations(x), self._activations(y), strict=True):
-            fx = fx / (torch.sqrt(torch.sum(fx**2, dim=1, keepdim=True)) + 1e-10)
-            fy = fy / (torch.sqrt(torch.sum(fy**2, dim=1, keepdim=True)) + 1e-10)
-            total = total + lin((fx - fy) ** 2).mean(dim=(1, 2, 3))
+        batch = x.shape[0]
+        total = torch.zeros(batch, dtype=x.dtype, device=x.device)
+        # x and y go through the backbone as one batch
+        for lin, both in zip(self.lins, self._activations(torch.cat([x, y])), strict=True):
+            both = both / (torch.sqrt(torch.sum(both**2, dim=1, keepdim=True)) + 1e-10)
+            total = total + lin((both[:batch] - both[batch:]) ** 2).mean(dim=(1, 2, 3))
         return total
 
 

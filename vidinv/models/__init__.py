@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+#: k, the index of the generator feature tensor the Feature-Style Encoder predicts (the official
+#: ``idx_k``; paper 003 §3.2): ``outs[5]``, the 16×16 output of ``convs[3]``. The one place this
+#: number is written (here, so that argument parsers can use it without importing torch).
+FEATURE_INDEX = 5
+
 if TYPE_CHECKING:
     from vidinv.models.encoder import FeatureStyleEncoder
     from vidinv.models.encoder_io import load_encoder, save_encoder
@@ -14,6 +19,7 @@ if TYPE_CHECKING:
     from vidinv.models.stylegan2 import StyleGAN2Generator
 
 __all__ = [
+    "FEATURE_INDEX",
     "FeatureStyleEncoder",
     "StyleGAN2Generator",
     "load_encoder",

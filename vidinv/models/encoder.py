@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Index of the generator feature tensor the encoder predicts (the official ``idx_k``).
-FEATURE_INDEX = 5
+from vidinv.models import FEATURE_INDEX  # k = 5; re-exported here
+
 #: Side of the adaptive average pool of the latent branch.
 POOL_SIZE = 3
 #: Every BatchNorm in ArcFace's iresnet and in the official content layer uses this eps.

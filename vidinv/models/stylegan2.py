@@ -30,7 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Resolution of the constant input.
-_INPUT_RESOLUTION = 4
+#: 2^-14, the smallest normal fp16 number: the epsilon floor of the demodulation. With styles
+#: scaled to a largest magnitude of 1 the sum it guards is ≳ 1/in_channels, far above it, so
+#: it changes nothing in fp32 and keeps an all-zero weight row from giving inf in fp16.
+_FP16_FLOOR = 2.0 ** -14
 #: The 1-D FIR filter StyleGAN2 uses for every up-sampling.
 _BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
 _LRELU_SLOPE = 0.2
@@ -114,10 +117,12 @@ class StyledConv(nn.Module):
         """x: [B,in,R,R], w: [B,style_dim] -> [B,out,R',R']."""
         styles = self.affine(w)
         # Per-sample normalisation for fp16 safety; demodulation removes the scale again.
-        styles = styles / styles.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
+        styles = styles / styles.abs().amax(dim=1, keepdim=True).clamp_min(_FP16_FLOOR)
         weight, squared_weight = self._static_weights()
-        # The leaky ReLU's gain is positively homogeneous, so it is folded in before it.
-        demod = torch.rsqrt(styles.square() @ squared_weight.t() + 1e-8) * _LRELU_GAIN  # [B,out]
+        # The leaky ReLU's gain is positively homogeneous, so it is folded in before it. The
+        # official 1e-8 is kept for fp32; it is 0 in fp16, where the floor keeps rsqrt finite.
+        demod = torch.rsqrt((styles.square() @ squared_weight.t() + 1e-8).clamp_min(_FP16_FLOOR)
+                            ) * _LRELU_GAIN  # [B,out]
 
         x = x * styles[:, :, None, None]
         if self.upsample:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from vidinv.errors import VidinvError
+from vidinv.models import FEATURE_INDEX
 from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ class Personalizer:
             config = EncoderTrainingConfig(batch_size=4, lr=3e-4, feature_ramp_rate=2.5e-3,
                                            checkpoint_every=100, log_every=20,
                                            seed=self.settings.seed)
-            channels, side, _ = generator.synthesis.feature_shape(5)
+            channels, side, _ = generator.synthesis.feature_shape(FEATURE_INDEX)
             encoder = FeatureStyleEncoder(
                 n_latent=generator.n_latent, style_dim=generator.style_dim, input_size=crop,
                 widths=ENCODER_WIDTHS, blocks=ENCODER_BLOCKS, feature_channels=channels,

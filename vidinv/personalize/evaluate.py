@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vidinv.metrics.identity import FFHQ_FACE_BOX
+from vidinv.models import FEATURE_INDEX
 
 STRENGTHS = (0.0, 1.0, 2.0, 3.0)
 
@@ -33,7 +34,7 @@ def evaluate_model(generator: Any, encoder: Any, directions: list, crops: np.nda
     generator, encoder = generator.cpu().eval(), encoder.cpu().eval()
     with torch.no_grad():
         w, features = encoder(prepare_input(images_to_tensor(list(crops)), encoder.input_size))
-        inversions = tensor_to_images(generator.synthesis(w, features=features, k=5))
+        inversions = tensor_to_images(generator.synthesis(w, features=features, k=FEATURE_INDEX))
     scores = [crop_scores(c, r) for c, r in zip(crops, inversions, strict=True)]
     embedder = IdentityEmbedder()
     side = 256
@@ -53,10 +54,11 @@ def evaluate_model(generator: Any, encoder: Any, directions: list, crops: np.nda
         meter = DlibSmileMeter()
         by_strength = {}
         for strength in STRENGTHS:
-            editor = LatentEditor(generator, smile, strength, k=5, check=False)
+            editor = LatentEditor(generator, smile, strength, k=FEATURE_INDEX, check=False)
             with torch.no_grad():
                 w_edit, f_edit = editor(w, features)
-                edited = tensor_to_images(generator.synthesis(w_edit, features=f_edit, k=5))
+                edited = tensor_to_images(generator.synthesis(w_edit, features=f_edit,
+                                                              k=FEATURE_INDEX))
             values = [meter.score(_up(e, side), box) for e in edited]
             by_strength[f"{strength:g}"] = float(np.mean([v for v in values if v is not None]))
         result["render_smile_dlib_by_strength"] = by_strength

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidinv.engines.model_graphs import EditRenderGraph
+from vidinv.models import FEATURE_INDEX
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 
 #: Amounts of each warp in the bank (yaw also negative).
 BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
-FEATURE_K = 5
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ExpressionTuner:
         self.config = config or TuneConfig()
         self.device = torch.device(device)
         self.generator = generator.to(self.device).train().requires_grad_(True)
+        self.edit_render = EditRenderGraph(self.generator, FEATURE_INDEX)
         self.w, self.features = w.to(self.device), features.to(self.device)
         self.originals = _unit(crops_small).to(self.device)
         self.targets = _unit(bank["bank_images"]).to(self.device)
@@ -94,13 +96,10 @@ class ExpressionTuner:
         self.rng = torch.Generator().manual_seed(self.config.seed)
         self.step = 0
 
-    def render(self, w: torch.Tensor, features: torch.Tensor, w_edit: torch.Tensor
+    def render(self, w: torch.Tensor, features: torch.Tensor, offset: torch.Tensor
                ) -> torch.Tensor:
-        """The pipeline's edit render: G.synthesis(w̃, F + G_k(w̃) − G_k(w))."""
-        G = self.generator
-        both = G.features(torch.cat([w_edit, w]), FEATURE_K)
-        moved, original = both.chunk(2)
-        return G.synthesis(w_edit, features=features + moved - original, k=FEATURE_K)
+        """The pipeline's own edit graph: G.synthesis(w + offset, F + G_k(w + offset) − G_k(w))."""
+        return self.edit_render(w, features, offset)
 
     def loss(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (F.mse_loss(image, target)
@@ -114,11 +113,11 @@ class ExpressionTuner:
         w, features = self.w[src], self.features[src]
         offset = self.amount[pick].to(self.device)[:, None, None] * self.directions[
             self.kind[pick].to(self.device)]
-        edited = self.render(w, features, w + offset)
+        edited = self.render(w, features, offset)
         edit_loss = self.loss(edited, self.targets[pick.to(self.device)])
         plain_idx = plain.to(self.device)
         unedited = self.generator.synthesis(self.w[plain_idx], features=self.features[plain_idx],
-                                            k=FEATURE_K)
+                                            k=FEATURE_INDEX)
         plain_loss = self.loss(unedited, self.originals[plain_idx])
         total = edit_loss + plain_loss
         self.optimizer.zero_grad(set_to_none=True)

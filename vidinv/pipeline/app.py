@@ -22,16 +22,13 @@ from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.io_safety import check_paths
+from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.adapt import adapt_to_clip
-from vidinv.pipeline.models import ModelBundle, make_encode_fn, make_render_fn
+from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline
+from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
-
-
-class UnknownAttributeError(VidinvError):
-    """The asked-for edit is neither a direction of the model nor a direction file."""
 
 
 def available_attributes(bundle: ModelBundle) -> dict[str, Path]:
@@ -129,18 +126,22 @@ def parse_edits(items: Sequence[str], default_strength: float = 1.0) -> dict[str
 
 
 def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
+    """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
+    LatentEditor, or None to invert) gives the W+ edit the graph applies."""
     from vidinv.config import ConfigError
+    from vidinv.latent.editing import CombinedEditor, LatentEditor
 
     n_latent = bundle.generator.n_latent
-    for name in ("fine_layers_from",):
-        value = getattr(config.latent, name)
-        if value >= n_latent:
-            raise ConfigError(f"latent.{name} = {value} is beyond this model's W+ layers "
-                              f"0..{n_latent - 1}; use -1 (off) or a layer in that range")
-    engine = config.engine
-    return Networks(encode=make_encode_fn(bundle, engine.backend, engine.device),
-                    render=make_render_fn(bundle, engine.backend, engine.device),
-                    edit=editor, crop_size=bundle.crop_size)
+    if config.latent.fine_layers_from >= n_latent:
+        raise ConfigError(f"latent.fine_layers_from = {config.latent.fine_layers_from} is "
+                          f"beyond this model's W+ layers 0..{n_latent - 1}; use -1 (off) or a "
+                          "layer in that range")
+    if isinstance(editor, LatentEditor):
+        editor = CombinedEditor.from_editors({"edit": editor})
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
+                    crop_size=bundle.crop_size)
 
 
 @contextlib.contextmanager
@@ -318,9 +319,9 @@ class LatentArchive:
     def __call__(self, frame: Frame) -> None:
         if frame.w is None:
             return
-        self._put(f"w_{frame.index:06d}", frame.w.numpy())
+        self._put(f"w_{frame.index:06d}", frame.w.cpu().numpy())
         if self.with_features and frame.features is not None:
-            self._put(f"features_{frame.index:06d}", frame.features.numpy())
+            self._put(f"features_{frame.index:06d}", frame.features.cpu().numpy())
         self.frames.append(frame.index)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from vidinv.frame import Frame
@@ -32,11 +32,10 @@ class Stage(Protocol):
 
 @dataclass
 class RunStats:
-    """What a run did: frames out, wall time and each segment's busy time."""
+    """What a run did: frames out and wall time."""
 
     frames: int = 0
     seconds: float = 0.0
-    segment_seconds: list[float] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -86,10 +85,6 @@ def chain(stages: Sequence[Stage], frames: Iterable[Frame]) -> Iterator[Frame]:
     return iter(stream)
 
 
-def total_latency(stages: Sequence[Stage]) -> int:
-    return sum(int(stage.latency) for stage in stages)
-
-
 def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
                  sink: Callable[[Frame], None], *, queue_size: int = 4,
                  source_thread: bool = True) -> RunStats:
@@ -103,7 +98,6 @@ def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
     stop = threading.Event()
     errors: list[BaseException] = []
     channels = [_Channel(queue_size, stop) for _ in range(len(segments) + 1)]
-    busy = [0.0] * len(segments)
 
     def guard(work: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -126,9 +120,7 @@ def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
             inputs = channels[index].drain() if index or source_thread else iter(source)
             outputs = chain(segments[index], inputs)
             while True:
-                start = time.perf_counter()
                 frame = next(outputs, _END)
-                busy[index] += time.perf_counter() - start
                 channels[index + 1].put(frame)
                 if frame is _END:
                     return
@@ -155,5 +147,4 @@ def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
     if errors:
         raise errors[0]
     stats.seconds = time.perf_counter() - start
-    stats.segment_seconds = busy
     return stats

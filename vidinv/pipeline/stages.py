@@ -1,26 +1,22 @@
-"""The model stages: encode the aligned face, edit the codes, render the face.
+"""The model stages: encode the aligned face; edit and render it (one graph, one call).
 
 Each stage maps an iterator of :class:`~vidinv.frame.Frame` to an iterator of frames, in order,
 and declares ``latency`` (frames held back). Frames without a face (``aligned`` is None) pass
 through untouched. The networks come in as plain callables built by
-:mod:`vidinv.pipeline.models`, so no stage branches on the backend.
+:mod:`vidinv.engines.model_graphs`, so no stage branches on the backend; their tensors stay
+on the engine's device between the stages (only the rendered images come to the host).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from vidinv.engines.model_graphs import EditRenderFn, EncodeFn
 from vidinv.frame import Frame
-
-#: x [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w])
-EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: (w [B,L,512], F [B,C,h,w]) -> (w̃, F̃), same shapes
-EditFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: (w [B,L,512], F [B,C,h,w]) -> image [B,3,R,R] float32 in about [-1,1]
-RenderFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -77,36 +73,34 @@ class EncodeFaces:
             yield from group
 
 
-class EditLatents:
-    """Sets ``frame.w_edit`` and ``frame.features_edit`` with the editor (Eq. 1 inside)."""
+class EditSource(Protocol):
+    """What :class:`RenderFaces` needs from an editor: the W+ edit in force.
 
-    latency = 0
+    ``offset`` [L,512] float32 is the whole move at the current strengths (zero on untouched
+    layers): a :class:`~vidinv.latent.editing.CombinedEditor`'s Σ αᵢ · dᵢ — several attributes
+    are one offset, one render. It is read once per batch, so a live key or slider takes effect
+    from the next batch.
+    """
 
-    def __init__(self, edit: EditFn | None) -> None:
-        self.edit = edit
-
-    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        for frame in frames:
-            if frame.w is not None:
-                if self.edit is None:
-                    frame.w_edit, frame.features_edit = frame.w, frame.features
-                else:
-                    with torch.inference_mode():
-                        w_edit, features_edit = self.edit(frame.w[None], frame.features[None])
-                    frame.w_edit, frame.features_edit = w_edit[0], features_edit[0]
-            yield frame
+    @property
+    def offset(self) -> torch.Tensor: ...
 
 
 class RenderFaces:
-    """Sets ``frame.rendered`` [R,R,3] uint8 from the edited codes (the codes if unedited).
+    """Edits and renders in one call: sets ``frame.rendered`` [R,R,3] uint8, the edit
+    E = G(w̃, F̃) (the reconstruction when there is no edit).
 
-    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited G(w, F),
-    rendered in the same generator call as the edit (the batch is [edited..., unedited...]).
+    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited
+    R = G(w, F), which the same graph renders in the same batch as the edit. The edit (w̃ =
+    w + offset, F̃ by paper 003's Eq. 1) runs inside the ``edit_render`` graph, batched, on
+    the engine's backend and device; ``frame.w`` and ``frame.features`` stay as encoded.
+    Without an edit in force (no editor, or every strength 0) R is E itself, the same image.
     """
 
-    def __init__(self, render: RenderFn, batch_size: int = 1,
-                 with_reconstruction: bool = False) -> None:
-        self.render = render
+    def __init__(self, edit_render: EditRenderFn, edit: EditSource | None = None,
+                 batch_size: int = 1, with_reconstruction: bool = False) -> None:
+        self.edit_render = edit_render
+        self.edit = edit
         self.batch_size = max(1, int(batch_size))
         self.with_reconstruction = with_reconstruction
 
@@ -114,30 +108,34 @@ class RenderFaces:
     def latency(self) -> int:
         return self.batch_size - 1
 
+    def _offset(self) -> torch.Tensor | None:
+        """The edit in force [L,512], or None when there is none (no editor, all zero)."""
+        if self.edit is None:
+            return None
+        offset = self.edit.offset
+        return offset if bool(offset.any()) else None
+
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
                                         lambda frame: frame.w is not None):
             if wanted:
-                w = [f.w if f.w_edit is None else f.w_edit for f in wanted]
-                features = [f.features if f.features_edit is None else f.features_edit
-                            for f in wanted]
-                # Unedited faces (strength 0, no edit) are rendered once: R is E.
-                edited = [f for f in wanted if not _unedited(f)] if self.with_reconstruction else []
-                w += [f.w for f in edited]
-                features += [f.features for f in edited]
                 with torch.inference_mode():
-                    images = tensor_to_images(self.render(torch.stack(w), torch.stack(features)))
-                for frame, image in zip(wanted, images, strict=False):
+                    w = torch.stack([f.w for f in wanted])
+                    features = torch.stack([f.features for f in wanted])
+                    offset = self._offset()
+                    offsets = (torch.zeros_like(w) if offset is None
+                               else offset.to(device=w.device, dtype=w.dtype).expand_as(w))
+                    edited, reconstruction = self.edit_render(w, features, offsets)
+                    images = tensor_to_images(edited)
+                    if self.with_reconstruction and offset is not None:
+                        if reconstruction is None:
+                            raise ValueError("the edit_render callable returned no "
+                                             "reconstruction; make it with_reconstruction")
+                        for frame, image in zip(wanted, tensor_to_images(reconstruction),
+                                                strict=True):
+                            frame.reconstruction = image
+                for frame, image in zip(wanted, images, strict=True):
                     frame.rendered = image
-                    if self.with_reconstruction and _unedited(frame):
-                        frame.reconstruction = image
-                for frame, image in zip(edited, images[len(wanted):], strict=True):
-                    frame.reconstruction = image
+                    if self.with_reconstruction and offset is None:
+                        frame.reconstruction = image  # unedited: R is E
             yield from group
-
-
-def _unedited(frame: Frame) -> bool:
-    """True when the frame's edited codes are its codes (no edit, or strength 0)."""
-    return ((frame.w_edit is None or torch.equal(frame.w_edit, frame.w))
-            and (frame.features_edit is None or torch.equal(frame.features_edit,
-                                                             frame.features)))

@@ -1,7 +1,7 @@
 """The one place the pipeline is wired: config + models -> stage segments (one thread each).
 
     face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
-    model segment:  EncodeFaces → SmoothLatents → EditLatents → RenderFaces
+    model segment:  EncodeFaces → SmoothLatents → RenderFaces (the edit and the render: one graph)
     output segment: PasteBack → (SideBySide)
 
 Decoding runs in the runner's source thread and encoding-out in the calling thread, so a run
@@ -27,7 +27,7 @@ from vidinv.face.stages import (
 from vidinv.frame import Frame
 from vidinv.latent.smoothing import SmoothLatents
 from vidinv.pipeline.runner import Stage
-from vidinv.pipeline.stages import EditFn, EditLatents, EncodeFaces, EncodeFn, RenderFaces, RenderFn
+from vidinv.pipeline.stages import EditRenderFn, EditSource, EncodeFaces, EncodeFn, RenderFaces
 
 ORIGINAL = "original"
 
@@ -57,12 +57,21 @@ class SideBySide:
 
 @dataclass(frozen=True)
 class Networks:
-    """The model callables and the aligned-crop size they expect."""
+    """The model callables, the edit (None: reconstruct) and the aligned-crop size.
+
+    ``edit_render`` must return the reconstruction too when the config's paste is
+    ``transfer`` (:func:`vidinv.pipeline.models.make_model_engines` with_reconstruction).
+    """
 
     encode: EncodeFn
-    render: RenderFn
-    edit: EditFn | None
+    edit_render: EditRenderFn
+    edit: EditSource | None
     crop_size: int
+
+
+def needs_reconstruction(config: PipelineConfig) -> bool:
+    """Whether the paste needs R = G(w, F) next to the edit (the transfer paste does)."""
+    return config.face.paste == "transfer"
 
 
 def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
@@ -78,8 +87,11 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
 
     face_segment: list[Stage] = [
         KeepOriginal(),
+        # MediaPipe tracks the face between detections in files too: the mesh follows the
+        # previous landmarks and the detector runs only when the face is lost (~3 vs ~9 ms per
+        # 720p frame here).
         DetectLandmarks(face.landmarks, **({"mode": "tracking"}
-                                           if live and face.landmarks == "mediapipe" else {})),
+                                           if face.landmarks == "mediapipe" else {})),
         TrackFace(max_gap=max_gap),
     ]
     if not live:
@@ -91,8 +103,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
         SmoothLatents(latent_smoothing, alpha=latent.alpha, sigma=latent.sigma,
                       fine_layers_from=(latent.fine_layers_from
                                         if latent.fine_layers_from >= 0 else None)),
-        EditLatents(networks.edit),
-        RenderFaces(networks.render, batch_size, with_reconstruction=face.paste == "transfer"),
+        RenderFaces(networks.edit_render, networks.edit, batch_size,
+                    with_reconstruction=needs_reconstruction(config)),
     ]
     output_segment: list[Stage] = [
         PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match,

@@ -130,7 +130,3 @@ class DiffAugment:
                 x = random_cutout(x, generator, self.cutout_ratio)
         return x
 
-
-def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
-    """Functional form of :class:`DiffAugment`."""
-    return DiffAugment(policy)(x, generator)

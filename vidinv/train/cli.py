@@ -16,6 +16,7 @@ from typing import Any
 
 from vidinv.errors import VidinvError
 from vidinv.io_safety import check_paths
+from vidinv.models import FEATURE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     enc.add_argument("--feature-ramp-rate", type=float, default=1e-4,
                      help="the feature tensor's blend weight grows by this per step up to 1 "
                      "(default 1e-4: full at step 10000, as the official code)")
-    enc.add_argument("--k", type=int, default=5, help="generator feature index (default 5)")
+    enc.add_argument("--k", type=int, default=FEATURE_INDEX,
+                     help=f"generator feature index (default {FEATURE_INDEX})")
     enc.add_argument("--input-size", type=int,
                      help="encoder input side (default: 16 × the feature side when that is at "
                      "most the generator's resolution, else 8 ×)")
@@ -118,7 +120,8 @@ def _add_image_inputs(parser: argparse.ArgumentParser, encoder_required: bool) -
     parser.add_argument("--encoder", required=encoder_required,
                         help="encoder checkpoint (native or official 143_enc.pth)")
     parser.add_argument("--image", required=True, help="aligned face image (square)")
-    parser.add_argument("--k", type=int, default=5, help="generator feature index (default 5)")
+    parser.add_argument("--k", type=int, default=FEATURE_INDEX,
+                        help=f"generator feature index (default {FEATURE_INDEX})")
 
 
 def _add_device_and_lpips(parser: argparse.ArgumentParser) -> None:

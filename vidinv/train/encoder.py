@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
+from vidinv.models import FEATURE_INDEX
 from vidinv.models.encoder import FeatureStyleEncoder, check_encoder_matches, prepare_input
 from vidinv.models.encoder_io import save_encoder
 from vidinv.models.stylegan2 import StyleGAN2Generator
@@ -94,7 +95,7 @@ class EncoderTrainingConfig:
     betas: tuple[float, float] = (0.95, 0.999)
     lr_decay_step: int = 100_000
     lr_decay_gamma: float = 0.1
-    feature_index: int = 5
+    feature_index: int = FEATURE_INDEX
     feature_ramp_rate: float = 1e-4
     weights: LossWeights = field(default_factory=LossWeights)
     truncation: float = 1.0

@@ -202,33 +202,10 @@ class MultiScaleStructureLoss(MultiScale):
 
 # --- LPIPS (VGG16) ---------------------------------------------------------------------------
 
-#: torchvision ``vgg16().features``: conv channel counts, "M" = 2×2 max pool (indices as there).
-_VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                 512, 512, 512, "M")
-#: ``features`` indices after which LPIPS reads relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
-_LPIPS_TAPS = (3, 8, 15, 22, 29)
-_LPIPS_CHANNELS = (64, 128, 256, 512, 512)
-#: LPIPS v0.1's input scaling: (x − shift) / scale, for x in [-1,1].
-_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
-_LPIPS_SCALE = (0.458, 0.448, 0.450)
-
-
-def _vgg16_features() -> nn.Sequential:
-    """``vgg16().features`` up to relu5_3 (index 29), with torchvision's module indices."""
-    layers: list[nn.Module] = []
-    in_channels = 3
-    for item in _VGG16_LAYOUT:
-        if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers.append(nn.Conv2d(in_channels, int(item), kernel_size=3, padding=1))
-            layers.append(nn.ReLU(inplace=False))
-            in_channels = int(item)
-    return nn.Sequential(*layers[: _LPIPS_TAPS[-1] + 1])
-
-
 class LPIPS(ImageLoss):
-    """LPIPS v0.1 distance with the VGG16 backbone: [B,3,H,W] × [B,3,H,W] in [-1,1] -> [B].
+    """LPIPS v0.1 distance with the VGG16 backbone as a training loss: [B,3,H,W] × [B,3,H,W] in
+    [-1,1] -> [B]. The network is the metric's (:class:`vidinv.metrics.lpips.Lpips`, the one
+    LPIPS in vidinv); this adds the loss interface, the smallest side and the CLI's errors.
 
     d(x, y) = Σ_l mean_hw( w_l · (f̂_l(x) − f̂_l(y))² ), f̂ the channel-normalised VGG features
     at relu1_2 … relu5_3 of the scaled input, w_l the non-negative linear heads. Frozen.
@@ -241,12 +218,10 @@ class LPIPS(ImageLoss):
 
     def __init__(self, vgg_state: Mapping[str, torch.Tensor],
                  lin_state: Mapping[str, torch.Tensor], source: str = "LPIPS weights") -> None:
+        from vidinv.metrics.lpips import Lpips
+
         super().__init__()
-        self.features = _vgg16_features()
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False)
-                                  for c in _LPIPS_CHANNELS)
-        self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT)[None, :, None, None])
-        self.register_buffer("scale", torch.tensor(_LPIPS_SCALE)[None, :, None, None])
+        self.model = Lpips("vgg16")
         self._load(vgg_state, lin_state, source)
         self.eval().requires_grad_(False)
 
@@ -275,9 +250,7 @@ class LPIPS(ImageLoss):
             if not name.startswith("features."):
                 raise CheckpointError(f"{source}: unexpected key {key!r} in the VGG16 state dict; "
                                       "pass a torchvision vgg16 state dict")
-            index = int(name.split(".")[1])
-            if index <= _LPIPS_TAPS[-1]:
-                vgg[name[len("features."):]] = value
+            vgg[name[len("features."):]] = value
         lins = {}
         for key, value in lin_state.items():
             parts = key.split(".")
@@ -285,7 +258,8 @@ class LPIPS(ImageLoss):
                 raise CheckpointError(f"{source}: unexpected key {key!r} in the LPIPS heads; pass "
                                       "LPIPS v0.1 weights/v0.1/vgg.pth")
             lins[f"{parts[0][3:]}.weight"] = value
-        for module, state, what in ((self.features, vgg, "VGG16"), (self.lins, lins, "LPIPS")):
+        for module, state, what in ((self.model.features, vgg, "VGG16"),
+                                    (self.model.lins, lins, "LPIPS")):
             expected = module.state_dict()
             for name, target in expected.items():
                 if name not in state:
@@ -301,24 +275,7 @@ class LPIPS(ImageLoss):
         if min(x.shape[-2:]) < self.min_side:
             raise ValueError(f"LPIPS needs images of at least {self.min_side} px, got "
                              f"{tuple(x.shape[-2:])}")
-        batch = x.shape[0]
-        h = (torch.cat([x, y]) - self.shift) / self.scale
-        total = x.new_zeros(batch)
-        taps = iter(zip(_LPIPS_TAPS, self.lins, strict=True))
-        tap, lin = next(taps)
-        for index, layer in enumerate(self.features):
-            h = layer(h)
-            if index == tap:
-                # LPIPS's normalize_tensor: x / (sqrt(Σ_c (x² + 1e-8)) + 1e-10)
-                norm = torch.sqrt((h.square() + 1e-8).sum(dim=1, keepdim=True))
-                normed = h / (norm + 1e-10)
-                diff = (normed[:batch] - normed[batch:]).square()
-                total = total + lin(diff).mean(dim=(1, 2, 3))
-                nxt = next(taps, None)
-                if nxt is None:
-                    break
-                tap, lin = nxt
-        return total
+        return self.model(x, y)
 
 
 def _load_state_file(path: Path, flag: str, what: str) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from vidinv.models import FEATURE_INDEX
 from vidinv.models.generator_io import save_generator
 from vidinv.models.stylegan2 import StyleGAN2Generator
 from vidinv.train.losses import ImageLoss, StructureLoss, mse
@@ -48,7 +49,7 @@ class PTIConfig:
     locality_every: int = 1
     locality_mse_weight: float = 0.1
     locality_perceptual_weight: float = 0.1
-    feature_index: int = 5
+    feature_index: int = FEATURE_INDEX
     seed: int = 0
 
 

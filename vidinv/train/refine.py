@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vidinv.models import FEATURE_INDEX
 from vidinv.models.stylegan2 import StyleGAN2Generator
 from vidinv.train.losses import ImageLoss, StructureLoss, mse
 
@@ -41,7 +42,7 @@ class RefineConfig:
     space: str = "auto"
     optimise_features: bool = False
     feature_weight: float = 1.0
-    feature_index: int = 5
+    feature_index: int = FEATURE_INDEX
 
     def __post_init__(self) -> None:
         if self.space not in ("auto", "w", "w+"):

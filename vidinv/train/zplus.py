@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vidinv.models import FEATURE_INDEX
 from vidinv.models.stylegan2 import StyleGAN2Generator
 from vidinv.train.losses import ImageLoss, StructureLoss, mse
 
@@ -61,7 +62,7 @@ class ZPlusResult:
 
 
 def invert_zplus(generator: StyleGAN2Generator, target: torch.Tensor, steps: int = 1200,
-                 lr: float = 0.01, *, feature_index: int = 5,
+                 lr: float = 0.01, *, feature_index: int = FEATURE_INDEX,
                  perceptual: ImageLoss | None = None, perceptual_weight: float = 10.0,
                  feature_weight: float = 10.0, truncation: float = 0.7,
                  truncation_layers: int = 8, z_init: torch.Tensor | None = None,

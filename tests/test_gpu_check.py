@@ -1,0 +1,40 @@
+"""benchmarks/gpu_check.py on a machine without an NVIDIA GPU: one line, exit 0, nothing
+installed (the GPU run itself is the script's job, not a test's)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path: Path) -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has nvidia-smi: the script would run the real check")
+    result = subprocess.run([sys.executable, str(SCRIPT), "--cache", str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "gpu_check: no NVIDIA GPU here (nvidia-smi lists none); nothing to check"]
+    assert result.stderr == "" and not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_the_cpu_rehearsal_runs_every_step(tmp_path: Path) -> None:
+    """`--rehearse`: the whole script on CPU backends and a tiny model, so that it is known to
+    work before a GPU minute is spent on it (the numbers it prints are not the point here)."""
+    result = subprocess.run([sys.executable, str(SCRIPT), "--rehearse", "--frames", "12",
+                             "--cache", str(tmp_path / "c")], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for heading in ("engines   exported and built", "fp16 vs fp32", "networks alone",
+                    "FSE + edit + render", "vidinv edit, 1280×720 clip of 12 frames",
+                    "parity ok"):
+        assert heading in out, out
+    assert out.count(" fps  (12 frames in ") == 2, out
