@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.media import make_video, real_clip_path
+from tests.media import make_video, real_clip_head, real_clip_path
 from tests.model_fixtures import make_tiny_model
 
 
@@ -81,17 +81,7 @@ def test_expression_bank_covers_every_warp_and_amount(crop_and_points):
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> Path:
     """The real clip's first 30 frames."""
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "face.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 30:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "face.mp4", 30)
 
 
 @pytest.fixture
@@ -181,16 +171,8 @@ def test_personalize_user_errors_are_one_line_before_any_training(tmp_path, shor
 
 def test_too_short_a_clip_is_refused(tmp_path, short_clip):
     from vidinv.personalize.data import PersonalizeInputError, collect_faces
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
 
-    reader = VideoReader(short_clip)
-    path = tmp_path / "short.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 10:
-                break
-            writer.write(frame)
+    path = real_clip_head(tmp_path / "short.mp4", 10, source=short_clip)
     with pytest.raises(PersonalizeInputError, match="at least"):
         collect_faces(path, 128)
 
