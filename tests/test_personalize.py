@@ -93,19 +93,23 @@ def tiny_shapes(monkeypatch):
     monkeypatch.setattr(build, "ENCODER_WIDTHS", (8, 8, 16, 16))
     monkeypatch.setattr(build, "ENCODER_BLOCKS", (1, 1, 1, 1))
     monkeypatch.setattr(build, "DIRECTION_FRAMES", 4)
+    monkeypatch.setattr(build, "CALIBRATION_FRAMES", 2)
     monkeypatch.setattr(build, "SEFA_COMPONENTS", 2)
+    from vidinv.personalize import data
+
+    monkeypatch.setattr(data, "MIN_FACE_FRAMES", 8)
 
 
-def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(short_clip, tmp_path,
-                                                                      tiny_shapes):
+def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, tiny_shapes):
     from vidinv.config import PipelineConfig
     from vidinv.personalize import tune
     from vidinv.personalize.build import Personalizer, PersonalizeSettings
     from vidinv.pipeline.app import available_attributes, process_video, resolve_editor
     from vidinv.pipeline.models import load_model_bundle
 
+    short_clip = real_clip_head(tmp_path / "face.mp4", 12)
     out = tmp_path / "me"
-    settings = PersonalizeSettings(minutes=0.06, init="none", heldout=(26, 29))
+    settings = PersonalizeSettings(minutes=0.06, init="none", heldout=(10, 11))
     seen: list[str] = []
     original_train = tune.ExpressionTuner.train
 
