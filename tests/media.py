@@ -217,3 +217,22 @@ def make_unknown_codec_video(path: str | Path) -> Path:
         raise AssertionError("expected one H.264 CodecID in the Matroska header")
     path.write_bytes(data.replace(known, unknown))
     return path
+
+
+def real_clip_head(path: str | Path, n_frames: int, *, crf: int = 12,
+                   source: str | Path | None = None, audio_from: str | Path | None = None
+                   ) -> Path:
+    """The first ``n_frames`` of ``source`` (default: the real clip) re-encoded into ``path``
+    (x264 ``crf``, ultrafast; crf 0 is lossless), with ``audio_from``'s audio if given."""
+    from vidinv.video.reader import VideoReader
+    from vidinv.video.writer import VideoWriter
+
+    reader = VideoReader(source or real_clip_path())
+    path = Path(path)
+    with VideoWriter(path, reader.info, crf=crf, preset="ultrafast",
+                     audio_from=audio_from) as writer:
+        for frame in reader:
+            if frame.index >= n_frames:
+                break
+            writer.write(frame)
+    return path

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.media import real_clip_head
 from tests.model_fixtures import make_tiny_model
 from vidinv.config import PipelineConfig
 from vidinv.frame import Frame
@@ -164,18 +165,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """The first 10 frames of the real clip."""
-    from tests.media import real_clip_path
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 10:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "talk.mp4", 10)
 
 
 def test_process_video_with_several_attributes_is_the_summed_edit(model, clip, tmp_path):

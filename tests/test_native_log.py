@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import make_video, real_clip_path
+from tests.media import make_video, real_clip_head
 from tests.model_fixtures import make_tiny_model
 from vidinv.native_log import NOISE_PATTERNS, is_noise
 
@@ -54,17 +54,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> Path:
     """The first 10 frames of the real clip."""
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 10:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "talk.mp4", 10)
 
 
 def test_the_issues_lines_are_noise_and_errors_are_not():

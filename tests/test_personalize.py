@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.media import make_video, real_clip_path
+from tests.media import make_video, real_clip_head, real_clip_path
 from tests.model_fixtures import make_tiny_model
 
 
@@ -81,17 +81,7 @@ def test_expression_bank_covers_every_warp_and_amount(crop_and_points):
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> Path:
     """The real clip's first 30 frames."""
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "face.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 30:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "face.mp4", 30)
 
 
 @pytest.fixture
@@ -103,19 +93,23 @@ def tiny_shapes(monkeypatch):
     monkeypatch.setattr(build, "ENCODER_WIDTHS", (8, 8, 16, 16))
     monkeypatch.setattr(build, "ENCODER_BLOCKS", (1, 1, 1, 1))
     monkeypatch.setattr(build, "DIRECTION_FRAMES", 4)
+    monkeypatch.setattr(build, "CALIBRATION_FRAMES", 2)
     monkeypatch.setattr(build, "SEFA_COMPONENTS", 2)
+    from vidinv.personalize import data
+
+    monkeypatch.setattr(data, "MIN_FACE_FRAMES", 8)
 
 
-def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(short_clip, tmp_path,
-                                                                      tiny_shapes):
+def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, tiny_shapes):
     from vidinv.config import PipelineConfig
     from vidinv.personalize import tune
     from vidinv.personalize.build import Personalizer, PersonalizeSettings
     from vidinv.pipeline.app import available_attributes, process_video, resolve_editor
     from vidinv.pipeline.models import load_model_bundle
 
+    short_clip = real_clip_head(tmp_path / "face.mp4", 12)
     out = tmp_path / "me"
-    settings = PersonalizeSettings(minutes=0.06, init="none", heldout=(26, 29))
+    settings = PersonalizeSettings(minutes=0.06, init="none", heldout=(10, 11))
     seen: list[str] = []
     original_train = tune.ExpressionTuner.train
 
@@ -181,16 +175,8 @@ def test_personalize_user_errors_are_one_line_before_any_training(tmp_path, shor
 
 def test_too_short_a_clip_is_refused(tmp_path, short_clip):
     from vidinv.personalize.data import PersonalizeInputError, collect_faces
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
 
-    reader = VideoReader(short_clip)
-    path = tmp_path / "short.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 10:
-                break
-            writer.write(frame)
+    path = real_clip_head(tmp_path / "short.mp4", 10, source=short_clip)
     with pytest.raises(PersonalizeInputError, match="at least"):
         collect_faces(path, 128)
 

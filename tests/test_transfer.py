@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.media import real_clip_path
+from tests.media import real_clip_head
 from tests.model_fixtures import make_tiny_model
 from vidinv.config import PipelineConfig
 from vidinv.face.paste import ellipse_mask
@@ -83,17 +83,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """The first 12 frames of the real clip, losslessly encoded."""
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
-    with VideoWriter(path, reader.info, crf=0, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 12:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "talk.mp4", 12, crf=0)
 
 
 def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> list[np.ndarray]:

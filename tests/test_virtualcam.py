@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.media import real_clip_head
 from tests.model_fixtures import make_tiny_model
 from vidinv.video.virtualcam import LOOPBACK_COMMAND, VirtualCameraError, open_virtual_camera
 
@@ -46,18 +47,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from tests.media import real_clip_path
-    from vidinv.video.reader import VideoReader
-    from vidinv.video.writer import VideoWriter
-
-    reader = VideoReader(real_clip_path())
-    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
-    with VideoWriter(path, reader.info, crf=12, preset="ultrafast") as writer:
-        for frame in reader:
-            if frame.index >= 20:
-                break
-            writer.write(frame)
-    return path
+    return real_clip_head(tmp_path_factory.mktemp("clip") / "talk.mp4", 20)
 
 
 def test_live_sends_the_edited_frame_at_the_source_size_and_rate(model, clip):

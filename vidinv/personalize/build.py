@@ -12,7 +12,9 @@ Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a
    the mean over training crops of E(warp(x, strongest)) − E(x); then the generator and the
    directions are optimised so that the pipeline's own edit (Eq. 1, strength 3 = the strongest
    warp, scale 1/3) renders the warped crops and the unedited codes still render the crops.
-5. directions — the tuned ones (eyes_open = −eyes_closed) plus 5 SeFa components.
+5. directions — the tuned ones (eyes_open = −eyes_closed), each scaled so that strength 3
+   moves its landmarks as far as the strongest warp (measured with the MediaPipe mesh that
+   defined the warps: :mod:`vidinv.personalize.calibrate`), plus 5 SeFa components.
 6. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
 
 The time budget (``minutes``) is split 20 % generator, 20 % encoder, 50 % tuning by default
@@ -53,6 +55,8 @@ FINE_TUNE_GAN_LR = 5e-4
 #: Seconds of training between progress updates and checkpoints.
 CHUNK_SECONDS = 20.0
 DIRECTION_FRAMES = 48
+#: Training crops on which each direction's landmark motion is measured.
+CALIBRATION_FRAMES = 16
 #: Fraction of the encoder's time after which its learning rate drops tenfold.
 LR_DECAY_AT = 0.8
 SEFA_COMPONENTS = 5
@@ -357,24 +361,37 @@ class Personalizer:
         self._train_for_budget("tune", _Checkpointing())
         return tuner.generator.eval().requires_grad_(False), tuner.directions.detach().cpu()
 
-    def directions(self, generator: Any, vectors: torch.Tensor) -> list:
-        """The tuned edit directions (strength 3 = the strongest warp: scale 1/3) + SeFa."""
+    def directions(self, generator: Any, encoder: Any, vectors: torch.Tensor,
+                   data: dict[str, np.ndarray]) -> list:
+        """The tuned edit directions, each scaled so that strength 3 moves its landmarks as far
+        as the strongest warp (:mod:`vidinv.personalize.calibrate`), plus SeFa."""
         from vidinv.latent.compute import sefa_directions
         from vidinv.latent.directions import Direction, generator_fingerprint
+        from vidinv.personalize.calibrate import calibrated_scale, edit_response
 
         start = time.monotonic()
+        self.progress("directions", 0, 1)
         generator = generator.cpu().eval()
         fingerprint = generator_fingerprint(generator)
+        crops, points = data["train_crops"], data["train_points"]
+        pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops)))
+        pick = pick.round().astype(int)
+        response = edit_response(generator, encoder, crops[pick], points[pick], vectors)
         found = []
         for n, kind in enumerate(WARPS):
             name, sign = EDIT_OF_WARP[kind]
             found.append(Direction(
-                name=name, vector=sign * vectors[n], kind="tuned-warp", scale=1.0 / 3.0,
-                strength_range=(-3.0, 3.0), generator_fingerprint=fingerprint,
+                name=name, vector=sign * vectors[n], kind="tuned-warp",
+                scale=calibrated_scale(response[kind]), strength_range=(-3.0, 3.0),
+                generator_fingerprint=fingerprint,
                 meta={"source": "vidinv personalize", "warp": kind, "sign": sign,
-                      "strength_3_equals": f"the strongest {kind} warp of the training data"}))
+                      "landmark_response_at_nominal_scale": response[kind],
+                      "strength_3_equals": f"the strongest {kind} warp of the training data "
+                      "(landmark motion, calibrated)"}))
         sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
-        self._note("directions", StepRecord(seconds=time.monotonic() - start))
+        self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
+            f"{kind} response": round(response[kind], 3) for kind in WARPS}))
+        self.progress("directions", 1, 1)
         return [*found, *sefa]
 
     # --- 5. package -------------------------------------------------------------------------
@@ -417,7 +434,7 @@ class Personalizer:
         generator = self.generator(data)
         encoder = self.encoder(generator, data)
         generator, vectors = self.tune(generator, encoder, data)
-        directions = self.directions(generator, vectors)
+        directions = self.directions(generator, encoder, vectors, data)
         self.last_directions = directions
         evaluation = evaluate(generator, encoder, data) if evaluate is not None else {}
         self.package(generator, encoder, directions, evaluation)

@@ -33,10 +33,11 @@ BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
 
 @dataclass(frozen=True)
 class TuneConfig:
-    batch: int = 8          # warped targets per step (plus half as many unedited crops)
+    batch: int = 8          # warped targets per step (each also rendered unedited)
     lr: float = 3e-4        # generator
     direction_lr: float = 3e-3
     structure_weight: float = 0.5
+    change_weight: float = 8.0
     seed: int = 0
 
 
@@ -80,7 +81,10 @@ class ExpressionTuner:
         self.config = config or TuneConfig()
         self.device = torch.device(device)
         self.generator = generator.to(self.device).train().requires_grad_(True)
-        self.edit_render = EditRenderGraph(self.generator, FEATURE_INDEX)
+        # The pipeline's own edit graph: E = G(w + offset, F + G_k(w + offset) − G_k(w)) and
+        # R = G(w, F) in one call.
+        self.edit_render = EditRenderGraph(self.generator, FEATURE_INDEX,
+                                           with_reconstruction=True)
         self.w, self.features = w.to(self.device), features.to(self.device)
         self.originals = _unit(crops_small).to(self.device)
         self.targets = _unit(bank["bank_images"]).to(self.device)
@@ -96,35 +100,33 @@ class ExpressionTuner:
         self.rng = torch.Generator().manual_seed(self.config.seed)
         self.step = 0
 
-    def render(self, w: torch.Tensor, features: torch.Tensor, offset: torch.Tensor
-               ) -> torch.Tensor:
-        """The pipeline's own edit graph: G.synthesis(w + offset, F + G_k(w + offset) − G_k(w))."""
-        return self.edit_render(w, features, offset)
-
     def loss(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (F.mse_loss(image, target)
                 + self.config.structure_weight * self.structure(image, target).mean())
 
     def training_step(self) -> dict[str, float]:
-        batch = self.config.batch
-        pick = torch.randint(len(self.source), (batch,), generator=self.rng)
-        plain = torch.randint(len(self.originals), (max(1, batch // 2),), generator=self.rng)
+        """One step on ``batch`` warped targets T of sources X: the graph renders E (edited)
+        and R (unedited) of each source in one call; the loss asks E ≈ T and R ≈ X, and —
+        weighted by ``change_weight`` — E − R ≈ T − X, the change alone (without it the shared
+        reconstruction error drowns the few pixels an expression moves)."""
+        config = self.config
+        pick = torch.randint(len(self.source), (config.batch,), generator=self.rng)
         src = self.source[pick].to(self.device)
         w, features = self.w[src], self.features[src]
         offset = self.amount[pick].to(self.device)[:, None, None] * self.directions[
             self.kind[pick].to(self.device)]
-        edited = self.render(w, features, offset)
-        edit_loss = self.loss(edited, self.targets[pick.to(self.device)])
-        plain_idx = plain.to(self.device)
-        unedited = self.generator.synthesis(self.w[plain_idx], features=self.features[plain_idx],
-                                            k=FEATURE_INDEX)
-        plain_loss = self.loss(unedited, self.originals[plain_idx])
-        total = edit_loss + plain_loss
+        edited, rebuilt = self.edit_render(w, features, offset)
+        target, original = self.targets[pick.to(self.device)], self.originals[src]
+        edit_loss = self.loss(edited, target)
+        plain_loss = self.loss(rebuilt, original)
+        change_loss = F.mse_loss(edited - rebuilt, target - original)
+        total = edit_loss + plain_loss + config.change_weight * change_loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         self.step += 1
-        return {"edit": edit_loss.item(), "plain": plain_loss.item()}
+        return {"edit": edit_loss.item(), "plain": plain_loss.item(),
+                "change": change_loss.item()}
 
     def train(self, steps: int) -> list[dict[str, float]]:
         return [self.training_step() for _ in range(steps)]

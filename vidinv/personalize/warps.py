@@ -149,9 +149,13 @@ def dense_backward_map(control: ControlPoints, size: int, sigma: float
     axis = np.linspace(0, size - 1, grid)
     gx, gy = np.meshgrid(axis, axis)
     lattice = np.stack([gx.ravel(), gy.ravel()], 1)
-    squared = ((lattice[:, None, :] - control.target[None]) ** 2).sum(-1)
-    weights = np.exp(-squared / (2 * sigma * sigma))
-    shift = weights @ (control.source - control.target) / (weights.sum(1, keepdims=True) + 1e-2)
+    lattice = lattice.astype(np.float32)
+    target = control.target.astype(np.float32)
+    squared = ((lattice ** 2).sum(1)[:, None] + (target ** 2).sum(1)[None]
+               - 2.0 * lattice @ target.T)                        # [G², K] squared distances
+    weights = np.exp(-np.maximum(squared, 0) / np.float32(2 * sigma * sigma))
+    shift = weights @ (control.source - control.target).astype(np.float32)
+    shift /= weights.sum(1, keepdims=True) + 1e-2
     shift = cv2.resize(shift.reshape(grid, grid, 2).astype(np.float32), (size, size),
                        interpolation=cv2.INTER_LINEAR)
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
