@@ -7,8 +7,9 @@ defined the warps (the landmarks the warps move; nothing here looks at dlib or a
 used to judge edits): on a few training crops, the landmark motion of the warp itself
 (mesh(warp(x)) − mesh(x)) and the motion of the model's edit (mesh(E) − mesh(R)), and returns
 their ratio r = Σ Δ_edit · Δ_warp / Σ |Δ_warp|². The direction's scale becomes (1/3) / r,
-bounded to [1/3, 4/3] (at most a 4× push along a vector the model learned), so that strength 3
-moves those landmarks as far as the strongest warp.
+bounded to [1/3, 2/3] (at most twice the offset tuning trained: further out is extrapolation
+the model never saw), so that strength 3 moves those landmarks as far as the strongest warp
+where that bound allows.
 
 Shapes: crops [N,S,S,3] uint8, points [N,468,2]; vectors [K,L,512].
 """
@@ -26,7 +27,7 @@ from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 MOVING_POINTS = {"smile": (61, 291), "mouth_open": (14, 17, 152), "eyes_closed": (159, 386),
                  "yaw": (1, 4, 5)}
 NOMINAL_SCALE = 1.0 / 3.0
-MAX_BOOST = 4.0
+MAX_BOOST = 2.0
 MESH_SIDE = 256
 
 
