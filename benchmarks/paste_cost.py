@@ -43,7 +43,7 @@ def main() -> int:
             stages, _ = stage_rates(clip, model, "smile", min(24, args.frames), overrides)
             run = run_edit(clip, Path(folder) / f"{mode}.mp4", model, "smile", overrides)
             results[mode] = run
-            shown = "  ".join(f"{key} {1e3 * value:.1f}" for key, value in stages.items())
+            shown = "  ".join(f"{key} {value:.1f}" for key, value in stages.items())
             print(f"{mode:<9} stages alone (ms/frame): {shown}")
             print(f"{mode:<9} threaded edit: {1e3 / run['fps']:.1f} ms/frame "
                   f"({run['fps']:.1f} fps), CPU {run['cpu_ms_per_frame']:.1f} ms/frame")

@@ -126,8 +126,10 @@ class EditTransfer:
                              np.arange(by0, by1, dtype=np.float32))
         moved = cv2.remap(image, xs + frame_flow[..., 0], ys + frame_flow[..., 1],
                           cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        alpha = to_box(mask)[..., None]
-        region = image[by0:by1, bx0:bx1].astype(np.float32)
-        result = region + alpha * (moved.astype(np.float32) + to_box(residual) - region)
-        out[by0:by1, bx0:bx1] = np.clip(np.rint(result), 0, 255).astype(np.uint8)
+        if self.residual_sigma is not None:
+            moved = cv2.add(moved, to_box(residual), dtype=cv2.CV_8U)  # saturating, rounded
+        alpha = to_box(mask)
+        # alpha·moved + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
+        out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
+            image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
