@@ -197,8 +197,7 @@ class Personalizer:
                                     ema_kimg=2.0)
             trainer = GanTrainer(config, images, out_dir=run, device=self.device)
             if self._warm_start_generator(trainer):
-                trainer.config = _replace(trainer.config, lr=FINE_TUNE_GAN_LR)
-                trainer._set_optimizer_hyperparameters()
+                trainer.set_lr(FINE_TUNE_GAN_LR)
         self._train_for_budget("generator", trainer)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))

@@ -464,6 +464,11 @@ class GanTrainer:
                 group["lr"] = config.lr * ratio
                 group["betas"] = (config.beta1**ratio, config.beta2**ratio)
 
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate of G and D (e.g. lower for fine-tuning a trained G)."""
+        self.config = replace(self.config, lr=float(lr))
+        self._set_optimizer_hyperparameters()
+
     def real_batch(self, batch: int) -> torch.Tensor:
         """[batch,3,R,R] float in [-1,1]: random reals (with replacement), half mirrored."""
         index = torch.randint(self.images.shape[0], (batch,), generator=self.rng)
