@@ -112,10 +112,11 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
     """Median ms of edit + render of one face with 1 attribute and with all of ``names``."""
     import torch
 
+    from vidinv.config import EngineSettings
     from vidinv.pipeline.app import resolve_edits
-    from vidinv.pipeline.models import make_render_fn
+    from vidinv.pipeline.models import make_model_engines
 
-    render = make_render_fn(bundle)
+    edit_render = make_model_engines(bundle, EngineSettings(batch_size=1)).edit_render
     generator = bundle.generator
     w = generator.latent_avg.expand(1, generator.n_latent, generator.style_dim).clone()
     features = generator.features(w, bundle.k)
@@ -127,7 +128,7 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
         with torch.inference_mode():
             for _ in range(repeats):
                 start = time.perf_counter()
-                render(*editor(w, features))
+                edit_render(w, features, editor.offset[None])
                 samples.append(time.perf_counter() - start)
         out[label] = statistics.median(samples[3:]) * 1e3
     return out
@@ -188,7 +189,7 @@ def main() -> int:
     from vidinv.video.sources import FileCameraSource
 
     with tempfile.TemporaryDirectory() as scratch:
-        model, model_label = model_folder(args.model, Path(scratch))
+        model, model_label = model_folder(args.model)
         bundle = load_model_bundle(model)
         names = sorted(available_attributes(bundle))
         names = [n for n in ("smile", "yaw", "mouth_open") if n in names] or names[:3]
