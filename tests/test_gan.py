@@ -419,3 +419,14 @@ def test_cli_trains_resumes_and_refuses_mistakes(tmp_path):
     with pytest.raises(VidinvError, match="no training state"):
         _run_cli(["generator", "--data", str(tmp_path / "faces"), "--out",
                   str(tmp_path / "nothing"), "--resume"])
+
+
+def test_set_lr_changes_both_optimisers_with_the_lazy_regularisation_ratio():
+    from vidinv.train.gan import GanTrainConfig, GanTrainer
+
+    trainer = GanTrainer(GanTrainConfig(resolution=16, channel_max=16, batch=2, r1_every=16),
+                         torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    trainer.set_lr(5e-4)
+    assert trainer.config.lr == 5e-4
+    assert [g["lr"] for g in trainer.g_optim.param_groups] == [5e-4]  # no path-length reg.
+    assert [g["lr"] for g in trainer.d_optim.param_groups] == [pytest.approx(5e-4 * 16 / 17)]
