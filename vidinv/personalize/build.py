@@ -29,7 +29,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 def _crop_size(resolution: int) -> int:
     """The encoder's input side: twice the generator's (16 × the 16×16 feature) up to 256."""
-    return min(2 * resolution, 256) if resolution < 256 else 256
+    return min(2 * resolution, 256)
 
 
 class Personalizer:
@@ -176,12 +176,7 @@ class Personalizer:
         if done.is_file():
             return load_generator(run / "generator.safetensors")
         if self.settings.share("generator") == 0:
-            folder = self._init_folder()
-            if folder is None:
-                raise VidinvError("--split gives the generator no time and --init is none: "
-                                  "there is no generator to start from")
-            self._note_extra("generator", init=f"{folder.name} (not trained here)")
-            return load_generator(folder / "generator.safetensors")
+            return load_generator(self._untrained_init("generator", "generator.safetensors"))
         resolution = self.settings.resolution
         images = torch.from_numpy(_resize(data["images"], resolution)).permute(0, 3, 1, 2)
         images = images.contiguous()
@@ -196,7 +191,8 @@ class Personalizer:
                                     # Starting from a trained G: short EMA, no ramp-up needed.
                                     ema_kimg=2.0)
             trainer = GanTrainer(config, images, out_dir=run, device=self.device)
-            if self._warm_start_generator(trainer):
+            if self._warm_start("generator", "generator.safetensors", load_generator,
+                                [trainer.G, trainer.G_ema]):
                 trainer.set_lr(FINE_TUNE_GAN_LR)
         self._train_for_budget("generator", trainer)
         trainer.save_checkpoint()
@@ -205,23 +201,31 @@ class Personalizer:
         # the same network (and nothing of the trainer's in-memory state leaks on).
         return load_generator(run / "generator.safetensors")
 
-    def _warm_start_generator(self, trainer: Any) -> bool:
-        """Copy G (and G_ema) from the init model when it has exactly this shape."""
-        from vidinv.models.generator_io import load_generator
-
+    def _untrained_init(self, stage: str, file_name: str) -> Path:
+        """The init model's file for a stage that ``--split`` gives no time."""
         folder = self._init_folder()
-        if folder is None or not (folder / "generator.safetensors").is_file():
-            self._note_extra("generator", init="none (from scratch)")
+        if folder is None:
+            raise VidinvError(f"--split gives the {stage} no time and --init is none: there is "
+                              f"no {stage} to start from")
+        self._note_extra(stage, init=f"{folder.name} (not trained here)")
+        return folder / file_name
+
+    def _warm_start(self, stage: str, file_name: str, load: Callable[[Path], Any],
+                    targets: list[Any]) -> bool:
+        """Copy the init model's network into ``targets`` (modules of the same architecture)
+        when it has exactly their parameters and shapes; records where the stage started."""
+        folder = self._init_folder()
+        if folder is None or not (folder / file_name).is_file():
+            self._note_extra(stage, init="none (from scratch)")
             return False
-        source = load_generator(folder / "generator.safetensors")
-        state = source.state_dict()
-        target = trainer.G.state_dict()
+        state = load(folder / file_name).state_dict()
+        target = targets[0].state_dict()
         if set(state) != set(target) or any(state[k].shape != target[k].shape for k in state):
-            self._note_extra("generator", init=f"none ({folder.name} has another shape)")
+            self._note_extra(stage, init=f"none ({folder.name} has another shape)")
             return False
-        trainer.G.load_state_dict(state)
-        trainer.G_ema.load_state_dict(state)
-        self._note_extra("generator", init=str(folder.name))
+        for module in targets:
+            module.load_state_dict(state)
+        self._note_extra(stage, init=str(folder.name))
         return True
 
     # --- 3. encoder -------------------------------------------------------------------------
@@ -240,13 +244,8 @@ class Personalizer:
         done = run / "done.json"
         if done.is_file():
             return load_encoder(run / "encoder.safetensors")
-        folder = self._init_folder()
         if self.settings.share("encoder") == 0:
-            if folder is None:
-                raise VidinvError("--split gives the encoder no time and --init is none: "
-                                  "there is no encoder to start from")
-            self._note_extra("encoder", init=f"{folder.name} (not trained here)")
-            encoder = load_encoder(folder / "encoder.safetensors")
+            encoder = load_encoder(self._untrained_init("encoder", "encoder.safetensors"))
             encoder.set_latent_avg(generator.latent_avg)
             return encoder
         generator = generator.to(self.device)
@@ -263,35 +262,19 @@ class Personalizer:
                 n_latent=generator.n_latent, style_dim=generator.style_dim, input_size=crop,
                 widths=ENCODER_WIDTHS, blocks=ENCODER_BLOCKS, feature_channels=channels,
                 content_stride=crop // (8 * side))
-            self._warm_start_encoder(encoder)
+            self._warm_start("encoder", "encoder.safetensors", load_encoder, [encoder])
             encoder.set_latent_avg(generator.latent_avg)
             trainer = EncoderTrainer(generator, encoder, config, real_images=reals,
                                      out_dir=run)
         def decay_lr_once(fraction: float) -> None:
             # The paper's lr step (÷10) at 80 % of the run, placed by time instead of steps.
             if fraction >= LR_DECAY_AT and trainer.config.lr_decay_step > trainer.step:
-                trainer.config = _replace(trainer.config, lr_decay_step=max(1, trainer.step))
+                trainer.config = replace(trainer.config, lr_decay_step=max(1, trainer.step))
 
         self._train_for_budget("encoder", trainer, decay_lr_once)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))
         return load_encoder(run / "encoder.safetensors")
-
-    def _warm_start_encoder(self, encoder: Any) -> None:
-        from vidinv.models.encoder_io import load_encoder
-
-        folder = self._init_folder()
-        if folder is None or not (folder / "encoder.safetensors").is_file():
-            self._note_extra("encoder", init="none (from scratch)")
-            return
-        source = load_encoder(folder / "encoder.safetensors").state_dict()
-        target = encoder.state_dict()
-        if set(source) != set(target) or any(source[k].shape != target[k].shape
-                                             for k in source):
-            self._note_extra("encoder", init=f"none ({folder.name} has another shape)")
-            return
-        encoder.load_state_dict(source)
-        self._note_extra("encoder", init=str(folder.name))
 
     # --- 4. directions ----------------------------------------------------------------------
 
@@ -500,12 +483,6 @@ def _load_records(work: Path) -> dict[str, StepRecord]:
     if not path.is_file():
         return {}
     return {name: StepRecord(**value) for name, value in json.loads(path.read_text()).items()}
-
-
-def _replace(config: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
