@@ -184,7 +184,43 @@ def render_edit(generator: StyleGAN2Generator, w: torch.Tensor, features: torch.
     return generator.synthesis(w_edit, features=features_edit, k=k)
 
 
-class LatentEditor:
+class _OffsetEditor:
+    """What both editors share: apply an [N,D] W+ offset (with Eq. 1 on F) and render.
+
+    Subclasses set ``generator``, ``k`` and ``_on_device`` (a per device/dtype copy cache of
+    the current offset, cleared when the offset changes).
+    """
+
+    generator: StyleGAN2Generator
+    k: int
+    _on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor]
+
+    def _apply(self, w: torch.Tensor, features: torch.Tensor, offset: torch.Tensor,
+               alpha: float, rows: tuple[int, int], moves_features: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """w [B,N,D] or [N,D], F [B,C,R,R] or [C,R,R] -> (w + α·offset, F̃), same shapes."""
+        single = w.ndim == 2
+        codes = w[None] if single else w
+        maps = features[None] if single else features
+        key = (codes.device, codes.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = offset.to(codes.device, codes.dtype)
+        scale = torch.tensor(alpha, dtype=codes.dtype, device=codes.device)
+        w_edit = _shift(codes, self._on_device[key], scale, rows)
+        if moves_features:
+            maps = edit_with_features(self.generator, codes, maps, w_edit, self.k)
+        if single:
+            return w_edit[0], maps[0]
+        return w_edit, maps
+
+    @torch.no_grad()
+    def render(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The edited image [B,3,R,R] (w [B,N,D], F [B,C,R,R]): one generator call."""
+        w_edit, features_edit = self(w, features)  # type: ignore[operator]
+        return self.generator.synthesis(w_edit, features=features_edit, k=self.k)
+
+
+class LatentEditor(_OffsetEditor):
     """The per-frame editing step: ``editor(w, F) -> (w̃, F̃)`` for one direction.
 
     Holds the generator, the direction (checked against the generator once, here), α
@@ -233,37 +269,17 @@ class LatentEditor:
         """The edit of α = 1, [N,D] float32 on the CPU."""
         return self._offset
 
-    def _offset_for(self, w: torch.Tensor) -> torch.Tensor:
-        key = (w.device, w.dtype)
-        if key not in self._on_device:
-            self._on_device[key] = self._offset.to(w.device, w.dtype)
-        return self._on_device[key]
-
     @torch.no_grad()
     def __call__(self, w: torch.Tensor,
                  features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        single = w.ndim == 2
-        codes = w[None] if single else w
-        maps = features[None] if single else features
         if self.strength == 0.0:
             return w, features
-        alpha = torch.tensor(self.strength, dtype=codes.dtype, device=codes.device)
-        w_edit = _shift(codes, self._offset_for(codes), alpha, self._rows)
-        if self.moves_features:
-            maps = edit_with_features(self.generator, codes, maps, w_edit, self.k)
-        if single:
-            return w_edit[0], maps[0]
-        return w_edit, maps
-
-    @torch.no_grad()
-    def render(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """The edited image [B,3,R,R] (w [B,N,D], F [B,C,R,R])."""
-        w_edit, features_edit = self(w, features)
-        return self.generator.synthesis(w_edit, features=features_edit, k=self.k)
+        return self._apply(w, features, self._offset, self.strength, self._rows,
+                           self.moves_features)
 
 
 
-class CombinedEditor:
+class CombinedEditor(_OffsetEditor):
     """Several directions at once: one offset ``Σ αᵢ · offsetᵢ``, then Eq. 1 once.
 
     ``offsets`` maps a name to its edit of α = 1 ([N,D], see :func:`direction_offset`);
@@ -365,25 +381,7 @@ class CombinedEditor:
     @torch.no_grad()
     def __call__(self, w: torch.Tensor,
                  features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        single = w.ndim == 2
-        codes = w[None] if single else w
-        maps = features[None] if single else features
         total, rows, moves_features = self._combined()
         if rows[1] <= rows[0]:
             return w, features
-        key = (codes.device, codes.dtype)
-        if key not in self._on_device:
-            self._on_device[key] = total.to(codes.device, codes.dtype)
-        one = torch.ones((), dtype=codes.dtype, device=codes.device)
-        w_edit = _shift(codes, self._on_device[key], one, rows)
-        if moves_features:
-            maps = edit_with_features(self.generator, codes, maps, w_edit, self.k)
-        if single:
-            return w_edit[0], maps[0]
-        return w_edit, maps
-
-    @torch.no_grad()
-    def render(self, w: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """The edited image [B,3,R,R] (w [B,N,D], F [B,C,R,R]): one generator call."""
-        w_edit, features_edit = self(w, features)
-        return self.generator.synthesis(w_edit, features=features_edit, k=self.k)
+        return self._apply(w, features, total, 1.0, rows, moves_features)
