@@ -62,6 +62,20 @@ def test_the_edit_motion_moves_the_source_pixels_and_nothing_outside_the_mask():
         moved, (112, 120, 144, 150))
 
 
+def test_resampling_only_where_the_face_moves_gives_the_same_frame():
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    # A local edit: only the lower middle of the face moves (a mouth), 2 px to the right.
+    edited = reconstruction.copy()
+    edited[38:52, 20:44] = reconstruction[38:52, 18:42]
+    mask = ellipse_mask(FLOW_SIZE)
+    args = (frame, edited, reconstruction, crop_from_frame, 128, mask)
+    restricted = EditTransfer(restrict_to_motion=True)(*args)
+    whole_box = EditTransfer(restrict_to_motion=False)(*args)
+    assert not np.array_equal(restricted, frame)  # the edit did move pixels
+    # the same frame, up to OpenCV's fixed-point rounding of the shifted field (±1 level)
+    assert np.abs(restricted.astype(int) - whole_box).max() <= 1
+
+
 def test_residual_is_low_passed_appearance_change():
     frame, crop_from_frame, reconstruction = _face_and_frame()
     edited = reconstruction.copy()

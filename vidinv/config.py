@@ -53,8 +53,8 @@ class EngineSettings:
     precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
     batch_size: int = 4                 # aligned faces per encoder / edit+render call
     spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
-    threads: int = 1                    # CPU threads per network call while running (torch,
-    #                                     ONNX Runtime); 0: the library's default. The stages
+    threads: int = 1                    # CPU threads per call while running (torch, ONNX
+    #                                     Runtime, OpenCV); 0: the library's default. The stages
     #                                     already run in parallel; on few cores more threads per
     #                                     call fight them (OpenMP spins while it waits)
 

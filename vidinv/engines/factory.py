@@ -179,7 +179,7 @@ def engine_for_module(module: nn.Module,
             default: the shipped ``generator.toml``.
         build_missing: build a missing TensorRT engine instead of failing.
         threads: ONNX Runtime's threads per call; None or 0: its default. (torch has one CPU
-            pool per process: the pipeline sets it while it runs, see ``torch_threads``.)
+            pool per process: the pipeline sets it while it runs, see ``stage_runtime``.)
     """
     check_backend(backend)
     if spec is None:

@@ -7,13 +7,12 @@ whole or not at all.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.adapt import adapt_to_clip
 from vidinv.pipeline.models import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
+from vidinv.pipeline.runtime import stage_runtime
 from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline, needs_reconstruction
 
 log = logging.getLogger(__name__)
@@ -142,22 +142,6 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
                     crop_size=bundle.crop_size)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (0: leave torch's setting alone)."""
-    if threads <= 0:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")
@@ -283,7 +267,7 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
             writer.write(frame)
             bar.update()
 
-        with torch_threads(config.engine.threads):
+        with stage_runtime(config.engine.threads):
             stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
     return stats
 
@@ -495,7 +479,7 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
             writer.open()
         started = time.monotonic()
         source.start()
-        with torch_threads(config.engine.threads):
+        with stage_runtime(config.engine.threads):
             run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False)
     except _Quit:
         pass

@@ -376,7 +376,9 @@ class VideoReader:
                 pts = av_frame.pts
                 if pts is None:
                     pts = 0 if last_pts is None else last_pts + nominal_step
-                image = upright(av_frame.to_ndarray(format="rgb24"), matrix)
+                # one thread: FFmpeg's default (threads=0) starts and stops a pool of one thread
+                # per core for every frame's conversion (2 thread starts per frame here)
+                image = upright(av_frame.to_ndarray(format="rgb24", threads=1), matrix)
                 frame = Frame(index=index, image=image, pts=pts, time_base=time_base)
                 index += 1
                 last_pts = pts

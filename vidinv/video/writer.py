@@ -303,7 +303,7 @@ class VideoWriter:
             )
         av_frame = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(_pad_to_even(image)), format="rgb24"
-        )
+        ).reformat(format="yuv420p", threads=1)  # one thread: see VideoReader
         av_frame.pts = self._pts_for(frame)
         av_frame.time_base = self.time_base
         for packet in self._video.encode(av_frame):
