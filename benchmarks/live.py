@@ -7,8 +7,9 @@ feeds `live` with the realtime preset, the model's first three attributes applie
 and a sink that costs nothing (a null virtual camera: no window, no file), so what is measured
 is the pipeline. Printed:
 
-* shown fps against the camera rate, and the machine's bound: the fps of the same live stages
-  fed as fast as they can take frames (one thread, as `live` runs them); shown ≤ min(both);
+* shown fps against the camera rate, and the machine's bound min(1 / the slower of live's
+  two stage threads, cores / Σ CPU of the stages and the camera's decoding), from each stage
+  timed alone; shown ≤ min(both);
 * median and max latency (capture → shown), also in camera frame intervals;
 * each live stage's ms per frame at 720p (where the time goes);
 * torch CPU threads: the realtime preset's ``engine.threads`` (1) unless ``--threads``;
@@ -55,57 +56,59 @@ def _load() -> str:
     return f"load average {one:.1f} (1 min) {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
-def stage_times(clip: Path, bundle, editor, n: int,
-                overrides: list[str]) -> tuple[dict[str, float], float]:
-    """ms per frame of each live stage on ``n`` frames, and the bound: fps of the whole chain."""
-    import torch
-
+def stage_times(clip: Path, bundle, editor, n: int, overrides: list[str]
+                ) -> tuple[dict[str, tuple[float, float]], list[list[str]], float]:
+    """Each live stage on ``n`` frames, one after another in one thread: {name: (wall, CPU)
+    ms per frame}; the live segments (stage names per thread); and the capture's decoding
+    CPU ms per frame (the camera's own thread)."""
     from vidinv.config import load_preset
     from vidinv.pipeline.app import make_networks
     from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.runtime import stage_runtime
     from vidinv.pipeline.wiring import build_pipeline
     from vidinv.video.reader import VideoReader
 
-    config = load_preset("realtime").with_overrides(
-        [f"engine.threads={torch.get_num_threads()}", *overrides])
+    config = load_preset("realtime").with_overrides(overrides)
     networks = make_networks(bundle, config, editor)
-    stages = [stage for segment in build_pipeline(config, networks, "cam", live=True)
-              for stage in segment]
+    segments = build_pipeline(config, networks, "cam", live=True)
+    stages = [stage for segment in segments for stage in segment]
+    cpu_start = time.process_time()
     frames = [frame for _, frame in zip(range(n + 8), VideoReader(clip), strict=False)]
-    list(chain(stages, iter(frames[:8])))  # warm-up
-    frames = frames[8:]
-    times: dict[str, float] = {name: 0.0 for name in (type(s).__name__ for s in stages)}
+    decode_ms = (time.process_time() - cpu_start) / len(frames) * 1e3
+    wall: dict[str, float] = {type(s).__name__: 0.0 for s in stages}
+    cpu = dict(wall)
 
     def timed(stage, upstream):
         name = type(stage).__name__
         iterator = stage(upstream)
         while True:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 frame = next(iterator)
             except StopIteration:
                 return
-            times[name] += time.perf_counter() - start
+            wall[name] += time.perf_counter() - start
+            cpu[name] += time.process_time() - cpu_start
             yield frame
 
-    # Each stage's time is its own: the time upstream stages take inside its next() is
-    # subtracted below by timing the chain cumulatively.
     import dataclasses
 
-    copies = [dataclasses.replace(f, extras=dict(f.extras)) for f in frames]
-    cumulative = []
-    upstream = iter(copies)
-    for stage in stages:
-        upstream = timed(stage, upstream)
-    start = time.perf_counter()
-    count = sum(1 for _ in upstream)
-    total = time.perf_counter() - start
-    running = 0.0
-    for name in times:
-        own = times[name] - running
-        running = times[name]
-        cumulative.append((name, own / count * 1e3))
-    return dict(cumulative), count / total
+    with stage_runtime(config.engine.threads):  # as `live` runs them
+        list(chain(stages, iter(frames[:8])))  # warm-up
+        copies = [dataclasses.replace(f, extras=dict(f.extras)) for f in frames[8:]]
+        upstream = iter(copies)
+        for stage in stages:
+            upstream = timed(stage, upstream)
+        count = sum(1 for _ in upstream)
+    # Each stage's next() includes its upstream stages' time: subtract it.
+    own: dict[str, tuple[float, float]] = {}
+    running_wall = running_cpu = 0.0
+    for name in wall:
+        own[name] = ((wall[name] - running_wall) / count * 1e3,
+                     (cpu[name] - running_cpu) / count * 1e3)
+        running_wall, running_cpu = wall[name], cpu[name]
+    names = [[type(stage).__name__ for stage in segment] for segment in segments]
+    return own, names, decode_ms
 
 
 def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
@@ -202,9 +205,19 @@ def main() -> int:
         editor = resolve_edits(bundle, {n: 1.0 for n in names})
         overrides = [f"face.paste={args.paste}"] if args.paste else []
         print(f"paste: {load_preset('realtime').with_overrides(overrides).face.paste}")
-        per_stage, bound = stage_times(clip, bundle, editor, 60, overrides)
-        print("live stages at 1280×720, ms per frame: "
-              + ", ".join(f"{name} {ms:.1f}" for name, ms in per_stage.items()))
+        per_stage, segments, decode_ms = stage_times(
+            clip, bundle, editor, 60, [f"engine.threads={threads}", *overrides])
+        print("live stages at 1280×720, ms per frame (wall/CPU): "
+              + ", ".join(f"{name} {wall:.1f}/{cpu:.1f}" for name, (wall, cpu)
+                          in per_stage.items() if cpu >= 0.05)
+              + f"; the camera's decoding {decode_ms:.1f} CPU")
+        threads_ms = [sum(per_stage[name][0] for name in names) for names in segments]
+        total_cpu = sum(cpu for _, cpu in per_stage.values()) + decode_ms
+        cores = os.cpu_count() or 1
+        bound = min(1000 / max(threads_ms), cores * 1000 / total_cpu)
+        print(f"bound: min(1 / slowest live thread, {cores} cores / Σ CPU) = min(1000 / "
+              f"max({', '.join(f'{ms:.1f}' for ms in threads_ms)}), {cores} × 1000 / "
+              f"{total_cpu:.1f}) = {bound:.1f} fps")
 
         print(f"[{_load()}]")
         config = load_preset("realtime").with_overrides([f"engine.threads={threads}",

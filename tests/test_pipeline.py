@@ -70,6 +70,30 @@ def test_runner_keeps_order_and_bounds_the_backlog():
     assert max(backlog) <= 10
 
 
+@pytest.mark.parametrize("handoff", [False, True])
+def test_runner_handoff_pulls_a_live_frame_only_when_it_can_go_on(handoff):
+    pulled = []
+
+    def camera():  # a live source: the first segment reads it directly
+        for frame in _frames(20):
+            pulled.append(frame.index)
+            yield frame
+
+    ahead = []
+
+    def show(frame):  # a slow last stage: frames pile up before it unless handed off
+        time.sleep(0.01)
+        ahead.append(len(pulled) - 1 - frame.index)  # once the other threads have moved on
+
+    run_threaded(camera(), [[_Slow(0)], [_Slow(0)]], show, queue_size=1,
+                 source_thread=False, handoff=handoff)
+    if handoff:
+        # while frame k is shown, one frame is in each segment's hands: k+1, k+2
+        assert max(ahead) == 2
+    else:
+        assert max(ahead) >= 4  # and more frames queued, which a live view would show late
+
+
 def test_runner_reraises_a_stage_error_and_stops_every_thread():
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="stage broke"):

@@ -422,9 +422,6 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
                                                                     side_by_side=False))
     segments = build_pipeline(config, make_networks(bundle, config, editor),
                               "the live source", live=True)
-    # One thread pulls the newest frame from the source and runs every stage: queues between
-    # threads would hold frames that grow stale while the next stage is busy.
-    segments = [[stage for segment in segments for stage in segment]]
     latencies: list[float] = []
     info = source.info
     camera = None
@@ -480,7 +477,8 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
         started = time.monotonic()
         source.start()
         with stage_runtime(config.engine.threads):
-            run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False)
+            run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False,
+                         handoff=True)
     except _Quit:
         pass
     except BaseException:

@@ -49,11 +49,16 @@ class _Stopped(Exception):
 
 
 class _Channel:
-    """A bounded queue whose put/get give up when the run is stopped."""
+    """A bounded queue whose put/get give up when the run is stopped.
 
-    def __init__(self, size: int, stop: threading.Event) -> None:
+    With ``handoff``, :meth:`put` returns only once the consumer has taken the item: the
+    producer cannot run ahead and start on a frame that would then wait in the queue.
+    """
+
+    def __init__(self, size: int, stop: threading.Event, handoff: bool = False) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._stop = stop
+        self._handoff = handoff
 
     def put(self, item: object) -> None:
         while True:
@@ -61,18 +66,26 @@ class _Channel:
                 raise _Stopped
             try:
                 self._queue.put(item, timeout=_POLL_SECONDS)
-                return
+                break
             except queue.Full:
                 continue
+        if self._handoff and item is not _END:
+            with self._queue.all_tasks_done:
+                while self._queue.unfinished_tasks:
+                    if self._stop.is_set():
+                        raise _Stopped
+                    self._queue.all_tasks_done.wait(timeout=_POLL_SECONDS)
 
     def get(self) -> object:
         while True:
             if self._stop.is_set():
                 raise _Stopped
             try:
-                return self._queue.get(timeout=_POLL_SECONDS)
+                item = self._queue.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 continue
+            self._queue.task_done()
+            return item
 
     def drain(self) -> Iterator[Frame]:
         while (item := self.get()) is not _END:
@@ -89,17 +102,19 @@ def chain(stages: Sequence[Stage], frames: Iterable[Frame]) -> Iterator[Frame]:
 
 def run_threaded(source: Iterable[Frame], segments: Sequence[Sequence[Stage]],
                  sink: Callable[[Frame], None], *, queue_size: int = 4,
-                 source_thread: bool = True) -> RunStats:
+                 source_thread: bool = True, handoff: bool = False) -> RunStats:
     """Stream ``source`` through ``segments`` (one thread each) into ``sink``.
 
     The source is iterated in its own thread (``source_thread``), or, for a live source that
-    buffers and drops frames itself, directly by the first segment, so that no queue holds a
-    stale frame. ``sink`` is called in the calling thread, frame by frame, in input order.
-    Returns the run's statistics.
+    buffers and drops frames itself, directly by the first segment. With ``handoff`` (live) a
+    thread hands each frame over and waits until the next thread has taken it before it
+    starts on another, so the first segment pulls the newest camera frame only when it can
+    go on at once, and no frame grows stale in a queue. ``sink`` is called in the calling
+    thread, frame by frame, in input order. Returns the run's statistics.
     """
     stop = threading.Event()
     errors: list[BaseException] = []
-    channels = [_Channel(queue_size, stop) for _ in range(len(segments) + 1)]
+    channels = [_Channel(queue_size, stop, handoff) for _ in range(len(segments) + 1)]
 
     def guard(work: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:

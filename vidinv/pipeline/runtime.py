@@ -38,8 +38,9 @@ def keep_frame_buffers() -> bool:
     is 675 pages, several buffers a frame in decode, paste and encode). In a multi-threaded
     process each unmap also interrupts the other cores to flush their TLBs. With these settings
     the run reuses its blocks: a 720p ``edit`` went from ~3 200 to ~700 page faults a frame,
-    from ~76 to ~72 ms of CPU a frame, and from ~23.5 to ~25 fps. The settings stay for the life of the process (memory held is bounded
-    by the buffers a run uses, plus ``TRIM_THRESHOLD``).
+    from ~76 to ~72 ms of CPU a frame, and from ~23.5 to ~25 fps. The settings stay for the
+    life of the process (memory held is bounded by the buffers a run uses, plus
+    ``TRIM_THRESHOLD``).
     """
     global _allocator_tuned
     if _allocator_tuned:
