@@ -56,7 +56,7 @@ def make_clips(folder: Path, videos: int, frames: int) -> list[Path]:
 
 
 def model_folder(requested: str | None, scratch: Path) -> tuple[str, str]:
-    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if requested:
         return requested, requested

@@ -167,8 +167,8 @@ def measure(args: argparse.Namespace) -> int:
 
     from vidinv.config import EngineSettings, PipelineConfig
     from vidinv.engines.model_graphs import make_model_engines as engines_for_modules
-    from vidinv.pipeline.app import process_video, resolve_editor
-    from vidinv.pipeline.models import engine_cache_folder, load_model_bundle, make_model_engines
+    from vidinv.pipeline.bundle import engine_cache_folder, load_model_bundle, make_model_engines
+    from vidinv.pipeline.commands import process_video, resolve_editor
 
     # What runs: the GPU check, or its CPU rehearsal (every step, on CPU backends and a tiny
     # model, so that the script is known to work before a GPU minute is spent on it).

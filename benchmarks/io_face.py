@@ -26,8 +26,8 @@ from vidinv.face.keys import CROP_QUAD
 from vidinv.face.landmarks import DlibLandmarks, MediaPipeLandmarks
 from vidinv.face.paste import FacePaster
 from vidinv.face.smoothing import centre_jitter
-from vidinv.face.stages import DetectLandmarks, SmoothCrop, TrackFace
 from vidinv.frame import Frame
+from vidinv.stages.face import DetectLandmarks, SmoothCrop, TrackFace
 from vidinv.video.reader import VideoInfo, VideoReader
 from vidinv.video.writer import VideoWriter
 

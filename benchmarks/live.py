@@ -62,7 +62,7 @@ def stage_times(clip: Path, bundle, editor, n: int, overrides: list[str]
     ms per frame}; the live segments (stage names per thread); and the capture's decoding
     CPU ms per frame (the camera's own thread)."""
     from vidinv.config import load_preset
-    from vidinv.pipeline.app import make_networks
+    from vidinv.pipeline.commands import make_networks
     from vidinv.pipeline.runner import chain
     from vidinv.pipeline.runtime import stage_runtime
     from vidinv.pipeline.wiring import build_pipeline
@@ -116,8 +116,8 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
     import torch
 
     from vidinv.config import EngineSettings
-    from vidinv.pipeline.app import resolve_edits
-    from vidinv.pipeline.models import make_model_engines
+    from vidinv.pipeline.bundle import make_model_engines
+    from vidinv.pipeline.commands import resolve_edits
 
     edit_render = make_model_engines(bundle, EngineSettings(batch_size=1)).edit_render
     generator = bundle.generator
@@ -187,8 +187,8 @@ def main() -> int:
     threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
 
-    from vidinv.pipeline.app import available_attributes, live, resolve_edits
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import available_attributes, live, resolve_edits
     from vidinv.video.sources import FileCameraSource
 
     with tempfile.TemporaryDirectory() as scratch:

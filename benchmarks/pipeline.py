@@ -64,7 +64,7 @@ def write_clip(path: Path, frames: list[np.ndarray], n_frames: int, fps: int = 3
 
 
 def model_folder(requested: str | None) -> tuple[Path, str]:
-    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if requested:
         return Path(requested), requested
@@ -79,8 +79,8 @@ def run_edit(clip: Path, out: Path, model: Path, attribute: str | None,
     run itself burnt per frame (user + system, every thread of the process: the stages' own and
     the native pools of torch, MediaPipe, FFmpeg and x264; not the model loading before it)."""
     from vidinv.config import PipelineConfig
-    from vidinv.pipeline.app import process_video, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import process_video, resolve_editor
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["output.preset=veryfast", "output.crf=20",
@@ -99,8 +99,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
     MediaPipe) costs more CPU than wall time. ``overrides`` are ``--set`` strings."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
-    from vidinv.pipeline.app import make_networks, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import make_networks, resolve_editor
     from vidinv.pipeline.runner import chain
     from vidinv.pipeline.wiring import build_pipeline
     from vidinv.video.reader import VideoInfo, VideoReader
@@ -165,8 +165,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
 
 def live_fps(model: Path, attribute: str | None, seconds: float) -> dict:
     from vidinv.config import load_preset
-    from vidinv.pipeline.app import live, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import live, resolve_editor
     from vidinv.video.sources import FileCameraSource
 
     bundle = load_model_bundle(model)
@@ -209,8 +209,8 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from vidinv.pipeline.app import available_attributes
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import available_attributes
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)

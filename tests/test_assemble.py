@@ -24,7 +24,7 @@ from vidinv.models.encoder import FeatureStyleEncoder
 from vidinv.models.encoder_io import encoder_from_official_state, save_encoder
 from vidinv.models.generator_io import load_generator, save_generator
 from vidinv.models.stylegan2 import StyleGAN2Generator
-from vidinv.pipeline.models import load_model_bundle
+from vidinv.pipeline.bundle import load_model_bundle
 
 RESOLUTION = 32
 N_LATENT = 8  # 2·log2(32) − 2

@@ -15,20 +15,13 @@ cv2 = pytest.importorskip("cv2")
 
 from vidinv.errors import BackendUnavailableError, VidinvError  # noqa: E402
 from vidinv.face import (  # noqa: E402
-    AlignFace,
     CropQuad,
-    DetectLandmarks,
     NoFaceError,
-    PasteBack,
-    RequireFace,
-    SmoothCrop,
-    TrackFace,
     align_from_quad,
     apply_transform,
     centre_jitter,
     create_landmark_detector,
     ellipse_mask,
-    find_first_face,
     paste_back,
     quad_from_landmarks,
     quad_from_points,
@@ -43,6 +36,15 @@ from vidinv.face.keys import BRIDGED, CROP_QUAD, CROP_QUAD_RAW, FACES  # noqa: E
 from vidinv.face.landmarks import landmarks_from_points  # noqa: E402
 from vidinv.face.smoothing import quad_sigmas  # noqa: E402
 from vidinv.frame import FaceLandmarks, Frame  # noqa: E402
+from vidinv.stages.face import (  # noqa: E402
+    AlignFace,
+    DetectLandmarks,
+    PasteBack,
+    RequireFace,
+    SmoothCrop,
+    TrackFace,
+    find_first_face,
+)
 
 # --- helpers ---------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from vidinv.engines.trt_engine import (
 from vidinv.errors import BackendUnavailableError
 from vidinv.latent.directions import load_direction
 from vidinv.latent.editing import LatentEditor
-from vidinv.pipeline.models import ModelBundle, load_model_bundle
+from vidinv.pipeline.bundle import ModelBundle, load_model_bundle
 
 #: fp32 ONNX Runtime vs torch on the tiny model (measured ~6e-6)
 ORT_TOLERANCE = 1e-4
@@ -221,7 +221,7 @@ def test_engines_build_fills_the_cache_edit_reads(bundle: ModelBundle, tmp_path:
     import os
 
     from vidinv.config import PipelineConfig
-    from vidinv.pipeline.models import engine_cache_folder, make_model_engines
+    from vidinv.pipeline.bundle import engine_cache_folder, make_model_engines
 
     env = {**os.environ, "VIDINV_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "vidinv.cli", "engines", "build", "--model",

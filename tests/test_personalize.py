@@ -18,8 +18,8 @@ from tests.model_fixtures import make_tiny_model
 def crop_and_points():
     """One aligned 128 px crop of the real clip and its MediaPipe mesh in crop pixels."""
     from vidinv.face.landmarks import MediaPipeLandmarks
-    from vidinv.face.stages import AlignFace, DetectLandmarks, TrackFace
     from vidinv.pipeline.runner import chain
+    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
     from vidinv.video.reader import VideoReader
 
     for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(128)],
@@ -104,8 +104,8 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     from vidinv.config import PipelineConfig
     from vidinv.personalize import tune
     from vidinv.personalize.build import Personalizer, PersonalizeSettings
-    from vidinv.pipeline.app import available_attributes, process_video, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import available_attributes, process_video, resolve_editor
 
     short_clip = real_clip_head(tmp_path / "face.mp4", 12)
     out = tmp_path / "me"
@@ -184,7 +184,7 @@ def test_too_short_a_clip_is_refused(tmp_path, short_clip):
 def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path, short_clip):
     from vidinv.config import PipelineConfig
     from vidinv.pipeline.adapt import check_familiarity, probe_clip
-    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, load_model_bundle
+    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, load_model_bundle
 
     tiny = make_tiny_model(tmp_path / "tiny")  # an untrained model knows no face
     probe = probe_clip(short_clip, load_model_bundle(tiny), PipelineConfig(), first=2)
@@ -212,8 +212,8 @@ def test_tune_makes_the_reconstruction_closer_and_needs_torch(tmp_path, short_cl
     from vidinv.config import PipelineConfig
     from vidinv.errors import VidinvError
     from vidinv.pipeline.adapt import adapt_to_clip, probe_clip
-    from vidinv.pipeline.models import load_model_bundle
-    from vidinv.pipeline.stages import tensor_to_images
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.stages.model import tensor_to_images
 
     bundle = load_model_bundle(make_tiny_model(tmp_path / "tiny"))
     config = PipelineConfig().with_overrides(["adapt.check_frames=0", "adapt.tune_steps=30",

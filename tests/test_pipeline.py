@@ -152,8 +152,8 @@ def _video_facts(path: Path) -> tuple[int, float, list]:
 
 
 def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
-    from vidinv.pipeline.app import process_video, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import process_video, resolve_editor
 
     bundle = load_model_bundle(model)
     out = tmp_path / "edited.mp4"
@@ -169,8 +169,8 @@ def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
 
 
 def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_path):
-    from vidinv.pipeline.app import process_video, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import process_video, resolve_editor
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["face.crop_smoothing=none",
@@ -189,8 +189,8 @@ def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_
 
 
 def test_invert_saves_codes(model, talking_head, tmp_path):
-    from vidinv.pipeline.app import invert_video
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import invert_video
 
     bundle = load_model_bundle(model)
     latents = tmp_path / "codes.npz"
@@ -203,8 +203,8 @@ def test_invert_saves_codes(model, talking_head, tmp_path):
 
 
 def test_live_from_a_file_camera_keeps_latency_bounded(model, talking_head, tmp_path):
-    from vidinv.pipeline.app import live, resolve_editor
-    from vidinv.pipeline.models import load_model_bundle
+    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.pipeline.commands import live, resolve_editor
     from vidinv.video.sources import FileCameraSource
 
     bundle = load_model_bundle(model)

@@ -76,7 +76,7 @@ def _models_init(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from vidinv.models import registry
-    from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
         print(f"embedded default model (used when --model is not given): {DEFAULT_MODEL_FOLDER}")
@@ -132,7 +132,7 @@ def _engines_build(args: argparse.Namespace) -> int:
     """Make the engines `edit` will use, with the same settings, into the same cache."""
     import time
 
-    from vidinv.pipeline.models import engine_cache_folder, make_model_engines
+    from vidinv.pipeline.bundle import engine_cache_folder, make_model_engines
     from vidinv.pipeline.wiring import needs_reconstruction
 
     if not args.backend:
@@ -183,13 +183,13 @@ def _pipeline_config(args: argparse.Namespace):
 
 
 def _load_bundle(args: argparse.Namespace):
-    from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
 
     return load_model_bundle(resolve_model_folder(args.model))
 
 
 def _print_attributes(bundle) -> None:
-    from vidinv.pipeline.app import available_attributes
+    from vidinv.pipeline.commands import available_attributes
 
     names = sorted(available_attributes(bundle))
     print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
@@ -198,7 +198,7 @@ def _print_attributes(bundle) -> None:
 def _edits(args: argparse.Namespace, config) -> dict[str, float]:
     """``{attribute: strength}`` from --attr/--strength, else from the config's [edit]."""
     strength = args.strength if args.strength is not None else config.edit.strength
-    from vidinv.pipeline.app import parse_edits
+    from vidinv.pipeline.commands import parse_edits
 
     if args.attr:
         return parse_edits(args.attr, strength)
@@ -207,7 +207,7 @@ def _edits(args: argparse.Namespace, config) -> dict[str, float]:
 
 def _edit(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import default_output, process_video, resolve_edits
+    from vidinv.pipeline.commands import default_output, process_video, resolve_edits
 
     if args.strength is not None:
         check_strength(args.strength)
@@ -233,7 +233,7 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from vidinv.pipeline.app import default_output, invert_video
+    from vidinv.pipeline.commands import default_output, invert_video
 
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
@@ -248,7 +248,7 @@ def _invert(args: argparse.Namespace) -> int:
 
 def _live(args: argparse.Namespace) -> int:
     from vidinv.latent.editing import check_strength
-    from vidinv.pipeline.app import available_attributes, live, resolve_edits
+    from vidinv.pipeline.commands import available_attributes, live, resolve_edits
     from vidinv.video.sources import FileCameraSource, WebcamSource
 
     if args.strength is not None:

@@ -1,7 +1,7 @@
 """Many videos: one task per video, in this process or on Ray (``vidinv batch``).
 
 A thin layer over :mod:`vidinv.pipeline`: each task runs the same stages and wiring as
-``vidinv edit``/``invert`` (:func:`vidinv.pipeline.app.process_video`); the benchmark
+``vidinv edit``/``invert`` (:func:`vidinv.pipeline.commands.process_video`); the benchmark
 (:mod:`vidinv.bench.run`) runs its videos through the same engines.
 
 * :mod:`vidinv.batch.files`: inputs (files, folders, globs) → tasks with unique output names;

@@ -149,7 +149,7 @@ class _Kit:
 def _load_kit(options: BenchOptions) -> _Kit:
     from vidinv.metrics.identity import IdentityEmbedder
     from vidinv.metrics.lpips import lpips_from_paths
-    from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
 
     lpips = lpips_from_paths(options.lpips_backbone, options.lpips_lin, options.lpips_size)
     bundle = load_model_bundle(resolve_model_folder(options.model))
@@ -200,7 +200,7 @@ def run_video(path: Path, folder: Path, kit: _Kit, variant: Variant, config, edi
     from vidinv.bench.collect import FRAME_COLUMNS, MetricsCollector
     from vidinv.bench.report import read_json, write_csv, write_json
     from vidinv.face.errors import NoFaceError
-    from vidinv.pipeline.app import process_video
+    from vidinv.pipeline.commands import process_video
     from vidinv.video.errors import VideoInputError
 
     settings = _settings(kit, options, variant, config)
@@ -301,7 +301,7 @@ class BenchJob:
 def _editor(kit: _Kit, options: BenchOptions):
     if not options.edit:
         return None
-    from vidinv.pipeline.app import resolve_editor
+    from vidinv.pipeline.commands import resolve_editor
 
     return resolve_editor(kit.bundle, options.edit, options.strength)
 

@@ -30,23 +30,11 @@ from vidinv.face.smoothing import (
     centre_jitter,
     smooth_centred,
 )
-from vidinv.face.stages import (
-    AlignFace,
-    DetectLandmarks,
-    PasteBack,
-    RequireFace,
-    SmoothCrop,
-    TrackFace,
-    find_first_face,
-    require_face,
-)
 from vidinv.face.track import FaceTracker, bridge_gaps
 
 __all__ = [
-    "AlignFace",
     "CentredGaussianWindow",
     "CropQuad",
-    "DetectLandmarks",
     "DlibLandmarks",
     "EmaFilter",
     "FacePaster",
@@ -56,10 +44,6 @@ __all__ = [
     "MediaPipeLandmarks",
     "NoFaceError",
     "OneEuroFilter",
-    "PasteBack",
-    "RequireFace",
-    "SmoothCrop",
-    "TrackFace",
     "UnknownLandmarkBackendError",
     "align_face",
     "align_from_quad",
@@ -68,11 +52,9 @@ __all__ = [
     "centre_jitter",
     "create_landmark_detector",
     "ellipse_mask",
-    "find_first_face",
     "landmark_mask",
     "paste_back",
     "quad_from_landmarks",
     "quad_from_points",
-    "require_face",
     "smooth_centred",
 ]

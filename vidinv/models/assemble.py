@@ -177,7 +177,7 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
     from vidinv.models.encoder_io import load_encoder, save_encoder
     from vidinv.models.generator_io import load_generator, save_generator
     from vidinv.models.native import looks_like_safetensors, read_head
-    from vidinv.pipeline.models import ENCODER_FILE, GENERATOR_FILE, load_model_bundle
+    from vidinv.pipeline.bundle import ENCODER_FILE, GENERATOR_FILE, load_model_bundle
 
     generator_path, encoder_path, out = Path(generator_path), Path(encoder_path), Path(out)
     renames: dict[Path, str] = {}

@@ -160,7 +160,7 @@ class Personalizer:
     # --- 2. generator -----------------------------------------------------------------------
 
     def _init_folder(self) -> Path | None:
-        from vidinv.pipeline.models import DEFAULT_MODEL_FOLDER
+        from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER
 
         init = self.settings.init
         if init == "none":

@@ -43,7 +43,7 @@ def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     from vidinv.engines.model_graphs import EditRenderGraph
     from vidinv.face.landmarks import MediaPipeLandmarks
     from vidinv.models.encoder import prepare_input
-    from vidinv.pipeline.stages import images_to_tensor, tensor_to_images
+    from vidinv.stages.model import images_to_tensor, tensor_to_images
 
     graph = EditRenderGraph(generator.cpu().eval(), FEATURE_INDEX, with_reconstruction=True)
     with torch.no_grad():

@@ -63,8 +63,8 @@ def _count_people(clip: Path, frame_count: int) -> int:
 def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None) -> ClipFaces:
     """Align every frame of ``clip`` to ``crop_size``; one-line errors for unusable clips."""
     from vidinv.face.landmarks import MediaPipeLandmarks
-    from vidinv.face.stages import AlignFace, DetectLandmarks, SmoothCrop, TrackFace
     from vidinv.pipeline.runner import chain
+    from vidinv.stages.face import AlignFace, DetectLandmarks, SmoothCrop, TrackFace
     from vidinv.video.reader import VideoReader
 
     clip = Path(clip)

@@ -27,7 +27,7 @@ def evaluate_model(generator: Any, encoder: Any, directions: list, crops: np.nda
     from vidinv.metrics.identity import IdentityEmbedder, euclidean_distance
     from vidinv.metrics.image import crop_scores
     from vidinv.models.encoder import prepare_input
-    from vidinv.pipeline.stages import images_to_tensor, tensor_to_images
+    from vidinv.stages.model import images_to_tensor, tensor_to_images
 
     if len(crops) == 0:
         return {}

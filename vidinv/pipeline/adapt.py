@@ -72,10 +72,10 @@ def probe_clip(path: str | Path, bundle: Any, config: PipelineConfig,
                indices: list[int] | None = None, first: int = 8) -> ClipProbe | None:
     """Align and encode the frames ``indices`` (default: the first ``first`` frames with a
     face). None when none of them has a face."""
-    from vidinv.face.stages import AlignFace, DetectLandmarks, TrackFace
     from vidinv.models.encoder import prepare_input
     from vidinv.pipeline.runner import chain
-    from vidinv.pipeline.stages import images_to_tensor
+    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
+    from vidinv.stages.model import images_to_tensor
     from vidinv.video.reader import VideoReader
 
     wanted = set(indices) if indices is not None else None
@@ -105,7 +105,7 @@ def probe_clip(path: str | Path, bundle: Any, config: PipelineConfig,
 
 
 def _reconstruct(generator: Any, probe: ClipProbe, k: int) -> list[np.ndarray]:
-    from vidinv.pipeline.stages import tensor_to_images
+    from vidinv.stages.model import tensor_to_images
 
     with torch.no_grad():
         return tensor_to_images(generator.synthesis(probe.w, features=probe.features, k=k))
@@ -142,7 +142,7 @@ def unfamiliar_message(path: Path, familiarity: Familiarity, paste: str) -> str:
 
 def tune_to_clip(bundle: Any, probe: ClipProbe, steps: int) -> Any:
     """A copy of ``bundle`` whose generator is PTI-tuned on the probed frames."""
-    from vidinv.pipeline.stages import images_to_tensor
+    from vidinv.stages.model import images_to_tensor
     from vidinv.train.pti import PTIConfig, tune_generator
 
     size = bundle.generator.resolution

@@ -24,13 +24,11 @@ with a median latency of ~3 frame intervals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from vidinv.config import PipelineConfig
-from vidinv.face.stages import (
+from vidinv.pipeline.runner import Stage
+from vidinv.stages.face import (
     AlignFace,
     DetectLandmarks,
     PasteBack,
@@ -38,35 +36,9 @@ from vidinv.face.stages import (
     SmoothCrop,
     TrackFace,
 )
-from vidinv.frame import Frame
-from vidinv.latent.smoothing import SmoothLatents
-from vidinv.pipeline.runner import Stage
-from vidinv.pipeline.stages import EditRenderFn, EditSource, EncodeFaces, EncodeFn, RenderFaces
-
-ORIGINAL = "original"
-
-
-class KeepOriginal:
-    """Remembers the decoded image in ``extras['original']`` (for side-by-side output)."""
-
-    latency = 0
-
-    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        for frame in frames:
-            frame.extras[ORIGINAL] = frame.image
-            yield frame
-
-
-class SideBySide:
-    """Replaces ``image`` by original | result, side by side ([H, 2W, 3])."""
-
-    latency = 0
-
-    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        for frame in frames:
-            frame.image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image],
-                                         axis=1)
-            yield frame
+from vidinv.stages.latent import SmoothLatents
+from vidinv.stages.model import EditRenderFn, EditSource, EncodeFaces, EncodeFn, RenderFaces
+from vidinv.stages.output import KeepOriginal, SideBySide
 
 
 @dataclass(frozen=True)
@@ -74,7 +46,7 @@ class Networks:
     """The model callables, the edit (None: reconstruct) and the aligned-crop size.
 
     ``edit_render`` must return the reconstruction too when the config's paste is
-    ``transfer`` (:func:`vidinv.pipeline.models.make_model_engines` with_reconstruction).
+    ``transfer`` (:func:`vidinv.pipeline.bundle.make_model_engines` with_reconstruction).
     """
 
     encode: EncodeFn

@@ -2,7 +2,7 @@
 
 Everything here calls the same functions as ``vidinv edit``: the stages come from
 :func:`~vidinv.pipeline.wiring.build_pipeline` and a render is
-:func:`~vidinv.pipeline.app.process_video`, so the page gets whatever the configuration says
+:func:`~vidinv.pipeline.commands.process_video`, so the page gets whatever the configuration says
 (paste mode, smoothing, backend). The preview frame is run once through every stage up to the
 encoder; a slider move then runs only the stages after it (edit, render, paste) on a copy.
 """
@@ -27,7 +27,7 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
-from vidinv.pipeline.models import ModelBundle
+from vidinv.pipeline.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ class PreviewFrame:
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
                  search_frames: int = PREVIEW_SEARCH_FRAMES) -> None:
-        from vidinv.pipeline.app import available_attributes, make_networks, resolve_edits
-        from vidinv.pipeline.stages import EncodeFaces
+        from vidinv.pipeline.commands import available_attributes, make_networks, resolve_edits
         from vidinv.pipeline.wiring import build_pipeline
+        from vidinv.stages.model import EncodeFaces
         from vidinv.video.reader import VideoReader
 
         self.attributes = sorted(available_attributes(bundle))
@@ -127,7 +127,7 @@ class PreviewFrame:
             if close is not None:
                 close()
         if self._frame is None:
-            from vidinv.face.stages import no_face_error
+            from vidinv.stages.face import no_face_error
 
             raise no_face_error(clip.name, min(search_frames, clip.frames or search_frames))
         self.index = self._frame.index
@@ -211,7 +211,7 @@ class UiSession:
 
     def model_choices(self) -> list[dict]:
         """The model folders to offer: the embedded model, ``--model``, installed folders."""
-        from vidinv.pipeline.models import (
+        from vidinv.pipeline.bundle import (
             DEFAULT_MODEL_FOLDER,
             ENCODER_FILE,
             GENERATOR_FILE,
@@ -237,7 +237,7 @@ class UiSession:
         return choices
 
     def bundle(self, model: str | None) -> ModelBundle:
-        from vidinv.pipeline.models import load_model_bundle, resolve_model_folder
+        from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
 
         folder = resolve_model_folder(model or self.default_model or None).resolve()
         if folder not in self._bundles:
@@ -347,7 +347,7 @@ class UiSession:
         return job.describe()
 
     def _render(self, job: RenderJob, clip: Clip, bundle: ModelBundle, editor) -> None:
-        from vidinv.pipeline.app import process_video
+        from vidinv.pipeline.commands import process_video
 
         def count(frame: Frame) -> None:
             job.done += 1

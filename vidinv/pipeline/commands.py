@@ -23,10 +23,11 @@ from vidinv.frame import Frame
 from vidinv.io_safety import check_paths
 from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.adapt import adapt_to_clip
-from vidinv.pipeline.models import ModelBundle, make_model_engines
+from vidinv.pipeline.bundle import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.runtime import stage_runtime
-from vidinv.pipeline.wiring import ORIGINAL, Networks, build_pipeline, needs_reconstruction
+from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
+from vidinv.stages.output import ORIGINAL
 
 log = logging.getLogger(__name__)
 
@@ -422,68 +423,50 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
                                                                     side_by_side=False))
     segments = build_pipeline(config, make_networks(bundle, config, editor),
                               "the live source", live=True)
-    latencies: list[float] = []
-    info = source.info
+    stats = LiveStats()
     camera = None
-    writer = None
-    started = time.monotonic()
-    shown = 0
+    recorder: LiveRecorder | None = None
 
     class _Quit(Exception):
         pass
 
     def sink(frame: Frame) -> None:
-        nonlocal shown
-        latency = (source.now_pts() - frame.pts) / 1000.0 if frame.pts is not None else 0.0
-        latencies.append(latency)
-        shown += 1
+        latency = stats.shown_frame(source.now_pts(), frame.pts)
         if on_frame is not None:
             on_frame(frame)
         if camera is not None:
             camera.send(frame.image)
-        if writer is None and not show:
-            return
-        fps = shown / max(time.monotonic() - started, 1e-6)
-        image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image], axis=1)
-        label = f"{fps:4.1f} fps  {latency:4.0f} ms  dropped {source.dropped}  {controls.label()}"
-        cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (255, 255, 0), 1, cv2.LINE_AA)
-        if writer is not None:
-            writer.write(Frame(index=frame.index, image=image, pts=None, time_base=None))
-        if show:
-            cv2.imshow("vidinv live (original | edited)", image[:, :, ::-1])
-            if controls.press(cv2.waitKey(1) & 0xFF):
-                raise _Quit
-
-    def sink_until_time(frame: Frame) -> None:
-        sink(frame)
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
+        if recorder is not None or show:
+            label = (f"{stats.fps:4.1f} fps  {latency:4.0f} ms  dropped {source.dropped}  "
+                     f"{controls.label()}")
+            view = side_by_side_view(frame, label)
+            if recorder is not None:
+                recorder.write(view)
+            if show:
+                cv2.imshow("vidinv live (original | edited)", view[:, :, ::-1])
+                if controls.press(cv2.waitKey(1) & 0xFF):
+                    raise _Quit
+        if max_seconds is not None and stats.seconds > max_seconds:
             raise _Quit
 
     try:
         if virtual_camera:
             from vidinv.video.virtualcam import open_virtual_camera
 
-            camera = open_virtual_camera(info.width, info.height, float(info.fps or 30),
-                                         camera_class=camera_class)
+            camera = open_virtual_camera(source.info.width, source.info.height,
+                                         float(source.info.fps or 30), camera_class=camera_class)
         if output_path is not None:
-            from vidinv.video.reader import VideoInfo
-            from vidinv.video.writer import VideoWriter
-
-            writer = VideoWriter(output_path, VideoInfo.for_frames(info.width * 2, info.height,
-                                                                   info.fps or 30),
-                                 crf=config.output.crf, preset=config.output.preset)
-            writer.open()
-        started = time.monotonic()
+            recorder = LiveRecorder(output_path, source.info, config)
+        stats.start()
         source.start()
         with stage_runtime(config.engine.threads):
-            run_threaded(source, segments, sink_until_time, queue_size=1, source_thread=False,
+            run_threaded(source, segments, sink, queue_size=1, source_thread=False,
                          handoff=True)
     except _Quit:
         pass
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        if recorder is not None:
+            recorder.abort()
         raise
     finally:
         source.close()
@@ -491,12 +474,76 @@ def live(source, bundle: ModelBundle, config: PipelineConfig, editors=None,
             camera.close()
         if show:
             cv2.destroyAllWindows()
-    if writer is not None:
-        writer.close()
-    seconds = max(time.monotonic() - started, 1e-6)
-    return LiveReport(frames_shown=shown, frames_dropped=source.dropped, fps=shown / seconds,
-                      latency_ms_median=float(np.median(latencies)) if latencies else 0.0,
-                      latency_ms_max=float(np.max(latencies)) if latencies else 0.0)
+    if recorder is not None:
+        recorder.close()
+    return stats.report(source.dropped)
+
+
+class LiveStats:
+    """Frames shown, their latency (capture → shown) and the shown rate since :meth:`start`."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.shown = 0
+        self.latencies_ms: list[float] = []
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return max(time.monotonic() - self.started, 1e-6)
+
+    @property
+    def fps(self) -> float:
+        return self.shown / self.seconds
+
+    def shown_frame(self, now_pts: int, frame_pts: int | None) -> float:
+        """Count a shown frame; its latency in ms (``pts`` in the source's ms clock)."""
+        latency = (now_pts - frame_pts) / 1000.0 if frame_pts is not None else 0.0
+        self.latencies_ms.append(latency)
+        self.shown += 1
+        return latency
+
+    def report(self, dropped: int) -> LiveReport:
+        latencies = self.latencies_ms
+        return LiveReport(frames_shown=self.shown, frames_dropped=dropped, fps=self.fps,
+                          latency_ms_median=float(np.median(latencies)) if latencies else 0.0,
+                          latency_ms_max=float(np.max(latencies)) if latencies else 0.0)
+
+
+def side_by_side_view(frame: Frame, label: str) -> np.ndarray:
+    """[H,2W,3] uint8: the original | the edited frame, ``label`` written at the top left."""
+    import cv2
+
+    view = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image], axis=1)
+    cv2.putText(view, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1,
+                cv2.LINE_AA)
+    return view
+
+
+class LiveRecorder:
+    """Writes the live view (original | edited, 2× the source's width) to a video file, whole
+    or not at all (:meth:`abort` leaves nothing)."""
+
+    def __init__(self, path: Path, info, config: PipelineConfig) -> None:
+        from vidinv.video.reader import VideoInfo
+        from vidinv.video.writer import VideoWriter
+
+        self.writer = VideoWriter(path, VideoInfo.for_frames(info.width * 2, info.height,
+                                                             info.fps or 30),
+                                  crf=config.output.crf, preset=config.output.preset)
+        self.writer.open()
+
+    def write(self, view: np.ndarray) -> None:
+        self.writer.write(Frame(index=self.writer.frames_written, image=view, pts=None,
+                                time_base=None))
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 class LiveControls:

@@ -231,7 +231,7 @@ class PasteBack:
     ``color_match``). ``mode="transfer"`` moves the frame's own pixels by the motion from
     ``reconstruction`` to ``rendered`` (:class:`~vidinv.face.transfer.EditTransfer`), so the
     output keeps the source's detail and an unedited face comes back unchanged; it needs both
-    fields (:class:`~vidinv.pipeline.stages.RenderFaces` with ``with_reconstruction``).
+    fields (:class:`~vidinv.stages.model.RenderFaces` with ``with_reconstruction``).
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0.
