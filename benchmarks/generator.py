@@ -145,7 +145,7 @@ def main() -> int:
     if rates:
         name, rate = max(rates, key=lambda item: item[1])
         print()
-        print(f"best      {name}: {rate / peak:.0%} of the measured conv peak (target ≥ 70%)")
+        print(f"best      {name}: {rate / peak:.0%} of the measured conv peak (target ≥ 75%)")
     return 0
 
 
