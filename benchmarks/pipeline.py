@@ -144,7 +144,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
 
         # the sequential loop: one frame at a time through every stage, batch 1, one thread
         config1 = config.with_overrides(["engine.batch_size=1"])
-        stages1 = [stage for segment in build_pipeline(config1, networks, str(clip))
+        networks1 = make_networks(bundle, config1, editor)  # engines made for batch 1
+        stages1 = [stage for segment in build_pipeline(config1, networks1, str(clip))
                    for stage in segment]
         with VideoWriter(Path(folder) / "s.mp4", info, crf=20, preset="veryfast") as writer:
             def first_frames():

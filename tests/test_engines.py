@@ -473,3 +473,46 @@ def test_torch_engine_fp16_on_cuda_is_close_to_fp32(generator: StyleGAN2Generato
     assert image.dtype == torch.float32 and image.device.type == "cuda"
     assert next(generator.parameters()).device.type == "cpu"  # caller's module untouched
     assert (image.cpu() - expected).abs().max().item() <= 2e-2 * expected.abs().max().item()
+
+
+# --- TorchEngine's traced graphs (CPU) ----------------------------------------------------
+
+
+class _Noisy(nn.Module):
+    """Draws new noise on every call: no trace can give the module's outputs back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x)
+
+
+def test_torch_engine_runs_a_checked_trace_per_shape_and_smaller_batches_eagerly():
+    from vidinv.engines.torch_engine import TorchEngine
+
+    torch.manual_seed(0)
+    module = _Affine()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    traced = TorchEngine(module, *specs)
+    eager = TorchEngine(module, *specs, trace=False)
+    assert traced.trace and not eager.trace
+    x = torch.randn(4, 4)
+    assert torch.allclose(traced(x=x)["y"], eager(x=x)["y"], atol=1e-6)
+    assert len(traced.traced_shapes) == 1
+    # a smaller batch (a clip's last) runs eagerly: no second trace
+    small = traced(x=x[:3])["y"]
+    assert small.shape == (3, 3)
+    assert torch.allclose(small, eager(x=x[:3])["y"], atol=1e-6)
+    assert len(traced.traced_shapes) == 1
+    # a larger batch gets its own trace
+    traced(x=torch.randn(6, 4))
+    assert len(traced.traced_shapes) == 2
+
+
+def test_torch_engine_runs_eagerly_when_the_trace_does_not_match_the_module():
+    from vidinv.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(_Noisy(), [TensorSpec("x", ("batch", 64))],
+                         [TensorSpec("y", ("batch", 64))])
+    x = torch.zeros(2, 64)
+    first, second = engine(x=x)["y"], engine(x=x)["y"]
+    assert engine.traced_shapes == []  # the check at trace time refused the trace
+    assert not torch.equal(first, second)  # the module itself ran: fresh noise each call

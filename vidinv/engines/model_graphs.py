@@ -122,6 +122,11 @@ def _examples(generator: Any, encoder: Any, k: int, batch: int
     return {"image": image}, {"w": w, "features": features, "offset": offset}
 
 
+def _repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B,…] -> [batch,…], cycling through the B samples."""
+    return tensor[torch.arange(batch) % tensor.shape[0]]
+
+
 @dataclass(frozen=True)
 class ModelEngines:
     """The pipeline's networks as callables, and the engines behind them (for reports)."""
@@ -183,6 +188,10 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
         EditRenderGraph(generator, k, with_reconstruction),
         edit_render_specs(generator, k, with_reconstruction, spec.batch_dim), edit_example,
         spec.graphs[kind].file_name(k), **common)
+
+    for engine, example in ((encoder_engine, encoder_example), (render_engine, edit_example)):
+        if getattr(engine, "trace", False):  # trace the pipeline's batch now, not mid-run
+            engine(**{name: _repeat_to_batch(t, batch_size) for name, t in example.items()})
 
     def encode(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = encoder_engine(image=images)

@@ -1,8 +1,18 @@
-"""Run a plain ``nn.Module`` behind the :class:`~vidinv.engines.base.Engine` interface."""
+"""Run a plain ``nn.Module`` behind the :class:`~vidinv.engines.base.Engine` interface.
+
+On the CPU the module is traced (TorchScript) once per input shape and the traced graph runs:
+it holds Python's GIL once per call instead of once per operation. Eagerly, a 64 px
+edit+render makes hundreds of torch calls, each of which gives the GIL up and must win it back;
+any other thread running Python in between (the pipeline's face, paste and output threads)
+makes it wait each time. With one Python thread spinning beside it, an eager edit+render took
+2.9 s instead of 39 ms; traced, 55 ms (``benchmarks/pipeline.py`` shows the effect on `edit`).
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -12,6 +22,11 @@ from vidinv.engines.base import TensorSpec, bind_dynamic_sizes, torch_dtype
 from vidinv.errors import BackendUnavailableError
 
 _COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+#: A traced graph must give the module's own outputs on the inputs it was traced with, to this
+#: absolute error (float32 reassociation only); otherwise the module runs eagerly.
+TRACE_TOLERANCE = 1e-4
+
+log = logging.getLogger(__name__)
 
 
 def resolve_torch_device(device: str) -> torch.device:
@@ -41,11 +56,20 @@ class TorchEngine:
     a conversion, a copy is converted so the caller's module is left as it was. Floating inputs
     are cast to the compute dtype and outputs back to the spec dtype (float32), so callers see the
     same boundary as with every other engine. fp16 runs only on CUDA: on CPU it is refused.
+
+    ``trace`` (default: on the CPU) runs a TorchScript trace of the module, made on the first
+    call with each input shape and checked against the module on those inputs (a module whose
+    trace differs, or cannot be traced, runs eagerly). A trace records the operations the
+    example ran: a module that branches on input *values* (not shapes) needs ``trace=False``;
+    the encoder and edit+render graphs do not. A batch smaller than a traced one runs
+    eagerly (a clip's last, partial batch). The module's weights are read when a shape is
+    first traced: change them, make a new engine.
     """
 
     def __init__(self, module: nn.Module, input_specs: Sequence[TensorSpec],
                  output_specs: Sequence[TensorSpec], device: str = "cpu",
-                 precision: str = "fp32", name: str | None = None) -> None:
+                 precision: str = "fp32", name: str | None = None,
+                 trace: bool | None = None) -> None:
         if precision not in _COMPUTE_DTYPES:
             raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
         torch_device = resolve_torch_device(device)
@@ -61,6 +85,9 @@ class TorchEngine:
         self.device = str(torch_device)
         self.precision = precision
         self.name = name or f"{type(module).__name__} (torch)"
+        self.trace = torch_device.type == "cpu" if trace is None else bool(trace)
+        # input shapes -> traced graph, or None where the module runs eagerly
+        self._traced: dict[tuple, torch.jit.ScriptModule | None] = {}
 
     @staticmethod
     def _prepared(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -92,9 +119,54 @@ class TorchEngine:
             if tensor.is_floating_point():
                 tensor = tensor.to(self._compute_dtype)
             args[spec.name] = tensor
+        if self.trace:
+            return self._call_traced(args)
         with torch.inference_mode():
             result = self._module(**args)
         return self._named_outputs(result)
+
+    @property
+    def traced_shapes(self) -> list[tuple]:
+        """The input shapes that run a traced graph (``((name, shape), …)`` each)."""
+        return [key for key, graph in self._traced.items() if graph is not None]
+
+    def _call_traced(self, args: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        key = tuple((name, tuple(t.shape)) for name, t in args.items())
+        if key not in self._traced:
+            batch = key[0][1][0]
+            smaller = any(graph is not None and traced[0][1][0] > batch
+                          for traced, graph in self._traced.items())
+            # a batch smaller than a traced one is a clip's last, partial batch: run it
+            # eagerly rather than trace again (~0.5 s) or pad it (up to batch× the work)
+            self._traced[key] = None if smaller else self._make_trace(args)
+        graph = self._traced[key]
+        with torch.inference_mode():
+            result = graph(**args) if graph is not None else self._module(**args)
+        return self._named_outputs(result)
+
+    def _make_trace(self, args: dict[str, torch.Tensor]) -> torch.jit.ScriptModule | None:
+        """A frozen trace of the module for ``args``'s shapes, or None (run eagerly)."""
+        examples = {name: t.clone() for name, t in args.items()}  # normal tensors: traceable
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                # the tracer's notes on shape checks that hold for every call of this shape, and
+                # torch.jit's deprecation (in favour of torch.export); should a later torch drop
+                # tracing, the exception below makes the engine run eagerly
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                graph = torch.jit.freeze(torch.jit.trace(
+                    self._module, example_kwarg_inputs=examples, check_trace=False).eval())
+                expected = self._named_outputs(self._module(**examples))
+                got = self._named_outputs(graph(**examples))
+        except Exception as error:  # noqa: BLE001 - any tracing failure means: run eagerly
+            log.debug("%s: not traced (%s); running eagerly", self.name, error)
+            return None
+        worst = max(float((got[name] - expected[name]).abs().max()) for name in expected)
+        if worst > TRACE_TOLERANCE:
+            log.debug("%s: the trace differs from the module by %.2g; running eagerly",
+                      self.name, worst)
+            return None
+        return graph
 
     def _named_outputs(self, result: object) -> dict[str, torch.Tensor]:
         names = [spec.name for spec in self._output_specs]
