@@ -16,6 +16,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +95,17 @@ def main() -> int:
         report("torch eager channels_last",
                best_seconds(lambda: channels_last.synthesis(ws), args.repeats))
         generator.to(memory_format=torch.contiguous_format)
+    for name, memory_format in (("torch traced (CPU engine)", torch.contiguous_format),
+                                ("torch traced channels_last", torch.channels_last)):
+        # what vidinv's torch engine runs on the CPU: a frozen TorchScript trace
+        generator.to(memory_format=memory_format)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.freeze(torch.jit.trace(generator.synthesis, ws,
+                                                      check_trace=False).eval())
+        with torch.inference_mode():
+            report(name, best_seconds(lambda traced=traced: traced(ws), args.repeats))
+    generator.to(memory_format=torch.contiguous_format)
 
     if args.no_compile:
         report("torch.compile", None, "skipped (--no-compile)")

@@ -3,14 +3,14 @@ against clip length.
 
     python benchmarks/pipeline.py [--model FOLDER] [--seconds 60] [--skip-memory]
 
-On a 1280×720 clip (the real talking head upscaled ×5 onto a 720p canvas, looped): the fps of
-the threaded pipeline; each stage alone, wall and CPU time per frame (the least of three runs;
-the slowest bounds the pipeline); a sequential per-frame loop of the same stages (batch 1, one thread); the bound
-min(1 / slowest stage's wall time, cores / Σ stages' CPU time) and the pipeline's ratio to it;
-the CPU the run burns per frame against Σ. Σ is CPU time, not wall time: x264, FFmpeg's
-decoder and MediaPipe spread a frame over their own threads, so their wall time hides cost
-that the other stages' threads have to share the cores with;
-peak RSS of a run on 6 s vs 60 s; and `live` from a 640×480 file-backed camera. Without --model
+On a 1280×720 clip (the real talking head upscaled ×5 onto a 720p canvas, looped): the fps
+of the threaded pipeline; each stage alone, wall and CPU time per frame (the least of three
+runs; the slowest bounds the pipeline); a sequential per-frame loop of the same stages (batch
+1, one thread); the bound min(1 / slowest stage's wall time, cores / Σ stages' CPU time) and
+the pipeline's ratio to it; the CPU the run burns per frame against Σ. Σ is CPU time, not
+wall time: x264, FFmpeg's decoder and MediaPipe spread a frame over their own threads, so
+their wall time hides cost that the other stages' threads share the cores with. Also: peak
+RSS of a run on 6 s vs 60 s; and `live` from a 640×480 file-backed camera. Without --model
 it uses the embedded default model.
 """
 
