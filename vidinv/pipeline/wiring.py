@@ -7,19 +7,19 @@
 Decoding runs in the runner's source thread and encoding-out in the calling thread, so a run
 uses five threads joined by bounded queues (:func:`vidinv.pipeline.runner.run_threaded`).
 
-Live, the same stages run in three threads of about equal work (720p, 2 cores: ~16, ~18 and
-~15 ms a frame); the first pulls the newest camera frame itself, and each thread hands a frame
-to the next and waits until it is taken (``run_threaded(handoff=True)``), so no frame waits in
-a queue:
+Live, the same stages run in three threads of about equal work (720p, 2 cores: ~15 ms a frame
+each); the first pulls the newest camera frame itself, and each thread hands a frame to the
+next and waits until it is taken (``run_threaded(handoff=True)``), so no frame waits in a
+queue:
 
     live thread 1: DetectLandmarks → … → AlignFace → EncodeFaces → SmoothLatents
     live thread 2: RenderFaces
     live thread 3: PasteBack
 
-One thread for everything (as before) capped live at 1 / Σ stages (~22 fps at 720p) and
-left the second core to the camera's decoding; two threads (the render and the paste
-together, ~33 ms) reached ~25 fps. Three reach the camera's 30 fps (``benchmarks/live.py``)
-with a median latency of ~3 frame intervals.
+One thread for everything (as before) capped live at 1 / Σ stages (~22 fps at 720p) and left
+the second core to the camera's decoding; two threads (the render and the paste together)
+reached ~25 fps. Three keep up with a 30 fps camera: 29.7 fps shown, median latency 56 ms
+(1.7 frame intervals; ``benchmarks/live.py``).
 """
 
 from __future__ import annotations
