@@ -38,3 +38,16 @@ def test_the_cpu_rehearsal_runs_every_step(tmp_path: Path) -> None:
                     "parity ok"):
         assert heading in out, out
     assert out.count(" fps  (12 frames in ") == 2, out
+
+    # Without TensorRT (here: --no-tensorrt, ONNX Runtime's stand-in) its rows go and the rest
+    # runs, on a clip given with --clip (the model and the clip are reused from the cache).
+    clip = tmp_path / "c" / "clip720p_12.mp4"
+    assert clip.is_file()
+    result = subprocess.run([sys.executable, str(SCRIPT), "--rehearse", "--no-tensorrt",
+                             "--clip", str(clip), "--cache", str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "engines" not in out, out
+    assert not [line for line in out.splitlines() if line.startswith("  ONNX Runtime")], out
+    assert "at the best batch on torch fp32" in out and out.count(" fps  (12 frames in ") == 1
