@@ -105,6 +105,7 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
     from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.commands import make_networks, resolve_editor
     from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.runtime import codec_threads
     from vidinv.pipeline.wiring import build_pipeline
     from vidinv.video.reader import VideoInfo, VideoReader
     from vidinv.video.writer import VideoWriter
@@ -112,6 +113,7 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["engine.batch_size=4", "output.preset=veryfast",
                                               "output.crf=20", *overrides])
+    threads = codec_threads(config.codec_threads, config.output.preset)  # as `edit` runs
     editor = resolve_editor(bundle, attribute, 1.0) if attribute else None
     networks = make_networks(bundle, config, editor)
     stages = [stage for segment in build_pipeline(config, networks, str(clip))
@@ -134,7 +136,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
         return result
 
     def decode() -> list[Frame]:
-        return [frame for _, frame in zip(range(n), VideoReader(clip), strict=False)]
+        return [frame for _, frame in zip(range(n), VideoReader(clip, threads=threads),
+                                          strict=False)]
 
     frames = measure("decode", decode)
     for stage in stages:
@@ -150,7 +153,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
         frames = measure(type(stage).__name__, run)
     info = VideoInfo.for_frames(frames[0].width, frames[0].height, 30)
     with tempfile.TemporaryDirectory() as folder:
-        with VideoWriter(Path(folder) / "o.mp4", info, crf=20, preset="veryfast") as writer:
+        with VideoWriter(Path(folder) / "o.mp4", info, crf=20, preset="veryfast",
+                         threads=threads) as writer:
             for frame in frames:  # fills x264's look-ahead and frame threads
                 writer.write(frame)
             shift = iter(range(1, REPEATS + 1))
@@ -167,9 +171,10 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
         networks1 = make_networks(bundle, config1, editor)  # engines made for batch 1
         stages1 = [stage for segment in build_pipeline(config1, networks1, str(clip))
                    for stage in segment]
-        with VideoWriter(Path(folder) / "s.mp4", info, crf=20, preset="veryfast") as writer:
+        with VideoWriter(Path(folder) / "s.mp4", info, crf=20, preset="veryfast",
+                         threads=threads) as writer:
             def first_frames():
-                for index, frame in enumerate(VideoReader(clip)):
+                for index, frame in enumerate(VideoReader(clip, threads=threads)):
                     if index == n + 8:
                         return
                     yield frame

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from vidinv.pipeline.runtime import keep_frame_buffers, stage_runtime
+from vidinv.pipeline.runtime import codec_threads, keep_frame_buffers, stage_runtime
 
 
 def test_stage_runtime_sets_every_pool_and_restores_it():
@@ -47,3 +47,19 @@ def test_frame_buffers_are_reused_not_faulted_in_again():
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     # glibc's defaults map and unmap each one: ~9 000 faults here for the ten
     assert faults < 500
+
+
+def test_codec_threads_one_on_two_cores_with_a_fast_preset(monkeypatch):
+    """0 (auto): one decoder and x264 thread where the stages already fill 2 cores and x264 is
+    cheap (a fast preset); FFmpeg's own threads where x264 is the bulk of the work or there are
+    cores to spare; a number set by the user wins."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert codec_threads(0, "veryfast") == 1
+    assert codec_threads(0, "ultrafast") == 1
+    assert codec_threads(0, "medium") == 0
+    assert codec_threads(3, "veryfast") == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert codec_threads(0, "veryfast") == 0
+    assert codec_threads(2, "medium") == 2

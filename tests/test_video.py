@@ -44,7 +44,7 @@ from vidinv.video.errors import (
 from vidinv.video.images import ImageFolderWriter, ImageSequenceReader, read_image, write_image
 from vidinv.video.reader import DecordReader, VideoInfo, VideoReader, open_video
 from vidinv.video.sources import FileCameraSource, WebcamSource
-from vidinv.video.writer import VideoWriter
+from vidinv.video.writer import VideoWriter, rgb_to_yuv420p
 
 
 def _marker(image: np.ndarray) -> float:
@@ -547,3 +547,49 @@ def test_importing_vidinv_video_does_no_work():
         "v.VideoReader; assert 'av' in sys.modules; assert 'cv2' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("size", [(72, 128), (71, 127)])
+def test_writer_colour_conversion_matches_ffmpeg(size: tuple[int, int]) -> None:
+    """The writer converts RGB to I420 with OpenCV (off the GIL): the same BT.601 limited-range
+    matrix as FFmpeg's swscale, luma within 1 level; chroma is the 2×2 mean where swscale
+    filters otherwise, so only its edges differ. Odd sides are padded to even."""
+    rng = np.random.default_rng(0)
+    height, width = size
+    smooth = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
+    image = np.ascontiguousarray(np.kron(smooth, np.ones((8, 8, 1), np.uint8))[:height, :width])
+    ours = rgb_to_yuv420p(image)
+    even_h, even_w = height + height % 2, width + width % 2
+    assert ours.shape == (even_h * 3 // 2, even_w) and ours.dtype == np.uint8
+    padded = np.pad(image, ((0, even_h - height), (0, even_w - width), (0, 0)), mode="edge")
+    ffmpeg = av.VideoFrame.from_ndarray(padded, format="rgb24").reformat(
+        format="yuv420p").to_ndarray().astype(int)
+    assert np.abs(ffmpeg[:even_h] - ours[:even_h]).max() <= 1
+    chroma = np.abs(ffmpeg[even_h:] - ours[even_h:])
+    assert np.median(chroma) <= 1 and chroma.mean() < 3
+    for colour in ((255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 0, 255)):  # the matrix itself
+        flat = rgb_to_yuv420p(np.full((16, 16, 3), colour, np.uint8)).astype(int)
+        reference = av.VideoFrame.from_ndarray(np.full((16, 16, 3), colour, np.uint8),
+                                               format="rgb24").reformat(format="yuv420p")
+        assert np.abs(flat - reference.to_ndarray()).max() <= 1
+
+
+def test_one_codec_thread_decodes_and_encodes_the_same_clip(tmp_path):
+    """``threads=1`` (what ``edit`` uses on 2 cores with a fast preset): the decoder runs in the
+    iterating thread and x264 in the writing one; the frames are the same as with FFmpeg's
+    threads, and the written clip reads back whole."""
+    clip = make_video(tmp_path / "clip.mp4", n_frames=20, size=(64, 48), fps=25)
+    threaded = list(VideoReader(clip.path))
+    single = VideoReader(clip.path, threads=1)
+    assert single.thread_type == "NONE"
+    frames = list(single)
+    assert [f.pts for f in frames] == [f.pts for f in threaded]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, threaded, strict=True))
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, single.info, crf=18, preset="veryfast", threads=1) as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert b" threads=1 " in out.read_bytes()  # x264 writes its settings into the stream
+    again = list(VideoReader(out))
+    assert len(again) == len(frames)
+    assert np.abs(again[-1].image.astype(int) - frames[-1].image).mean() < 4

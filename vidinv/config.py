@@ -91,6 +91,8 @@ class PipelineConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     adapt: AdaptSettings = field(default_factory=AdaptSettings)
     queue_size: int = 4                 # frames between threads
+    codec_threads: int = 0              # threads of the video decoder and of x264; 0: one
+                                        # on ≤ 2 cores with a fast preset, else FFmpeg's choice
 
     def with_values(self, values: dict[str, dict[str, Any] | Any]) -> PipelineConfig:
         """A copy with ``{section: {field: value}}`` (and top-level fields) applied."""
@@ -155,6 +157,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "adapt.tune_frames": (1, 10_000, True, True),
     "output.crf": (0, 51, True, True),
     "queue_size": (1, 1_024, True, True),
+    "codec_threads": (0, 1_024, True, True),
 }
 #: Devices: cpu, cuda or cuda:N (meta, mps, … are not what the engines run on).
 _DEVICE = re.compile(r"cpu|cuda(:\d{1,2})?")

@@ -25,7 +25,7 @@ from vidinv.latent.errors import UnknownAttributeError
 from vidinv.pipeline.adapt import adapt_to_clip
 from vidinv.pipeline.bundle import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
-from vidinv.pipeline.runtime import stage_runtime
+from vidinv.pipeline.runtime import codec_threads, stage_runtime
 from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
 from vidinv.stages.output import ORIGINAL
 
@@ -229,13 +229,14 @@ def _open_source_and_writer(input_path: Path, output_path: Path, config: Pipelin
     from vidinv.video.reader import VideoReader
     from vidinv.video.writer import VideoWriter
 
-    reader = VideoReader(input_path)
+    threads = codec_threads(config.codec_threads, config.output.preset)
+    reader = VideoReader(input_path, threads=threads)
     info = reader.info
     out_info = info
     if config.output.side_by_side:
         out_info = dataclasses.replace(info, width=info.width * 2)
     writer = VideoWriter(output_path, out_info, crf=config.output.crf,
-                         preset=config.output.preset,
+                         preset=config.output.preset, threads=threads,
                          audio_from=input_path if info.has_audio else None)
     return reader, info.frame_count, writer
 

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -90,3 +91,22 @@ def stage_runtime(threads: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+#: x264 presets fast enough that encoding is a minority of a frame's work.
+FAST_X264_PRESETS = ("ultrafast", "superfast", "veryfast")
+
+
+def codec_threads(setting: int = 0, preset: str = "medium") -> int:
+    """Threads for the video decoder and for x264: ``setting`` when > 0; else 1 on a machine
+    of at most 2 cores with a fast x264 ``preset`` (:data:`FAST_X264_PRESETS`), and 0
+    (FFmpeg's own choice, about 1.5 threads per core) otherwise.
+
+    Measured on 2 cores, 720p ``edit`` (``benchmarks/pipeline.py``): with ``veryfast`` the stage
+    threads keep both cores busy and FFmpeg's frame threads only add hand-offs and wake-ups —
+    one thread each took the run from 31.5 to 33.4 fps; with ``medium`` x264 is most of a
+    frame's work and needs its own threads (one: 17.9 fps, three: 19.9).
+    """
+    if setting > 0:
+        return setting
+    return 1 if (os.cpu_count() or 1) <= 2 and preset in FAST_X264_PRESETS else 0

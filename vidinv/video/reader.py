@@ -339,16 +339,19 @@ class VideoReader:
     closes it when the iteration ends or is abandoned; at most a few frames (the decoder's
     delay) are in memory at a time.
 
-    ``thread_type`` is PyAV's decoder threading (``"AUTO"``: frame and slice threads).
+    ``thread_type`` is PyAV's decoder threading (``"AUTO"``: frame and slice threads);
+    ``threads`` their number (0: FFmpeg's choice, 1: decode in the iterating thread).
     Raises a ``VideoInputError`` subclass (one line, with the fix) on construction if the file
     cannot be read; a damaged end warns with ``DamagedVideoWarning`` after the last good frame.
     """
 
     backend = "pyav"
 
-    def __init__(self, path: str | Path, *, thread_type: ThreadType = "AUTO") -> None:
+    def __init__(self, path: str | Path, *, thread_type: ThreadType = "AUTO",
+                 threads: int = 0) -> None:
         self.path = Path(path)
-        self.thread_type = thread_type
+        self.thread_type: ThreadType = "NONE" if threads == 1 else thread_type
+        self.threads = threads
         self.info = probe(self.path)
 
     def __repr__(self) -> str:
@@ -362,6 +365,8 @@ class VideoReader:
         container, stream = _open_input(self.path)
         try:
             stream.thread_type = self.thread_type
+            if self.threads > 1:
+                stream.codec_context.thread_count = self.threads
             time_base = Fraction(stream.time_base) if stream.time_base else None
             nominal_step = _nominal_step(self.info.fps, time_base)
             matrix = self.info.display_matrix
