@@ -112,8 +112,10 @@ def test_presets_and_overrides():
     assert config.latent.sigma == 2.5 and config.output.side_by_side is True
     with pytest.raises(ConfigError, match=r"\[latent\] has smoothing"):
         PipelineConfig().with_overrides(["latent.sigmaa=1"])
-    with pytest.raises(ConfigError, match="not a int"):
+    with pytest.raises(ConfigError, match="is not a whole number"):
         PipelineConfig().with_overrides(["engine.batch_size=two"])
+    with pytest.raises(ConfigError, match="is not true or false"):
+        PipelineConfig().with_overrides(["output.side_by_side=maybe"])
     with pytest.raises(ConfigError, match="known presets"):
         load_preset("nope")
 

@@ -215,7 +215,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             raise ValueError(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where} = {value!r} is not a {kind.__name__}") from None
+        noun = {int: "a whole number", float: "a number", bool: "true or false",
+                str: "a string"}.get(kind, f"a {kind.__name__}")
+        raise ConfigError(f"{where} = {value!r} is not {noun}") from None
 
 
 def load_preset(name_or_path: str) -> PipelineConfig:
