@@ -27,6 +27,7 @@ Without an NVIDIA GPU it says so in one line and exits 0. On a GPU machine that 
 index, it goes on with what is installed: without TensorRT the TensorRT rows are skipped (torch
 fp16 stands in for the goal line), without PyAV or MediaPipe the pipeline run is, each said in one
 line; ``--clip`` gives it a 720p clip made elsewhere (``--write-clip PATH`` here).
+``benchmarks/gpu_bundle.sh`` packs PyAV, MediaPipe and the clip for such a machine (~38 MB).
 Budget: about 8 minutes on a first run (the two engine builds dominate; lower ``--opt-level`` if
 they do not fit).
 """
