@@ -183,6 +183,7 @@ def main() -> int:
     import torch
 
     from vidinv.config import load_preset
+    from vidinv.pipeline.runtime import usable_cores
 
     threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -213,7 +214,7 @@ def main() -> int:
               + f"; the camera's decoding {decode_ms:.1f} CPU")
         threads_ms = [sum(per_stage[name][0] for name in names) for names in segments]
         total_cpu = sum(cpu for _, cpu in per_stage.values()) + decode_ms
-        cores = os.cpu_count() or 1
+        cores = usable_cores()  # the cores this run may use (its CPU affinity)
         bound = min(1000 / max(threads_ms), cores * 1000 / total_cpu)
         print(f"bound: min(1 / slowest live thread, {cores} cores / Σ CPU) = min(1000 / "
               f"max({', '.join(f'{ms:.1f}' for ms in threads_ms)}), {cores} × 1000 / "

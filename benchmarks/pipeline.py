@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -255,7 +254,7 @@ def main() -> int:
               + " (real clip ×5, looped)")
 
         from vidinv.config import PipelineConfig
-        from vidinv.pipeline.runtime import stage_runtime
+        from vidinv.pipeline.runtime import stage_runtime, usable_cores
 
         with stage_runtime(PipelineConfig().engine.threads):  # as `edit` runs the stages
             per_stage, sequential = stage_rates(short, model, attribute, args.stage_frames)
@@ -264,7 +263,7 @@ def main() -> int:
             print(f"  {name:<50}{wall:6.1f}  {cpu:6.1f}")
         slowest_name, (slowest_ms, _) = max(per_stage.items(), key=lambda item: item[1][0])
         slowest_fps = 1000 / slowest_ms
-        cores = os.cpu_count() or 1
+        cores = usable_cores()  # the cores this run may use (its CPU affinity)
         total_ms = sum(cpu for _, cpu in per_stage.values())
         bound_fps = min(slowest_fps, cores * 1000 / total_ms)
         print(f"  {'sum':<50}{sum(wall for wall, _ in per_stage.values()):6.1f}  {total_ms:6.1f}")

@@ -53,13 +53,29 @@ def test_codec_threads_one_on_two_cores_with_a_fast_preset(monkeypatch):
     """0 (auto): one decoder and x264 thread where the stages already fill 2 cores and x264 is
     cheap (a fast preset); FFmpeg's own threads where x264 is the bulk of the work or there are
     cores to spare; a number set by the user wins."""
-    import os
+    from vidinv.pipeline import runtime
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
     assert codec_threads(0, "veryfast") == 1
     assert codec_threads(0, "ultrafast") == 1
     assert codec_threads(0, "medium") == 0
     assert codec_threads(3, "veryfast") == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 16)
     assert codec_threads(0, "veryfast") == 0
     assert codec_threads(2, "medium") == 2
+
+
+def test_usable_cores_follows_the_process_affinity():
+    import os
+
+    from vidinv.pipeline.runtime import usable_cores
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cores() == len(before)

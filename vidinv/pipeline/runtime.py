@@ -109,4 +109,12 @@ def codec_threads(setting: int = 0, preset: str = "medium") -> int:
     """
     if setting > 0:
         return setting
-    return 1 if (os.cpu_count() or 1) <= 2 and preset in FAST_X264_PRESETS else 0
+    return 1 if usable_cores() <= 2 and preset in FAST_X264_PRESETS else 0
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or `taskset`'s
+    share), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
