@@ -99,9 +99,10 @@ def main() -> int:
         report("torch eager channels_last",
                best_seconds(lambda: channels_last.synthesis(ws), args.repeats))
         generator.to(memory_format=torch.contiguous_format)
-    for name, memory_format in (("torch traced (CPU engine)", torch.contiguous_format),
-                                ("torch traced channels_last", torch.channels_last)):
-        # what vidinv's torch engine runs on the CPU: a frozen TorchScript trace
+    for name, memory_format in (("torch traced", torch.contiguous_format),
+                                ("torch traced channels_last (CPU engine)",
+                                 torch.channels_last)):
+        # a frozen TorchScript trace; vidinv's torch engine runs the channels_last one on the CPU
         generator.to(memory_format=memory_format)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

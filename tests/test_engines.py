@@ -516,3 +516,31 @@ def test_torch_engine_runs_eagerly_when_the_trace_does_not_match_the_module():
     first, second = engine(x=x)["y"], engine(x=x)["y"]
     assert engine.traced_shapes == []  # the check at trace time refused the trace
     assert not torch.equal(first, second)  # the module itself ran: fresh noise each call
+
+
+def test_torch_engine_traces_a_channels_last_copy_and_leaves_the_module_alone():
+    """The CPU trace is made from a channels_last copy (oneDNN's faster layout): same outputs
+    as the module to float tolerance, and the caller's module keeps its own layout."""
+    from vidinv.engines.torch_engine import TorchEngine
+
+    class TwoConvs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.LeakyReLU(0.2),
+                                       nn.Conv2d(16, 3, 3, padding=1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.convs(x)
+
+    torch.manual_seed(0)
+    module = TwoConvs().eval()
+    specs = ([TensorSpec("x", ("batch", 8, 20, 20))], [TensorSpec("y", ("batch", 3, 20, 20))])
+    engine = TorchEngine(module, *specs)
+    x = torch.randn(2, 8, 20, 20)
+    out = engine(x=x)["y"]
+    assert len(engine.traced_shapes) == 1  # the traced graph ran
+    with torch.no_grad():
+        expected = module(x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert all(p.is_contiguous() for p in module.parameters())  # not channels_last
+    assert not module.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
