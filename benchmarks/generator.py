@@ -156,16 +156,16 @@ def main() -> int:
     print(f"peak      {peak:.1f} GFLOP/s fp32 ({where}; measured {first_peak:.1f} before and "
           f"{last_peak:.1f} after the backends: a gap means other load on the machine)")
     print()
-    print(f"{'backend':<34}{'ms/image':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    print(f"{'backend':<40}{'ms/image':>10}{'GFLOP/s':>10}{'of peak':>9}")
     rates = []
     for name, seconds, note in results:
         if seconds is None:
-            print(f"{name:<34}{'—':>10}{'—':>10}{'—':>9}  {note}")
+            print(f"{name:<40}{'—':>10}{'—':>10}{'—':>9}  {note}")
             continue
         per_image = seconds / args.batch
         rate = gflop / per_image
         rates.append((name, rate))
-        print(f"{name:<34}{per_image * 1e3:>10.1f}{rate:>10.1f}{rate / peak:>9.0%}  {note}")
+        print(f"{name:<40}{per_image * 1e3:>10.1f}{rate:>10.1f}{rate / peak:>9.0%}  {note}")
     if rates:
         name, rate = max(rates, key=lambda item: item[1])
         print()
