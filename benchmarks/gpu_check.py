@@ -64,7 +64,8 @@ def gpu_name() -> str | None:
     return lines[0] if listing.returncode == 0 and lines else None
 
 
-#: what each part of the check imports; a part whose packages are missing is skipped, said so
+#: what each part of the check imports: all are installed when missing and an index is there;
+#: without one, the TensorRT and pipeline parts are skipped (said so) when theirs are missing
 NEEDED = {"networks": ("torch", "onnx", "onnxscript"), "TensorRT": ("tensorrt",),
           "pipeline": ("av", "mediapipe", "cv2")}
 
@@ -363,6 +364,10 @@ def main() -> int:
                         "to check the script itself; implies --no-install")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clip and not Path(args.clip).is_file():
+        print(f"gpu_check: --clip {args.clip}: no such file; make one with --write-clip PATH",
+              file=sys.stderr)
+        return 2
     if args.write_clip:
         sys.path.insert(0, str(REPO))
         print(f"wrote {write_720p_clip(Path(args.write_clip), args.frames)}")

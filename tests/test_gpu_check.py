@@ -24,6 +24,19 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path: Path) -> Non
     assert result.stderr == "" and not (tmp_path / "c").exists()
 
 
+def test_a_missing_clip_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    """A mistyped --clip stops the check before any work, instead of a traceback at the end
+    (or a synthesised clip written under the mistyped name)."""
+    clip = tmp_path / "typo.mp4"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--rehearse", "--clip", str(clip),
+                             "--cache", str(tmp_path / "c")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"gpu_check: --clip {clip}: no such file; make one with --write-clip PATH"]
+    assert result.stdout == "" and not clip.exists() and not (tmp_path / "c").exists()
+
+
 @pytest.mark.slow
 def test_the_cpu_rehearsal_runs_every_step(tmp_path: Path) -> None:
     """`--rehearse`: the whole script on CPU backends and a tiny model, so that it is known to
