@@ -55,16 +55,15 @@ def make_clips(folder: Path, videos: int, frames: int) -> list[Path]:
     return paths
 
 
-def model_folder(requested: str | None, scratch: Path) -> tuple[str, str]:
+def model_folder(requested: str | None) -> tuple[str, str]:
     from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if requested:
         return requested, requested
-    if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
-        return str(DEFAULT_MODEL_FOLDER), "embedded default model (64 px)"
-    from tests.model_fixtures import make_tiny_model
-
-    return str(make_tiny_model(scratch / "tiny")), "tiny random model (no embedded model)"
+    if not (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
+        raise SystemExit(f"no embedded default model in {DEFAULT_MODEL_FOLDER} (a damaged "
+                         "install?): reinstall vidinv, or pass --model FOLDER")
+    return str(DEFAULT_MODEL_FOLDER), "embedded default model (64 px)"
 
 
 def tasks_for(clips: list[Path], out: Path):
@@ -111,7 +110,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vidinv-batch-bench-") as tmp:
         scratch = Path(tmp)
-        model, model_note = model_folder(args.model, scratch)
+        model, model_note = model_folder(args.model)
         clips = make_clips(scratch, args.videos, args.frames)
         job = PipelineJob(model=model, config=PipelineConfig())
         print(f"{args.videos} videos × {args.frames} frames (176×144), invert, {model_note}; "

@@ -10,6 +10,7 @@ a ``.pth`` path line placed *after* the venv's own site-packages. A path line do
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import site
@@ -38,6 +39,18 @@ def test_top_level_presets_and_specs_are_the_packaged_ones() -> None:
         packaged = {p.name: p.read_bytes()
                     for p in (ROOT / "vidinv" / "assets" / folder).glob(pattern)}
         assert top and top == packaged, f"{folder}/ and vidinv/assets/{folder}/ differ"
+
+
+def test_benchmarks_import_no_test_code() -> None:
+    """The benchmarks run from an installed vidinv (no tests/ folder beside it)."""
+    offenders = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text(), str(script))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{script.name}:{node.lineno} imports {name}" for name in names
+                          if name == "tests" or name.startswith("tests.")]
+    assert not offenders, offenders
 
 
 @pytest.mark.slow
