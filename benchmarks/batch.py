@@ -98,7 +98,8 @@ def main() -> int:
     parser.add_argument("--model")
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="CPUs Ray may use (default: the cores this process may run on)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
 
@@ -107,6 +108,10 @@ def main() -> int:
     from vidinv.batch.engine import InProcessEngine, RayEngine
     from vidinv.batch.worker import PipelineJob
     from vidinv.config import PipelineConfig
+    from vidinv.pipeline.runtime import usable_cores
+
+    if args.cpus is None:
+        args.cpus = usable_cores()
 
     with tempfile.TemporaryDirectory(prefix="vidinv-batch-bench-") as tmp:
         scratch = Path(tmp)
