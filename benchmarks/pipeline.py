@@ -66,13 +66,17 @@ def write_clip(path: Path, frames: list[np.ndarray], n_frames: int, fps: int = 3
 
 
 def model_folder(requested: str | None) -> tuple[Path, str]:
-    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    """``--model`` (or the embedded default) and its label; a folder that is not a model ends
+    the script in one line before any work."""
+    from vidinv.errors import VidinvError
+    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
 
-    if requested:
-        return Path(requested), requested
-    if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
-        return DEFAULT_MODEL_FOLDER, "embedded default model"
-    raise SystemExit("this install has no embedded default model; pass --model FOLDER")
+    try:
+        folder = resolve_model_folder(requested)
+        load_model_bundle(folder)
+    except VidinvError as error:
+        raise SystemExit(str(error)) from None
+    return folder, requested or "embedded default model"
 
 
 def run_edit(clip: Path, out: Path, model: Path, attribute: str | None,
