@@ -96,7 +96,7 @@ def main() -> int:
 
     import ray
 
-    from vidinv.batch.engine import InProcessEngine, RayEngine
+    from vidinv.batch.executor import InProcessExecutor, RayExecutor
     from vidinv.batch.worker import PipelineJob
     from vidinv.config import PipelineConfig
     from vidinv.pipeline.runtime import usable_cores
@@ -112,12 +112,12 @@ def main() -> int:
         print(f"{args.videos} videos × {args.frames} frames (176×144), invert, {model_note}; "
               f"{os.cpu_count()} cores on this machine (shared: numbers are noisy)")
         results: dict[str, dict[str, float]] = {}
-        results["in-process"] = measure(InProcessEngine(job), tasks_for(clips, scratch / "a"))
+        results["in-process"] = measure(InProcessExecutor(job), tasks_for(clips, scratch / "a"))
         began = time.monotonic()
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         ray_init = time.monotonic() - began
         for workers in (1, 2):
-            results[f"ray-{workers}"] = measure(RayEngine(job, workers=workers),
+            results[f"ray-{workers}"] = measure(RayExecutor(job, workers=workers),
                                                 tasks_for(clips, scratch / f"r{workers}"))
         ray.shutdown()
 

@@ -195,8 +195,9 @@ def measure(args: argparse.Namespace) -> int:
 
     from vidinv.config import EngineSettings, PipelineConfig
     from vidinv.engines.model_graphs import make_model_engines as engines_for_modules
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import engine_cache_folder, load_model_bundle, make_model_engines
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     # What runs: the GPU check, or its CPU rehearsal (every step, on CPU backends and a tiny
     # model, so that the script is known to work before a GPU minute is spent on it).

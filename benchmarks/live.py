@@ -62,10 +62,9 @@ def stage_times(clip: Path, bundle, editor, n: int, overrides: list[str]
     ms per frame}; the live segments (stage names per thread); and the capture's decoding
     CPU ms per frame (the camera's own thread)."""
     from vidinv.config import load_preset
-    from vidinv.pipeline.commands import make_networks
     from vidinv.pipeline.runner import chain
     from vidinv.pipeline.runtime import stage_runtime
-    from vidinv.pipeline.wiring import build_pipeline
+    from vidinv.pipeline.wiring import build_pipeline, make_networks
     from vidinv.video.reader import VideoReader
 
     config = load_preset("realtime").with_overrides(overrides)
@@ -116,8 +115,8 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
     import torch
 
     from vidinv.config import EngineSettings
+    from vidinv.pipeline.attributes import resolve_edits
     from vidinv.pipeline.bundle import make_model_engines
-    from vidinv.pipeline.commands import resolve_edits
 
     edit_render = make_model_engines(bundle, EngineSettings(batch_size=1)).edit_render
     generator = bundle.generator
@@ -188,8 +187,9 @@ def main() -> int:
     threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
 
+    from vidinv.pipeline.attributes import available_attributes, resolve_edits
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import available_attributes, live, resolve_edits
+    from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -85,8 +85,9 @@ def run_edit(clip: Path, out: Path, model: Path, attribute: str | None,
     run itself burnt per frame (user + system, every thread of the process: the stages' own and
     the native pools of torch, MediaPipe, FFmpeg and x264; not the model loading before it)."""
     from vidinv.config import PipelineConfig
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["output.preset=veryfast", "output.crf=20",
@@ -105,11 +106,11 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
     MediaPipe) costs more CPU than wall time. ``overrides`` are ``--set`` strings."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import make_networks, resolve_editor
     from vidinv.pipeline.runner import chain
     from vidinv.pipeline.runtime import codec_threads
-    from vidinv.pipeline.wiring import build_pipeline
+    from vidinv.pipeline.wiring import build_pipeline, make_networks
     from vidinv.video.reader import VideoInfo, VideoReader
     from vidinv.video.writer import VideoWriter
 
@@ -194,8 +195,9 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
 
 def live_fps(model: Path, attribute: str | None, seconds: float) -> dict:
     from vidinv.config import load_preset
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import live, resolve_editor
+    from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 
     bundle = load_model_bundle(model)
@@ -238,8 +240,8 @@ def main() -> int:
     if args.child:
         return child(args)
 
+    from vidinv.pipeline.attributes import available_attributes
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import available_attributes
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)

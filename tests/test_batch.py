@@ -205,7 +205,7 @@ def test_gpus_per_task_needs_gpus_in_the_cluster(ray_session, model, clips, tmp_
 
 def test_a_killed_worker_is_restarted_and_its_video_run_again(ray_session, clips, model,
                                                              tmp_path):
-    from vidinv.batch.engine import RayEngine
+    from vidinv.batch.executor import RayExecutor
     from vidinv.batch.run import run_tasks
     from vidinv.batch.worker import PipelineJob
     from vidinv.config import PipelineConfig
@@ -217,7 +217,7 @@ def test_a_killed_worker_is_restarted_and_its_video_run_again(ray_session, clips
     tasks = [Task(name=o.stem, input=i, output=o)
              for i, o in zip(inputs, plan_outputs(inputs, out, "_inv"), strict=True)]
     victim = tasks[0]
-    engine = RayEngine(PipelineJob(model=str(model), config=PipelineConfig()), workers=2)
+    engine = RayExecutor(PipelineJob(model=str(model), config=PipelineConfig()), workers=2)
     engine.start(len(tasks))
     result: dict[str, object] = {}
     runner = threading.Thread(target=lambda: result.update(

@@ -10,9 +10,9 @@ import pytest
 
 from tests.media import real_clip_path
 from tests.model_fixtures import make_tiny_model
-from vidinv.bench.ravdess import discover, find_videos, parse_ravdess_name, sample
 from vidinv.cli import build_parser, main
 from vidinv.errors import InputFileError
+from vidinv.evaluate.ravdess import discover, find_videos, parse_ravdess_name, sample
 
 CLIP_FRAMES = 16
 

@@ -306,7 +306,7 @@ def test_cli_errors(generator, tmp_path, capsys):
 
 
 def test_cli_attributes_match_the_scorers():
-    from vidinv.latent.cli import LANDMARK_ATTRIBUTES
+    from vidinv.cli.directions import LANDMARK_ATTRIBUTES
     from vidinv.latent.scorers import ATTRIBUTE_SCORERS
 
     assert tuple(ATTRIBUTE_SCORERS) == LANDMARK_ATTRIBUTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidinv.cli import _edits
+from vidinv.cli.options import edits_from_args
 from vidinv.config import PipelineConfig
 
 
@@ -15,10 +15,11 @@ def _args(attr: list[str] | None = None, strength: float | None = None) -> argpa
 
 def test_edit_settings_choose_the_edit() -> None:
     config = PipelineConfig().with_overrides(["edit.attribute=smile", "edit.strength=2.5"])
-    assert _edits(_args(), config) == {"smile": 2.5}
-    assert _edits(_args(strength=1.5), config) == {"smile": 1.5}
-    assert _edits(_args(["yaw=-1", "mouth_open"]), config) == {"yaw": -1.0, "mouth_open": 2.5}
-    assert _edits(_args(), PipelineConfig()) == {}
+    assert edits_from_args(_args(), config) == {"smile": 2.5}
+    assert edits_from_args(_args(strength=1.5), config) == {"smile": 1.5}
+    assert edits_from_args(_args(["yaw=-1", "mouth_open"]), config) == {"yaw": -1.0,
+                                                                        "mouth_open": 2.5}
+    assert edits_from_args(_args(), PipelineConfig()) == {}
 
 
 def test_cli_edit_uses_the_preset_edit(tmp_path) -> None:

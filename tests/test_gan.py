@@ -1,4 +1,4 @@
-"""vidinv.train.gan / augment / gan_cli: StyleGAN2 training on tiny models and synthetic shapes.
+"""vidinv.train.gan / augment / its CLI: StyleGAN2 training on tiny models and synthetic shapes.
 
 D, minibatch standard deviation, DiffAugment, the EMA formula, lazy R1, checkpoints and exact
 resume, Ctrl-C, the saved EMA generator, the image-folder loader and ``vidinv train generator``.
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidinv.cli.train_gan import add_gan_parser
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import load_generator
 from vidinv.train.augment import (
@@ -42,7 +43,6 @@ from vidinv.train.gan import (
     load_image_folder,
     minibatch_stddev,
 )
-from vidinv.train.gan_cli import add_gan_parser
 
 
 @pytest.fixture(autouse=True)

@@ -245,8 +245,9 @@ def test_writer_shifts_a_negative_start_to_zero_and_every_frame_decodes(tmp_path
 
 
 def test_edit_of_a_clip_cut_before_zero_writes_a_decodable_video(tmp_path, model):
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     source = _write_clip(tmp_path / "cut.ts", [f.image for f in _real_frames(8)],
                          first_pts=-3, options={"avoid_negative_ts": "disabled"})
@@ -306,8 +307,9 @@ def test_absurd_strengths_are_refused_at_the_cli_before_work(strength, tmp_path,
 def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
     from vidinv.latent.directions import Direction
     from vidinv.latent.editing import CombinedEditor, LatentEditor, apply_direction
+    from vidinv.pipeline.attributes import parse_edits, resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import LiveControls, parse_edits, resolve_editor
+    from vidinv.pipeline.live import LiveControls
 
     bundle = load_model_bundle(model)
     for bad in (float("nan"), float("inf"), 1e30, -500.0):
@@ -546,8 +548,8 @@ def test_legacy_torch_file_declaring_huge_storages_is_refused(tmp_path):
 def test_a_bad_direction_file_is_skipped_with_a_warning(tmp_path, model, caplog, capsys):
     import shutil
 
+    from vidinv.pipeline.attributes import available_attributes
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import available_attributes
 
     folder = tmp_path / "model"
     shutil.copytree(model, folder)

@@ -9,15 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from vidinv.latent.compute import (
-    LatentScorer,
-    fit_boundary,
-    fit_interfacegan,
-    ganspace_directions,
-    sample_w,
-    sefa_directions,
-    sefa_weight,
-)
 from vidinv.latent.directions import Direction, generator_fingerprint
 from vidinv.latent.editing import (
     LatentEditor,
@@ -27,6 +18,15 @@ from vidinv.latent.editing import (
     render_edit,
 )
 from vidinv.latent.errors import DirectionError, FittingError
+from vidinv.latent.fit import (
+    LatentScorer,
+    fit_boundary,
+    fit_interfacegan,
+    ganspace_directions,
+    sample_w,
+    sefa_directions,
+    sefa_weight,
+)
 from vidinv.models.stylegan2 import StyleGAN2Generator
 
 K = 5

@@ -343,7 +343,7 @@ def _frame(index: int, image: np.ndarray, face: bool) -> Frame:
 
 
 def test_collector_on_a_perfect_reconstruction():
-    from vidinv.bench.collect import FRAME_COLUMNS, MetricsCollector
+    from vidinv.evaluate.collect import FRAME_COLUMNS, MetricsCollector
 
     collector = MetricsCollector(embedder=None, lpips=None)
     image = _texture(60, 80)

@@ -113,7 +113,8 @@ def test_three_attributes_cost_one_edit_render_call_per_batch(generator):
 
 
 def test_parse_edits():
-    from vidinv.pipeline.commands import UnknownAttributeError, parse_edits
+    from vidinv.latent.errors import UnknownAttributeError
+    from vidinv.pipeline.attributes import parse_edits
 
     assert parse_edits(["smile=2", "yaw=-1", "mouth_open"], 0.5) == {
         "smile": 2.0, "yaw": -1.0, "mouth_open": 0.5}
@@ -127,7 +128,7 @@ def test_parse_edits():
 
 
 def test_live_controls_select_and_change_attributes(generator):
-    from vidinv.pipeline.commands import LiveControls
+    from vidinv.pipeline.live import LiveControls
 
     editor = CombinedEditor.from_directions(generator, _directions(generator), {"yaw": 1.0})
     controls = LiveControls(editor)
@@ -169,8 +170,9 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_process_video_with_several_attributes_is_the_summed_edit(model, clip, tmp_path):
+    from vidinv.pipeline.attributes import resolve_editor, resolve_edits
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor, resolve_edits
+    from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["face.crop_smoothing=none",

@@ -104,8 +104,9 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     from vidinv.config import PipelineConfig
     from vidinv.personalize import tune
     from vidinv.personalize.build import Personalizer, PersonalizeSettings
+    from vidinv.pipeline.attributes import available_attributes, resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import available_attributes, process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     short_clip = real_clip_head(tmp_path / "face.mp4", 12)
     out = tmp_path / "me"

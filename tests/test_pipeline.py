@@ -154,8 +154,9 @@ def _video_facts(path: Path) -> tuple[int, float, list]:
 
 
 def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
     out = tmp_path / "edited.mp4"
@@ -171,8 +172,9 @@ def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
 
 
 def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_path):
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides(["face.crop_smoothing=none",
@@ -192,7 +194,7 @@ def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_
 
 def test_invert_saves_codes(model, talking_head, tmp_path):
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import invert_video
+    from vidinv.pipeline.clip import invert_video
 
     bundle = load_model_bundle(model)
     latents = tmp_path / "codes.npz"
@@ -205,8 +207,9 @@ def test_invert_saves_codes(model, talking_head, tmp_path):
 
 
 def test_live_from_a_file_camera_keeps_latency_bounded(model, talking_head, tmp_path):
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import live, resolve_editor
+    from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 
     bundle = load_model_bundle(model)

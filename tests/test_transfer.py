@@ -101,8 +101,9 @@ def clip(tmp_path_factory) -> Path:
 
 
 def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> list[np.ndarray]:
+    from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.bundle import load_model_bundle
-    from vidinv.pipeline.commands import process_video, resolve_editor
+    from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
     config = PipelineConfig().with_overrides([f"face.paste={paste}", "output.crf=0"])

@@ -1,6 +1,6 @@
 """Running a batch: one progress bar across the videos, a line per video, the summary.
 
-:func:`run_tasks` drives an engine over the tasks and returns the records in task order;
+:func:`run_tasks` drives an executor over the tasks and returns the records in task order;
 :func:`summary_table` and :func:`write_report` turn them into the printed table and the JSON
 (``{"engine", "workers", "seconds", "videos_per_minute", "counts", "videos": [records]}``).
 """
@@ -27,11 +27,11 @@ def _line(record: dict[str, Any]) -> str:
             f"→ {record['output']}")
 
 
-def run_tasks(tasks: Sequence[Task], engine, *, progress: bool = True,
+def run_tasks(tasks: Sequence[Task], executor, *, progress: bool = True,
               echo: Callable[[str], None] | None = None,
               line: Callable[[dict[str, Any]], str] = _line,
               ) -> tuple[list[dict[str, Any]], float]:
-    """Every task through ``engine`` (started here, closed at the end, also on Ctrl-C).
+    """Every task through ``executor`` (started here, closed at the end, also on Ctrl-C).
 
     Returns (records in task order, wall seconds). ``echo`` gets one line per finished
     video (``line(record)``), printed above the progress bar.
@@ -44,9 +44,9 @@ def run_tasks(tasks: Sequence[Task], engine, *, progress: bool = True,
     with tqdm(total=len(tasks), unit="video", desc="videos", disable=not progress,
               dynamic_ncols=True) as bar:
         try:
-            if not engine.started:
-                engine.start(len(tasks))
-            for record in engine.run(tasks):
+            if not executor.started:
+                executor.start(len(tasks))
+            for record in executor.run(tasks):
                 by_name[record["name"]] = record
                 counts[record["status"]] = counts.get(record["status"], 0) + 1
                 if echo is not None:
@@ -58,14 +58,14 @@ def run_tasks(tasks: Sequence[Task], engine, *, progress: bool = True,
                 bar.set_postfix(counts, refresh=False)
                 bar.update()
         except BaseException:
-            # Ctrl-C (or a failure of the engine): stop the workers, then delete what the
+            # Ctrl-C (or a failure of the executor): stop the workers, then delete what the
             # stopped videos had half-written (their hidden temporary files)
-            engine.close()
+            executor.close()
             for task in tasks:
                 if task.name not in by_name:
                     remove_partials(task.output)
             raise
-        engine.close()
+        executor.close()
     records = [by_name[task.name] for task in tasks if task.name in by_name]
     return records, time.monotonic() - started
 
@@ -103,13 +103,13 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(path: Path, records: Sequence[dict[str, Any]], seconds: float,
-                 engine_name: str, workers: int, **extra: Any) -> dict[str, Any]:
+                 executor_name: str, workers: int, **extra: Any) -> dict[str, Any]:
     """The batch JSON (atomically): engine, wall time, counts, videos per minute, records."""
-    from vidinv.bench.report import write_json
+    from vidinv.evaluate.report import write_json
 
     counts = counts_of(records)
     done = counts["ok"] + counts["failed"]
-    report = {"engine": engine_name, "workers": workers, "seconds": seconds,
+    report = {"engine": executor_name, "workers": workers, "seconds": seconds,
               "videos_per_minute": 60.0 * done / seconds if seconds > 0 and done else None,
               "counts": counts, **extra, "videos": list(records)}
     write_json(path, report)

@@ -49,7 +49,7 @@ def base_record(task: Task) -> dict[str, Any]:
 @dataclass(frozen=True)
 class PipelineJob:
     """``vidinv edit`` (``attribute`` given) or ``invert`` on each video: the same
-    :func:`~vidinv.pipeline.commands.process_video` call, stages and wiring as the single-video
+    :func:`~vidinv.pipeline.clip.process_video` call, stages and wiring as the single-video
     commands.
 
     Args:
@@ -66,8 +66,8 @@ class PipelineJob:
     progress: bool = False
 
     def load(self) -> tuple[Any, Any]:
+        from vidinv.pipeline.attributes import resolve_editor
         from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
-        from vidinv.pipeline.commands import resolve_editor
 
         bundle = load_model_bundle(resolve_model_folder(self.model))
         editor = (resolve_editor(bundle, self.attribute, self.strength)
@@ -76,7 +76,7 @@ class PipelineJob:
 
     def run(self, kit: tuple[Any, Any], task: Task) -> dict[str, Any]:
         from vidinv.frame import Frame
-        from vidinv.pipeline.commands import process_video
+        from vidinv.pipeline.clip import process_video
 
         bundle, editor = kit
         record = base_record(task)

@@ -10,15 +10,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vidinv.latent.compute import (
-        BoundaryFit,
-        LatentScorer,
-        fit_boundary,
-        fit_interfacegan,
-        ganspace_directions,
-        sample_w,
-        sefa_directions,
-    )
     from vidinv.latent.directions import (
         Direction,
         DirectionSet,
@@ -41,10 +32,19 @@ if TYPE_CHECKING:
         UnknownAttributeError,
         UnverifiedDirectionWarning,
     )
+    from vidinv.latent.fit import (
+        BoundaryFit,
+        LatentScorer,
+        fit_boundary,
+        fit_interfacegan,
+        ganspace_directions,
+        sample_w,
+        sefa_directions,
+    )
     from vidinv.latent.scorers import ATTRIBUTE_SCORERS, LandmarkScorer
 
 _WHERE = {
-    **{name: "vidinv.latent.compute" for name in (
+    **{name: "vidinv.latent.fit" for name in (
         "BoundaryFit", "LatentScorer", "fit_boundary", "fit_interfacegan", "ganspace_directions",
         "sample_w", "sefa_directions")},
     **{name: "vidinv.latent.directions" for name in (

@@ -347,8 +347,8 @@ class Personalizer:
                    data: dict[str, np.ndarray]) -> list:
         """The tuned edit directions, each scaled so that strength 3 moves its landmarks as far
         as the strongest warp (:mod:`vidinv.personalize.calibrate`), plus SeFa."""
-        from vidinv.latent.compute import sefa_directions
         from vidinv.latent.directions import Direction, generator_fingerprint
+        from vidinv.latent.fit import sefa_directions
         from vidinv.personalize.calibrate import calibrated_scale, edit_response
 
         start = time.monotonic()

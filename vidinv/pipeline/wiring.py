@@ -1,33 +1,38 @@
-"""The one place the pipeline is wired: config + models -> stage segments (one thread each).
+"""The one place the pipeline is wired: a source, config + models -> stage segments (one thread
+each), a sink.
 
+    source:         VideoReader (PyAV) | ImageSequenceReader (a picture or a folder of them)
     face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
     model segment:  EncodeFaces → SmoothLatents → RenderFaces (the edit and the render: one graph)
     output segment: PasteBack → (SideBySide)
+    sink:           VideoWriter (re-encode, audio copied) | ImageWriter | ImageFolderWriter
 
-Decoding runs in the runner's source thread and encoding-out in the calling thread, so a run
-uses five threads joined by bounded queues (:func:`vidinv.pipeline.runner.run_threaded`).
+The source is read in the runner's source thread and the sink written in the calling thread, so
+a run uses five threads joined by bounded queues (:func:`vidinv.pipeline.runner.run_threaded`).
 
-Live, the same stages run in three threads of about equal work (720p, 2 cores: ~15 ms a frame
-each); the first pulls the newest camera frame itself, and each thread hands a frame to the
-next and waits until it is taken (``run_threaded(handoff=True)``), so no frame waits in a
-queue:
+Live, the source is a camera (or a clip played as one) and the same stages run in three threads
+of about equal work; the first pulls the newest camera frame itself, and each thread hands a
+frame to the next and waits until it is taken (``run_threaded(handoff=True)``), so no frame
+waits in a queue (``benchmarks/live.py`` measures the rate and the latency):
 
     live thread 1: DetectLandmarks → … → AlignFace → EncodeFaces → SmoothLatents
     live thread 2: RenderFaces
     live thread 3: PasteBack
-
-One thread for everything (as before) capped live at 1 / Σ stages (~22 fps at 720p) and left
-the second core to the camera's decoding; two threads (the render and the paste together)
-reached ~25 fps. Three keep up with a 30 fps camera: 29.7 fps shown, median latency 56 ms
-(1.7 frame intervals; ``benchmarks/live.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from vidinv.config import PipelineConfig
+from vidinv.frame import Frame
+from vidinv.pipeline.bundle import ModelBundle, make_model_engines
+from vidinv.pipeline.outputs import input_kind
 from vidinv.pipeline.runner import Stage
+from vidinv.pipeline.runtime import codec_threads
 from vidinv.stages.face import (
     AlignFace,
     DetectLandmarks,
@@ -55,9 +60,65 @@ class Networks:
     crop_size: int
 
 
+def open_source(input_path: Path, config: PipelineConfig) -> tuple[Iterable[Frame], int | None]:
+    """The frames of a video, a picture or a folder of pictures, and their count (None: not
+    known ahead)."""
+    if input_kind(input_path) != "video":
+        from vidinv.video.images import ImageSequenceReader
+
+        reader = ImageSequenceReader(input_path)
+        return reader, len(reader)
+    from vidinv.video.reader import VideoReader
+
+    reader = VideoReader(input_path, threads=codec_threads(config.codec_threads,
+                                                           config.output.preset))
+    return reader, reader.info.frame_count
+
+
+def open_sink(input_path: Path, output_path: Path, config: PipelineConfig, source):
+    """The writer (a context manager with ``write(frame)``) of what ``source`` (from
+    :func:`open_source`) gives: a video with the input's timing and audio, one picture, or a
+    new folder of pictures; each is complete on a clean exit or not there at all."""
+    kind = input_kind(input_path)
+    if kind != "video":
+        from vidinv.video.images import ImageFolderWriter, ImageWriter
+
+        return (ImageWriter(output_path) if kind == "image"
+                else ImageFolderWriter(output_path, overwrite=False))
+    from vidinv.video.writer import VideoWriter
+
+    info = source.info
+    out_info = info
+    if config.output.side_by_side:
+        out_info = dataclasses.replace(info, width=info.width * 2)
+    return VideoWriter(output_path, out_info, crf=config.output.crf,
+                       preset=config.output.preset,
+                       threads=codec_threads(config.codec_threads, config.output.preset),
+                       audio_from=input_path if info.has_audio else None)
+
+
 def needs_reconstruction(config: PipelineConfig) -> bool:
     """Whether the paste needs R = G(w, F) next to the edit (the transfer paste does)."""
     return config.face.paste == "transfer"
+
+
+def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> Networks:
+    """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
+    LatentEditor, or None to invert) gives the W+ edit the graph applies."""
+    from vidinv.config import ConfigError
+    from vidinv.latent.editing import CombinedEditor, LatentEditor
+
+    n_latent = bundle.generator.n_latent
+    if config.latent.fine_layers_from >= n_latent:
+        raise ConfigError(f"latent.fine_layers_from = {config.latent.fine_layers_from} is "
+                          f"beyond this model's W+ layers 0..{n_latent - 1}; use -1 (off) or a "
+                          "layer in that range")
+    if isinstance(editor, LatentEditor):
+        editor = CombinedEditor.from_editors({"edit": editor})
+    engines = make_model_engines(bundle, config.engine,
+                                 with_reconstruction=needs_reconstruction(config))
+    return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
+                    crop_size=bundle.crop_size)
 
 
 def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
@@ -75,8 +136,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
     face_segment: list[Stage] = [
         KeepOriginal(),
         # MediaPipe tracks the face between detections in files too: the mesh follows the
-        # previous landmarks and the detector runs only when the face is lost (~3 vs ~9 ms per
-        # 720p frame here).
+        # previous landmarks and the detector runs only when the face is lost.
         DetectLandmarks(face.landmarks, **({"mode": "tracking"}
                                            if face.landmarks == "mediapipe" else {})),
         TrackFace(max_gap=max_gap),

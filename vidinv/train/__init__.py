@@ -8,7 +8,7 @@
 * :mod:`vidinv.train.refine` — pivot refinement;
 * :mod:`vidinv.train.pti` — pivotal tuning of the generator with the locality regulariser;
 * :mod:`vidinv.train.zplus` — Z+ inversion and walks on the sphere (paper 002);
-* :mod:`vidinv.train.cli` — the ``vidinv train`` commands.
+* :mod:`vidinv.cli.train` — the ``vidinv train`` commands.
 
 Names are imported lazily so that ``import vidinv.train`` does not import torch.
 """

@@ -2,7 +2,7 @@
 
 Everything here calls the same functions as ``vidinv edit``: the stages come from
 :func:`~vidinv.pipeline.wiring.build_pipeline` and a render is
-:func:`~vidinv.pipeline.commands.process_video`, so the page gets whatever the configuration says
+:func:`~vidinv.pipeline.clip.process_video`, so the page gets whatever the configuration says
 (paste mode, smoothing, backend). The preview frame is run once through every stage up to the
 encoder; a slider move then runs only the stages after it (edit, render, paste) on a copy.
 """
@@ -103,8 +103,8 @@ class PreviewFrame:
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
                  search_frames: int = PREVIEW_SEARCH_FRAMES) -> None:
-        from vidinv.pipeline.commands import available_attributes, make_networks, resolve_edits
-        from vidinv.pipeline.wiring import build_pipeline
+        from vidinv.pipeline.attributes import available_attributes, resolve_edits
+        from vidinv.pipeline.wiring import build_pipeline, make_networks
         from vidinv.stages.model import EncodeFaces
         from vidinv.video.reader import VideoReader
 
@@ -347,7 +347,7 @@ class UiSession:
         return job.describe()
 
     def _render(self, job: RenderJob, clip: Clip, bundle: ModelBundle, editor) -> None:
-        from vidinv.pipeline.commands import process_video
+        from vidinv.pipeline.clip import process_video
 
         def count(frame: Frame) -> None:
             job.done += 1

@@ -124,6 +124,26 @@ class ImageSequenceReader:
             yield Frame(index=index, image=read_image(path), extras={"source_path": str(path)})
 
 
+class ImageWriter:
+    """One picture out (the input was one picture): written whole on close, like the video."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.frame: Frame | None = None
+
+    def __enter__(self) -> ImageWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self.frame is None:
+                raise VideoWriteError(f"no frame reached {self.path}; nothing was written")
+            write_image(self.path, np.ascontiguousarray(self.frame.image))
+
+    def write(self, frame: Frame) -> None:
+        self.frame = frame
+
+
 class ImageFolderWriter:
     """Write ``Frame`` records as numbered pictures into a new folder; a context manager.
 

@@ -6,51 +6,30 @@ Heavy modules (torch, the pipeline, Ray) are imported inside the handler only.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
+
+from vidinv.cli.options import (
+    add_pipeline_options,
+    add_ray_options,
+    check_ray_options,
+    pipeline_config,
+)
 
 REPORT_NAME = "vidinv-batch.json"
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """``--ray [ADDRESS]``, ``--workers``, ``--gpus-per-task`` (shared with ``bench ravdess``)."""
-    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                        help="run on Ray (pip install 'vidinv[ray]'): a local Ray sized to this "
-                             "machine, or ADDRESS: auto (the cluster this machine is in) or "
-                             "ray://HOST:PORT")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="Ray workers (default: as many as the CPUs or GPUs allow)")
-    parser.add_argument("--gpus-per-task", type=float, default=0.0, metavar="N",
-                        help="GPUs each Ray worker holds (with --device cuda)")
-
-
-def check_engine_options(args: argparse.Namespace) -> None:
-    from vidinv.errors import VidinvError
-
-    if args.workers is not None and args.workers < 1:
-        raise VidinvError("--workers must be at least 1")
-    if args.workers is not None and args.ray is None:
-        raise VidinvError("--workers is for --ray; without it the videos run in this process "
-                          "one after another")
-    if args.gpus_per_task < 0:
-        raise VidinvError("--gpus-per-task cannot be negative")
-
-
 def _batch(args: argparse.Namespace) -> int:
-    from vidinv.batch.engine import check_address, make_engine
+    from vidinv.batch.executor import make_executor
     from vidinv.batch.files import Task, check_no_overwrite, expand_inputs, plan_outputs
     from vidinv.batch.run import counts_of, run_tasks, summary_table, write_report
     from vidinv.batch.worker import PipelineJob
-    from vidinv.cli import _pipeline_config
     from vidinv.errors import InputFileError, VidinvError
 
-    check_engine_options(args)
-    if args.ray is not None:
-        check_address(args.ray)
+    check_ray_options(args)
     edit = args.batch_command == "edit"
     if edit and not args.attr:
         raise VidinvError("say which edit: --attr NAME (see vidinv edit --list-attrs)")
-    config = _pipeline_config(args)
+    config = pipeline_config(args)
     inputs = expand_inputs(args.inputs)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
@@ -73,13 +52,13 @@ def _batch(args: argparse.Namespace) -> int:
     job = PipelineJob(model=args.model, config=config, attribute=args.attr if edit else None,
                       strength=args.strength if edit else 1.0,
                       progress=not args.quiet and args.ray is None)
-    engine = make_engine(job, args.ray, workers=args.workers,
-                         gpus_per_task=args.gpus_per_task)
+    executor = make_executor(job, args.ray, workers=args.workers,
+                             gpus_per_task=args.gpus_per_task)
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"{len(tasks)} videos → {outdir} ({'ray' if args.ray else 'in this process'})")
-    records, seconds = run_tasks(tasks, engine, progress=not args.quiet, echo=print)
+    records, seconds = run_tasks(tasks, executor, progress=not args.quiet, echo=print)
     print(summary_table(records))
-    report = write_report(report_path, records, seconds, engine.name, engine.workers,
+    report = write_report(report_path, records, seconds, executor.name, executor.workers,
                           command=args.batch_command, attribute=args.attr if edit else None)
     counts = counts_of(records)
     rate = report["videos_per_minute"]
@@ -89,10 +68,9 @@ def _batch(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def add_batch_parser(subparsers, add_pipeline_options: Callable[[argparse.ArgumentParser],
-                                                               None]) -> argparse.ArgumentParser:
-    """Add ``batch`` (``edit`` and ``invert``) to the ``vidinv`` subcommands;
-    ``add_pipeline_options`` adds the options ``vidinv edit`` has (model, preset, backend…)."""
+def add_batch_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``batch`` (``edit`` and ``invert``) to the ``vidinv`` subcommands, with the pipeline
+    options ``vidinv edit`` has (model, preset, backend…)."""
     batch = subparsers.add_parser(
         "batch", help="edit or invert many videos (files, folders, globs), optionally on Ray")
     actions = batch.add_subparsers(dest="batch_command", metavar="ACTION", required=True)
@@ -116,7 +94,7 @@ def add_batch_parser(subparsers, add_pipeline_options: Callable[[argparse.Argume
                                 help="original | edited")
         action.add_argument("--report", metavar="JSON",
                             help=f"per-video results (default: OUTDIR/{REPORT_NAME})")
-        add_engine_options(action)
+        add_ray_options(action)
         add_pipeline_options(action)
         action.set_defaults(handler=_batch)
     return batch

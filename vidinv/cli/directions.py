@@ -69,8 +69,8 @@ def _fit(args: argparse.Namespace) -> int:
         raise VidinvError(f"{out}: exists; pass --force to overwrite it")
     layers = _parse_layers(args.layers)
 
-    from vidinv.latent.compute import fit_interfacegan, ganspace_directions, sefa_directions
     from vidinv.latent.directions import DirectionSet, save_directions
+    from vidinv.latent.fit import fit_interfacegan, ganspace_directions, sefa_directions
     from vidinv.models.generator_io import load_generator
 
     generator = load_generator(args.model, device=args.device)

@@ -1,9 +1,9 @@
 """Where tasks run: in this process one after another, or on a Ray actor pool.
 
-**In-process** (:class:`InProcessEngine`): one :class:`~vidinv.batch.worker.Worker`, the tasks
+**In-process** (:class:`InProcessExecutor`): one :class:`~vidinv.batch.worker.Worker`, the tasks
 in order.
 
-**Ray** (:class:`RayEngine`): ``workers`` actors, each a :class:`~vidinv.batch.worker.Worker`
+**Ray** (:class:`RayExecutor`): ``workers`` actors, each a :class:`~vidinv.batch.worker.Worker`
 that loads the models once. Each actor asks for ``cpus_per_task`` CPUs and ``gpus_per_task``
 GPUs (Ray then sets ``CUDA_VISIBLE_DEVICES`` and ``OMP_NUM_THREADS`` for it) and is declared with
 ``max_restarts=-1`` and ``max_task_retries``: when a worker process dies mid-video, Ray starts a
@@ -66,7 +66,7 @@ def check_address(address: str) -> str:
                       "--ray ray://HOST:PORT, and put the inputs before --ray")
 
 
-class InProcessEngine:
+class InProcessExecutor:
     """The tasks one after another in this process."""
 
     name = "in-process"
@@ -96,7 +96,7 @@ class InProcessEngine:
         self._worker = None
 
 
-class RayEngine:
+class RayExecutor:
     """A pool of Ray actors running :class:`~vidinv.batch.worker.Worker` (see the module).
 
     Args:
@@ -138,7 +138,7 @@ class RayEngine:
         self._started_ray = True
 
     def capacity(self) -> int:
-        """How many actors the cluster can hold at once with this engine's resources."""
+        """How many actors the cluster can hold at once with this executor's resources."""
         resources = self._ray.cluster_resources()
         slots = []
         if self.cpus_per_task > 0:
@@ -213,7 +213,7 @@ class RayEngine:
         return record
 
     def close(self) -> None:
-        """Stop the actors (and Ray, when this engine started it)."""
+        """Stop the actors (and Ray, when this executor started it)."""
         if self._ray is None:
             return
         for actor in self.actors:
@@ -224,9 +224,9 @@ class RayEngine:
             self._started_ray = False
 
 
-def make_engine(job: Job, ray_address: str | None, *, workers: int | None = None,
+def make_executor(job: Job, ray_address: str | None, *, workers: int | None = None,
                 gpus_per_task: float = 0.0, cpus_per_task: float = 1.0, kit: Any = None):
-    """:class:`InProcessEngine` when ``ray_address`` is None, else :class:`RayEngine`.
+    """:class:`InProcessExecutor` when ``ray_address`` is None, else :class:`RayExecutor`.
 
     ``kit``: models the caller has already loaded (in-process only; Ray workers load their
     own).
@@ -234,7 +234,7 @@ def make_engine(job: Job, ray_address: str | None, *, workers: int | None = None
     if ray_address is None:
         if gpus_per_task:
             raise VidinvError("--gpus-per-task is for --ray; in this process use --device cuda")
-        return InProcessEngine(job, kit)
+        return InProcessExecutor(job, kit)
     import_ray()
-    return RayEngine(job, ray_address, workers=workers, cpus_per_task=cpus_per_task,
+    return RayExecutor(job, ray_address, workers=workers, cpus_per_task=cpus_per_task,
                      gpus_per_task=gpus_per_task)

@@ -8,25 +8,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidinv.cli.options import add_ray_options, check_ray_options, setting_overrides
+
 
 def _options(args: argparse.Namespace):
-    from vidinv.bench.run import BenchOptions
+    from vidinv.evaluate.run import BenchOptions
     from vidinv.latent.editing import check_strength
 
     check_strength(args.strength)
-    overrides = list(args.set or [])
-    if args.smooth:
-        overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
-    if args.batch is not None:
-        overrides.append(f"engine.batch_size={args.batch}")
-    if args.landmarks:
-        overrides.append(f"face.landmarks={args.landmarks}")
-    if args.backend:
-        overrides.append(f"engine.backend={args.backend}")
-    if args.device:
-        overrides.append(f"engine.device={args.device}")
     return BenchOptions(
-        model=args.model, preset=args.preset, overrides=tuple(overrides), edit=args.edit,
+        model=args.model, preset=args.preset, overrides=tuple(setting_overrides(args)),
+        edit=args.edit,
         strength=args.strength, max_frames=args.max_frames or None,
         lpips_backbone=args.lpips_backbone, lpips_lin=args.lpips_lin,
         lpips_size=args.lpips_size, warp_max_side=args.warp_size, identity=not args.no_id,
@@ -36,14 +28,10 @@ def _options(args: argparse.Namespace):
 
 
 def _bench_ravdess(args: argparse.Namespace) -> int:
-    from vidinv.batch.cli import check_engine_options
-    from vidinv.batch.engine import check_address
-    from vidinv.bench.ravdess import find_videos
-    from vidinv.bench.run import run_benchmark
+    from vidinv.evaluate.ravdess import find_videos
+    from vidinv.evaluate.run import run_benchmark
 
-    check_engine_options(args)
-    if args.ray is not None:
-        check_address(args.ray)
+    check_ray_options(args)
     options = _options(args)
     videos = find_videos(args.root, args.n, args.seed, args.modality)
     options.extra_settings = {"dataset": "RAVDESS"}
@@ -55,7 +43,7 @@ def _bench_ravdess(args: argparse.Namespace) -> int:
 
 
 def _bench_clip(args: argparse.Namespace) -> int:
-    from vidinv.bench.clip import run_clip
+    from vidinv.evaluate.clip import run_clip
 
     options = _options(args)
     out = Path(args.out) if args.out else Path("vidinv-bench") / Path(args.file).stem
@@ -117,9 +105,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     ravdess.add_argument("--modality", choices=("any", "full-av", "video-only"), default="any",
                          help="which RAVDESS files (any: one per recording)")
     _add_common(ravdess)
-    from vidinv.batch.cli import add_engine_options
-
-    add_engine_options(ravdess)
+    add_ray_options(ravdess)
     ravdess.set_defaults(handler=_bench_ravdess, io_reads=_BENCH_READS, io_folders=("--out",))
 
     clip = actions.add_parser("clip", help="the same metrics on one video file")

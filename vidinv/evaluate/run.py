@@ -77,7 +77,7 @@ class BenchOptions:
     echo: Callable[[str], None] = print
     extra_settings: dict[str, Any] = field(default_factory=dict)
     #: None: the videos one after another in this process; else a Ray address (``local``,
-    #: ``auto``, ``ray://HOST:PORT``) for :class:`vidinv.batch.engine.RayEngine`.
+    #: ``auto``, ``ray://HOST:PORT``) for :class:`vidinv.batch.executor.RayExecutor`.
     ray: str | None = None
     workers: int | None = None
     gpus_per_task: float = 0.0
@@ -197,10 +197,10 @@ def run_video(path: Path, folder: Path, kit: _Kit, variant: Variant, config, edi
               options: BenchOptions, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """One video under one variant: its record (from ``folder/videos/<stem>.json`` if that
     is finished with the same settings, else computed and written)."""
-    from vidinv.bench.collect import FRAME_COLUMNS, MetricsCollector
-    from vidinv.bench.report import read_json, write_csv, write_json
+    from vidinv.evaluate.collect import FRAME_COLUMNS, MetricsCollector
+    from vidinv.evaluate.report import read_json, write_csv, write_json
     from vidinv.face.errors import NoFaceError
-    from vidinv.pipeline.commands import process_video
+    from vidinv.pipeline.clip import process_video
     from vidinv.video.errors import VideoInputError
 
     settings = _settings(kit, options, variant, config)
@@ -244,7 +244,7 @@ def read_json_roundtrip(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` as it reads back from JSON (tuples become lists, ∞ stays ∞)."""
     import json
 
-    from vidinv.bench.report import from_jsonable, to_jsonable
+    from vidinv.evaluate.report import from_jsonable, to_jsonable
 
     return from_jsonable(json.loads(json.dumps(to_jsonable(data))))
 
@@ -301,7 +301,7 @@ class BenchJob:
 def _editor(kit: _Kit, options: BenchOptions):
     if not options.edit:
         return None
-    from vidinv.pipeline.commands import resolve_editor
+    from vidinv.pipeline.attributes import resolve_editor
 
     return resolve_editor(kit.bundle, options.edit, options.strength)
 
@@ -318,7 +318,7 @@ def _bench_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
 def summarise_variant(records: Sequence[dict[str, Any]], out: Path, kit: _Kit,
                       variant: Variant) -> dict[str, Any]:
     """One variant's per-video records → its summary files and plot; returns the aggregate."""
-    from vidinv.bench.report import plot_per_frame, write_csv, write_json
+    from vidinv.evaluate.report import plot_per_frame, write_csv, write_json
 
     folder = out / variant.name
     summary = aggregate(records)
@@ -417,10 +417,10 @@ def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
     """
     import dataclasses
 
-    from vidinv.batch.engine import make_engine
+    from vidinv.batch.executor import make_executor
     from vidinv.batch.files import Task
     from vidinv.batch.run import run_tasks
-    from vidinv.bench.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv, write_json
+    from vidinv.evaluate.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv, write_json
 
     pairs = make_variants(options, compare)
     if options.ray is not None:
@@ -436,7 +436,7 @@ def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
             tasks.append(Task(name=f"{variant.name}/{path.stem}", input=Path(path).absolute(),
                               output=folder / "videos" / f"{path.stem}.json", meta=dict(meta),
                               extra=(variant, config, folder)))
-    engine = make_engine(BenchJob(options), options.ray, workers=options.workers,
+    engine = make_executor(BenchJob(options), options.ray, workers=options.workers,
                          gpus_per_task=options.gpus_per_task, kit=engine_kit)
     records, _ = run_tasks(tasks, engine, progress=options.progress and len(tasks) > 1,
                            echo=options.echo, line=_progress_line)
@@ -460,7 +460,7 @@ def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
 
 def render_tables(results: Sequence[tuple[str, dict[str, Any]]], kit: _Kit,
                   options: BenchOptions) -> str:
-    from vidinv.bench.report import FRAME_TABLE_COLUMNS, format_table
+    from vidinv.evaluate.report import FRAME_TABLE_COLUMNS, format_table
 
     first = results[0][1] if results else {}
     resolution = kit.bundle.generator.resolution

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vidinv.bench.run import BenchOptions, run_benchmark
 from vidinv.errors import InputFileError
+from vidinv.evaluate.run import BenchOptions, run_benchmark
 
 
 def run_clip(path: str | Path, out: str | Path, options: BenchOptions,
              compare: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Benchmark ``path`` under the variants of ``compare`` (None: one); see
-    :func:`vidinv.bench.run.run_benchmark`."""
+    :func:`vidinv.evaluate.run.run_benchmark`."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such video file")

@@ -34,7 +34,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     train = subparsers.add_parser(
         "train", help="train an encoder (FSE, cycle encoding), refine pivots, tune a generator")
     actions = train.add_subparsers(dest="train_command", metavar="ACTION", required=True)
-    from vidinv.train.gan_cli import add_gan_parser
+    from vidinv.cli.train_gan import add_gan_parser
 
     add_gan_parser(actions)
 
