@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import re
 import secrets
 import select
 import subprocess
@@ -103,11 +102,6 @@ def show_native_logs(show: bool = True) -> None:
         os.environ[ENV_VAR] = "all"
     else:
         os.environ.pop(ENV_VAR, None)
-
-
-def is_noise(line: str) -> bool:
-    """Whether one native log line (without its newline) is a known routine message."""
-    return any(re.fullmatch(pattern, line.rstrip("\r\n")) for pattern in NOISE_PATTERNS)
 
 
 class _Filter:

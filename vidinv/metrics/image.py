@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -159,10 +159,6 @@ class ImageScores:
     @property
     def mse_pm1(self) -> float:
         return 4.0 * self.mse
-
-    def as_dict(self, prefix: str = "") -> dict[str, float]:
-        values = asdict(self) | {"mse_pm1": self.mse_pm1}
-        return {f"{prefix}{name}": value for name, value in values.items()}
 
 
 def image_scores(a: np.ndarray, b: np.ndarray) -> ImageScores:

@@ -325,21 +325,3 @@ def require_face(frames: Iterable[Frame], source: str) -> Iterator[Frame]:
     if not found:
         raise no_face_error(source, count)
 
-
-def find_first_face(images: Iterable[np.ndarray], detector: LandmarkDetector | str, source: str,
-                    *, max_frames: int | None = None) -> tuple[int, list]:
-    """Look for a face before committing to a long run: the index of the first image with a face
-    and its faces (largest first). Raises :class:`NoFaceError` naming ``source`` when none of
-    the (first ``max_frames``) images has one."""
-    if isinstance(detector, str):
-        detector = create_landmark_detector(detector)
-    detector.reset()
-    count = 0
-    for index, image in enumerate(images):
-        if max_frames is not None and index >= max_frames:
-            break
-        count += 1
-        faces = detector.detect(image)
-        if faces:
-            return index, faces
-    raise no_face_error(source, count)
