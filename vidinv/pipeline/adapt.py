@@ -1,8 +1,8 @@
 """Before a run: does the model know this face, and (optionally) tune the generator to the clip.
 
-:func:`probe_clip` aligns and encodes a few frames of the clip with the pipeline's own face
-stages and encoder. :func:`check_familiarity` measures how well the model reconstructs them
-(dlib identity distance between each aligned crop and R = G(w, F), and PSNR); past dlib's
+:func:`probe_clip` aligns and encodes a few frames of the clip through the run's own source,
+face stages and encode stage. :func:`check_familiarity` measures how well the model reconstructs
+them (dlib identity distance between each aligned crop and R = G(w, F), and PSNR); past dlib's
 same-person line it prints one notice — or, with ``strict``, raises
 :class:`UnfamiliarFaceError` before any output is written. :func:`tune_to_clip` runs the
 papers' generator tuning (PTI, :mod:`vidinv.train.pti`) on frames spread over the clip, so that
@@ -71,37 +71,42 @@ class Familiarity:
 def probe_clip(path: str | Path, bundle: Any, config: PipelineConfig,
                indices: list[int] | None = None, first: int = 8) -> ClipProbe | None:
     """Align and encode the frames ``indices`` (default: the first ``first`` frames with a
-    face). None when none of them has a face."""
+    face) through the run's own source, face stages and encode stage
+    (:func:`~vidinv.pipeline.wiring.open_source`, :func:`~vidinv.pipeline.wiring.face_stages`,
+    :class:`~vidinv.stages.model.EncodeFaces`), with the model's torch encoder. None when none
+    of them has a face."""
     from vidinv.models.encoder import prepare_input
     from vidinv.pipeline.runner import chain
-    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
-    from vidinv.stages.model import images_to_tensor
-    from vidinv.video.reader import VideoReader
+    from vidinv.pipeline.wiring import face_stages, open_source
+    from vidinv.stages.model import EncodeFaces
 
     wanted = set(indices) if indices is not None else None
+    source, _ = open_source(Path(path), config)
 
     def frames():
-        for frame in VideoReader(path):
+        for frame in source:
             if wanted is None or frame.index in wanted:
                 yield frame
             if wanted is not None and frame.index >= max(wanted):
                 return
 
-    stages = [DetectLandmarks(config.face.landmarks), TrackFace(max_gap=0),
-              AlignFace(bundle.crop_size)]
-    crops, found = [], []
+    def encode(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return bundle.encoder(prepare_input(images, bundle.encoder.input_size))
+
+    stages = [*face_stages(config, bundle.crop_size, sparse=wanted is not None),
+              EncodeFaces(encode)]
+    probed = []
     for frame in chain(stages, frames()):
-        if frame.face_found and frame.aligned is not None:
-            crops.append(frame.aligned)
-            found.append(frame.index)
-            if wanted is None and len(crops) >= first:
+        if frame.face_found and frame.aligned is not None and frame.w is not None:
+            probed.append(frame)
+            if wanted is None and len(probed) >= first:
                 break
-    if not crops:
+    if not probed:
         return None
-    with torch.no_grad():
-        w, features = bundle.encoder(prepare_input(images_to_tensor(crops),
-                                                   bundle.encoder.input_size))
-    return ClipProbe(np.stack(crops), w, features, found)
+    return ClipProbe(np.stack([frame.aligned for frame in probed]),
+                     torch.stack([frame.w for frame in probed]),
+                     torch.stack([frame.features for frame in probed]),
+                     [frame.index for frame in probed])
 
 
 def _reconstruct(generator: Any, probe: ClipProbe, k: int) -> list[np.ndarray]:

@@ -121,19 +121,21 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                     crop_size=bundle.crop_size)
 
 
-def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
-                   *, live: bool = False) -> list[list[Stage]]:
-    """Stage segments (one thread each) for ``config``; ``live`` forces the causal,
-    zero-look-ahead choices and the three live segments."""
-    face, latent = config.face, config.latent
-    crop_smoothing, latent_smoothing = face.crop_smoothing, latent.smoothing
-    max_gap, batch_size = face.max_gap, config.engine.batch_size
+def face_stages(config: PipelineConfig, crop_size: int, source_name: str | None = None,
+                *, live: bool = False, sparse: bool = False) -> list[Stage]:
+    """The face segment: frames in, ``aligned`` [S,S,3] crops of size ``crop_size`` out.
+
+    ``source_name`` adds :class:`RequireFace` (a clip without any face is a user error);
+    ``live`` forces the causal, no-gap choices; ``sparse`` is for frames taken far apart (a
+    probe of a clip): no crop smoothing and no gap bridging across them."""
+    face = config.face
+    crop_smoothing, max_gap = face.crop_smoothing, face.max_gap
     if live:
         crop_smoothing = "causal" if crop_smoothing == "centred" else crop_smoothing
-        latent_smoothing = "causal" if latent_smoothing == "centred" else latent_smoothing
-        max_gap, batch_size = 0, 1
-
-    face_segment: list[Stage] = [
+        max_gap = 0
+    if sparse:
+        crop_smoothing, max_gap = "none", 0
+    stages: list[Stage] = [
         KeepOriginal(),
         # MediaPipe tracks the face between detections in files too: the mesh follows the
         # previous landmarks and the detector runs only when the face is lost.
@@ -141,9 +143,23 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                                            if face.landmarks == "mediapipe" else {})),
         TrackFace(max_gap=max_gap),
     ]
-    if not live:
-        face_segment.append(RequireFace(source_name))
-    face_segment += [SmoothCrop(crop_smoothing), AlignFace(networks.crop_size)]
+    if source_name is not None:
+        stages.append(RequireFace(source_name))
+    return stages + [SmoothCrop(crop_smoothing), AlignFace(crop_size)]
+
+
+def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
+                   *, live: bool = False) -> list[list[Stage]]:
+    """Stage segments (one thread each) for ``config``; ``live`` forces the causal,
+    zero-look-ahead choices and the three live segments."""
+    face, latent = config.face, config.latent
+    latent_smoothing, batch_size = latent.smoothing, config.engine.batch_size
+    if live:
+        latent_smoothing = "causal" if latent_smoothing == "centred" else latent_smoothing
+        batch_size = 1
+
+    face_segment = face_stages(config, networks.crop_size, None if live else source_name,
+                               live=live)
 
     model_segment: list[Stage] = [
         EncodeFaces(networks.encode, batch_size),
