@@ -44,7 +44,7 @@ DEFAULT_QUANTILE = 0.1
 #: Share of the kept samples used for training; the rest measure the accuracy.
 DEFAULT_SPLIT_RATIO = 0.7
 #: The SVM's C. InterFaceGAN used 1; with thousands of noisy, overlapping samples liblinear then
-#: takes ~10× longer for the same normal (cosine 0.94 with a hidden direction either way).
+#: takes far longer for the same normal (cosine 0.94 with a hidden direction either way).
 DEFAULT_SVM_C = 0.1
 
 
