@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,12 +106,12 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
 def write_report(path: Path, records: Sequence[dict[str, Any]], seconds: float,
                  executor_name: str, workers: int, **extra: Any) -> dict[str, Any]:
     """The batch JSON (atomically): engine, wall time, counts, videos per minute, records."""
-    from vidinv.evaluate.report import write_json
+    from vidinv.io_safety import write_atomically
 
     counts = counts_of(records)
     done = counts["ok"] + counts["failed"]
     report = {"engine": executor_name, "workers": workers, "seconds": seconds,
               "videos_per_minute": 60.0 * done / seconds if seconds > 0 and done else None,
               "counts": counts, **extra, "videos": list(records)}
-    write_json(path, report)
+    write_atomically(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
