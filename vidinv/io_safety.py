@@ -17,8 +17,9 @@ this guard only refuses the combinations that would destroy an input or a siblin
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,17 +217,54 @@ def temporary_beside(path: Path, suffix: str = ".part") -> Path:
     return Path(name)
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all: an exclusive temporary
-    file beside it, flushed, then renamed over it; on any failure the temporary file goes."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], suffix: str = ".part") -> Iterator[Path]:
+    """Write a file whole or not at all: ``with replacing(path) as tmp: save(tmp)``.
+
+    ``tmp`` is a new, exclusive temporary file beside ``path`` (the suffix keeps writers that
+    choose a format by the name happy). When the block ends without an exception, ``tmp`` is
+    flushed to disk (fsync) and renamed over ``path``; on any failure it is removed and
+    ``path`` is left as it was. The one write-then-rename of the package.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path)
+    tmp = temporary_beside(path, suffix)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        put_in_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def put_in_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Flush the finished file ``tmp`` to disk (fsync) and rename it over ``path``; for writers
+    that keep their temporary file open longer than a ``with`` block (see :func:`replacing`)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all (see :func:`replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def move_folder_into_place(tmp: Path, folder: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``folder``; an existing ``folder`` is set aside
+    until the new one is in place, then deleted (restored if the rename fails)."""
+    import secrets
+    import shutil
+
+    old: Path | None = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
+        os.replace(folder, old)
+    try:
+        os.replace(tmp, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,15 +133,10 @@ def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]]
     axes[0].set_title(title, fontsize=10)
     if 0 < len(videos) <= 12:
         axes[0].legend(fontsize=7, loc="best")
-    from vidinv.io_safety import temporary_beside
+    from vidinv.io_safety import replacing
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path, ".png")
-    try:
+    with replacing(path, ".png") as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _format(value: Any, spec: str) -> str:

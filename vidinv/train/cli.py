@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from vidinv.errors import VidinvError
-from vidinv.io_safety import check_paths
+from vidinv.io_safety import check_paths, replacing
 from vidinv.models import FEATURE_INDEX
 
 log = logging.getLogger(__name__)
@@ -226,15 +224,8 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     """np.savez to a temporary file beside ``path``, renamed into place when complete."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _history_arrays(history: list[dict[str, float]]) -> dict[str, Any]:
