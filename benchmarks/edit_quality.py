@@ -141,7 +141,7 @@ def _mean(values: list[float | None]) -> float:
 
 def run(model: str | None, modes: list[str], out: Path, crf: int) -> int:
     from vidinv.config import PipelineConfig
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.commands import process_video, resolve_editor
 
     out.mkdir(parents=True, exist_ok=True)

@@ -116,10 +116,10 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
     import torch
 
     from vidinv.config import EngineSettings
-    from vidinv.pipeline.bundle import make_model_engines
+    from vidinv.engines.model_graphs import engines_for_bundle
     from vidinv.pipeline.commands import resolve_edits
 
-    edit_render = make_model_engines(bundle, EngineSettings(batch_size=1)).edit_render
+    edit_render = engines_for_bundle(bundle, EngineSettings(batch_size=1)).edit_render
     generator = bundle.generator
     w = generator.latent_avg.expand(1, generator.n_latent, generator.style_dim).clone()
     features = generator.features(w, bundle.k)
@@ -188,7 +188,7 @@ def main() -> int:
     threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
 
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import available_attributes, live, resolve_edits
     from vidinv.video.sources import FileCameraSource
 

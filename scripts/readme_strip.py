@@ -30,7 +30,7 @@ def main() -> int:
     from edit_quality import real_clip_heldout
 
     from vidinv.config import PipelineConfig
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.commands import process_video, resolve_editor
     from vidinv.video.reader import VideoReader
 

@@ -19,6 +19,7 @@ import torch
 
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import load_generator
+from vidinv.models.folder import GENERATOR_FILE, TRAINING_STATE_FILE
 from vidinv.train.augment import (
     DiffAugment,
     parse_policy,
@@ -27,11 +28,9 @@ from vidinv.train.augment import (
     translate,
 )
 from vidinv.train.gan import (
-    GENERATOR_FILE,
     LOG_FILE,
     REALS_FILE,
     SAMPLES_DIR,
-    STATE_FILE,
     Discriminator,
     GanTrainConfig,
     GanTrainer,
@@ -282,7 +281,7 @@ def test_checkpoint_and_resume_give_the_same_next_steps(tmp_path):
 
     first = GanTrainer(config, shapes(), out_dir=tmp_path)
     first.train(3)
-    assert (tmp_path / STATE_FILE).is_file() and (tmp_path / GENERATOR_FILE).is_file()
+    assert (tmp_path / TRAINING_STATE_FILE).is_file() and (tmp_path / GENERATOR_FILE).is_file()
     resumed = GanTrainer.from_checkpoint(tmp_path, shapes())
     assert resumed.step == 3 and resumed.out_dir == tmp_path
     got = resumed.train(2)

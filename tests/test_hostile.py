@@ -245,7 +245,7 @@ def test_writer_shifts_a_negative_start_to_zero_and_every_frame_decodes(tmp_path
 
 
 def test_edit_of_a_clip_cut_before_zero_writes_a_decodable_video(tmp_path, model):
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import process_video, resolve_editor
 
     source = _write_clip(tmp_path / "cut.ts", [f.image for f in _real_frames(8)],
@@ -306,7 +306,7 @@ def test_absurd_strengths_are_refused_at_the_cli_before_work(strength, tmp_path,
 def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
     from vidinv.latent.directions import Direction
     from vidinv.latent.editing import CombinedEditor, LatentEditor, apply_direction
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import LiveControls, parse_edits, resolve_editor
 
     bundle = load_model_bundle(model)
@@ -546,7 +546,7 @@ def test_legacy_torch_file_declaring_huge_storages_is_refused(tmp_path):
 def test_a_bad_direction_file_is_skipped_with_a_warning(tmp_path, model, caplog, capsys):
     import shutil
 
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import available_attributes
 
     folder = tmp_path / "model"

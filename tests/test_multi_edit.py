@@ -169,7 +169,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_process_video_with_several_attributes_is_the_summed_edit(model, clip, tmp_path):
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import process_video, resolve_editor, resolve_edits
 
     bundle = load_model_bundle(model)

@@ -25,11 +25,10 @@ from vidinv.models import (
     save_generator,
 )
 from vidinv.models.encoder import check_encoder_matches
+from vidinv.models.folder import ENCODER_FILE, TRAINING_STATE_FILE
 from vidinv.train.cycle import CycleConfig, CycleSchedule, mask_deltas
 from vidinv.train.encoder import (
-    ENCODER_FILE,
     LOG_FILE,
-    STATE_FILE,
     EncoderTrainer,
     EncoderTrainingConfig,
     TensorImageSource,
@@ -489,7 +488,7 @@ def test_cli_train_encoder_writes_a_loadable_encoder(G, generator_file, tmp_path
     encoder = load_encoder(out / ENCODER_FILE)
     check_encoder_matches(encoder, G, K)
     assert len((out / LOG_FILE).read_text().splitlines()) == 3
-    assert (out / STATE_FILE).is_file()
+    assert (out / TRAINING_STATE_FILE).is_file()
     # A second fresh run into the same folder is refused; --resume continues to --steps.
     assert main([*args, "--steps", "5"]) == 2
     assert "--resume" in capsys.readouterr().err

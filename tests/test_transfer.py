@@ -101,7 +101,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> list[np.ndarray]:
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.commands import process_video, resolve_editor
 
     bundle = load_model_bundle(model)

@@ -76,7 +76,7 @@ def _models_init(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from vidinv.models import registry
-    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    from vidinv.models.folder import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
         print(f"embedded default model (used when --model is not given): {DEFAULT_MODEL_FOLDER}")
@@ -91,7 +91,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_assemble(args: argparse.Namespace) -> int:
-    from vidinv.models.assemble import assemble_model
+    from vidinv.latent.assemble import assemble_model
 
     model = assemble_model(args.generator, args.encoder, args.output,
                            direction_paths=args.directions or [], force=args.force)
@@ -132,7 +132,8 @@ def _engines_build(args: argparse.Namespace) -> int:
     """Make the engines `edit` will use, with the same settings, into the same cache."""
     import time
 
-    from vidinv.pipeline.bundle import engine_cache_folder, make_model_engines
+    from vidinv.engines.model_graphs import engines_for_bundle
+    from vidinv.models.folder import engine_cache_folder
     from vidinv.pipeline.wiring import needs_reconstruction
 
     if not args.backend:
@@ -140,7 +141,7 @@ def _engines_build(args: argparse.Namespace) -> int:
     config = _pipeline_config(args)
     bundle = _load_bundle(args)
     started = time.perf_counter()
-    engines = make_model_engines(bundle, config.engine,
+    engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     print(f"{engines.encoder_engine.name}, {engines.edit_render_engine.name} on "
           f"{engines.device}, batch {config.engine.batch_size}: ready in "
@@ -183,7 +184,7 @@ def _pipeline_config(args: argparse.Namespace):
 
 
 def _load_bundle(args: argparse.Namespace):
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
     return load_model_bundle(resolve_model_folder(args.model))
 

@@ -66,7 +66,7 @@ class PipelineJob:
     progress: bool = False
 
     def load(self) -> tuple[Any, Any]:
-        from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+        from vidinv.models.folder import load_model_bundle, resolve_model_folder
         from vidinv.pipeline.commands import resolve_editor
 
         bundle = load_model_bundle(resolve_model_folder(self.model))

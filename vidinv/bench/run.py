@@ -149,7 +149,7 @@ class _Kit:
 def _load_kit(options: BenchOptions) -> _Kit:
     from vidinv.metrics.identity import IdentityEmbedder
     from vidinv.metrics.lpips import lpips_from_paths
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
     lpips = lpips_from_paths(options.lpips_backbone, options.lpips_lin, options.lpips_size)
     bundle = load_model_bundle(resolve_model_folder(options.model))

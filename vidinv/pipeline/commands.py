@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from vidinv.config import PipelineConfig
+from vidinv.engines.model_graphs import engines_for_bundle
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.io_safety import check_paths
 from vidinv.latent.errors import UnknownAttributeError
+from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.adapt import adapt_to_clip
-from vidinv.pipeline.bundle import ModelBundle, make_model_engines
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.runtime import codec_threads, stage_runtime
 from vidinv.pipeline.wiring import Networks, build_pipeline, needs_reconstruction
@@ -139,7 +140,7 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                           "layer in that range")
     if isinstance(editor, LatentEditor):
         editor = CombinedEditor.from_editors({"edit": editor})
-    engines = make_model_engines(bundle, config.engine,
+    engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
                     crop_size=bundle.crop_size)

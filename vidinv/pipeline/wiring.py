@@ -46,7 +46,7 @@ class Networks:
     """The model callables, the edit (None: reconstruct) and the aligned-crop size.
 
     ``edit_render`` must return the reconstruction too when the config's paste is
-    ``transfer`` (:func:`vidinv.pipeline.bundle.make_model_engines` with_reconstruction).
+    ``transfer`` (:func:`vidinv.engines.model_graphs.engines_for_bundle` with_reconstruction).
     """
 
     encode: EncodeFn

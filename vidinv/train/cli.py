@@ -243,10 +243,10 @@ def _train_encoder(args: argparse.Namespace) -> int:
     import torch
 
     from vidinv.models.encoder import FeatureStyleEncoder
+    from vidinv.models.folder import ENCODER_FILE
     from vidinv.models.generator_io import load_generator
     from vidinv.train.cycle import CycleConfig, CycleSchedule
     from vidinv.train.encoder import (
-        ENCODER_FILE,
         EncoderTrainer,
         EncoderTrainingConfig,
         ImageFolderSource,

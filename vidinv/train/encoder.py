@@ -46,6 +46,7 @@ from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import FEATURE_INDEX
 from vidinv.models.encoder import FeatureStyleEncoder, check_encoder_matches, prepare_input
 from vidinv.models.encoder_io import save_encoder
+from vidinv.models.folder import ENCODER_FILE, TRAINING_STATE_FILE
 from vidinv.models.stylegan2 import StyleGAN2Generator
 from vidinv.train.cycle import (
     CycleConfig,
@@ -74,8 +75,6 @@ from vidinv.train.state import deferred_interrupt, load_state, save_state
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE = "encoder.safetensors"
-STATE_FILE = "training_state.safetensors"
 LOG_FILE = "log.jsonl"
 _STATE_FORMAT = 1
 
@@ -502,7 +501,7 @@ class EncoderTrainer:
         if self.discriminator is not None:
             content["discriminator"] = self.discriminator.state_dict()
             content["disc_optimizer"] = self.disc_optimizer.state_dict()
-        save_state(folder / STATE_FILE, content)
+        save_state(folder / TRAINING_STATE_FILE, content)
         encoder = self.encoder
         state = self.cycle_state()  # the mask the next step would use
         if state is not None:
@@ -518,7 +517,7 @@ class EncoderTrainer:
         or the folder holding one; returns the step."""
         path = Path(path)
         if path.is_dir():
-            path = path / STATE_FILE
+            path = path / TRAINING_STATE_FILE
         content = load_state(path)
         if content.get("format") != _STATE_FORMAT:
             raise CheckpointError(f"{path}: training-state format {content.get('format')!r} is "
@@ -551,17 +550,18 @@ class EncoderTrainer:
         """A trainer rebuilt from ``out_dir``'s training state (encoder shape and config come
         from the file; ``config_overrides`` may change e.g. ``log_every``)."""
         out_dir = Path(out_dir)
-        content = load_state(out_dir / STATE_FILE)
+        content = load_state(out_dir / TRAINING_STATE_FILE)
         try:
             config = EncoderTrainingConfig.from_dict(content["config"])
             encoder = FeatureStyleEncoder(**content["encoder_config"])
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{out_dir / STATE_FILE}: bad stored config ({error})") from None
+            raise CheckpointError(f"{out_dir / TRAINING_STATE_FILE}: bad stored config ({error})"
+                                  ) from None
         if config_overrides:
             config = replace(config, **config_overrides)
         trainer = cls(generator, encoder, config, perceptual=perceptual, identity=identity,
                       parsing=parsing, real_images=real_images, out_dir=out_dir)
-        trainer.load_checkpoint(out_dir / STATE_FILE)
+        trainer.load_checkpoint(out_dir / TRAINING_STATE_FILE)
         return trainer
 
 
@@ -576,7 +576,7 @@ def _format_eta(seconds: float) -> str:
 
 def check_out_dir(out_dir: str | Path, resume: bool) -> None:
     """Refuse to start a fresh run over an existing one (and to resume from nothing)."""
-    state = Path(out_dir) / STATE_FILE
+    state = Path(out_dir) / TRAINING_STATE_FILE
     if resume and not state.is_file():
         raise VidinvError(f"{state}: no training state to resume; drop --resume to start")
     if not resume and state.exists():

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
+from vidinv.models.folder import GENERATOR_FILE, TRAINING_STATE_FILE
 from vidinv.models.generator_io import save_generator
 from vidinv.models.stylegan2 import EqualLinear, StyleGAN2Generator, layer_channels
 from vidinv.train.augment import DiffAugment, parse_policy
@@ -50,8 +51,6 @@ from vidinv.train.state import deferred_interrupt, load_state, save_state
 
 log = logging.getLogger(__name__)
 
-GENERATOR_FILE = "generator.safetensors"
-STATE_FILE = "training_state.safetensors"
 LOG_FILE = "log.jsonl"
 SAMPLES_DIR = "samples"
 REALS_FILE = "reals.png"
@@ -728,7 +727,7 @@ class GanTrainer:
             "last_r1": _json_number(self.last_r1),
             "last_pl": _json_number(self.last_pl),
         }
-        save_state(folder / STATE_FILE, content)
+        save_state(folder / TRAINING_STATE_FILE, content)
         save_generator(self.export_generator(), folder / GENERATOR_FILE)
         log.debug("checkpoint at step %d written to %s", self.step, folder)
         return folder
@@ -739,7 +738,7 @@ class GanTrainer:
         other settings (lr, γ, …) are this trainer's."""
         path = Path(path)
         if path.is_dir():
-            path = path / STATE_FILE
+            path = path / TRAINING_STATE_FILE
         content = load_state(path)
         if content.get("format") != _STATE_FORMAT:
             raise CheckpointError(f"{path}: training-state format {content.get('format')!r} is "
@@ -777,7 +776,7 @@ class GanTrainer:
         ``overrides``, e.g. ``total_steps``), resumed. ``out_dir`` defaults to the state's
         folder."""
         path = Path(path)
-        state = path / STATE_FILE if path.is_dir() else path
+        state = path / TRAINING_STATE_FILE if path.is_dir() else path
         content = load_state(state)
         try:
             config = GanTrainConfig.from_dict(content["config"])
@@ -811,7 +810,7 @@ def _float_or_nan(value: Any) -> float:
 
 def check_run_dir(out_dir: str | Path, resume: bool) -> None:
     """Refuse to start a fresh run over an existing one, and to resume from nothing."""
-    state = Path(out_dir) / STATE_FILE
+    state = Path(out_dir) / TRAINING_STATE_FILE
     if resume and not state.is_file():
         raise VidinvError(f"{state}: no training state to resume; drop --resume to start")
     if not resume and state.exists():
