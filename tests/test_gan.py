@@ -19,6 +19,7 @@ import torch
 
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import load_generator
+from vidinv.models.discriminator import Discriminator, _blur_kernel, blur, minibatch_stddev
 from vidinv.models.folder import GENERATOR_FILE, TRAINING_STATE_FILE
 from vidinv.train.augment import (
     DiffAugment,
@@ -31,15 +32,11 @@ from vidinv.train.gan import (
     LOG_FILE,
     REALS_FILE,
     SAMPLES_DIR,
-    Discriminator,
     GanTrainConfig,
     GanTrainer,
-    _blur_kernel,
-    blur,
     ema_beta,
     image_grid,
     load_image_folder,
-    minibatch_stddev,
 )
 from vidinv.train.gan_cli import add_gan_parser
 
