@@ -5,7 +5,8 @@
   ``image``, the edit E = G(w̃, F̃) [B,3,R,R], and — in the ``edit_render_reconstruction``
   graph — ``reconstruction``, the unedited R = G(w, F), rendered in the same generator batch.
 
-The edit inside the graph is paper 003's Eq. 1 with w̃ = w + offset::
+The edit inside the graph is paper 003's Eq. 1 with w̃ = w + offset (written once, in
+:meth:`~vidinv.models.stylegan2.SynthesisNetwork.edited_features`)::
 
     F̃ = F + G.features(w̃, k) − G.features(w, k),      E = G.synthesis(w̃, features=F̃, k)
 
@@ -79,12 +80,11 @@ class EditRenderGraph(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = w.shape[0]  # slices, not chunk(2): chunk fixes the exported batch size
         w_edit = w + offset
-        both = torch.cat([w_edit, w])
-        moved_and_original = self.synthesis.features(both, self.k)
-        features_edit = features + (moved_and_original[:batch] - moved_and_original[batch:])
+        features_edit = self.synthesis.edited_features(w, w_edit, features, self.k)
         if not self.with_reconstruction:
             return self.synthesis(w_edit, features=features_edit, k=self.k)
-        images = self.synthesis(both, features=torch.cat([features_edit, features]), k=self.k)
+        images = self.synthesis(torch.cat([w_edit, w]),
+                                features=torch.cat([features_edit, features]), k=self.k)
         return images[:batch], images[batch:]
 
 
