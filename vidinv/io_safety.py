@@ -18,10 +18,13 @@ this guard only refuses the combinations that would destroy an input or a siblin
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vidinv.errors import InputFileError, VidinvError
 
@@ -268,3 +271,43 @@ def move_folder_into_place(tmp: Path, folder: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --- JSON that holds ∞ (an infinite PSNR): written as "inf", read back as math.inf ---------
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with ±∞ as ``"inf"``/``"-inf"``, NaN as None, paths and numpy scalars plain."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return to_jsonable(value.item())
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for ±∞."""
+    if value in ("inf", "-inf"):
+        return math.inf if value == "inf" else -math.inf
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """``data`` as indented JSON (∞ as "inf"), written to a temporary file then renamed."""
+    write_atomically(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return from_jsonable(json.loads(path.read_text(encoding="utf-8")))

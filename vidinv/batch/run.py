@@ -105,7 +105,7 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
 def write_report(path: Path, records: Sequence[dict[str, Any]], seconds: float,
                  engine_name: str, workers: int, **extra: Any) -> dict[str, Any]:
     """The batch JSON (atomically): engine, wall time, counts, videos per minute, records."""
-    from vidinv.bench.report import write_json
+    from vidinv.io_safety import write_json
 
     counts = counts_of(records)
     done = counts["ok"] + counts["failed"]
