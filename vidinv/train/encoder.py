@@ -11,9 +11,9 @@ Each step:
   F̃ = (1 − s)·G(w^{1:k}) + s·F, s = min(1, ``feature_ramp_rate`` · step) (the official
   ``feature_scale``);
 * loss = λ_mse·MSE(x̃1, x) on the synthetic half + λ_p·(P(x̃1, x) + P(x̃2, x)) on the whole
-  batch (P the multi-scale perceptual loss) + λ_f·‖F − sg(G(w^{1:k}))‖² (+ identity and
-  face-parsing terms on both inversions when their networks are given) (+ the cycle-encoding
-  terms, :mod:`vidinv.train.cycle`).
+  batch (P the multi-scale perceptual loss) + λ_f·‖F − sg(G(w^{1:k}))‖² (+ λ_id times the
+  identity term on both inversions when a face-embedding network is given) (+ the
+  cycle-encoding terms, :mod:`vidinv.train.cycle`).
 
 Differences from the official code, on purpose: the optimiser is Adam (the official
 ``configs/001.yaml`` uses Ranger — RAdam + Lookahead — which torch does not ship) with the same
@@ -62,12 +62,11 @@ from vidinv.train.cycle import (
     tie_inactive_styles,
 )
 from vidinv.train.losses import (
-    FaceParsingLoss,
     IdentityLoss,
     ImageLoss,
     LossWeights,
     MultiScaleStructureLoss,
-    describe_optional,
+    describe_identity,
     feature_reconstruction,
     mse,
 )
@@ -119,7 +118,10 @@ class EncoderTrainingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderTrainingConfig:
         data = dict(data)
-        data["weights"] = LossWeights(**data["weights"])
+        # "parsing": the face-parsing weight of runs made before that term was removed (no
+        # command could give it a network, so it never counted).
+        data["weights"] = LossWeights(**{name: value for name, value in data["weights"].items()
+                                         if name != "parsing"})
         data["betas"] = tuple(data["betas"])
         if data.get("cycle") is not None:
             cycle = dict(data["cycle"])
@@ -230,8 +232,8 @@ class EncoderTrainer:
         config: :class:`EncoderTrainingConfig`.
         perceptual: an :class:`ImageLoss` applied to both inversions (usually multi-scale);
             None = :class:`MultiScaleStructureLoss` (the LPIPS substitute, logged as such).
-        identity, parsing: optional networks for the identity and face-parsing losses (an
-            ``IdentityLoss``/``FaceParsingLoss`` or a bare network, wrapped); off when None.
+        identity: optional network for the identity loss (an ``IdentityLoss`` or a bare
+            network, wrapped); off when None.
         real_images: an :class:`ImageSource` of aligned faces, or None (all synthetic).
         out_dir: where checkpoints and ``log.jsonl`` go (None: nothing is written).
     """
@@ -239,7 +241,7 @@ class EncoderTrainer:
     def __init__(self, generator: StyleGAN2Generator, encoder: FeatureStyleEncoder,
                  config: EncoderTrainingConfig | None = None, *,
                  perceptual: ImageLoss | None = None, identity: nn.Module | None = None,
-                 parsing: nn.Module | None = None, real_images: ImageSource | None = None,
+                 real_images: ImageSource | None = None,
                  out_dir: str | Path | None = None) -> None:
         self.config = config or EncoderTrainingConfig()
         check_encoder_matches(encoder, generator, self.config.feature_index)
@@ -255,12 +257,8 @@ class EncoderTrainer:
         self.perceptual = perceptual.to(self.device)
         if identity is not None and not isinstance(identity, IdentityLoss):
             identity = IdentityLoss(identity)
-        if parsing is not None and not isinstance(parsing, FaceParsingLoss):
-            parsing = FaceParsingLoss(parsing)
         self.identity = identity.to(self.device) if identity is not None else None
-        self.parsing = parsing.to(self.device) if parsing is not None else None
-        for line in describe_optional(self.identity, self.parsing):
-            log.info(line)
+        log.info(describe_identity(self.identity))
         self.real_images = real_images
         self.out_dir = Path(out_dir) if out_dir is not None else None
 
@@ -358,12 +356,10 @@ class EncoderTrainer:
         if weights.f_recon:
             terms["f_recon"] = feature_reconstruction(features, generator_features.detach()).mean()
             total = total + weights.f_recon * terms["f_recon"]
-        for module, weight in ((self.identity, weights.identity),
-                               (self.parsing, weights.parsing)):
-            if module is not None and weight:
-                value = module(x1, targets).mean() + module(x2, targets).mean()
-                terms[module.name] = value
-                total = total + weight * value
+        if self.identity is not None and weights.identity:
+            value = self.identity(x1, targets).mean() + self.identity(x2, targets).mean()
+            terms[self.identity.name] = value
+            total = total + weights.identity * value
         fake_w = None
         if state is not None:
             mask = active_mask(state, self.device)
@@ -545,7 +541,7 @@ class EncoderTrainer:
     @classmethod
     def resume(cls, generator: StyleGAN2Generator, out_dir: str | Path, *,
                perceptual: ImageLoss | None = None, identity: nn.Module | None = None,
-               parsing: nn.Module | None = None, real_images: ImageSource | None = None,
+               real_images: ImageSource | None = None,
                config_overrides: dict[str, Any] | None = None) -> EncoderTrainer:
         """A trainer rebuilt from ``out_dir``'s training state (encoder shape and config come
         from the file; ``config_overrides`` may change e.g. ``log_every``)."""
@@ -560,7 +556,7 @@ class EncoderTrainer:
         if config_overrides:
             config = replace(config, **config_overrides)
         trainer = cls(generator, encoder, config, perceptual=perceptual, identity=identity,
-                      parsing=parsing, real_images=real_images, out_dir=out_dir)
+                      real_images=real_images, out_dir=out_dir)
         trainer.load_checkpoint(out_dir / TRAINING_STATE_FILE)
         return trainer
 
