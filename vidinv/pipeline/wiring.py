@@ -7,8 +7,8 @@
 Decoding runs in the runner's source thread and encoding-out in the calling thread, so a run
 uses five threads joined by bounded queues (:func:`vidinv.pipeline.runner.run_threaded`).
 
-Live, the same stages run in three threads of about equal work (720p, 2 cores: ~15 ms a frame
-each); the first pulls the newest camera frame itself, and each thread hands a frame to the
+Live, the same stages run in three threads of about equal work; the first pulls the newest
+camera frame itself, and each thread hands a frame to the
 next and waits until it is taken (``run_threaded(handoff=True)``), so no frame waits in a
 queue:
 
@@ -16,10 +16,10 @@ queue:
     live thread 2: RenderFaces
     live thread 3: PasteBack
 
-One thread for everything (as before) capped live at 1 / Σ stages (~22 fps at 720p) and left
-the second core to the camera's decoding; two threads (the render and the paste together)
-reached ~25 fps. Three keep up with a 30 fps camera: 29.7 fps shown, median latency 56 ms
-(1.7 frame intervals; ``benchmarks/live.py``).
+One thread for everything caps live at 1 / Σ stages and leaves the second core to the
+camera's decoding; three threads split the work so that each stage's time, not their sum,
+bounds the frame rate. ``benchmarks/live.py`` prints the frame rate shown against the
+camera's and each stage's time per frame.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
     face_segment: list[Stage] = [
         KeepOriginal(),
         # MediaPipe tracks the face between detections in files too: the mesh follows the
-        # previous landmarks and the detector runs only when the face is lost (~3 vs ~9 ms per
-        # 720p frame here).
+        # previous landmarks and the detector runs only when the face is lost (cheaper than
+        # detecting on every frame).
         DetectLandmarks(face.landmarks, **({"mode": "tracking"}
                                            if face.landmarks == "mediapipe" else {})),
         TrackFace(max_gap=max_gap),
