@@ -141,8 +141,8 @@ def _mean(values: list[float | None]) -> float:
 
 def run(model: str | None, modes: list[str], out: Path, crf: int) -> int:
     from vidinv.config import PipelineConfig
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.clip import process_video
 
     out.mkdir(parents=True, exist_ok=True)

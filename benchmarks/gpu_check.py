@@ -194,9 +194,10 @@ def measure(args: argparse.Namespace) -> int:
     os.environ["VIDINV_CACHE"] = str(cache / "vidinv_cache")  # the pipeline's engine cache
 
     from vidinv.config import EngineSettings, PipelineConfig
+    from vidinv.engines.model_graphs import engines_for_bundle
     from vidinv.engines.model_graphs import make_model_engines as engines_for_modules
+    from vidinv.models.folder import engine_cache_folder, load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import engine_cache_folder, load_model_bundle, make_model_engines
     from vidinv.pipeline.clip import process_video
 
     # What runs: the GPU check, or its CPU rehearsal (every step, on CPU backends and a tiny
@@ -240,10 +241,10 @@ def measure(args: argparse.Namespace) -> int:
         cached = sorted(folder.glob("*.engine" if not rehearse else "*.onnx")) \
             if folder.is_dir() else []
         tick = time.perf_counter()
-        trt = make_model_engines(bundle, settings)
+        trt = engines_for_bundle(bundle, settings)
         first = time.perf_counter() - tick
         tick = time.perf_counter()
-        make_model_engines(bundle, settings)
+        engines_for_bundle(bundle, settings)
         hit = time.perf_counter() - tick
         what = "loaded from the cache" if cached else "exported and built (encoder + edit+render)"
         print(f"engines   {what} in {first:.1f} s; cache hit (a second make) {hit:.1f} s; "

@@ -115,10 +115,10 @@ def edit_cost(bundle, names: list[str], repeats: int) -> dict[str, float]:
     import torch
 
     from vidinv.config import EngineSettings
+    from vidinv.engines.model_graphs import engines_for_bundle
     from vidinv.pipeline.attributes import resolve_edits
-    from vidinv.pipeline.bundle import make_model_engines
 
-    edit_render = make_model_engines(bundle, EngineSettings(batch_size=1)).edit_render
+    edit_render = engines_for_bundle(bundle, EngineSettings(batch_size=1)).edit_render
     generator = bundle.generator
     w = generator.latent_avg.expand(1, generator.n_latent, generator.style_dim).clone()
     features = generator.features(w, bundle.k)
@@ -187,8 +187,8 @@ def main() -> int:
     threads = args.threads or load_preset("realtime").engine.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
 
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import available_attributes, resolve_edits
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 

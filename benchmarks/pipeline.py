@@ -69,7 +69,7 @@ def model_folder(requested: str | None) -> tuple[Path, str]:
     """``--model`` (or the embedded default) and its label; a folder that is not a model ends
     the script in one line before any work."""
     from vidinv.errors import VidinvError
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
     try:
         folder = resolve_model_folder(requested)
@@ -85,8 +85,8 @@ def run_edit(clip: Path, out: Path, model: Path, attribute: str | None,
     run itself burnt per frame (user + system, every thread of the process: the stages' own and
     the native pools of torch, MediaPipe, FFmpeg and x264; not the model loading before it)."""
     from vidinv.config import PipelineConfig
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
@@ -106,8 +106,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
     MediaPipe) costs more CPU than wall time. ``overrides`` are ``--set`` strings."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.runner import chain
     from vidinv.pipeline.runtime import codec_threads
     from vidinv.pipeline.wiring import build_pipeline, make_networks
@@ -195,8 +195,8 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
 
 def live_fps(model: Path, attribute: str | None, seconds: float) -> dict:
     from vidinv.config import load_preset
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 
@@ -240,8 +240,8 @@ def main() -> int:
     if args.child:
         return child(args)
 
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import available_attributes
-    from vidinv.pipeline.bundle import load_model_bundle
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)

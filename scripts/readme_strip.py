@@ -30,8 +30,8 @@ def main() -> int:
     from edit_quality import real_clip_heldout
 
     from vidinv.config import PipelineConfig
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.clip import process_video
     from vidinv.video.reader import VideoReader
 

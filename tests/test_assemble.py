@@ -18,13 +18,13 @@ from tests.fse_reference import meta_state, random_encoder_state, write_official
 from tests.nvidia_fixture import write_nvidia_pickle
 from tests.rosinality_reference import random_rosinality_state
 from vidinv.errors import VidinvError
+from vidinv.latent.assemble import ModelMismatchError, assemble_model, shape_problems
 from vidinv.latent.directions import generator_fingerprint, load_directions
-from vidinv.models.assemble import ModelMismatchError, assemble_model, shape_problems
 from vidinv.models.encoder import FeatureStyleEncoder
 from vidinv.models.encoder_io import encoder_from_official_state, save_encoder
+from vidinv.models.folder import load_model_bundle
 from vidinv.models.generator_io import load_generator, save_generator
 from vidinv.models.stylegan2 import StyleGAN2Generator
-from vidinv.pipeline.bundle import load_model_bundle
 
 RESOLUTION = 32
 N_LATENT = 8  # 2·log2(32) − 2

@@ -39,7 +39,6 @@ from vidinv.engines import (
     verify_sidecar,
     write_sidecar,
 )
-from vidinv.engines.onnx_export import write_atomically
 from vidinv.engines.trt_engine import check_profile, shape_fits_profile
 from vidinv.errors import (
     BackendUnavailableError,
@@ -47,6 +46,7 @@ from vidinv.errors import (
     EngineMismatchError,
     InputFileError,
 )
+from vidinv.io_safety import write_atomically
 from vidinv.models.stylegan2 import StyleGAN2Generator
 
 K = 5

@@ -20,6 +20,8 @@ import torch
 from vidinv.cli.train_gan import add_gan_parser
 from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import load_generator
+from vidinv.models.discriminator import Discriminator, _blur_kernel, blur, minibatch_stddev
+from vidinv.models.folder import GENERATOR_FILE, TRAINING_STATE_FILE
 from vidinv.train.augment import (
     DiffAugment,
     parse_policy,
@@ -28,20 +30,14 @@ from vidinv.train.augment import (
     translate,
 )
 from vidinv.train.gan import (
-    GENERATOR_FILE,
     LOG_FILE,
     REALS_FILE,
     SAMPLES_DIR,
-    STATE_FILE,
-    Discriminator,
     GanTrainConfig,
     GanTrainer,
-    _blur_kernel,
-    blur,
     ema_beta,
     image_grid,
     load_image_folder,
-    minibatch_stddev,
 )
 
 
@@ -282,7 +278,7 @@ def test_checkpoint_and_resume_give_the_same_next_steps(tmp_path):
 
     first = GanTrainer(config, shapes(), out_dir=tmp_path)
     first.train(3)
-    assert (tmp_path / STATE_FILE).is_file() and (tmp_path / GENERATOR_FILE).is_file()
+    assert (tmp_path / TRAINING_STATE_FILE).is_file() and (tmp_path / GENERATOR_FILE).is_file()
     resumed = GanTrainer.from_checkpoint(tmp_path, shapes())
     assert resumed.step == 3 and resumed.out_dir == tmp_path
     got = resumed.train(2)

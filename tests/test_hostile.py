@@ -245,8 +245,8 @@ def test_writer_shifts_a_negative_start_to_zero_and_every_frame_decodes(tmp_path
 
 
 def test_edit_of_a_clip_cut_before_zero_writes_a_decodable_video(tmp_path, model):
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     source = _write_clip(tmp_path / "cut.ts", [f.image for f in _real_frames(8)],
@@ -307,8 +307,8 @@ def test_absurd_strengths_are_refused_at_the_cli_before_work(strength, tmp_path,
 def test_absurd_strengths_and_directions_are_refused_by_the_python_api(model):
     from vidinv.latent.directions import Direction
     from vidinv.latent.editing import CombinedEditor, LatentEditor, apply_direction
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import parse_edits, resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.live import LiveControls
 
     bundle = load_model_bundle(model)
@@ -548,8 +548,8 @@ def test_legacy_torch_file_declaring_huge_storages_is_refused(tmp_path):
 def test_a_bad_direction_file_is_skipped_with_a_warning(tmp_path, model, caplog, capsys):
     import shutil
 
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import available_attributes
-    from vidinv.pipeline.bundle import load_model_bundle
 
     folder = tmp_path / "model"
     shutil.copytree(model, folder)

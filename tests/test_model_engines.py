@@ -33,7 +33,7 @@ from vidinv.engines.trt_engine import (
 from vidinv.errors import BackendUnavailableError
 from vidinv.latent.directions import load_direction
 from vidinv.latent.editing import LatentEditor
-from vidinv.pipeline.bundle import ModelBundle, load_model_bundle
+from vidinv.models.folder import ModelBundle, load_model_bundle
 
 #: fp32 ONNX Runtime vs torch on the tiny model (measured ~6e-6)
 ORT_TOLERANCE = 1e-4
@@ -221,7 +221,8 @@ def test_engines_build_fills_the_cache_edit_reads(bundle: ModelBundle, tmp_path:
     import os
 
     from vidinv.config import PipelineConfig
-    from vidinv.pipeline.bundle import engine_cache_folder, make_model_engines
+    from vidinv.engines.model_graphs import engines_for_bundle
+    from vidinv.models.folder import engine_cache_folder
 
     env = {**os.environ, "VIDINV_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "vidinv.cli", "engines", "build", "--model",
@@ -235,7 +236,7 @@ def test_engines_build_fills_the_cache_edit_reads(bundle: ModelBundle, tmp_path:
     built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert sorted(built) == ["edit_render_k5.onnx", "encoder.onnx"]
     config = PipelineConfig().with_overrides(["engine.backend=onnx", "face.paste=render"])
-    make_model_engines(bundle, config.engine)  # what `edit` does: nothing new is exported
+    engines_for_bundle(bundle, config.engine)  # what `edit` does: nothing new is exported
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built
 
     if importlib.util.find_spec("tensorrt") is None:  # without TensorRT: one line, the extra

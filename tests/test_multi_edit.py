@@ -170,8 +170,8 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_process_video_with_several_attributes_is_the_summed_edit(model, clip, tmp_path):
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor, resolve_edits
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)

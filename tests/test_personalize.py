@@ -102,10 +102,10 @@ def tiny_shapes(monkeypatch):
 
 def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, tiny_shapes):
     from vidinv.config import PipelineConfig
+    from vidinv.models.folder import load_model_bundle
     from vidinv.personalize import tune
     from vidinv.personalize.build import Personalizer, PersonalizeSettings
     from vidinv.pipeline.attributes import available_attributes, resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     short_clip = real_clip_head(tmp_path / "face.mp4", 12)
@@ -184,8 +184,8 @@ def test_too_short_a_clip_is_refused(tmp_path, short_clip):
 
 def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path, short_clip):
     from vidinv.config import PipelineConfig
+    from vidinv.models.folder import DEFAULT_MODEL_FOLDER, load_model_bundle
     from vidinv.pipeline.adapt import check_familiarity, probe_clip
-    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, load_model_bundle
 
     tiny = make_tiny_model(tmp_path / "tiny")  # an untrained model knows no face
     probe = probe_clip(short_clip, load_model_bundle(tiny), PipelineConfig(), first=2)
@@ -212,8 +212,8 @@ def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path,
 def test_tune_makes_the_reconstruction_closer_and_needs_torch(tmp_path, short_clip):
     from vidinv.config import PipelineConfig
     from vidinv.errors import VidinvError
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.adapt import adapt_to_clip, probe_clip
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.stages.model import tensor_to_images
 
     bundle = load_model_bundle(make_tiny_model(tmp_path / "tiny"))

@@ -154,8 +154,8 @@ def _video_facts(path: Path) -> tuple[int, float, list]:
 
 
 def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
@@ -172,8 +172,8 @@ def test_edit_keeps_frame_count_timing_and_audio(tmp_path, model, talking_head):
 
 
 def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_path):
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
@@ -193,7 +193,7 @@ def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_
 
 
 def test_invert_saves_codes(model, talking_head, tmp_path):
-    from vidinv.pipeline.bundle import load_model_bundle
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.clip import invert_video
 
     bundle = load_model_bundle(model)
@@ -207,8 +207,8 @@ def test_invert_saves_codes(model, talking_head, tmp_path):
 
 
 def test_live_from_a_file_camera_keeps_latency_bounded(model, talking_head, tmp_path):
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 

@@ -4,11 +4,13 @@ pivot refinement, PTI, Z+ and the `vidinv train` commands — on tiny random mod
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,11 +27,10 @@ from vidinv.models import (
     save_generator,
 )
 from vidinv.models.encoder import check_encoder_matches
+from vidinv.models.folder import ENCODER_FILE, TRAINING_STATE_FILE
 from vidinv.train.cycle import CycleConfig, CycleSchedule, mask_deltas
 from vidinv.train.encoder import (
-    ENCODER_FILE,
     LOG_FILE,
-    STATE_FILE,
     EncoderTrainer,
     EncoderTrainingConfig,
     TensorImageSource,
@@ -37,7 +38,6 @@ from vidinv.train.encoder import (
 )
 from vidinv.train.losses import (
     LPIPS,
-    FaceParsingLoss,
     IdentityLoss,
     LossWeights,
     MultiScale,
@@ -46,6 +46,7 @@ from vidinv.train.losses import (
     build_perceptual,
     downscale,
     feature_reconstruction,
+    load_identity_network,
     mse,
 )
 from vidinv.train.pti import PTIConfig, locality_codes, save_tuned_generator, tune_generator
@@ -154,8 +155,8 @@ def _random_lpips_files(tmp_path) -> tuple[str, str]:
 
 def test_loss_weights_are_the_papers():
     weights = LossWeights()
-    assert (weights.mse, weights.perceptual, weights.identity, weights.parsing,
-            weights.f_recon) == (1.0, 0.2, 0.1, 0.1, 0.01)
+    assert (weights.mse, weights.perceptual, weights.identity,
+            weights.f_recon) == (1.0, 0.2, 0.1, 0.01)
     with pytest.raises(dataclasses.FrozenInstanceError):
         weights.mse = 2.0  # type: ignore[misc]
 
@@ -167,7 +168,6 @@ def test_each_image_loss_is_zero_on_equal_images_and_decreases(tmp_path):
         "ms_structure": MultiScaleStructureLoss(),
         "ms_lpips": MultiScale(LPIPS.from_files(vgg, lin)),
         "identity": IdentityLoss(TinyNet(), input_size=16),
-        "parsing": FaceParsingLoss(TinyNet(), input_size=16),
     }
     for name, loss in losses.items():
         # VGG16 is the slow one on a CPU: LPIPS runs on one 16 px image (its smallest side).
@@ -249,8 +249,8 @@ def test_encoder_training_lowers_the_losses(G):
     print("encoder training:", {k: (round(mean(k, slice(0, 8)), 3),
                                     round(mean(k, slice(-8, None)), 3))
                                 for k in ("total", "mse", "ms_structure", "f_recon")})
-    # Identity and parsing are off unless a network is given.
-    assert "identity" not in records[0] and "parsing" not in records[0]
+    # Identity is off unless a network is given.
+    assert "identity" not in records[0]
 
 
 def test_feature_reconstruction_term_pulls_f_to_the_generator_features(G):
@@ -262,10 +262,81 @@ def test_feature_reconstruction_term_pulls_f_to_the_generator_features(G):
     assert last < 0.5 * first
 
 
-def test_identity_and_parsing_terms_join_when_networks_are_given(G):
-    trainer = EncoderTrainer(G, _encoder(G), _config(), identity=TinyNet(), parsing=TinyNet())
-    record = trainer.train(1)[0]
-    assert record["identity"] > 0 and record["parsing"] > 0
+class EmbedNet(nn.Module):
+    """A stand-in face-embedding network: image [B,3,S,S] -> a fixed linear embedding [B,16]."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.project = nn.Linear(3 * size * size, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x.flatten(1))
+
+
+class ConstantNet(nn.Module):
+    """An embedding network that ignores its input: the identity term must then be 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(x.shape[0], 16, dtype=x.dtype)
+
+
+def _script(net: nn.Module, path: Path, size: int = 16) -> str:
+    """``net`` as the user brings it: a torch.export program with a dynamic batch."""
+    program = torch.export.export(net.eval(), (torch.zeros(2, 3, size, size),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return str(path)
+
+
+def test_identity_loss_is_zero_for_one_face_and_grows_with_the_embedding_angle(tmp_path):
+    loss = load_identity_network(_script(EmbedNet(16), tmp_path / "id.pt2"), input_size=16)
+    seed = torch.Generator().manual_seed(0)
+    face = torch.rand(2, 3, 16, 16, generator=seed) * 2 - 1
+    away = torch.rand(2, 3, 16, 16, generator=seed) * 2 - 1
+    assert torch.allclose(loss(face, face), torch.zeros(2), atol=1e-6)
+    # Moving along a line away from the face: the embedding angle, and so 1 − cos, grows.
+    values = [loss(face + t * (away - face), face) for t in (0.1, 0.3, 0.6, 1.0)]
+    for smaller, larger in itertools.pairwise(values):
+        assert (larger > smaller).all()
+    expected = 1 - torch.nn.functional.cosine_similarity(
+        loss.network(face + away), loss.network(face), dim=1)
+    assert torch.allclose(loss(face + away, face), expected, atol=1e-6)
+
+
+def test_identity_net_errors_are_one_line(tmp_path):
+    not_torchscript = tmp_path / "net.pt2"
+    not_torchscript.write_bytes(b"not a network")
+    with pytest.raises(CheckpointError, match="not a torch.export network"):
+        load_identity_network(not_torchscript)
+    with pytest.raises(InputFileError, match="no such file"):
+        load_identity_network(tmp_path / "missing.pt2")
+    wrong_size = _script(EmbedNet(16), tmp_path / "id16.pt2")
+    with pytest.raises(CheckpointError, match="--identity-size"):
+        load_identity_network(wrong_size, input_size=32)
+
+
+def test_cli_train_encoder_identity_net_drives_the_identity_term(generator_file, tmp_path,
+                                                                 capsys):
+    def run(name: str, *extra: str) -> list[dict]:
+        out = tmp_path / name
+        assert main(["train", "encoder", "--generator", generator_file, "--out", str(out),
+                     *_TINY_ENCODER, "--steps", "2", "--log-every", "1", *extra]) == 0
+        return [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+
+    embed = _script(EmbedNet(16), tmp_path / "embed.pt2")
+    with_net = run("embed", "--identity-net", embed, "--identity-size", "16",
+                   "--identity-weight", "0.5")
+    assert all(record["identity"] > 0 for record in with_net)
+    # The term is the network's: one that sees no difference between faces gives exactly 0.
+    constant = _script(ConstantNet(), tmp_path / "constant.pt2")
+    assert all(record["identity"] == 0 for record in run(
+        "constant", "--identity-net", constant, "--identity-size", "16"))
+    assert all("identity" not in record for record in run("none"))
+    # A weight without a network is a one-line error.
+    assert main(["train", "encoder", "--generator", generator_file, "--out",
+                 str(tmp_path / "bad"), *_TINY_ENCODER, "--identity-weight", "1"]) == 2
+    assert "--identity-net" in capsys.readouterr().err
 
 
 def test_checkpoint_resume_continues_exactly(G, tmp_path):
@@ -489,7 +560,7 @@ def test_cli_train_encoder_writes_a_loadable_encoder(G, generator_file, tmp_path
     encoder = load_encoder(out / ENCODER_FILE)
     check_encoder_matches(encoder, G, K)
     assert len((out / LOG_FILE).read_text().splitlines()) == 3
-    assert (out / STATE_FILE).is_file()
+    assert (out / TRAINING_STATE_FILE).is_file()
     # A second fresh run into the same folder is refused; --resume continues to --steps.
     assert main([*args, "--steps", "5"]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -101,8 +101,8 @@ def clip(tmp_path_factory) -> Path:
 
 
 def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> list[np.ndarray]:
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)

@@ -54,8 +54,8 @@ def test_live_sends_the_edited_frame_at_the_source_size_and_rate(model, clip):
     import torch
 
     from vidinv.config import load_preset
+    from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_edits
-    from vidinv.pipeline.bundle import load_model_bundle
     from vidinv.pipeline.live import live
     from vidinv.video.sources import FileCameraSource
 

@@ -17,10 +17,14 @@ this guard only refuses the combinations that would destroy an input or a siblin
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vidinv.errors import InputFileError, VidinvError
 
@@ -168,17 +172,94 @@ def temporary_beside(path: Path, suffix: str = ".part") -> Path:
     return Path(name)
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all: an exclusive temporary
-    file beside it, flushed, then renamed over it; on any failure the temporary file goes."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], suffix: str = ".part") -> Iterator[Path]:
+    """Write a file whole or not at all: ``with replacing(path) as tmp: save(tmp)``.
+
+    ``tmp`` is a new, exclusive temporary file beside ``path`` (the suffix keeps writers that
+    choose a format by the name happy). When the block ends without an exception, ``tmp`` is
+    flushed to disk (fsync) and renamed over ``path``; on any failure it is removed and
+    ``path`` is left as it was. The one write-then-rename of the package.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path)
+    tmp = temporary_beside(path, suffix)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        put_in_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def put_in_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Flush the finished file ``tmp`` to disk (fsync) and rename it over ``path``; for writers
+    that keep their temporary file open longer than a ``with`` block (see :func:`replacing`)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all (see :func:`replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def move_folder_into_place(tmp: Path, folder: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``folder``; an existing ``folder`` is set aside
+    until the new one is in place, then deleted (restored if the rename fails)."""
+    import secrets
+    import shutil
+
+    old: Path | None = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
+        os.replace(folder, old)
+    try:
+        os.replace(tmp, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- JSON that holds ∞ (an infinite PSNR): written as "inf", read back as math.inf ---------
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with ±∞ as ``"inf"``/``"-inf"``, NaN as None, paths and numpy scalars plain."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return to_jsonable(value.item())
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for ±∞."""
+    if value in ("inf", "-inf"):
+        return math.inf if value == "inf" else -math.inf
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """``data`` as indented JSON (∞ as "inf"), written to a temporary file then renamed."""
+    write_atomically(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return from_jsonable(json.loads(path.read_text(encoding="utf-8")))

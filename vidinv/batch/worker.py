@@ -66,8 +66,8 @@ class PipelineJob:
     progress: bool = False
 
     def load(self) -> tuple[Any, Any]:
+        from vidinv.models.folder import load_model_bundle, resolve_model_folder
         from vidinv.pipeline.attributes import resolve_editor
-        from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
 
         bundle = load_model_bundle(resolve_model_folder(self.model))
         editor = (resolve_editor(bundle, self.attribute, self.strength)

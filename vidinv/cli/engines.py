@@ -29,7 +29,8 @@ def _engines_build(args: argparse.Namespace) -> int:
     """Make the engines `edit` will use, with the same settings, into the same cache."""
     import time
 
-    from vidinv.pipeline.bundle import engine_cache_folder, make_model_engines
+    from vidinv.engines.model_graphs import engines_for_bundle
+    from vidinv.models.folder import engine_cache_folder
     from vidinv.pipeline.wiring import needs_reconstruction
 
     if not args.backend:
@@ -37,7 +38,7 @@ def _engines_build(args: argparse.Namespace) -> int:
     config = pipeline_config(args)
     bundle = load_bundle(args)
     started = time.perf_counter()
-    engines = make_model_engines(bundle, config.engine,
+    engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     print(f"{engines.encoder_engine.name}, {engines.edit_render_engine.name} on "
           f"{engines.device}, batch {config.engine.batch_size}: ready in "

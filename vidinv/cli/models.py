@@ -61,7 +61,7 @@ def _models_init(args: argparse.Namespace) -> int:
 
 def _models_list(args: argparse.Namespace) -> int:
     from vidinv.models import registry
-    from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
+    from vidinv.models.folder import DEFAULT_MODEL_FOLDER, GENERATOR_FILE
 
     if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
         print(f"embedded default model (used when --model is not given): {DEFAULT_MODEL_FOLDER}")
@@ -76,7 +76,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_assemble(args: argparse.Namespace) -> int:
-    from vidinv.models.assemble import assemble_model
+    from vidinv.latent.assemble import assemble_model
 
     model = assemble_model(args.generator, args.encoder, args.output,
                            direction_paths=args.directions or [], force=args.force)

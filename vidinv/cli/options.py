@@ -82,7 +82,7 @@ def pipeline_config(args: argparse.Namespace):
 
 def load_bundle(args: argparse.Namespace):
     """The model of ``--model`` (default: the embedded one)."""
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
     return load_model_bundle(resolve_model_folder(args.model))
 

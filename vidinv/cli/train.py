@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from vidinv.errors import VidinvError
-from vidinv.io_safety import check_paths
+from vidinv.io_safety import check_paths, replacing
 from vidinv.models import FEATURE_INDEX
 
 log = logging.getLogger(__name__)
@@ -75,7 +73,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     enc.add_argument("--log-every", type=int, default=10)
     enc.add_argument("--seed", type=int, default=0)
     _add_device_and_lpips(enc)
-    enc.set_defaults(handler=_train_encoder, io_reads=("--generator", "--real", *_LPIPS_READS),
+    _add_identity_options(enc)
+    enc.set_defaults(handler=_train_encoder, io_reads=("--generator", "--real", *_LPIPS_READS,
+                                                         "--identity-net"),
                      io_folders=("--out",))
 
     refine = actions.add_parser("refine", help="refine an encoder's pivot code for one image")
@@ -122,6 +122,34 @@ def _add_image_inputs(parser: argparse.ArgumentParser, encoder_required: bool) -
     parser.add_argument("--image", required=True, help="aligned face image (square)")
     parser.add_argument("--k", type=int, default=FEATURE_INDEX,
                         help=f"generator feature index (default {FEATURE_INDEX})")
+
+
+def _add_identity_options(parser: argparse.ArgumentParser) -> None:
+    """The identity loss (paper 003 Eq. 6) around a face-embedding network the user brings."""
+    parser.add_argument("--identity-net", metavar="FILE",
+                        help="face-embedding network for the identity loss, saved with "
+                             "torch.export.save (.pt2; e.g. an ArcFace you exported); none "
+                             "ships with vidinv")
+    parser.add_argument("--identity-size", type=int, default=112,
+                        help="side of the images the identity network takes (default 112)")
+    parser.add_argument("--identity-weight", type=float,
+                        help="λ of the identity loss (default 0.1, paper 003; on --resume: the "
+                             "run's)")
+
+
+def _identity_loss(args: argparse.Namespace) -> Any:
+    """The identity loss of ``--identity-net`` (None without it); one-line errors."""
+    from vidinv.train.losses import load_identity_network
+
+    if args.identity_weight is not None and not 0 <= args.identity_weight < float("inf"):
+        raise VidinvError("--identity-weight must be a finite number ≥ 0")
+    if args.identity_net is None:
+        if args.identity_weight:
+            raise VidinvError("--identity-weight needs --identity-net FILE (the network)")
+        return None
+    if args.identity_size < 8:
+        raise VidinvError("--identity-size must be at least 8")
+    return load_identity_network(args.identity_net, args.identity_size)
 
 
 def _add_device_and_lpips(parser: argparse.ArgumentParser) -> None:
@@ -226,15 +254,8 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     """np.savez to a temporary file beside ``path``, renamed into place when complete."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _history_arrays(history: list[dict[str, float]]) -> dict[str, Any]:
@@ -249,24 +270,28 @@ def _history_arrays(history: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _train_encoder(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
     from vidinv.models.encoder import FeatureStyleEncoder
+    from vidinv.models.folder import ENCODER_FILE
     from vidinv.models.generator_io import load_generator
     from vidinv.train.cycle import CycleConfig, CycleSchedule
     from vidinv.train.encoder import (
-        ENCODER_FILE,
         EncoderTrainer,
         EncoderTrainingConfig,
         ImageFolderSource,
         check_out_dir,
     )
+    from vidinv.train.losses import LossWeights
 
     if args.steps < 0 or args.batch < 1:
         raise VidinvError("--steps must be ≥ 0 and --batch ≥ 1")
     out = Path(args.out)
     check_out_dir(out, args.resume)
     perceptual = _perceptual(args, multi_scale=True)  # weight-file errors before heavy work
+    identity = _identity_loss(args)
     device = _device(args.device)
     generator = load_generator(args.generator, device=device)
     real = ImageFolderSource(args.real, generator.resolution) if args.real else None
@@ -274,9 +299,12 @@ def _train_encoder(args: argparse.Namespace) -> int:
         log.info("real images: %d in %s", len(real), args.real)
     if args.resume:
         trainer = EncoderTrainer.resume(
-            generator, out, perceptual=perceptual, real_images=real,
+            generator, out, perceptual=perceptual, identity=identity, real_images=real,
             config_overrides={"log_every": args.log_every,
                               "checkpoint_every": args.checkpoint_every})
+        if args.identity_weight is not None:
+            trainer.config = replace(trainer.config, weights=replace(
+                trainer.config.weights, identity=args.identity_weight))
     else:
         channels, input_size, stride = _encoder_geometry(generator, args.k, args.input_size)
         cycle = None
@@ -294,7 +322,9 @@ def _train_encoder(args: argparse.Namespace) -> int:
                 batch_size=args.batch, lr=args.lr, lr_decay_step=args.lr_decay_step,
                 feature_index=args.k, feature_ramp_rate=args.feature_ramp_rate,
                 checkpoint_every=args.checkpoint_every,
-                log_every=args.log_every, seed=args.seed, cycle=cycle)
+                log_every=args.log_every, seed=args.seed, cycle=cycle,
+                weights=LossWeights(**({} if args.identity_weight is None
+                                       else {"identity": args.identity_weight})))
         except ValueError as error:
             raise VidinvError(str(error)) from None
         torch.manual_seed(args.seed)
@@ -306,7 +336,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise VidinvError(f"cannot build that encoder: {error}") from None
         trainer = EncoderTrainer(generator, encoder, config, perceptual=perceptual,
-                                 real_images=real, out_dir=out)
+                                 identity=identity, real_images=real, out_dir=out)
     remaining = args.steps - trainer.step
     if remaining <= 0:
         print(f"{out} is already at step {trainer.step} (--steps {args.steps}); nothing to do")

@@ -103,9 +103,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 def _train_generator(args: argparse.Namespace) -> int:
     import torch
 
+    from vidinv.models.folder import GENERATOR_FILE, TRAINING_STATE_FILE
     from vidinv.train.gan import (
-        GENERATOR_FILE,
-        STATE_FILE,
         GanTrainConfig,
         GanTrainer,
         check_run_dir,
@@ -126,7 +125,7 @@ def _train_generator(args: argparse.Namespace) -> int:
         raise VidinvError("--steps must be ≥ 0")
 
     if args.resume:
-        stored = load_state(out / STATE_FILE).get("config", {})
+        stored = load_state(out / TRAINING_STATE_FILE).get("config", {})
         for field in _ARCHITECTURE_OPTIONS.values():
             if field in values and values.pop(field) != stored.get(field):
                 raise VidinvError(f"--{field.replace('_', '-')}: the run in {out} was started "

@@ -5,7 +5,8 @@
   ``image``, the edit E = G(w̃, F̃) [B,3,R,R], and — in the ``edit_render_reconstruction``
   graph — ``reconstruction``, the unedited R = G(w, F), rendered in the same generator batch.
 
-The edit inside the graph is paper 003's Eq. 1 with w̃ = w + offset::
+The edit inside the graph is paper 003's Eq. 1 with w̃ = w + offset (written once, in
+:meth:`~vidinv.models.stylegan2.SynthesisNetwork.edited_features`)::
 
     F̃ = F + G.features(w̃, k) − G.features(w, k),      E = G.synthesis(w̃, features=F̃, k)
 
@@ -16,8 +17,9 @@ once and per-sample strengths; nothing is rebuilt when the edit changes. The gra
 the two passes through the first k layers (cheap: at most 16×16 there); an offset that touches
 no layer below k gives F̃ = F.
 
-:func:`make_model_engines` is the one place the pipeline's engines are made: it picks the
-backend and device, exports the ONNX files into the cache folder it is given (once), and builds
+:func:`make_model_engines` is the one place the pipeline's engines are made
+(:func:`engines_for_bundle` calls it for a model folder with the ``[engine]`` settings): it picks
+the backend and device, exports the ONNX files into the cache folder it is given (once), and builds
 or loads the TensorRT engines with a profile from the pipeline's batch size. What it returns are
 plain callables; tensors stay on the engine's device between them.
 """
@@ -28,13 +30,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from vidinv.engines.base import Engine, TensorSpec
 from vidinv.models.encoder import FEATURE_INDEX
+
+if TYPE_CHECKING:
+    from vidinv.config import EngineSettings
+    from vidinv.models.folder import ModelBundle
 
 #: images [B,3,S,S] float32 in [-1,1] -> (w [B,L,512], F [B,C,h,w]) on the engine's device
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -74,12 +80,11 @@ class EditRenderGraph(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = w.shape[0]  # slices, not chunk(2): chunk fixes the exported batch size
         w_edit = w + offset
-        both = torch.cat([w_edit, w])
-        moved_and_original = self.synthesis.features(both, self.k)
-        features_edit = features + (moved_and_original[:batch] - moved_and_original[batch:])
+        features_edit = self.synthesis.edited_features(w, w_edit, features, self.k)
         if not self.with_reconstruction:
             return self.synthesis(w_edit, features=features_edit, k=self.k)
-        images = self.synthesis(both, features=torch.cat([features_edit, features]), k=self.k)
+        images = self.synthesis(torch.cat([w_edit, w]),
+                                features=torch.cat([features_edit, features]), k=self.k)
         return images[:batch], images[batch:]
 
 
@@ -205,6 +210,21 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
     return ModelEngines(encode=encode, edit_render=edit_render, encoder_engine=encoder_engine,
                         edit_render_engine=render_engine,
                         with_reconstruction=with_reconstruction)
+
+
+def engines_for_bundle(bundle: ModelBundle, settings: EngineSettings,
+                       with_reconstruction: bool = False, build_missing: bool = True
+                       ) -> ModelEngines:
+    """A model folder's engines for the ``[engine]`` settings: :func:`make_model_engines` on
+    the bundle's networks, with the model's own cache folder (per fingerprint)."""
+    from vidinv.models.folder import engine_cache_folder
+
+    return make_model_engines(
+        bundle.generator, bundle.encoder, backend=settings.backend,
+        device=settings.device or None, precision=settings.precision or None,
+        batch_size=settings.batch_size, with_reconstruction=with_reconstruction,
+        cache_dir=engine_cache_folder(bundle), k=bundle.k, spec_path=settings.spec or None,
+        build_missing=build_missing, threads=settings.threads)
 
 
 def graph_files(cache_dir: str | os.PathLike[str], k: int = FEATURE_INDEX,

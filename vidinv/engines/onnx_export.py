@@ -40,6 +40,7 @@ from torch import nn
 
 from vidinv.engines.base import TensorSpec
 from vidinv.errors import BackendUnavailableError, CheckpointError, InputFileError
+from vidinv.io_safety import write_atomically
 
 #: The lowest opset the torch.export-based exporter emits natively (see the module docstring).
 DEFAULT_OPSET = 18
@@ -206,13 +207,6 @@ def _name_output_axes(model: Any, dynamic_axes: dict[str, dict[int, str]]) -> No
                 raise ValueError(f"output {output.name!r} axis {axis} came out fixed at "
                                  f"{dims[axis].dim_value}, not dynamic ({dim_name!r})")
             dims[axis].dim_param = dim_name
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, so ``path`` is whole or untouched."""
-    from vidinv.io_safety import write_atomically as write
-
-    write(path, data)
 
 
 @contextlib.contextmanager

@@ -43,13 +43,13 @@ from typing import Any
 import torch
 
 from vidinv.engines.base import TensorSpec, bind_dynamic_sizes, torch_dtype
-from vidinv.engines.onnx_export import write_atomically
 from vidinv.errors import (
     BackendUnavailableError,
     CheckpointError,
     EngineMismatchError,
     InputFileError,
 )
+from vidinv.io_safety import write_atomically
 
 log = logging.getLogger(__name__)
 

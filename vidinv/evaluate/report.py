@@ -1,18 +1,15 @@
-"""Writing benchmark results: JSON and CSV (atomically), the per-frame plot, the table.
-
-JSON cannot hold ∞, so an infinite PSNR is written as the string ``"inf"``; :func:`read_json`
-turns it back into ``math.inf``.
-"""
+"""Writing benchmark results: CSV (atomically), the per-frame plot, the table. JSON (with ∞
+written as ``"inf"``) is :func:`vidinv.io_safety.write_json`."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from vidinv.io_safety import write_atomically
 
 #: Table 2 of the FSE paper (003), then the temporal columns: (key, header, format).
 TABLE_COLUMNS = (
@@ -39,47 +36,6 @@ FRAME_TABLE_COLUMNS = (
 )
 
 
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return to_jsonable(value.item())
-    return value
-
-
-def from_jsonable(value: Any) -> Any:
-    if value in ("inf", "-inf"):
-        return math.inf if value == "inf" else -math.inf
-    if isinstance(value, dict):
-        return {k: from_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_jsonable(v) for v in value]
-    return value
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    from vidinv.io_safety import write_atomically
-
-    write_atomically(path, text)
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """``data`` as indented JSON (∞ as "inf"), written to a temporary file then renamed."""
-    _replace_atomically(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return from_jsonable(json.loads(path.read_text(encoding="utf-8")))
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -97,7 +53,7 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[s
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(name)) for name in columns])
-    _replace_atomically(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -134,15 +90,10 @@ def plot_per_frame(path: Path, videos: Mapping[str, Sequence[Mapping[str, Any]]]
     axes[0].set_title(title, fontsize=10)
     if 0 < len(videos) <= 12:
         axes[0].legend(fontsize=7, loc="best")
-    from vidinv.io_safety import temporary_beside
+    from vidinv.io_safety import replacing
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path, ".png")
-    try:
+    with replacing(path, ".png") as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _format(value: Any, spec: str) -> str:

@@ -149,7 +149,7 @@ class _Kit:
 def _load_kit(options: BenchOptions) -> _Kit:
     from vidinv.metrics.identity import IdentityEmbedder
     from vidinv.metrics.lpips import lpips_from_paths
-    from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+    from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
     lpips = lpips_from_paths(options.lpips_backbone, options.lpips_lin, options.lpips_size)
     bundle = load_model_bundle(resolve_model_folder(options.model))
@@ -198,8 +198,9 @@ def run_video(path: Path, folder: Path, kit: _Kit, variant: Variant, config, edi
     """One video under one variant: its record (from ``folder/videos/<stem>.json`` if that
     is finished with the same settings, else computed and written)."""
     from vidinv.evaluate.collect import FRAME_COLUMNS, MetricsCollector
-    from vidinv.evaluate.report import read_json, write_csv, write_json
+    from vidinv.evaluate.report import write_csv
     from vidinv.face.errors import NoFaceError
+    from vidinv.io_safety import read_json, write_json
     from vidinv.pipeline.clip import process_video
     from vidinv.video.errors import VideoInputError
 
@@ -244,7 +245,7 @@ def read_json_roundtrip(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` as it reads back from JSON (tuples become lists, ∞ stays ∞)."""
     import json
 
-    from vidinv.evaluate.report import from_jsonable, to_jsonable
+    from vidinv.io_safety import from_jsonable, to_jsonable
 
     return from_jsonable(json.loads(json.dumps(to_jsonable(data))))
 
@@ -318,7 +319,8 @@ def _bench_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
 def summarise_variant(records: Sequence[dict[str, Any]], out: Path, kit: _Kit,
                       variant: Variant) -> dict[str, Any]:
     """One variant's per-video records → its summary files and plot; returns the aggregate."""
-    from vidinv.evaluate.report import plot_per_frame, write_csv, write_json
+    from vidinv.evaluate.report import plot_per_frame, write_csv
+    from vidinv.io_safety import write_json
 
     folder = out / variant.name
     summary = aggregate(records)
@@ -420,7 +422,8 @@ def run_benchmark(videos: Sequence[tuple[Path, dict[str, Any]]], out: Path,
     from vidinv.batch.executor import make_executor
     from vidinv.batch.files import Task
     from vidinv.batch.run import run_tasks
-    from vidinv.evaluate.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv, write_json
+    from vidinv.evaluate.report import FRAME_TABLE_COLUMNS, TABLE_COLUMNS, write_csv
+    from vidinv.io_safety import write_json
 
     pairs = make_variants(options, compare)
     if options.ray is not None:

@@ -45,6 +45,7 @@ from vidinv.latent.errors import (
     GeneratorMismatchError,
     UnverifiedDirectionWarning,
 )
+from vidinv.models.folder import DIRECTIONS_FOLDER
 
 if TYPE_CHECKING:
     from vidinv.models.stylegan2 import StyleGAN2Generator
@@ -586,11 +587,11 @@ def direction_files(path: str | Path) -> list[Path]:
     if path.is_file():
         if not is_model_file(path):
             return [path]
-        folder = path.parent / "directions"  # a model file: its folder's directions
+        folder = path.parent / DIRECTIONS_FOLDER  # a model file: its folder's directions
         if not folder.is_dir():
             return []
     else:
-        folder = path / "directions" if (path / "directions").is_dir() else path
+        folder = path / DIRECTIONS_FOLDER if (path / DIRECTIONS_FOLDER).is_dir() else path
     files = []
     for candidate in sorted(folder.iterdir()):
         if not candidate.is_file() or candidate.suffix.lower() not in DIRECTION_SUFFIXES:

@@ -142,7 +142,7 @@ def _shift(w: torch.Tensor, offset: torch.Tensor, alpha: torch.Tensor,
 
 def edit_with_features(generator: StyleGAN2Generator, w: torch.Tensor, features: torch.Tensor,
                        w_edit: torch.Tensor, k: int = DEFAULT_K) -> torch.Tensor:
-    """Eq. 1 of paper 003: F̃ = F + G.features(w̃, k) − G.features(w, k).
+    """Eq. 1 of paper 003 (:meth:`StyleGAN2Generator.edited_features`) on the samples it moves.
 
     w, w_edit: [B,N,D]; features: [B,C,R,R] = ``G.synthesis.feature_shape(k)``. Samples whose
     first k layers did not change get F back exactly (no generator call for them).
@@ -155,14 +155,10 @@ def edit_with_features(generator: StyleGAN2Generator, w: torch.Tensor, features:
     if not bool(changed.any()):
         return features
     if bool(changed.all()):
-        both = generator.features(torch.cat([w_edit, w]), k)
-        moved, original = both.chunk(2)
-        return features + (moved - original).to(features.dtype)
+        return generator.edited_features(w, w_edit, features, k)
     index = changed.nonzero().flatten()
-    both = generator.features(torch.cat([w_edit[index], w[index]]), k)
-    moved, original = both.chunk(2)
     edited = features.clone()
-    edited[index] = features[index] + (moved - original).to(features.dtype)
+    edited[index] = generator.edited_features(w[index], w_edit[index], features[index], k)
     return edited
 
 

@@ -1,4 +1,5 @@
-"""Models: the StyleGAN2 generator, its checkpoint loaders, and the model registry.
+"""Models: the StyleGAN2 generator and discriminator, the Feature-Style Encoder, their checkpoint
+loaders, the model folder (:mod:`.folder`) and the model registry.
 
 Names are imported lazily so that ``import vidinv.models`` stays cheap.
 """

@@ -8,9 +8,7 @@ constructor arguments as JSON). Nothing in it is executable; loading is ``strict
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,19 +62,14 @@ def save_native(path: str | Path, kind: str, config: dict,
     """Write ``tensors`` and ``config`` to ``path`` atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
+    from vidinv.io_safety import replacing
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {_KIND_KEY: kind, _VERSION_KEY: FORMAT_VERSION,
                 _CONFIG_KEY: json.dumps(config, sort_keys=True)}
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         save_file(contiguous, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from vidinv import __version__
 from vidinv.errors import DownloadError, InputFileError
+from vidinv.io_safety import write_atomically
 
 __all__ = [
     "REGISTRY",
@@ -500,6 +501,4 @@ def _write_sidecar(sidecar: Path, entry: RegistryEntry, sha256: str, size: int) 
         "sha256": sha256,
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, sidecar)
+    write_atomically(sidecar, json.dumps(record, indent=2) + "\n")

@@ -248,6 +248,21 @@ class SynthesisNetwork(nn.Module):
             x = self.layers[j](x, ws[:, j])
         return x
 
+    def edited_features(self, w: torch.Tensor, w_edit: torch.Tensor, features: torch.Tensor,
+                        k: int) -> torch.Tensor:
+        """Paper 003's Eq. 1, the one place it is written: F̃ = F + G(w̃^{1:k}) − G(w^{1:k}).
+
+        w, w_edit: [B,n_latent,512]; features: [B,C,R,R], ``feature_shape(k)`` -> F̃ in the
+        dtype of ``features``. One call on the batch [w̃; w], split by slicing (not ``chunk``,
+        which would fix an exported graph's batch size).
+        """
+        batch = w.shape[0]
+        moved_and_original = self.features(torch.cat([w_edit, w]), k)
+        change = moved_and_original[:batch] - moved_and_original[batch:]
+        if change.dtype != features.dtype:
+            change = change.to(features.dtype)
+        return features + change
+
     def forward(self, ws: torch.Tensor, features: torch.Tensor | None = None,
                 k: int | None = None) -> torch.Tensor:
         """Render W+ codes, optionally starting from a feature tensor at layer ``k``.
@@ -318,6 +333,11 @@ class StyleGAN2Generator(nn.Module):
     def features(self, ws: torch.Tensor, k: int) -> torch.Tensor:
         """G(w^{1:k}): see :meth:`SynthesisNetwork.features`."""
         return self.synthesis.features(ws, k)
+
+    def edited_features(self, w: torch.Tensor, w_edit: torch.Tensor, features: torch.Tensor,
+                        k: int) -> torch.Tensor:
+        """Eq. 1 of paper 003: see :meth:`SynthesisNetwork.edited_features`."""
+        return self.synthesis.edited_features(w, w_edit, features, k)
 
     def forward(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
         """Sample: z [B,512] -> image [B,3,R,R] (the same w on every layer)."""

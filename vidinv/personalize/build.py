@@ -38,6 +38,14 @@ import torch
 
 from vidinv.errors import VidinvError
 from vidinv.models import FEATURE_INDEX
+from vidinv.models.folder import (
+    DEFAULT_MODEL_FOLDER,
+    ENCODER_FILE,
+    GENERATOR_FILE,
+    TRAINING_STATE_FILE,
+    direction_file,
+    save_model_folder,
+)
 from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
 
 log = logging.getLogger(__name__)
@@ -160,8 +168,6 @@ class Personalizer:
     # --- 2. generator -----------------------------------------------------------------------
 
     def _init_folder(self) -> Path | None:
-        from vidinv.pipeline.bundle import DEFAULT_MODEL_FOLDER
-
         init = self.settings.init
         if init == "none":
             return None
@@ -169,18 +175,18 @@ class Personalizer:
 
     def generator(self, data: dict[str, np.ndarray]) -> Any:
         from vidinv.models.generator_io import load_generator
-        from vidinv.train.gan import STATE_FILE, GanTrainConfig, GanTrainer
+        from vidinv.train.gan import GanTrainConfig, GanTrainer
 
         run = self.work / "gan"
         done = run / "done.json"
         if done.is_file():
-            return load_generator(run / "generator.safetensors")
+            return load_generator(run / GENERATOR_FILE)
         if self.settings.share("generator") == 0:
-            return load_generator(self._untrained_init("generator", "generator.safetensors"))
+            return load_generator(self._untrained_init("generator", GENERATOR_FILE))
         resolution = self.settings.resolution
         images = torch.from_numpy(_resize(data["images"], resolution)).permute(0, 3, 1, 2)
         images = images.contiguous()
-        if (run / STATE_FILE).is_file():
+        if (run / TRAINING_STATE_FILE).is_file():
             trainer = GanTrainer.from_checkpoint(run, images, device=self.device)
         else:
             channel_max, multiplier = GENERATOR_SHAPES[resolution]
@@ -191,7 +197,7 @@ class Personalizer:
                                     # Starting from a trained G: short EMA, no ramp-up needed.
                                     ema_kimg=2.0)
             trainer = GanTrainer(config, images, out_dir=run, device=self.device)
-            if self._warm_start("generator", "generator.safetensors", load_generator,
+            if self._warm_start("generator", GENERATOR_FILE, load_generator,
                                 [trainer.G, trainer.G_ema]):
                 trainer.set_lr(FINE_TUNE_GAN_LR)
         self._train_for_budget("generator", trainer)
@@ -199,7 +205,7 @@ class Personalizer:
         done.write_text(json.dumps({"steps": trainer.step}))
         # From the file, as a resumed run would: a fresh run and a resumed one continue from
         # the same network (and nothing of the trainer's in-memory state leaks on).
-        return load_generator(run / "generator.safetensors")
+        return load_generator(run / GENERATOR_FILE)
 
     def _untrained_init(self, stage: str, file_name: str) -> Path:
         """The init model's file for a stage that ``--split`` gives no time."""
@@ -234,7 +240,6 @@ class Personalizer:
         from vidinv.models.encoder import FeatureStyleEncoder
         from vidinv.models.encoder_io import load_encoder
         from vidinv.train.encoder import (
-            STATE_FILE,
             EncoderTrainer,
             EncoderTrainingConfig,
             TensorImageSource,
@@ -243,15 +248,15 @@ class Personalizer:
         run = self.work / "encoder"
         done = run / "done.json"
         if done.is_file():
-            return load_encoder(run / "encoder.safetensors")
+            return load_encoder(run / ENCODER_FILE)
         if self.settings.share("encoder") == 0:
-            encoder = load_encoder(self._untrained_init("encoder", "encoder.safetensors"))
+            encoder = load_encoder(self._untrained_init("encoder", ENCODER_FILE))
             encoder.set_latent_avg(generator.latent_avg)
             return encoder
         generator = generator.to(self.device)
         crop = _crop_size(self.settings.resolution)
         reals = TensorImageSource(_to_unit(data["images"]), generator.resolution)
-        if (run / STATE_FILE).is_file():
+        if (run / TRAINING_STATE_FILE).is_file():
             trainer = EncoderTrainer.resume(generator, run, real_images=reals)
         else:
             config = EncoderTrainingConfig(batch_size=4, lr=3e-4, feature_ramp_rate=2.5e-3,
@@ -262,7 +267,7 @@ class Personalizer:
                 n_latent=generator.n_latent, style_dim=generator.style_dim, input_size=crop,
                 widths=ENCODER_WIDTHS, blocks=ENCODER_BLOCKS, feature_channels=channels,
                 content_stride=crop // (8 * side))
-            self._warm_start("encoder", "encoder.safetensors", load_encoder, [encoder])
+            self._warm_start("encoder", ENCODER_FILE, load_encoder, [encoder])
             encoder.set_latent_avg(generator.latent_avg)
             trainer = EncoderTrainer(generator, encoder, config, real_images=reals,
                                      out_dir=run)
@@ -274,7 +279,7 @@ class Personalizer:
         self._train_for_budget("encoder", trainer, decay_lr_once)
         trainer.save_checkpoint()
         done.write_text(json.dumps({"steps": trainer.step}))
-        return load_encoder(run / "encoder.safetensors")
+        return load_encoder(run / ENCODER_FILE)
 
     # --- 4. directions ----------------------------------------------------------------------
 
@@ -381,24 +386,17 @@ class Personalizer:
     def package(self, generator: Any, encoder: Any, directions: list,
                 evaluation: dict[str, Any]) -> None:
         from vidinv.latent.directions import DirectionSet, save_directions
-        from vidinv.models.encoder_io import save_encoder
-        from vidinv.models.generator_io import save_generator
         from vidinv.personalize.card import model_card
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_generator(generator.cpu(), self.out / "generator.safetensors")
-        save_encoder(encoder.cpu(), self.out / "encoder.safetensors")
-        folder = self.out / "directions"
-        folder.mkdir(exist_ok=True)
+        summary = self.summary(evaluation)
+        save_model_folder(self.out, generator, encoder, card=model_card(summary),
+                          evaluation=summary)
         for direction in directions:
             if direction.kind != "sefa":
-                save_directions(folder / f"{direction.name}.safetensors", direction)
+                save_directions(direction_file(self.out, direction.name), direction)
         sefa = [d for d in directions if d.kind == "sefa"]
         if sefa:
-            save_directions(folder / "sefa.safetensors", DirectionSet(sefa))
-        summary = self.summary(evaluation)
-        (self.out / "evaluation.json").write_text(json.dumps(summary, indent=2))
-        (self.out / "MODEL_CARD.md").write_text(model_card(summary))
+            save_directions(direction_file(self.out, "sefa"), DirectionSet(sefa))
 
     def summary(self, evaluation: dict[str, Any]) -> dict[str, Any]:
         records = _load_records(self.work)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vidinv.latent.errors import UnknownAttributeError
-from vidinv.pipeline.bundle import ModelBundle
+from vidinv.models.folder import ModelBundle
 
 
 def available_attributes(bundle: ModelBundle) -> dict[str, Path]:

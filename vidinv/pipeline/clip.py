@@ -11,8 +11,8 @@ from pathlib import Path
 from vidinv.config import PipelineConfig
 from vidinv.frame import Frame
 from vidinv.latent.archive import LatentArchive
+from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.adapt import adapt_to_clip
-from vidinv.pipeline.bundle import ModelBundle
 from vidinv.pipeline.outputs import check_output, input_kind
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.runtime import stage_runtime

@@ -15,7 +15,7 @@ from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.io_safety import check_paths
-from vidinv.pipeline.bundle import ModelBundle
+from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.outputs import VIDEO_SUFFIXES
 from vidinv.pipeline.runner import run_threaded
 from vidinv.pipeline.runtime import stage_runtime

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vidinv.errors import InputFileError
 from vidinv.io_safety import check_paths
-from vidinv.pipeline.bundle import ModelBundle
+from vidinv.models.folder import ModelBundle
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")
 IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")

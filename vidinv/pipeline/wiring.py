@@ -18,6 +18,11 @@ waits in a queue (``benchmarks/live.py`` measures the rate and the latency):
     live thread 1: DetectLandmarks → … → AlignFace → EncodeFaces → SmoothLatents
     live thread 2: RenderFaces
     live thread 3: PasteBack
+
+One thread for everything caps live at 1 / Σ stages and leaves the second core to the
+camera's decoding; three threads split the work so that each stage's time, not their sum,
+bounds the frame rate. ``benchmarks/live.py`` prints the frame rate shown against the
+camera's and each stage's time per frame.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidinv.config import PipelineConfig
+from vidinv.engines.model_graphs import engines_for_bundle
 from vidinv.frame import Frame
-from vidinv.pipeline.bundle import ModelBundle, make_model_engines
+from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.outputs import input_kind
 from vidinv.pipeline.runner import Stage
 from vidinv.pipeline.runtime import codec_threads
@@ -51,7 +57,7 @@ class Networks:
     """The model callables, the edit (None: reconstruct) and the aligned-crop size.
 
     ``edit_render`` must return the reconstruction too when the config's paste is
-    ``transfer`` (:func:`vidinv.pipeline.bundle.make_model_engines` with_reconstruction).
+    ``transfer`` (:func:`vidinv.engines.model_graphs.engines_for_bundle` with_reconstruction).
     """
 
     encode: EncodeFn
@@ -115,7 +121,7 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                           "layer in that range")
     if isinstance(editor, LatentEditor):
         editor = CombinedEditor.from_editors({"edit": editor})
-    engines = make_model_engines(bundle, config.engine,
+    engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
                     crop_size=bundle.crop_size)

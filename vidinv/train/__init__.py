@@ -1,8 +1,8 @@
 """Training and per-image optimisation around the Feature-Style Encoder and StyleGAN2.
 
 * :mod:`vidinv.train.losses` — pixel, perceptual (LPIPS from local weights, or the documented
-  SSIM/gradient substitute), multi-scale application, feature reconstruction, identity and
-  face-parsing interfaces, the loss weights;
+  SSIM/gradient substitute), multi-scale application, feature reconstruction, the identity loss
+  around a user's face-embedding network, the loss weights;
 * :mod:`vidinv.train.encoder` — :class:`EncoderTrainer` (paper 003 §4), checkpoints, resume;
 * :mod:`vidinv.train.cycle` — cycle encoding W → W+ → W (papers 000/001);
 * :mod:`vidinv.train.refine` — pivot refinement;

@@ -11,9 +11,9 @@ Each step:
   F̃ = (1 − s)·G(w^{1:k}) + s·F, s = min(1, ``feature_ramp_rate`` · step) (the official
   ``feature_scale``);
 * loss = λ_mse·MSE(x̃1, x) on the synthetic half + λ_p·(P(x̃1, x) + P(x̃2, x)) on the whole
-  batch (P the multi-scale perceptual loss) + λ_f·‖F − sg(G(w^{1:k}))‖² (+ identity and
-  face-parsing terms on both inversions when their networks are given) (+ the cycle-encoding
-  terms, :mod:`vidinv.train.cycle`).
+  batch (P the multi-scale perceptual loss) + λ_f·‖F − sg(G(w^{1:k}))‖² (+ λ_id times the
+  identity term on both inversions when a face-embedding network is given) (+ the
+  cycle-encoding terms, :mod:`vidinv.train.cycle`).
 
 Differences from the official code, on purpose: the optimiser is Adam (the official
 ``configs/001.yaml`` uses Ranger — RAdam + Lookahead — which torch does not ship) with the same
@@ -46,6 +46,7 @@ from vidinv.errors import CheckpointError, InputFileError, VidinvError
 from vidinv.models import FEATURE_INDEX
 from vidinv.models.encoder import FeatureStyleEncoder, check_encoder_matches, prepare_input
 from vidinv.models.encoder_io import save_encoder
+from vidinv.models.folder import ENCODER_FILE, TRAINING_STATE_FILE
 from vidinv.models.stylegan2 import StyleGAN2Generator
 from vidinv.train.cycle import (
     CycleConfig,
@@ -61,12 +62,11 @@ from vidinv.train.cycle import (
     tie_inactive_styles,
 )
 from vidinv.train.losses import (
-    FaceParsingLoss,
     IdentityLoss,
     ImageLoss,
     LossWeights,
     MultiScaleStructureLoss,
-    describe_optional,
+    describe_identity,
     feature_reconstruction,
     mse,
 )
@@ -74,8 +74,6 @@ from vidinv.train.state import deferred_interrupt, load_state, save_state
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE = "encoder.safetensors"
-STATE_FILE = "training_state.safetensors"
 LOG_FILE = "log.jsonl"
 _STATE_FORMAT = 1
 
@@ -120,7 +118,10 @@ class EncoderTrainingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderTrainingConfig:
         data = dict(data)
-        data["weights"] = LossWeights(**data["weights"])
+        # "parsing": the face-parsing weight of runs made before that term was removed (no
+        # command could give it a network, so it never counted).
+        data["weights"] = LossWeights(**{name: value for name, value in data["weights"].items()
+                                         if name != "parsing"})
         data["betas"] = tuple(data["betas"])
         if data.get("cycle") is not None:
             cycle = dict(data["cycle"])
@@ -231,8 +232,8 @@ class EncoderTrainer:
         config: :class:`EncoderTrainingConfig`.
         perceptual: an :class:`ImageLoss` applied to both inversions (usually multi-scale);
             None = :class:`MultiScaleStructureLoss` (the LPIPS substitute, logged as such).
-        identity, parsing: optional networks for the identity and face-parsing losses (an
-            ``IdentityLoss``/``FaceParsingLoss`` or a bare network, wrapped); off when None.
+        identity: optional network for the identity loss (an ``IdentityLoss`` or a bare
+            network, wrapped); off when None.
         real_images: an :class:`ImageSource` of aligned faces, or None (all synthetic).
         out_dir: where checkpoints and ``log.jsonl`` go (None: nothing is written).
     """
@@ -240,7 +241,7 @@ class EncoderTrainer:
     def __init__(self, generator: StyleGAN2Generator, encoder: FeatureStyleEncoder,
                  config: EncoderTrainingConfig | None = None, *,
                  perceptual: ImageLoss | None = None, identity: nn.Module | None = None,
-                 parsing: nn.Module | None = None, real_images: ImageSource | None = None,
+                 real_images: ImageSource | None = None,
                  out_dir: str | Path | None = None) -> None:
         self.config = config or EncoderTrainingConfig()
         check_encoder_matches(encoder, generator, self.config.feature_index)
@@ -256,12 +257,8 @@ class EncoderTrainer:
         self.perceptual = perceptual.to(self.device)
         if identity is not None and not isinstance(identity, IdentityLoss):
             identity = IdentityLoss(identity)
-        if parsing is not None and not isinstance(parsing, FaceParsingLoss):
-            parsing = FaceParsingLoss(parsing)
         self.identity = identity.to(self.device) if identity is not None else None
-        self.parsing = parsing.to(self.device) if parsing is not None else None
-        for line in describe_optional(self.identity, self.parsing):
-            log.info(line)
+        log.info(describe_identity(self.identity))
         self.real_images = real_images
         self.out_dir = Path(out_dir) if out_dir is not None else None
 
@@ -359,12 +356,10 @@ class EncoderTrainer:
         if weights.f_recon:
             terms["f_recon"] = feature_reconstruction(features, generator_features.detach()).mean()
             total = total + weights.f_recon * terms["f_recon"]
-        for module, weight in ((self.identity, weights.identity),
-                               (self.parsing, weights.parsing)):
-            if module is not None and weight:
-                value = module(x1, targets).mean() + module(x2, targets).mean()
-                terms[module.name] = value
-                total = total + weight * value
+        if self.identity is not None and weights.identity:
+            value = self.identity(x1, targets).mean() + self.identity(x2, targets).mean()
+            terms[self.identity.name] = value
+            total = total + weights.identity * value
         fake_w = None
         if state is not None:
             mask = active_mask(state, self.device)
@@ -502,7 +497,7 @@ class EncoderTrainer:
         if self.discriminator is not None:
             content["discriminator"] = self.discriminator.state_dict()
             content["disc_optimizer"] = self.disc_optimizer.state_dict()
-        save_state(folder / STATE_FILE, content)
+        save_state(folder / TRAINING_STATE_FILE, content)
         encoder = self.encoder
         state = self.cycle_state()  # the mask the next step would use
         if state is not None:
@@ -518,7 +513,7 @@ class EncoderTrainer:
         or the folder holding one; returns the step."""
         path = Path(path)
         if path.is_dir():
-            path = path / STATE_FILE
+            path = path / TRAINING_STATE_FILE
         content = load_state(path)
         if content.get("format") != _STATE_FORMAT:
             raise CheckpointError(f"{path}: training-state format {content.get('format')!r} is "
@@ -546,22 +541,23 @@ class EncoderTrainer:
     @classmethod
     def resume(cls, generator: StyleGAN2Generator, out_dir: str | Path, *,
                perceptual: ImageLoss | None = None, identity: nn.Module | None = None,
-               parsing: nn.Module | None = None, real_images: ImageSource | None = None,
+               real_images: ImageSource | None = None,
                config_overrides: dict[str, Any] | None = None) -> EncoderTrainer:
         """A trainer rebuilt from ``out_dir``'s training state (encoder shape and config come
         from the file; ``config_overrides`` may change e.g. ``log_every``)."""
         out_dir = Path(out_dir)
-        content = load_state(out_dir / STATE_FILE)
+        content = load_state(out_dir / TRAINING_STATE_FILE)
         try:
             config = EncoderTrainingConfig.from_dict(content["config"])
             encoder = FeatureStyleEncoder(**content["encoder_config"])
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{out_dir / STATE_FILE}: bad stored config ({error})") from None
+            raise CheckpointError(f"{out_dir / TRAINING_STATE_FILE}: bad stored config ({error})"
+                                  ) from None
         if config_overrides:
             config = replace(config, **config_overrides)
         trainer = cls(generator, encoder, config, perceptual=perceptual, identity=identity,
-                      parsing=parsing, real_images=real_images, out_dir=out_dir)
-        trainer.load_checkpoint(out_dir / STATE_FILE)
+                      real_images=real_images, out_dir=out_dir)
+        trainer.load_checkpoint(out_dir / TRAINING_STATE_FILE)
         return trainer
 
 
@@ -576,7 +572,7 @@ def _format_eta(seconds: float) -> str:
 
 def check_out_dir(out_dir: str | Path, resume: bool) -> None:
     """Refuse to start a fresh run over an existing one (and to resume from nothing)."""
-    state = Path(out_dir) / STATE_FILE
+    state = Path(out_dir) / TRAINING_STATE_FILE
     if resume and not state.is_file():
         raise VidinvError(f"{state}: no training state to resume; drop --resume to start")
     if not resume and state.exists():

@@ -20,9 +20,11 @@ logged as ``structure`` (``ms_structure``).
 * :class:`MultiScale` — the Feature-Style Encoder's multi-scale application (paper 003, Eq. 3):
   the loss summed over the image and its ×0.5, ×0.25 bilinear downscales.
 * :func:`feature_reconstruction` — ‖F − G(w^{1:k})‖² (mean squared), paper 003 Eq. 4.
-* :class:`IdentityLoss`, :class:`FaceParsingLoss` — the multi-layer cosine losses of paper 003
-  Eqs. 6–7 around a network the caller provides (ArcFace, a face parser). No such weights ship
-  with vidinv; without a network the term is simply off.
+* :class:`IdentityLoss` — the multi-layer cosine loss of paper 003 Eq. 6 around a face
+  embedding network the user brings as a ``torch.export`` file (``vidinv train encoder
+  --identity-net``, :func:`load_identity_network`). No such weights ship with vidinv; without
+  a network the term is off. (The paper's face-parsing term, Eq. 7, is not implemented: no
+  face parser reaches this project.)
 
 :class:`LossWeights` holds the λ of paper 003 / the official ``configs/001.yaml``.
 """
@@ -48,14 +50,13 @@ class LossWeights:
     """λ of each term (paper 003 Eqs. 5 and 8; official configs/001.yaml).
 
     ``perceptual`` weighs the multi-scale perceptual term on each of the two inversions (the
-    paper's λ1 = 0.2 for LPIPS; the same λ is used for the substitute). ``identity`` and
-    ``parsing`` only count when a network is given.
+    paper's λ1 = 0.2 for LPIPS; the same λ is used for the substitute). ``identity`` only
+    counts when a network is given.
     """
 
     mse: float = 1.0
     perceptual: float = 0.2
     identity: float = 0.1
-    parsing: float = 0.1
     f_recon: float = 0.01
 
 
@@ -310,7 +311,7 @@ def build_perceptual(lpips_vgg: str | Path | None = None, lpips_lin: str | Path 
     return MultiScale(loss, n_scales)
 
 
-# --- identity and face parsing (networks provided by the caller) ------------------------------
+# --- identity (a network provided by the user) -----------------------------------------------
 
 
 class FeatureCosineLoss(ImageLoss):
@@ -325,7 +326,11 @@ class FeatureCosineLoss(ImageLoss):
 
     def __init__(self, network: nn.Module, input_size: int) -> None:
         super().__init__()
-        self.network = network.eval().requires_grad_(False)
+        try:
+            network.eval()
+        except NotImplementedError:  # a torch.export program keeps the mode it was exported in
+            pass
+        self.network = network.requires_grad_(False)
         self.input_size = input_size
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -350,21 +355,43 @@ class IdentityLoss(FeatureCosineLoss):
         super().__init__(network, input_size)
 
 
-class FaceParsingLoss(FeatureCosineLoss):
-    """Face-parsing loss (paper 003 Eq. 7) around a BiSeNet-like parser (512 px)."""
+def load_identity_network(path: str | Path, input_size: int = 112) -> IdentityLoss:
+    """The identity loss around the face-embedding network in ``path``, a ``torch.export``
+    program (``.pt2``: a graph and its weights, no pickled code).
 
-    name = "parsing"
+    The network takes [B,3,S,S] in [-1,1] (S = ``input_size``; any normalisation it needs is
+    inside it; B dynamic) and returns an embedding [B,…] or a list of per-layer features. Make
+    one in eval mode with ``torch.export.save(torch.export.export(net, (images,),
+    dynamic_shapes=({0: torch.export.Dim("batch")},)), FILE)``. It is checked on two black
+    images before training starts.
+    """
+    import zipfile
 
-    def __init__(self, network: nn.Module, input_size: int = 512) -> None:
-        super().__init__(network, input_size)
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file; pass --identity-net a torch.export "
+                             "face-embedding network (.pt2)")
+    try:
+        network = torch.export.load(str(path)).module()
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a torch.export network ({first}); save it with "
+                              "torch.export.save(torch.export.export(net, ...), FILE)") from None
+    loss = IdentityLoss(network, input_size)
+    probe = torch.zeros(2, 3, input_size, input_size)
+    try:
+        with torch.no_grad():
+            loss(probe, probe)
+    except Exception as error:  # noqa: BLE001 - any failure of the user's network: one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: the network does not take [B,3,{input_size},"
+                              f"{input_size}] images in [-1,1] with a dynamic batch ({first}); "
+                              "pass --identity-size to match it") from None
+    return loss
 
 
-def describe_optional(identity: nn.Module | None, parsing: nn.Module | None) -> list[str]:
-    """One log line per optional term saying whether it is on."""
-    lines = []
-    lines.append("identity loss: on" if identity is not None else
-                 "identity loss: off (no ArcFace model given; none ships with vidinv)")
-    lines.append("face-parsing loss: on" if parsing is not None else
-                 "face-parsing loss: off (no face-parsing model given; none ships with vidinv)")
-    return lines
+def describe_identity(identity: nn.Module | None) -> str:
+    """The log line that says whether the identity term is on."""
+    return ("identity loss: on" if identity is not None else
+            "identity loss: off (no --identity-net given; none ships with vidinv)")
 

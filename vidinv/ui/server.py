@@ -230,7 +230,7 @@ def _can_open_browser() -> bool:
 def serve(port: int | None = None, model: str | None = None, open_browser: bool = True) -> int:
     """Serve the page until Ctrl-C (``vidinv ui``)."""
     if model is not None:
-        from vidinv.pipeline.bundle import load_model_bundle
+        from vidinv.models.folder import load_model_bundle
 
         load_model_bundle(model)  # a wrong --model is a one-line error before serving
     import torch

@@ -27,7 +27,7 @@ import numpy as np
 from vidinv.config import PipelineConfig
 from vidinv.errors import InputFileError, VidinvError
 from vidinv.frame import Frame
-from vidinv.pipeline.bundle import ModelBundle
+from vidinv.models.folder import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +211,13 @@ class UiSession:
 
     def model_choices(self) -> list[dict]:
         """The model folders to offer: the embedded model, ``--model``, installed folders."""
-        from vidinv.pipeline.bundle import (
-            DEFAULT_MODEL_FOLDER,
-            ENCODER_FILE,
-            GENERATOR_FILE,
-        )
+        from vidinv.models.folder import DEFAULT_MODEL_FOLDER, is_model_folder
 
         choices: list[dict] = []
         if self.default_model:
             choices.append({"label": f"{self.default_model} (--model)",
                             "path": str(self.default_model)})
-        if (DEFAULT_MODEL_FOLDER / GENERATOR_FILE).is_file():
+        if is_model_folder(DEFAULT_MODEL_FOLDER):
             choices.append({"label": "embedded default model (64 px, one identity)",
                             "path": str(DEFAULT_MODEL_FOLDER)})
         try:
@@ -229,15 +225,14 @@ class UiSession:
 
             for entry, path in registry.installed():
                 folder = Path(path)
-                if folder.is_dir() and (folder / GENERATOR_FILE).is_file() \
-                        and (folder / ENCODER_FILE).is_file():
+                if is_model_folder(folder):
                     choices.append({"label": entry.name, "path": str(folder)})
         except Exception as error:  # noqa: BLE001 - a broken cache must not break the page
             log.debug("no installed models listed: %s", error)
         return choices
 
     def bundle(self, model: str | None) -> ModelBundle:
-        from vidinv.pipeline.bundle import load_model_bundle, resolve_model_folder
+        from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
         folder = resolve_model_folder(model or self.default_model or None).resolve()
         if folder not in self._bundles:

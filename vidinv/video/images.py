@@ -10,7 +10,6 @@ exception; otherwise it is deleted.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -23,6 +22,7 @@ import numpy as np
 
 from vidinv.errors import BackendUnavailableError
 from vidinv.frame import Frame
+from vidinv.io_safety import move_folder_into_place, write_atomically
 from vidinv.video.errors import NotAVideoError, VideoInputError, VideoWriteError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -73,13 +73,7 @@ def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> No
     ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise VideoWriteError(f"OpenCV could not encode {path.name}")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    try:
-        tmp.write_bytes(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, encoded.tobytes())
 
 
 class ImageSequenceReader:
@@ -222,19 +216,7 @@ class ImageFolderWriter:
         try:
             if self.frames_written == 0:
                 raise VideoWriteError(f"no frames reached {self.folder}; nothing was written")
-            old: Path | None = None
-            if self.folder.exists():
-                # Set the previous folder aside (not deleted) until the new one is in place.
-                old = self.folder.with_name(f".{self.folder.name}.{secrets.token_hex(4)}.old")
-                os.replace(self.folder, old)
-            try:
-                os.replace(tmp, self.folder)
-            except BaseException:
-                if old is not None:
-                    os.replace(old, self.folder)
-                raise
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            move_folder_into_place(tmp, self.folder)
         except BaseException:
             self.abort()
             raise

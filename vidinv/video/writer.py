@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from vidinv.frame import Frame
+from vidinv.io_safety import put_in_place
 from vidinv.video.errors import VideoWriteError
 from vidinv.video.reader import VideoInfo
 
@@ -258,7 +259,7 @@ class VideoWriter:
             self._container = None
             self._close_audio_input()
             self._verify_written()
-            os.replace(self._tmp_path, self.path)
+            put_in_place(self._tmp_path, self.path)
         except BaseException:
             self.abort()
             raise

@@ -166,6 +166,7 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
     what does not fit) and VidinvError when ``out`` exists without ``force``. Nothing is left
     at ``out`` when it fails.
     """
+    from vidinv.io_safety import move_folder_into_place, write_atomically
     from vidinv.latent.directions import (
         DirectionError,
         DirectionSet,
@@ -174,10 +175,15 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
         resolve_layers,
         save_directions,
     )
-    from vidinv.models.encoder_io import load_encoder, save_encoder
-    from vidinv.models.generator_io import load_generator, save_generator
+    from vidinv.models.encoder_io import load_encoder
+    from vidinv.models.folder import (
+        MODEL_CARD_FILE,
+        direction_file,
+        load_model_bundle,
+        save_model_folder,
+    )
+    from vidinv.models.generator_io import load_generator
     from vidinv.models.native import looks_like_safetensors, read_head
-    from vidinv.pipeline.bundle import ENCODER_FILE, GENERATOR_FILE, load_model_bundle
 
     generator_path, encoder_path, out = Path(generator_path), Path(encoder_path), Path(out)
     renames: dict[Path, str] = {}
@@ -238,31 +244,20 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
     tmp = out.with_name(f".{out.name}.assembling")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir()
-        save_generator(generator, tmp / GENERATOR_FILE)
-        save_encoder(encoder, tmp / ENCODER_FILE)
-        if directions:
-            (tmp / "directions").mkdir()
+        save_model_folder(tmp, generator, encoder)
         for path, loaded in directions:
             stem = loaded[0].name if len(loaded) == 1 else path.stem
-            save_directions(tmp / "directions" / f"{stem}.safetensors",
+            save_directions(direction_file(tmp, stem),
                             DirectionSet(loaded.directions, mean=loaded.mean))
         bundle = load_model_bundle(tmp)  # what the pipeline will do, strictly
         model = AssembledModel(folder=out, resolution=generator.resolution,
                                n_latent=generator.n_latent, encoder_input=encoder.input_size,
                                generator_fingerprint=fingerprint,
                                model_fingerprint=bundle.fingerprint(), directions=names)
-        (tmp / "MODEL_CARD.md").write_text(_model_card(
+        write_atomically(tmp / MODEL_CARD_FILE, _model_card(
             model, generator, encoder, generator_path, encoder_path, directions, native_encoder,
             k))
-        if out.exists():
-            old = out.with_name(f".{out.name}.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        move_folder_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("assembled %s", out)
