@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.skips import machine_skip
 from vidinv.engines import (
     Engine,
     OrtEngine,
@@ -294,7 +295,7 @@ def test_ort_engine_refuses_an_unavailable_cuda_provider(onnx_files: dict[str, P
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime has the CUDA provider")
+        machine_skip("this onnxruntime has the CUDA provider")
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         OrtEngine(onnx_files["synthesis"], providers=["cuda"])
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.skips import machine_skip
 from vidinv.pipeline.runtime import codec_threads, keep_frame_buffers, stage_runtime
 
 
@@ -71,7 +72,7 @@ def test_usable_cores_follows_the_process_affinity():
     from vidinv.pipeline.runtime import usable_cores
 
     if not hasattr(os, "sched_getaffinity"):
-        pytest.skip("no CPU affinity on this platform")
+        machine_skip("no CPU affinity on this platform")
     before = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(before)})

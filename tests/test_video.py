@@ -27,6 +27,7 @@ from tests.media import (
     real_clip_path,
     truncate,
 )
+from tests.skips import require
 from vidinv.errors import BackendUnavailableError, InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.video.errors import (
@@ -393,7 +394,7 @@ def test_file_camera_reports_a_bad_file_on_creation(tmp_path):
 
 
 def test_missing_webcam_names_the_alternative(monkeypatch):
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require("cv2")
 
     class NoCamera:
         def __init__(self, index):
@@ -412,7 +413,7 @@ def test_missing_webcam_names_the_alternative(monkeypatch):
 
 
 def test_webcam_source_converts_and_times_frames(monkeypatch):
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require("cv2")
 
     class FakeCamera:
         def __init__(self, index):
