@@ -103,3 +103,37 @@ def test_missing_required_parts_skip_locally_and_fail_under_ci(tmp_path: Path, c
         "test_a_gpu_test_without_cuda": "skipped",
         "test_a_present_package": "passed",
     }
+
+
+def _readme_browser_prelude() -> str:
+    """The README test command's first part: the chromium install, before the venv is made."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("<!-- test-command -->")
+    assert lines[start + 1] == "```" and lines[start + 3] == "```"  # one line, as .ci/run reads
+    prelude, separator, _ = lines[start + 2].partition(" && python3 -m venv .venv")
+    assert separator, lines[start + 2]
+    return prelude
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["local", "CI=true"])
+def test_readme_command_without_chromium_goes_on_locally_and_stops_under_ci(
+        tmp_path: Path, ci: bool) -> None:
+    bin_dir = tmp_path / "bin"  # no chromium, and an apt-get that cannot install it
+    bin_dir.mkdir()
+    apt_get = bin_dir / "apt-get"
+    apt_get.write_text("#!/bin/sh\necho \"apt-get $*\" >> \"$APT_LOG\"\nexit 100\n")
+    apt_get.chmod(0o755)
+    env = {"PATH": str(bin_dir), "APT_LOG": str(tmp_path / "apt.log")}
+    if ci:
+        env["CI"] = "true"
+    bash = "/bin/bash"
+    result = subprocess.run([bash, "-c", _readme_browser_prelude() + " && echo GOES_ON"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert "apt-get update" in (tmp_path / "apt.log").read_text()  # it tried to install
+    if ci:
+        assert result.returncode != 0 and "GOES_ON" not in result.stdout
+        assert "chromium could not be installed" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [
+            "no chromium: the page's browser test will skip", "GOES_ON"]
