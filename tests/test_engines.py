@@ -508,15 +508,57 @@ def test_torch_engine_runs_a_checked_trace_per_shape_and_smaller_batches_eagerly
     assert len(traced.traced_shapes) == 2
 
 
-def test_torch_engine_runs_eagerly_when_the_trace_does_not_match_the_module():
+def _eager_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "vidinv.engines.torch_engine" and r.levelname == "WARNING"]
+
+
+def test_torch_engine_runs_eagerly_and_warns_when_the_trace_does_not_match_the_module(caplog):
     from vidinv.engines.torch_engine import TorchEngine
 
     engine = TorchEngine(_Noisy(), [TensorSpec("x", ("batch", 64))],
-                         [TensorSpec("y", ("batch", 64))])
+                         [TensorSpec("y", ("batch", 64))], name="noisy")
     x = torch.zeros(2, 64)
-    first, second = engine(x=x)["y"], engine(x=x)["y"]
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        first, second = engine(x=x)["y"], engine(x=x)["y"]
     assert engine.traced_shapes == []  # the check at trace time refused the trace
     assert not torch.equal(first, second)  # the module itself ran: fresh noise each call
+    [warning] = _eager_warnings(caplog)  # one line, once for the shape, at its first call
+    assert "\n" not in warning and warning.startswith("noisy: its trace differs")
+    assert "x (2, 64)" in warning and "runs eagerly" in warning
+
+
+class _Untraceable(nn.Module):
+    """Refuses to be traced, with a message of several lines (as the tracer's own are)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot trace this\nsecond line of the tracer's story")
+        return x * 2
+
+
+def test_torch_engine_warns_in_one_line_when_the_module_cannot_be_traced(caplog):
+    from vidinv.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(_Untraceable(), [TensorSpec("x", ("batch", 4))],
+                         [TensorSpec("y", ("batch", 4))], name="untraceable")
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        y = engine(x=torch.ones(3, 4))["y"]
+        engine(x=torch.ones(3, 4))
+    assert torch.equal(y, torch.full((3, 4), 2.0)) and engine.traced_shapes == []
+    assert _eager_warnings(caplog) == [
+        "untraceable: cannot be traced (cannot trace this) for x (3, 4); it runs eagerly, many "
+        "times slower while other threads run"]
+
+
+def test_torch_engine_that_traces_says_nothing(caplog):
+    from vidinv.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(_Affine(), [TensorSpec("x", ("batch", 4))],
+                         [TensorSpec("y", ("batch", 3))])
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        engine(x=torch.randn(2, 4))
+    assert len(engine.traced_shapes) == 1 and _eager_warnings(caplog) == []
 
 
 def test_torch_engine_traces_a_channels_last_copy_and_leaves_the_module_alone():
