@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.skips import machine_skip
+from tests.skips import machine_skip, require
 from vidinv.engines import (
     Engine,
     OrtEngine,
@@ -398,20 +398,62 @@ def test_batch_profile_and_profile_checks() -> None:
     assert not shape_fits_profile((9, 8, 512), (1, 8, 512), (8, 8, 512))
 
 
-def test_generator_spec_file_is_read_strictly(tmp_path: Path) -> None:
+def _spec_toml(data: dict) -> str:
+    """``engines/generator.toml``'s tables written back as TOML (JSON's scalars and lists are
+    TOML's)."""
+    tables = [("export", data["export"]), *((f"graphs.{kind}", graph)
+                                            for kind, graph in data["graphs"].items()),
+              ("tensorrt", data["tensorrt"])]
+    return "\n".join(f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                              for key, value in values.items())
+                      for name, values in tables)
+
+
+def test_the_shipped_generator_spec_loads_with_values_the_backends_accept() -> None:
+    onnx = require("onnx")
     spec = load_generator_spec()
-    assert spec.opset == 18 and spec.batch_dim == "batch"
-    assert spec.graphs["synthesis_features"].file_name(K) == f"{FEATURES_GRAPH}.onnx"
-    assert spec.graphs["edit_render"].inputs == ("w", "features", "offset")
-    assert spec.tensorrt.precision == "fp16" and spec.tensorrt.max_batch >= 1
-    assert spec.tensorrt.workspace_bytes == 4 << 30
+    assert 7 <= spec.opset <= onnx.defs.onnx_opset_version()  # one the installed onnx knows
+    assert spec.example_batch >= 1 and spec.tensorrt.max_batch >= 1
+    assert spec.tensorrt.precision in ("fp16", "fp32")
+    assert 0 <= spec.tensorrt.optimization_level <= 5 and spec.tensorrt.workspace_bytes > 0
+    files = [graph.file_name(K) for graph in spec.graphs.values()]
+    assert len(set(files)) == len(files) and all(f.endswith(".onnx") for f in files)
+    # a graph whose file depends on the feature layer gets a name per layer
+    assert spec.graphs["edit_render"].file_name(4) != spec.graphs["edit_render"].file_name(5)
+
+
+def test_generator_spec_file_is_read_strictly(tmp_path: Path) -> None:
+    """What a user's copy says is what the engines get; a bad key or value is named."""
+    import tomllib
 
     from vidinv.engines.generator_export import DEFAULT_SPEC_PATH
 
-    broken = tmp_path / "generator.toml"
-    broken.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_batch", "max_batchh"))
+    data = tomllib.loads(DEFAULT_SPEC_PATH.read_text())
+    edited = copy.deepcopy(data)
+    edited["export"].update(opset=17, example_batch=3)
+    edited["graphs"]["encoder"]["file"] = "my_encoder_{k}.onnx"
+    edited["tensorrt"].update(precision="fp32", max_batch=2, workspace_gib=0.5,
+                              optimization_level=0)
+    path = tmp_path / "generator.toml"
+    path.write_text(_spec_toml(edited))
+    spec = load_generator_spec(path)
+    assert (spec.opset, spec.example_batch) == (17, 3)
+    assert spec.graphs["encoder"].file_name(K) == f"my_encoder_{K}.onnx"
+    assert (spec.tensorrt.precision, spec.tensorrt.max_batch, spec.tensorrt.optimization_level,
+            spec.tensorrt.workspace_bytes) == ("fp32", 2, 0, 1 << 29)
+
+    for table, key, value, named in (("tensorrt", "precision", "int8", "precision"),
+                                     ("tensorrt", "optimization_level", 6, "optimization_level"),
+                                     ("tensorrt", "max_batch", 0, "max_batch"),
+                                     ("export", "opset", "18", "opset")):
+        broken = copy.deepcopy(data)
+        broken[table][key] = value
+        path.write_text(_spec_toml(broken))
+        with pytest.raises(InputFileError, match=named):
+            load_generator_spec(path)
+    path.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_batch", "max_batchh"))
     with pytest.raises(InputFileError, match="max_batchh"):
-        load_generator_spec(broken)
+        load_generator_spec(path)
 
 
 # ---------------------------------------------------------------------------------------------
