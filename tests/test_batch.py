@@ -19,6 +19,7 @@ import pytest
 
 from tests.media import real_clip_path
 from tests.model_fixtures import make_tiny_model
+from tests.skips import require
 from vidinv.batch.files import (
     Task,
     check_no_overwrite,
@@ -67,7 +68,7 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

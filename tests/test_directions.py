@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.skips import require
 from vidinv.cli import main
 from vidinv.latent.directions import (
     FSE_BOUNDARY_SCALE,
@@ -298,7 +299,7 @@ def test_cli_errors(generator, tmp_path, capsys):
                  "--layers", "5-2", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "FIRST-LAST" in capsys.readouterr().err
     # a landmark attribute on an untrained generator: no faces to score
-    pytest.importorskip("mediapipe")
+    require("mediapipe")
     assert main(["directions", "fit", "--model", str(model), "--attr", "smile", "--samples",
                  "16", "--quiet", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "got a smile score (no face found?)" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from tests.fse_reference import (
     random_encoder_state,
     write_official_file,
 )
+from tests.skips import require
 from vidinv.errors import CheckpointError, InputFileError
 from vidinv.models import (
     FeatureStyleEncoder,
@@ -261,8 +262,8 @@ def test_unknown_key_and_wrong_shape_in_a_file_are_named(tmp_path, tiny):
 # --- ONNX ----------------------------------------------------------------------------------
 
 def test_onnx_export_matches_torch_in_onnx_runtime(tmp_path, tiny):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    require("onnxruntime")
+    require("onnxscript")
     from vidinv.engines.onnx_export import export_onnx
     from vidinv.engines.ort_engine import OrtEngine
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.skips import machine_skip, require
 from vidinv.engines import (
     Engine,
     OrtEngine,
@@ -294,7 +295,7 @@ def test_ort_engine_refuses_an_unavailable_cuda_provider(onnx_files: dict[str, P
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime has the CUDA provider")
+        machine_skip("this onnxruntime has the CUDA provider")
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         OrtEngine(onnx_files["synthesis"], providers=["cuda"])
 
@@ -397,20 +398,62 @@ def test_batch_profile_and_profile_checks() -> None:
     assert not shape_fits_profile((9, 8, 512), (1, 8, 512), (8, 8, 512))
 
 
-def test_generator_spec_file_is_read_strictly(tmp_path: Path) -> None:
+def _spec_toml(data: dict) -> str:
+    """``engines/generator.toml``'s tables written back as TOML (JSON's scalars and lists are
+    TOML's)."""
+    tables = [("export", data["export"]), *((f"graphs.{kind}", graph)
+                                            for kind, graph in data["graphs"].items()),
+              ("tensorrt", data["tensorrt"])]
+    return "\n".join(f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                              for key, value in values.items())
+                      for name, values in tables)
+
+
+def test_the_shipped_generator_spec_loads_with_values_the_backends_accept() -> None:
+    onnx = require("onnx")
     spec = load_generator_spec()
-    assert spec.opset == 18 and spec.batch_dim == "batch"
-    assert spec.graphs["synthesis_features"].file_name(K) == f"{FEATURES_GRAPH}.onnx"
-    assert spec.graphs["edit_render"].inputs == ("w", "features", "offset")
-    assert spec.tensorrt.precision == "fp16" and spec.tensorrt.max_batch >= 1
-    assert spec.tensorrt.workspace_bytes == 4 << 30
+    assert 7 <= spec.opset <= onnx.defs.onnx_opset_version()  # one the installed onnx knows
+    assert spec.example_batch >= 1 and spec.tensorrt.max_batch >= 1
+    assert spec.tensorrt.precision in ("fp16", "fp32")
+    assert 0 <= spec.tensorrt.optimization_level <= 5 and spec.tensorrt.workspace_bytes > 0
+    files = [graph.file_name(K) for graph in spec.graphs.values()]
+    assert len(set(files)) == len(files) and all(f.endswith(".onnx") for f in files)
+    # a graph whose file depends on the feature layer gets a name per layer
+    assert spec.graphs["edit_render"].file_name(4) != spec.graphs["edit_render"].file_name(5)
+
+
+def test_generator_spec_file_is_read_strictly(tmp_path: Path) -> None:
+    """What a user's copy says is what the engines get; a bad key or value is named."""
+    import tomllib
 
     from vidinv.engines.generator_export import DEFAULT_SPEC_PATH
 
-    broken = tmp_path / "generator.toml"
-    broken.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_batch", "max_batchh"))
+    data = tomllib.loads(DEFAULT_SPEC_PATH.read_text())
+    edited = copy.deepcopy(data)
+    edited["export"].update(opset=17, example_batch=3)
+    edited["graphs"]["encoder"]["file"] = "my_encoder_{k}.onnx"
+    edited["tensorrt"].update(precision="fp32", max_batch=2, workspace_gib=0.5,
+                              optimization_level=0)
+    path = tmp_path / "generator.toml"
+    path.write_text(_spec_toml(edited))
+    spec = load_generator_spec(path)
+    assert (spec.opset, spec.example_batch) == (17, 3)
+    assert spec.graphs["encoder"].file_name(K) == f"my_encoder_{K}.onnx"
+    assert (spec.tensorrt.precision, spec.tensorrt.max_batch, spec.tensorrt.optimization_level,
+            spec.tensorrt.workspace_bytes) == ("fp32", 2, 0, 1 << 29)
+
+    for table, key, value, named in (("tensorrt", "precision", "int8", "precision"),
+                                     ("tensorrt", "optimization_level", 6, "optimization_level"),
+                                     ("tensorrt", "max_batch", 0, "max_batch"),
+                                     ("export", "opset", "18", "opset")):
+        broken = copy.deepcopy(data)
+        broken[table][key] = value
+        path.write_text(_spec_toml(broken))
+        with pytest.raises(InputFileError, match=named):
+            load_generator_spec(path)
+    path.write_text(DEFAULT_SPEC_PATH.read_text().replace("max_batch", "max_batchh"))
     with pytest.raises(InputFileError, match="max_batchh"):
-        load_generator_spec(broken)
+        load_generator_spec(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,15 +550,57 @@ def test_torch_engine_runs_a_checked_trace_per_shape_and_smaller_batches_eagerly
     assert len(traced.traced_shapes) == 2
 
 
-def test_torch_engine_runs_eagerly_when_the_trace_does_not_match_the_module():
+def _eager_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "vidinv.engines.torch_engine" and r.levelname == "WARNING"]
+
+
+def test_torch_engine_runs_eagerly_and_warns_when_the_trace_does_not_match_the_module(caplog):
     from vidinv.engines.torch_engine import TorchEngine
 
     engine = TorchEngine(_Noisy(), [TensorSpec("x", ("batch", 64))],
-                         [TensorSpec("y", ("batch", 64))])
+                         [TensorSpec("y", ("batch", 64))], name="noisy")
     x = torch.zeros(2, 64)
-    first, second = engine(x=x)["y"], engine(x=x)["y"]
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        first, second = engine(x=x)["y"], engine(x=x)["y"]
     assert engine.traced_shapes == []  # the check at trace time refused the trace
     assert not torch.equal(first, second)  # the module itself ran: fresh noise each call
+    [warning] = _eager_warnings(caplog)  # one line, once for the shape, at its first call
+    assert "\n" not in warning and warning.startswith("noisy: its trace differs")
+    assert "x (2, 64)" in warning and "runs eagerly" in warning
+
+
+class _Untraceable(nn.Module):
+    """Refuses to be traced, with a message of several lines (as the tracer's own are)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            raise RuntimeError("cannot trace this\nsecond line of the tracer's story")
+        return x * 2
+
+
+def test_torch_engine_warns_in_one_line_when_the_module_cannot_be_traced(caplog):
+    from vidinv.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(_Untraceable(), [TensorSpec("x", ("batch", 4))],
+                         [TensorSpec("y", ("batch", 4))], name="untraceable")
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        y = engine(x=torch.ones(3, 4))["y"]
+        engine(x=torch.ones(3, 4))
+    assert torch.equal(y, torch.full((3, 4), 2.0)) and engine.traced_shapes == []
+    assert _eager_warnings(caplog) == [
+        "untraceable: cannot be traced (cannot trace this) for x (3, 4); it runs eagerly, many "
+        "times slower while other threads run"]
+
+
+def test_torch_engine_that_traces_says_nothing(caplog):
+    from vidinv.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(_Affine(), [TensorSpec("x", ("batch", 4))],
+                         [TensorSpec("y", ("batch", 3))])
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        engine(x=torch.randn(2, 4))
+    assert len(engine.traced_shapes) == 1 and _eager_warnings(caplog) == []
 
 
 def test_torch_engine_traces_a_channels_last_copy_and_leaves_the_module_alone():

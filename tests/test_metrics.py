@@ -141,6 +141,101 @@ def test_lpips_from_local_files(monkeypatch, tmp_path, net):
         load_lpips(other_backbone, lin)
 
 
+# An independent LPIPS v0.1, written from the ``lpips`` package's source (lpips.py,
+# pretrained_networks.py; its torchvision backbone cannot be installed beside the CPU torch): it
+# reads the same two files vidinv reads and runs one image at a time, functionally.
+# torchvision ``features`` layouts as (index, kind, conv stride, conv padding) and the index
+# ranges lpips slices them into (relu1..relu5 for alexnet, relu1_2..relu5_3 for vgg16).
+_TV_ALEXNET = [(0, "conv", 4, 2), (1, "relu"), (2, "pool3"), (3, "conv", 1, 2), (4, "relu"),
+               (5, "pool3"), (6, "conv", 1, 1), (7, "relu"), (8, "conv", 1, 1), (9, "relu"),
+               (10, "conv", 1, 1), (11, "relu")]
+_TV_ALEXNET_SHAPES = {0: (64, 3, 11), 3: (192, 64, 5), 6: (384, 192, 3), 8: (256, 384, 3),
+                      10: (256, 256, 3)}
+_LPIPS_SLICES = {"alexnet": [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)],
+                 "vgg16": [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)]}
+
+
+def _tv_vgg16() -> tuple[list[tuple], dict[int, tuple[int, int, int]]]:
+    layers, shapes, index, channels = [], {}, 0, 3
+    for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                  512, 512, 512):
+        if width == "M":
+            layers.append((index, "pool2"))
+            index += 1
+        else:
+            layers += [(index, "conv", 1, 1), (index + 1, "relu")]
+            shapes[index] = (width, channels, 3)
+            channels, index = width, index + 2
+    return layers, shapes
+
+
+def _reference_lpips(net: str, backbone: dict, heads: dict, x: torch.Tensor,
+                     y: torch.Tensor) -> float:
+    """lpips.LPIPS(net, version='0.1')(x, y) for one pair [1,3,H,W] in [-1,1]."""
+    import torch.nn.functional as F
+
+    layers = _TV_ALEXNET if net == "alexnet" else _tv_vgg16()[0]
+    by_index = {layer[0]: layer for layer in layers}
+    shift = torch.tensor([-.030, -.088, -.188])[None, :, None, None]  # lpips.ScalingLayer
+    scale = torch.tensor([.458, .448, .450])[None, :, None, None]
+
+    def taps(image: torch.Tensor) -> list[torch.Tensor]:
+        h, out = (image - shift) / scale, []
+        for start, end in _LPIPS_SLICES[net]:
+            for index in range(start, end):
+                kind = by_index[index][1]
+                if kind == "conv":
+                    h = F.conv2d(h, backbone[f"features.{index}.weight"],
+                                 backbone[f"features.{index}.bias"],
+                                 stride=by_index[index][2], padding=by_index[index][3])
+                elif kind == "relu":
+                    h = F.relu(h)
+                else:
+                    h = F.max_pool2d(h, 3 if kind == "pool3" else 2, 2)
+            out.append(h)
+        return out
+
+    total = 0.0
+    for k, (a, b) in enumerate(zip(taps(x), taps(y), strict=True)):
+        a = a / (torch.sqrt(torch.sum(a**2, dim=1, keepdim=True)) + 1e-10)  # normalize_tensor
+        b = b / (torch.sqrt(torch.sum(b**2, dim=1, keepdim=True)) + 1e-10)
+        weight = heads[f"lin{k}.model.1.weight"]  # NetLinLayer: a 1x1 conv, no bias
+        total += float((weight[0, :, :, :] * (a - b)[0] ** 2).sum(dim=0).mean())
+    return total
+
+
+@pytest.mark.parametrize("net", ["alexnet", "vgg16"])
+def test_lpips_matches_an_independent_lpips_v01_on_random_weights(tmp_path, net):
+    from vidinv.metrics.lpips import load_lpips
+
+    generator = torch.Generator().manual_seed(1)
+    shapes = _TV_ALEXNET_SHAPES if net == "alexnet" else _tv_vgg16()[1]
+    backbone = {"classifier.1.weight": torch.zeros(4, 4)}  # as in torchvision files: ignored
+    for index, (out_c, in_c, kernel) in shapes.items():
+        fan_in = in_c * kernel * kernel
+        backbone[f"features.{index}.weight"] = torch.randn(
+            out_c, in_c, kernel, kernel, generator=generator) * (2 / fan_in) ** 0.5
+        backbone[f"features.{index}.bias"] = 0.1 * torch.randn(out_c, generator=generator)
+    widths = [shapes[last_conv][0] for last_conv in
+              [max(i for i in shapes if i < end) for _, end in _LPIPS_SLICES[net]]]
+    heads = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
+             for k, c in enumerate(widths)}  # lpips's trained heads are non-negative
+    torch.save(backbone, tmp_path / "backbone.pth")
+    torch.save(heads, tmp_path / "lin.pth")
+    model = load_lpips(tmp_path / "backbone.pth", tmp_path / "lin.pth")
+
+    x = torch.rand(3, 3, 48, 48, generator=generator) * 2 - 1
+    y = (x + 0.5 * torch.randn(3, 3, 48, 48, generator=generator)).clamp(-1, 1)
+    y[2] = torch.rand(3, 48, 48, generator=generator) * 2 - 1  # one pair unrelated
+    with torch.no_grad():
+        ours = model(x, y)
+        expected = torch.tensor([_reference_lpips(net, backbone, heads, x[i:i + 1], y[i:i + 1])
+                                 for i in range(3)])
+    assert ours.shape == (3,) and bool((expected > 0.01).all()), expected
+    assert torch.allclose(ours, expected, rtol=1e-5, atol=1e-6), (ours, expected)
+    assert len(set(expected.tolist())) == 3  # three different distances, matched each
+
+
 # --- identity --------------------------------------------------------------------------------
 
 

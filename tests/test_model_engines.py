@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.model_fixtures import make_tiny_model
+from tests.skips import machine_skip
 from vidinv.engines.factory import default_device, default_precision, engine_for_module
 from vidinv.engines.model_graphs import (
     EditRenderGraph,
@@ -33,7 +34,7 @@ from vidinv.engines.trt_engine import (
 from vidinv.errors import BackendUnavailableError
 from vidinv.latent.directions import load_direction
 from vidinv.latent.editing import LatentEditor
-from vidinv.models.folder import ModelBundle, load_model_bundle
+from vidinv.models.folder import ModelBundle, load_model_bundle, resolve_model_folder
 
 #: fp32 ONNX Runtime vs torch on the tiny model (measured ~6e-6)
 ORT_TOLERANCE = 1e-4
@@ -52,6 +53,30 @@ def ort_engines(bundle: ModelBundle, tmp_path_factory: pytest.TempPathFactory):
     cache = tmp_path_factory.mktemp("engines")
     return make_model_engines(bundle.generator, bundle.encoder, backend="onnx", batch_size=3,
                               with_reconstruction=True, cache_dir=cache), cache
+
+
+@pytest.mark.parametrize("with_reconstruction", [False, True], ids=["edit", "transfer"])
+def test_the_embedded_models_graphs_are_traced_when_the_pipeline_makes_its_engines(
+        with_reconstruction: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """An eager graph is many times slower beside the pipeline's threads: the encoder and the
+    edit+render graph of the shipped model must trace, at the pipeline's batch size."""
+    from vidinv.config import PipelineConfig
+    from vidinv.engines.model_graphs import engines_for_bundle as make_pipeline_engines
+
+    config = PipelineConfig()
+    assert config.engine.backend == "torch"
+    if default_device("torch") != "cpu":
+        machine_skip("torch sees a GPU: the pipeline's engines run on CUDA, untraced")
+    embedded = load_model_bundle(resolve_model_folder(None))
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        engines = make_pipeline_engines(embedded, config.engine,
+                                        with_reconstruction=with_reconstruction)
+    assert not [r for r in caplog.records if r.name == "vidinv.engines.torch_engine"]
+    batch = config.engine.batch_size
+    for engine in (engines.encoder_engine, engines.edit_render_engine):
+        assert engine.trace, engine
+        # traced when made, for the batch the pipeline sends (every input's leading dim)
+        assert [{shape[0] for _, shape in key} for key in engine.traced_shapes] == [{batch}]
 
 
 def _smile(bundle: ModelBundle, strength: float) -> LatentEditor:

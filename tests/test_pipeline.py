@@ -72,26 +72,35 @@ def test_runner_keeps_order_and_bounds_the_backlog():
 
 @pytest.mark.parametrize("handoff", [False, True])
 def test_runner_handoff_pulls_a_live_frame_only_when_it_can_go_on(handoff):
+    """While the last stage holds frame k, a hand-off run has pulled at most k+2 from a live
+    source (one frame in each segment's hands); without hand-off every queue fills as well, and
+    those frames would be shown late. Counted, not timed: the last stage waits for the others
+    to run ahead as far as they can."""
     pulled = []
+    far_ahead = threading.Event()
 
     def camera():  # a live source: the first segment reads it directly
         for frame in _frames(20):
             pulled.append(frame.index)
+            if len(pulled) >= 5:
+                far_ahead.set()
             yield frame
 
-    ahead = []
+    shown, ahead = [], []
 
-    def show(frame):  # a slow last stage: frames pile up before it unless handed off
-        time.sleep(0.01)
-        ahead.append(len(pulled) - 1 - frame.index)  # once the other threads have moved on
+    def show(frame):
+        if frame.index == 0:  # without hand-off 4 more are pulled; with it they cannot be
+            far_ahead.wait(timeout=0.5 if handoff else 30)
+        shown.append(frame.index)
+        ahead.append(len(pulled) - 1 - frame.index)
 
     run_threaded(camera(), [[_Slow(0)], [_Slow(0)]], show, queue_size=1,
                  source_thread=False, handoff=handoff)
+    assert shown == list(range(20))
     if handoff:
-        # while frame k is shown, one frame is in each segment's hands: k+1, k+2
-        assert max(ahead) == 2
+        assert max(ahead) <= 2
     else:
-        assert max(ahead) >= 4  # and more frames queued, which a live view would show late
+        assert ahead[0] >= 4
 
 
 def test_runner_reraises_a_stage_error_and_stops_every_thread():
@@ -206,7 +215,12 @@ def test_invert_saves_codes(model, talking_head, tmp_path):
     assert codes["features_000035"].shape == (16, 16, 16)
 
 
-def test_live_from_a_file_camera_keeps_latency_bounded(model, talking_head, tmp_path):
+def test_live_from_a_file_camera_drops_the_oldest_frames_and_keeps_order(
+        model, talking_head, tmp_path):
+    """A consumer far slower than the camera: the source drops frames rather than queue them
+    (gaps in the captured indices the consumer sees), what is shown stays in capture order, and
+    the recording holds exactly the frames shown. How fast frames arrive is for
+    ``benchmarks/live.py`` to measure, not for a test."""
     from vidinv.models.folder import load_model_bundle
     from vidinv.pipeline.attributes import resolve_editor
     from vidinv.pipeline.live import live
@@ -215,22 +229,20 @@ def test_live_from_a_file_camera_keeps_latency_bounded(model, talking_head, tmp_
     bundle = load_model_bundle(model)
     source = FileCameraSource(talking_head, loop=True)
     out = tmp_path / "live.mp4"
-    latencies = []
+    shown: list[int] = []
 
     def slow_consumer(frame: Frame) -> None:  # 120 ms per frame: ~4× slower than the camera
-        latencies.append((source.now_pts() - frame.pts) / 1000.0)
+        shown.append(frame.index)
         time.sleep(0.12)
 
     report = live(source, bundle, load_preset("realtime"),
                   {"smile": resolve_editor(bundle, "smile", 1.0)}, output_path=out,
                   max_seconds=3.0, show=False, on_frame=slow_consumer)
-    assert report.frames_shown > 8
-    assert report.frames_dropped > 0  # the source dropped what the consumer could not take
-    # No backlog: after start-up a frame is shown within a few consumer periods of its
-    # capture, and the delay does not grow over the run.
-    steady = latencies[3:]
-    assert max(steady) < 600, latencies
-    assert np.mean(steady[-4:]) < np.mean(steady[:4]) + 150, latencies
+    assert report.frames_shown == len(shown) >= 3
+    assert shown == sorted(set(shown))  # capture order, no frame twice
+    assert report.frames_dropped > 0
+    skipped = shown[-1] + 1 - len(shown)  # captured before the last shown, never shown
+    assert 0 < skipped <= report.frames_dropped
     assert _video_facts(out)[0] == report.frames_shown
 
 

@@ -2,7 +2,8 @@
 
 The browser test drives the system's chromium (Debian's `chromium` and `chromium-driver`
 packages) through Selenium; no browser is downloaded at run time. It skips, saying why, where
-either is missing. Set VIDINV_UI_SCREENSHOT=path.png to keep the page's screenshot.
+either is missing, and fails under CI (tests/skips.py). Set VIDINV_UI_SCREENSHOT=path.png to keep
+the page's screenshot.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from tests.media import make_video
 from tests.model_fixtures import make_tiny_model
+from tests.skips import needed, require
 from vidinv.ui.server import make_server
 from vidinv.ui.session import UiError, UiSession
 
@@ -176,11 +178,10 @@ def clip_size(server, opened) -> int:
 
 
 def _browser():
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(f"no system browser: {CHROMIUM} and {CHROMEDRIVER} are needed "
-                    "(apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is not installed (pip install selenium)")
+    needed(Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(),
+           f"the system browser ({CHROMIUM} and {CHROMEDRIVER}: "
+           "apt-get install chromium chromium-driver)")
+    webdriver = require("selenium.webdriver", "pip install selenium")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -208,7 +209,7 @@ def test_the_page_in_a_headless_browser(tmp_path):
     """Default model, bundled clip: load, move a slider, render, play and download."""
     import torch
 
-    driver = _browser()  # skips without chromium, chromedriver or selenium
+    driver = _browser()  # skips (fails under CI) without chromium, chromedriver or selenium
     from selenium.webdriver.common.keys import Keys
 
     threads = torch.get_num_threads()

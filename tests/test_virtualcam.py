@@ -12,6 +12,7 @@ import pytest
 
 from tests.media import real_clip_head
 from tests.model_fixtures import make_tiny_model
+from tests.skips import machine_skip, require
 from vidinv.video.virtualcam import LOOPBACK_COMMAND, VirtualCameraError, open_virtual_camera
 
 
@@ -101,9 +102,9 @@ def test_no_device_is_one_line_naming_modprobe():
 
 
 def test_cli_live_virtual_camera_without_a_device_exits_2(model, clip, tmp_path):
-    pytest.importorskip("pyvirtualcam", reason="pyvirtualcam (vidinv[live]) is not installed")
+    require("pyvirtualcam", "vidinv[live]")
     if sys.platform.startswith("linux") and glob.glob("/dev/video*"):
-        pytest.skip("this machine has video devices; the no-device message cannot be checked")
+        machine_skip("this machine has video devices; the no-device message cannot be checked")
     result = subprocess.run(
         [sys.executable, "-m", "vidinv.cli", "live", "--source", str(clip), "--virtual-camera",
          "--model", str(model), "--seconds", "1", "--no-window"],

@@ -66,8 +66,10 @@ class TorchEngine:
     trace differs, or cannot be traced, runs eagerly). A trace records the operations the
     example ran: a module that branches on input *values* (not shapes) needs ``trace=False``;
     the encoder and edit+render graphs do not. A batch smaller than a traced one runs
-    eagerly (a clip's last, partial batch). The module's weights are read when a shape is
-    first traced: change them, make a new engine.
+    eagerly (a clip's last, partial batch). A shape that cannot be traced is said in one warning
+    line (logger ``vidinv.engines.torch_engine``), as eager runs are many times slower while
+    other threads run. The module's weights are read when a shape is first traced: change them,
+    make a new engine.
     """
 
     def __init__(self, module: nn.Module, input_specs: Sequence[TensorSpec],
@@ -164,14 +166,19 @@ class TorchEngine:
                 expected = self._named_outputs(self._module(**examples))
                 got = self._named_outputs(graph(**examples))
         except Exception as error:  # noqa: BLE001 - any tracing failure means: run eagerly
-            log.debug("%s: not traced (%s); running eagerly", self.name, error)
+            self._warn_eager(f"cannot be traced ({_first_line(error)})", args)
             return None
         worst = max(float((got[name] - expected[name]).abs().max()) for name in expected)
         if worst > TRACE_TOLERANCE:
-            log.debug("%s: the trace differs from the module by %.2g; running eagerly",
-                      self.name, worst)
+            self._warn_eager(f"its trace differs from the module by {worst:.2g}", args)
             return None
         return graph
+
+    def _warn_eager(self, why: str, args: dict[str, torch.Tensor]) -> None:
+        """One warning line: this shape runs eagerly, far slower beside the pipeline's threads."""
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in args.items())
+        log.warning("%s: %s for %s; it runs eagerly, many times slower while other threads run",
+                    self.name, why, shapes)
 
     def _named_outputs(self, result: object) -> dict[str, torch.Tensor]:
         names = [spec.name for spec in self._output_specs]
@@ -192,3 +199,9 @@ class TorchEngine:
 
     def __repr__(self) -> str:
         return f"TorchEngine({self.name!r}, device={self.device!r}, precision={self.precision!r})"
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (tracer errors run to many lines)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
