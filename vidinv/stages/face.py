@@ -10,16 +10,18 @@ fields (``landmarks``, ``face_found``, ``crop_from_frame``, ``aligned``, ``image
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
 
+from vidinv.config import ColorMatch, FaceMask, PasteMode, Smoothing
 from vidinv.face.align import CropQuad, Interpolation, Padding, align_from_quad, quad_from_landmarks
 from vidinv.face.errors import NoFaceError
 from vidinv.face.keys import CROP_QUAD, CROP_QUAD_RAW, CROP_SIZE, FACES
 from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
-from vidinv.face.paste import ColorMatch, FacePaster, MaskKind
+from vidinv.face.paste import FacePaster
 from vidinv.face.smoothing import (
     AXES,
     CentredGaussianWindow,
@@ -127,7 +129,7 @@ class SmoothCrop:
 
     def __init__(
         self,
-        mode: Literal["none", "causal", "centred"] = "causal",
+        mode: Smoothing = "causal",
         *,
         causal_filter: Literal["one_euro", "ema"] = "one_euro",
         min_cutoff: float = 1.0,
@@ -138,8 +140,9 @@ class SmoothCrop:
         radius: int | None = None,
         fps: float = 30.0,
     ) -> None:
-        if mode not in ("none", "causal", "centred"):
-            raise ValueError(f"mode must be 'none', 'causal' or 'centred', not {mode!r}")
+        if mode not in typing.get_args(Smoothing):
+            raise ValueError(f"mode must be one of {', '.join(typing.get_args(Smoothing))}, "
+                             f"not {mode!r}")
         if causal_filter not in ("one_euro", "ema"):
             raise ValueError(f"causal_filter must be 'one_euro' or 'ema', not {causal_filter!r}")
         self.mode = mode
@@ -219,10 +222,6 @@ class AlignFace:
             yield frame
 
 
-PasteMode = Literal["transfer", "render"]
-PASTE_MODES = ("transfer", "render")
-
-
 class PasteBack:
     """Puts the edit back into ``image`` where ``crop_from_frame`` says.
 
@@ -239,12 +238,13 @@ class PasteBack:
 
     latency = 0
 
-    def __init__(self, mask: MaskKind = "ellipse", *, erode: float = 0.02,
-                 feather: float = 0.04, color_match: ColorMatch = None,
+    def __init__(self, mask: FaceMask = "ellipse", *, erode: float = 0.02,
+                 feather: float = 0.04, color_match: ColorMatch = "none",
                  source: Literal["rendered", "aligned"] = "rendered",
                  mode: PasteMode = "render") -> None:
-        if mode not in PASTE_MODES:
-            raise ValueError(f"paste mode must be one of {', '.join(PASTE_MODES)}, not {mode!r}")
+        if mode not in typing.get_args(PasteMode):
+            raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
+                             f", not {mode!r}")
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
