@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from vidinv.face.align import align_face
-from vidinv.face.keys import CROP_QUAD
 from vidinv.face.landmarks import DlibLandmarks, MediaPipeLandmarks
 from vidinv.face.paste import FacePaster
 from vidinv.face.smoothing import centre_jitter
@@ -124,8 +123,8 @@ def main() -> int:
             Frame(index=i, image=image) for i, image in enumerate(small))))
         for mode in ("none", "causal", "centred"):
             smoothed = list(SmoothCrop(mode)(iter(detected)))
-            centres = np.array([frame.extras[CROP_QUAD].c for frame in smoothed
-                                if CROP_QUAD in frame.extras])
+            centres = np.array([frame.crop_quad.c for frame in smoothed
+                                if frame.crop_quad is not None])
             label = {"none": "raw", "causal": "causal (One-Euro)",
                      "centred": "centred (Gaussian)"}[mode]
             print(f"  {backend:<10} {label:<22} {centre_jitter(centres):6.3f} px "
@@ -136,13 +135,10 @@ def main() -> int:
 
 def _fresh(frame: Frame) -> Frame:
     """A copy whose crop is the raw, unsmoothed one again (SmoothCrop writes in place)."""
-    from vidinv.face.keys import CROP_QUAD_RAW
-
-    extras = dict(frame.extras)
-    if CROP_QUAD_RAW in extras:
-        extras[CROP_QUAD] = extras[CROP_QUAD_RAW]
     return Frame(index=frame.index, image=frame.image, landmarks=frame.landmarks,
-                 face_found=frame.face_found, extras=extras)
+                 face_found=frame.face_found, faces=frame.faces,
+                 crop_quad=frame.crop_quad_raw if frame.crop_quad_raw is not None
+                 else frame.crop_quad)
 
 
 if __name__ == "__main__":

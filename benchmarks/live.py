@@ -94,7 +94,7 @@ def stage_times(clip: Path, bundle, editor, n: int, overrides: list[str]
 
     with stage_runtime(config.engine.threads):  # as `live` runs them
         list(chain(stages, iter(frames[:8])))  # warm-up
-        copies = [dataclasses.replace(f, extras=dict(f.extras)) for f in frames[8:]]
+        copies = [dataclasses.replace(f) for f in frames[8:]]
         upstream = iter(copies)
         for stage in stages:
             upstream = timed(stage, upstream)

@@ -150,7 +150,7 @@ def stage_rates(clip: Path, model: Path, attribute: str | None, n: int,
                            landmarks=f.landmarks, face_found=f.face_found,
                            crop_from_frame=f.crop_from_frame, aligned=f.aligned, w=f.w,
                            features=f.features, rendered=f.rendered,
-                           reconstruction=f.reconstruction, extras=dict(f.extras))
+                           reconstruction=f.reconstruction)
                      for f in inputs]
             return list(stage(iter(batch)))
 

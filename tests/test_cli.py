@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.rosinality_reference import random_rosinality_state
-from vidinv.cli import main
+from vidinv.cli import build_parser, main
+from vidinv.cli.options import SETTING_OF_OPTION, pipeline_config
+from vidinv.config import CHOICES
 from vidinv.models import load_generator
 
 
@@ -60,3 +64,53 @@ def test_engines_build_names_what_is_missing(tmp_path, capsys, monkeypatch):
         assert main(["engines", "build", "--model", str(model)]) == 2
         assert "pip install 'vidinv[tensorrt]'" in capsys.readouterr().err
         assert not (tmp_path / "cache").exists()  # refused before exporting anything
+
+
+#: Options with choices that are not pipeline settings (what they pick is the command's own).
+NOT_SETTINGS = {"--compare", "--modality", "--resolution", "--space"}
+
+
+def _actions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, action) for every option and argument of every (sub)command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, (*path, name))
+        else:
+            yield path, action
+
+
+def test_every_choice_of_a_setting_is_the_settings_allowed_values():
+    offered = set()
+    for path, action in _actions(build_parser()):
+        if not action.choices:
+            continue
+        name = action.option_strings[-1] if action.option_strings else action.dest
+        where = f"vidinv {' '.join(path)} {name}"
+        if name in NOT_SETTINGS:
+            continue
+        assert name in SETTING_OF_OPTION, f"{where}: choices of no known setting"
+        assert tuple(action.choices) == CHOICES[SETTING_OF_OPTION[name]], where
+        offered.add(name)
+    assert offered == set(SETTING_OF_OPTION)
+
+
+@pytest.mark.parametrize("option", sorted(SETTING_OF_OPTION))
+def test_a_setting_option_sets_its_setting(option):
+    section, field = SETTING_OF_OPTION[option].split(".")
+    for value in CHOICES[SETTING_OF_OPTION[option]]:
+        args = build_parser().parse_args(["edit", "clip.mp4", option, value])
+        assert getattr(getattr(pipeline_config(args), section), field) == value, (option, value)
+
+
+def test_a_bad_set_value_is_one_line_naming_the_allowed_values(tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    for setting, allowed in CHOICES.items():
+        out = tmp_path / "out.mp4"
+        assert main(["edit", str(clip), "--attr", "smile", "-o", str(out), "--quiet",
+                     "--set", f"{setting}=bogus"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "\n" not in error and setting in error, error
+        assert error.endswith(f"is not one of: {', '.join(allowed)}"), error
+        assert not out.exists()

@@ -25,7 +25,6 @@ from vidinv.models.encoder import (
     _adaptive_pool_matrix,
     _pool,
     check_encoder_matches,
-    mix_styles,
     prepare_input,
 )
 from vidinv.models.encoder_io import encoder_from_official_state
@@ -319,29 +318,6 @@ def test_prepare_input_refuses_bad_images(bad):
 
 
 # --- with a generator ----------------------------------------------------------------------
-
-def test_style_mixing_renders_features_of_one_image_with_codes_of_another():
-    torch.manual_seed(0)
-    generator = StyleGAN2Generator(32, n_mlp=2, channel_max=16).eval().requires_grad_(False)
-    encoder = _randomized(FeatureStyleEncoder(n_latent=generator.n_latent, input_size=128,
-                                              widths=(8, 16, 32, 32), blocks=(1, 1, 1, 1),
-                                              feature_channels=16, content_stride=1))
-    check_encoder_matches(encoder, generator)
-    encoder.set_latent_avg(generator.latent_avg)
-    with torch.no_grad():
-        w, features = encoder(_images(2, 128))
-        w_a, w_b, f_a = w[:1], w[1:], features[:1]
-        mixed = mix_styles(generator, w_a, f_a, w_b)
-        assert torch.equal(mixed, generator.synthesis(w_b, features=f_a, k=5))
-        assert not torch.equal(mixed, generator.synthesis(w_a, features=f_a, k=5))
-        fine = mix_styles(generator, w_a, f_a, w_b, layers=range(5, generator.n_latent))
-        w_fine = torch.cat([w_a[:, :5], w_b[:, 5:]], dim=1)
-        assert torch.equal(fine, generator.synthesis(w_fine, features=f_a, k=5))
-        assert torch.equal(mix_styles(generator, w_a, f_a, w_b, layers=[]),
-                           generator.synthesis(w_a, features=f_a, k=5))
-    with pytest.raises(ValueError, match="layers must be in"):
-        mix_styles(generator, w_a, f_a, w_b, layers=[generator.n_latent])
-
 
 def test_check_encoder_matches_says_what_differs():
     generator = StyleGAN2Generator(32, n_mlp=2, channel_max=16)

@@ -33,7 +33,6 @@ from vidinv.face.errors import (  # noqa: E402
     LandmarkBackendUnavailableError,
     UnknownLandmarkBackendError,
 )
-from vidinv.face.keys import BRIDGED, CROP_QUAD, CROP_QUAD_RAW, FACES  # noqa: E402
 from vidinv.face.landmarks import landmarks_from_points  # noqa: E402
 from vidinv.face.smoothing import quad_sigmas  # noqa: E402
 from vidinv.frame import FaceLandmarks, Frame  # noqa: E402
@@ -89,9 +88,7 @@ def _frames(images) -> list[Frame]:
 def _clone(frames: list[Frame]) -> list[Frame]:
     out = []
     for frame in frames:
-        twin = copy.copy(frame)
-        twin.extras = dict(frame.extras)
-        out.append(twin)
+        out.append(copy.copy(frame))
     return out
 
 
@@ -322,7 +319,7 @@ def test_detector_finds_a_small_face_in_a_large_frame(clip):
 def _tracked(clip, faces) -> list[Frame]:
     frames = _frames(clip)
     for frame, found in zip(frames, faces, strict=True):
-        frame.extras[FACES] = found
+        frame.faces = found
         frame.landmarks = found[0] if found else None
         frame.face_found = bool(found)
     return list(TrackFace()(iter(frames)))
@@ -330,16 +327,16 @@ def _tracked(clip, faces) -> list[Frame]:
 
 def test_smoothing_lowers_crop_jitter_on_the_real_clip(clip, clip_landmarks):
     tracked = _tracked(clip, clip_landmarks["mediapipe"])
-    raw = np.array([f.extras[CROP_QUAD].c for f in tracked])
+    raw = np.array([f.crop_quad.c for f in tracked])
     raw_jitter = centre_jitter(raw)
     assert raw_jitter > 0.3  # the detector's frame-to-frame noise is real
     for smoother in (SmoothCrop("causal"), SmoothCrop("causal", causal_filter="ema", alpha=0.5),
                      SmoothCrop("centred")):
         frames = list(smoother(iter(_clone(tracked))))
         assert [f.index for f in frames] == list(range(120))
-        smooth = np.array([f.extras[CROP_QUAD].c for f in frames])
+        smooth = np.array([f.crop_quad.c for f in frames])
         assert centre_jitter(smooth) < 0.6 * raw_jitter, (smoother.mode, centre_jitter(smooth))
-        np.testing.assert_allclose([f.extras[CROP_QUAD_RAW].c for f in frames], raw)
+        np.testing.assert_allclose([f.crop_quad_raw.c for f in frames], raw)
         assert np.abs(smooth - raw).mean() < 2.0  # smoothing, not a different crop
     assert SmoothCrop("causal").latency == 0
     assert SmoothCrop("none").latency == 0
@@ -363,15 +360,15 @@ def test_centred_window_streams_with_bounded_latency_and_matches_scipy():
     frames = _frames(np.zeros((40, 8, 8, 3), np.uint8))
     for frame, vector in zip(frames, vectors, strict=False):
         frame.face_found = frame.index != 20
-        frame.extras[CROP_QUAD] = CropQuad.from_vector(vector)
+        frame.crop_quad = CropQuad.from_vector(vector)
     source = _CountingSource(frames)
     out = []
     for frame in stage(iter(source)):
         assert source.pulled - 1 - frame.index <= stage.latency
         out.append(frame)
     assert [f.index for f in out] == list(range(40))
-    assert out[20].extras[CROP_QUAD] is frames[20].extras[CROP_QUAD]  # untouched
-    got = np.array([f.extras[CROP_QUAD].to_vector() for f in out[21:]])
+    assert out[20].crop_quad is frames[20].crop_quad  # untouched
+    got = np.array([f.crop_quad.to_vector() for f in out[21:]])
     np.testing.assert_allclose(got, smooth_centred(vectors[21:40], sigmas, radius=9))
 
 
@@ -386,11 +383,11 @@ def test_tracking_picks_the_largest_of_two_faces(clip):
     canvas[:, 176:] = large
     detect = DetectLandmarks("mediapipe", max_faces=2)
     frames = list(detect(iter(_frames([canvas] * 3))))
-    assert all(len(f.extras[FACES]) == 2 for f in frames)
+    assert all(len(f.faces) == 2 for f in frames)
     tracked = list(TrackFace()(iter(_clone(frames))))
     assert all(f.face_found and f.landmarks.box[0] > 176 for f in tracked)
-    ratio = tracked[0].extras[CROP_QUAD].qsize / quad_from_landmarks(
-        [f for f in frames[0].extras[FACES] if f.box[0] < 176][0]).qsize
+    ratio = tracked[0].crop_quad.qsize / quad_from_landmarks(
+        [f for f in frames[0].faces if f.box[0] < 176][0]).qsize
     assert 1.8 < ratio < 2.2
     # the one nearest a chosen point, or by index in the largest-first order
     near_left = list(TrackFace(target=(60.0, 140.0))(iter(_clone(frames))))
@@ -405,7 +402,7 @@ def _synthetic_track(n: int, missing: set[int]) -> list[Frame]:
         shift = 3.0 * frame.index
         face = _landmarks([100 + shift, 100], [140 + shift, 100], [105 + shift, 145],
                           [135 + shift, 145])
-        frame.extras[FACES] = [] if frame.index in missing else [face]
+        frame.faces = [] if frame.index in missing else [face]
     return frames
 
 
@@ -421,15 +418,15 @@ def test_tracking_bridges_short_gaps_and_passes_long_ones():
     assert [f.index for f in out] == list(range(20))
     # the gap of 3 is filled by interpolation: the face moves 3 px a frame
     for k in (5, 6, 7):
-        assert out[k].face_found and out[k].extras[BRIDGED]
-        expected = quad_from_landmarks(_synthetic_track(20, set())[k].extras[FACES][0])
-        np.testing.assert_allclose(out[k].extras[CROP_QUAD].to_vector(), expected.to_vector(),
+        assert out[k].face_found and out[k].bridged
+        expected = quad_from_landmarks(_synthetic_track(20, set())[k].faces[0])
+        np.testing.assert_allclose(out[k].crop_quad.to_vector(), expected.to_vector(),
                                    atol=1e-9)
         assert out[k].landmarks.eye_left[0] == pytest.approx(100 + 3.0 * k)
     # the gap of 4 passes through unchanged
     for k in (12, 13, 14, 15):
-        assert out[k].face_found is False and CROP_QUAD not in out[k].extras
-        assert BRIDGED not in out[k].extras
+        assert out[k].face_found is False and out[k].crop_quad is None
+        assert not out[k].bridged
     assert all(out[k].face_found for k in range(20) if k not in (12, 13, 14, 15))
 
 
@@ -437,7 +434,7 @@ def test_tracking_follows_its_face_when_a_larger_one_appears():
     frames = _synthetic_track(6, missing=set())
     big = _landmarks([300, 100], [400, 100], [310, 210], [390, 210])
     for frame in frames[3:]:
-        frame.extras[FACES] = [big, *frame.extras[FACES]]
+        frame.faces = [big, *frame.faces]
     out = list(TrackFace()(iter(frames)))
     assert all(f.landmarks.eye_left[0] < 200 for f in out)
 

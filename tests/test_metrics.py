@@ -422,7 +422,7 @@ def test_track_and_latent_jitter():
 
 def _frame(index: int, image: np.ndarray, face: bool) -> Frame:
     frame = Frame(index=index, image=image.copy())
-    frame.extras["original"] = image
+    frame.original = image
     if face:
         scale = 128 / 40  # the crop is image[10:50, 20:60] at 128 px
         crop_from_frame = np.array([[scale, 0, -20 * scale], [0, scale, -10 * scale], [0, 0, 1]])

@@ -356,7 +356,7 @@ def test_file_camera_drops_oldest_frames_for_a_slow_consumer(tmp_path):
     assert len(received) < 30
     indices = [f.index for f in received]
     assert indices == sorted(indices) and indices[-1] == 39  # newest frames, in order
-    assert [f.extras["source_index"] for f in received] == indices
+    assert [f.source_index for f in received] == indices
     assert all(f.time_base == Fraction(1, 1_000_000) for f in received)
 
 
@@ -367,7 +367,7 @@ def test_file_camera_keeps_real_time_pace_and_loops(tmp_path):
     assert source.dropped == 0
     times = [f.time for f in frames]
     assert times[-1] - times[0] == pytest.approx(19 / 50, abs=0.06)  # paced by the file's pts
-    assert [f.extras["source_index"] for f in frames[:10]] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
+    assert [f.source_index for f in frames[:10]] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
 
 
 def test_file_camera_close_stops_the_thread(tmp_path):

@@ -75,7 +75,7 @@ def test_live_sends_the_edited_frame_at_the_source_size_and_rate(model, clip):
                       max_seconds=2.0, show=False, virtual_camera=True,
                       camera_class=FakeCamera,
                       on_frame=lambda frame: (shown.append(frame.image.copy()),
-                                              originals.append(frame.extras["original"]),
+                                              originals.append(frame.original),
                                               threads.add(torch.get_num_threads())))
         assert threads == {1} and torch.get_num_threads() == 2  # set while live, then restored
     finally:

@@ -15,9 +15,26 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vidinv.errors import VidinvError
+
+# --- allowed values: one Literal per kind of setting, the only place they are written ---------
+# The settings below are annotated with these; :data:`CHOICES` (what a preset or ``--set`` is
+# checked against), the CLI's ``choices=`` and the stages' own checks all read them
+# (``typing.get_args(Smoothing)`` is the tuple).
+
+Landmarks = Literal["mediapipe", "dlib"]
+Smoothing = Literal["none", "causal", "centred"]
+FaceMask = Literal["ellipse", "landmarks"]
+ColorMatch = Literal["none", "lab", "rgb"]
+#: transfer: the edit moved onto the source's pixels; render: the model's rendering pasted.
+PasteMode = Literal["transfer", "render"]
+Backend = Literal["torch", "onnx", "tensorrt"]
+Precision = Literal["fp32", "fp16"]
+#: libx264's presets.
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                     "slower", "veryslow", "placebo"]
 
 #: The presets shipped in the package; ``pipelines/`` at the repository's top level holds the
 #: user-editable copies (pass one by path: ``--preset pipelines/realtime.toml``).
@@ -30,17 +47,17 @@ class ConfigError(VidinvError):
 
 @dataclass(frozen=True)
 class FaceSettings:
-    landmarks: str = "mediapipe"        # mediapipe | dlib
+    landmarks: Landmarks = "mediapipe"
     max_gap: int = 5                    # frames of lost face bridged by interpolation
-    crop_smoothing: str = "centred"     # none | causal | centred
-    mask: str = "ellipse"               # ellipse | landmarks
-    color_match: str = "none"           # none | lab | rgb
-    paste: str = "transfer"             # transfer (edit moved onto the source's pixels) | render
+    crop_smoothing: Smoothing = "centred"
+    mask: FaceMask = "ellipse"
+    color_match: ColorMatch = "none"
+    paste: PasteMode = "transfer"
 
 
 @dataclass(frozen=True)
 class LatentSettings:
-    smoothing: str = "centred"          # none | causal | centred
+    smoothing: Smoothing = "centred"
     sigma: float = 1.5                  # centred: Gaussian σ in frames
     alpha: float = 0.5                  # causal: EMA weight of the new frame
     fine_layers_from: int = -1          # ≥ 0: running mean of W+ layers from this index on
@@ -48,9 +65,10 @@ class LatentSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    backend: str = "torch"              # torch | onnx | tensorrt
-    device: str | None = None           # cpu | cuda; unset: the backend chooses (TensorRT: cuda)
-    precision: str | None = None        # fp32 | fp16; unset: fp32 (TensorRT: the spec's, fp16)
+    backend: Backend = "torch"
+    device: str | None = None           # cpu, cuda or cuda:N; unset: the backend chooses
+    #                                     (TensorRT: cuda)
+    precision: Precision | None = None  # unset: fp32 (TensorRT: the spec's, fp16)
     batch_size: int = 4                 # aligned faces per encoder / edit+render call
     spec: str | None = None             # engine spec TOML; unset: the one shipped in the package
     threads: int = 1                    # CPU threads per call while running (torch, ONNX
@@ -78,7 +96,7 @@ class AdaptSettings:
 @dataclass(frozen=True)
 class OutputSettings:
     crf: int = 18
-    preset: str = "medium"              # libx264 preset
+    preset: X264Preset = "medium"
     side_by_side: bool = False          # original | edited, twice the width
 
 
@@ -126,23 +144,29 @@ class PipelineConfig:
         return self.with_values(values)
 
 
-# --- allowed values: what the code accepts, checked where a value is parsed ---------------------
+# --- checks: what the code accepts, checked where a value is parsed --------------------------
 
-_SMOOTHING = ("none", "causal", "centred")
-_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                 "slower", "veryslow", "placebo")
-#: "section.field" -> the allowed strings.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "face.landmarks": ("mediapipe", "dlib"),
-    "face.crop_smoothing": _SMOOTHING,
-    "face.mask": ("ellipse", "landmarks"),
-    "face.color_match": ("none", "lab", "rgb"),
-    "face.paste": ("transfer", "render"),
-    "latent.smoothing": _SMOOTHING,
-    "engine.backend": ("torch", "onnx", "tensorrt"),
-    "engine.precision": ("fp32", "fp16"),
-    "output.preset": _X264_PRESETS,
-}
+
+def _literal_values(kind: Any) -> tuple[str, ...] | None:
+    """The strings of a ``Literal`` annotation (``Literal[...] | None`` too), else None."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """"section.field" -> the allowed strings, read off the settings' ``Literal`` annotations."""
+    found = {}
+    for section, section_type in _field_types(PipelineConfig).items():
+        fields = (_field_types(section_type) if dataclasses.is_dataclass(section_type)
+                  else {"": section_type})
+        for name, kind in fields.items():
+            values = _literal_values(kind)
+            if values is not None:
+                found[f"{section}.{name}" if name else section] = values
+    return found
+
+
 #: "section.field" -> (low, high, low included, high included) for numbers; NaN never passes.
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "face.max_gap": (0, 10_000, True, True),
@@ -199,8 +223,10 @@ def _replace_section(section: Any, section_name: str, values: dict[str, Any]) ->
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """Parse CLI text (or check a TOML value) as ``kind`` (bool, int, float or str)."""
-    if isinstance(kind, types.UnionType):
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if typing.get_origin(kind) is Literal:
+        kind = str  # the allowed values are checked by _check_allowed
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -238,3 +264,7 @@ def load_preset(name_or_path: str) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot be read as a preset ({error})") from None
     return PipelineConfig().with_values(values)
+
+
+#: "section.field" -> the allowed strings of every setting annotated with a ``Literal`` above.
+CHOICES: dict[str, tuple[str, ...]] = _choices()

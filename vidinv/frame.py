@@ -12,9 +12,10 @@ Conventions used across the package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +44,81 @@ class FaceLandmarks:
     score: float = 1.0
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CropQuad:
+    """The oriented square crop of FFHQ alignment: centre ``c`` and half-axes ``x``, ``y``.
+
+    All three are float64 (2,) vectors in frame pixels. ``x`` points to the image right of the
+    face, ``y`` down the face; for quads from :func:`quad_from_landmarks` they are orthogonal
+    and of equal length, after temporal smoothing nearly so (the crop stays an exact
+    parallelogram, so every map below stays affine).
+    """
+
+    c: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def from_vector(cls, vector: np.ndarray | Sequence[float]) -> CropQuad:
+        """Inverse of :meth:`to_vector`: (6,) = (cx, cy, xx, xy, yx, yy)."""
+        v = np.asarray(vector, dtype=np.float64).reshape(6)
+        return cls(v[0:2].copy(), v[2:4].copy(), v[4:6].copy())
+
+    @classmethod
+    def from_corners(cls, corners: np.ndarray) -> CropQuad:
+        """From a [4,2] quad ordered NW, SW, SE, NE (``[c−x−y, c−x+y, c+x+y, c+x−y]``)."""
+        q = np.asarray(corners, dtype=np.float64).reshape(4, 2)
+        return cls(q.mean(axis=0), (q[3] - q[0]) / 2, (q[1] - q[0]) / 2)
+
+    @classmethod
+    def coerce(cls, quad: CropQuad | np.ndarray | Sequence) -> CropQuad:
+        """Accept a CropQuad, a (c, x, y) triple, a (6,) vector or [4,2] corners."""
+        if isinstance(quad, CropQuad):
+            return quad
+        if isinstance(quad, tuple | list) and len(quad) == 3:
+            c, x, y = (np.asarray(v, dtype=np.float64).reshape(2) for v in quad)
+            return cls(c, x, y)
+        array = np.asarray(quad, dtype=np.float64)
+        if array.size == 6:
+            return cls.from_vector(array)
+        if array.shape == (4, 2):
+            return cls.from_corners(array)
+        raise ValueError(f"expected a CropQuad, (c, x, y), a (6,) vector or [4,2] corners, "
+                         f"got shape {array.shape}")
+
+    def to_vector(self) -> np.ndarray:
+        """(6,) float64 = (cx, cy, xx, xy, yx, yy), the form the smoothers filter."""
+        return np.concatenate([self.c, self.x, self.y]).astype(np.float64)
+
+    @property
+    def corners(self) -> np.ndarray:
+        """[4,2] float64: NW, SW, SE, NE = c−x−y, c−x+y, c+x+y, c+x−y."""
+        c, x, y = self.c, self.x, self.y
+        return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+    @property
+    def qsize(self) -> float:
+        """Side of the crop in frame pixels, 2·|x|."""
+        return float(np.hypot(*self.x) * 2.0)
+
+    def frame_from_crop(self, size: int) -> np.ndarray:
+        """3×3 float64: crop corner coordinates of an S×S crop → frame coordinates."""
+        origin = self.c - self.x - self.y
+        matrix = np.eye(3)
+        matrix[:2, 0] = 2.0 * self.x / size
+        matrix[:2, 1] = 2.0 * self.y / size
+        matrix[:2, 2] = origin
+        return matrix
+
+    def crop_from_frame(self, size: int) -> np.ndarray:
+        """3×3 float64: frame coordinates → crop corner coordinates of an S×S crop."""
+        return np.linalg.inv(self.frame_from_crop(size))
+
+    def lerp(self, other: CropQuad, t: float) -> CropQuad:
+        """Linear interpolation of c, x and y: ``self`` at t = 0, ``other`` at t = 1."""
+        return CropQuad.from_vector((1 - t) * self.to_vector() + t * other.to_vector())
+
+
 @dataclass(slots=True)
 class Frame:
     """One frame: timing, the RGB image, and whatever earlier stages attached.
@@ -50,9 +126,27 @@ class Frame:
     ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
     sources without timing (image folders). Optional fields stay ``None`` until a stage sets
     them; ``face_found`` is False when landmarks were looked for and none were found (such a
-    frame passes through the model stages unchanged). ``rendered`` is the edited face
-    E = G(w̃, F̃) and ``reconstruction`` the unedited R = G(w, F), both [R,R,3] uint8 RGB at the
-    generator's resolution; R is rendered (in the same batch as E) only for the transfer paste.
+    frame passes through the model stages unchanged).
+
+    What the stages attach, in pipeline order:
+
+    * ``faces``: list[FaceLandmarks], every face DetectLandmarks found, largest first (``[]``:
+      none); ``landmarks`` is the face TrackFace follows;
+    * ``crop_quad``: the FFHQ crop AlignFace cuts (set by TrackFace, replaced by SmoothCrop),
+      ``crop_quad_raw`` the quad before SmoothCrop changed it; ``bridged`` True when TrackFace
+      interpolated this frame's face from its neighbours (no detection);
+    * ``crop_from_frame``: 3×3 float64, frame pixels → crop pixels of the S×S ``aligned``
+      ([S,S,3] uint8 RGB); ``crop_size`` is that S (set by AlignFace);
+    * ``w`` [L,512] and ``features`` [C,16,16] float32 torch: the encoder's codes;
+    * ``rendered``: the edited face E = G(w̃, F̃) and ``reconstruction`` the unedited
+      R = G(w, F), both [R,R,3] uint8 RGB at the generator's resolution; R is rendered (in the
+      same batch as E) only for the transfer paste;
+    * ``original``: [H,W,3] uint8 RGB, the decoded image before paste-back replaced ``image``
+      (KeepOriginal; for side-by-side output and the quality metrics).
+
+    Set by the sources: ``source_index``, the index in the file of the frame a file played as a
+    camera (FileCameraSource) shows; ``source_path``, the file an image-folder frame was read
+    from.
     """
 
     index: int
@@ -67,7 +161,14 @@ class Frame:
     features: torch.Tensor | None = None
     rendered: np.ndarray | None = None
     reconstruction: np.ndarray | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    faces: list[FaceLandmarks] | None = None
+    crop_quad: CropQuad | None = None
+    crop_quad_raw: CropQuad | None = None
+    bridged: bool = False
+    crop_size: int | None = None
+    original: np.ndarray | None = None
+    source_index: int | None = None
+    source_path: str | None = None
 
     @property
     def time(self) -> float | None:

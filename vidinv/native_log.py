@@ -54,7 +54,7 @@ NOISE_PATTERNS: tuple[str, ...] = (
 )
 
 # The filter process: stdin is the pipe, stdout acknowledges sync tokens, stderr is the original
-# fd 2. Standard library only, run with -I -S so it starts in ~10 ms and ignores the environment.
+# fd 2. Standard library only, run with -I -S so it starts fast and ignores the environment.
 # A partial line (a progress bar) is passed on once nothing more came for 30 ms.
 _FILTER_SOURCE = r"""
 import os, re, select, signal, sys

@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidinv.cli.options import add_ray_options, check_ray_options, setting_overrides
+from vidinv.cli.options import (
+    add_ray_options,
+    check_ray_options,
+    setting_choices,
+    setting_overrides,
+)
 
 
 def _options(args: argparse.Namespace):
@@ -58,12 +63,12 @@ _BENCH_READS = ("--root", "--model", "--edit", "--lpips-backbone", "--lpips-lin"
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder (default: the embedded model)")
     parser.add_argument("--preset", help="pipeline preset: offline_hq, realtime or a .toml")
-    parser.add_argument("--smooth", choices=("none", "causal", "centred"),
+    parser.add_argument("--smooth", choices=setting_choices("--smooth"),
                         help="crop and latent smoothing (default: the preset's)")
     parser.add_argument("--batch", type=int, help="faces per network call")
-    parser.add_argument("--landmarks", choices=("mediapipe", "dlib"))
-    parser.add_argument("--backend", choices=("torch", "onnx", "tensorrt"))
-    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--landmarks", choices=setting_choices("--landmarks"))
+    parser.add_argument("--backend", choices=setting_choices("--backend"))
+    parser.add_argument("--device", metavar="{cpu,cuda,cuda:N}")
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--edit", metavar="ATTR",

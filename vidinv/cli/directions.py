@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vidinv.cli.options import setting_choices
 from vidinv.errors import VidinvError
 
 #: Methods ``directions fit --attr`` knows besides the landmark attributes.
@@ -88,14 +89,14 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         from vidinv.latent.scorers import LandmarkScorer
 
-        with LandmarkScorer(args.attr, args.backend) as scorer:
+        with LandmarkScorer(args.attr, args.landmarks) as scorer:
             direction = fit_interfacegan(
                 generator, scorer, n_samples=args.samples or 2000, seed=args.seed,
                 truncation=args.truncation, batch_size=args.batch_size, quantile=args.quantile,
                 progress=not args.quiet)
         if layers is not None:
             direction = direction.with_layers(layers.start, layers.stop - 1)
-        direction.meta["backend"] = args.backend
+        direction.meta["backend"] = args.landmarks
         directions = DirectionSet([direction])
     save_directions(out, directions)
     first = directions[0]
@@ -188,7 +189,7 @@ def add_directions_parser(subparsers: Any) -> None:
                      help="directions to keep for sefa (default 5) and ganspace (default 20)")
     fit.add_argument("--layers", help="W+ layers FIRST-LAST (inclusive) the directions apply "
                                       "to (sefa: also the layers factorised); default all")
-    fit.add_argument("--backend", default="mediapipe", choices=("mediapipe", "dlib"),
+    fit.add_argument("--landmarks", default="mediapipe", choices=setting_choices("--landmarks"),
                      help="landmark backend for the attribute scores")
     fit.add_argument("--quantile", type=float, default=0.1,
                      help="share of samples kept at each end of the scores (default 0.1)")

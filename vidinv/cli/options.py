@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import argparse
 
+from vidinv.config import CHOICES
 from vidinv.errors import VidinvError
+
+#: The options that set one pipeline setting, each with the setting whose allowed values it
+#: offers (``--smooth`` sets both smoothings, which allow the same values). Every command's
+#: option of these names takes its ``choices`` from here.
+SETTING_OF_OPTION: dict[str, str] = {
+    "--backend": "engine.backend",
+    "--precision": "engine.precision",
+    "--smooth": "latent.smoothing",
+    "--landmarks": "face.landmarks",
+    "--paste": "face.paste",
+}
+
+
+def setting_choices(option: str) -> tuple[str, ...]:
+    """The allowed values of the setting that ``option`` (a key of SETTING_OF_OPTION) sets."""
+    return CHOICES[SETTING_OF_OPTION[option]]
 
 #: Said in the help of every ``-o`` that replaces a file.
 EXISTING_OUTPUT = ("An existing output file is replaced only when the run succeeds (a failed "
@@ -19,16 +36,16 @@ EXISTING_OUTPUT = ("An existing output file is replaced only when the run succee
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model folder or name (default: the embedded model)")
     parser.add_argument("--preset", help="pipeline preset: offline_hq, realtime or a .toml")
-    parser.add_argument("--backend", choices=("torch", "onnx", "tensorrt"))
-    parser.add_argument("--device", choices=("cpu", "cuda"),
+    parser.add_argument("--backend", choices=setting_choices("--backend"))
+    parser.add_argument("--device", metavar="{cpu,cuda,cuda:N}",
                         help="default: the backend's choice (cuda for tensorrt)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"),
+    parser.add_argument("--precision", choices=setting_choices("--precision"),
                         help="default: fp32 (tensorrt: the engine spec's, fp16); fp16 needs cuda")
     parser.add_argument("--batch", type=int, help="faces per network call")
-    parser.add_argument("--smooth", choices=("none", "causal", "centred"),
+    parser.add_argument("--smooth", choices=setting_choices("--smooth"),
                         help="temporal smoothing of the crop and the codes")
-    parser.add_argument("--landmarks", choices=("mediapipe", "dlib"))
-    parser.add_argument("--paste", choices=("transfer", "render"),
+    parser.add_argument("--landmarks", choices=setting_choices("--landmarks"))
+    parser.add_argument("--paste", choices=setting_choices("--paste"),
                         help="how the edit reaches the frame: transfer (default) moves the "
                         "source's own pixels by the model's edit motion; render pastes the "
                         "model's rendering (for models that reconstruct faces well)")

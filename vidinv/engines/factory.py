@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import nn
 
+from vidinv.config import Backend
 from vidinv.engines.base import Engine, TensorSpec
 from vidinv.errors import BackendUnavailableError
 
@@ -25,8 +27,8 @@ if TYPE_CHECKING:
     from vidinv.engines.ort_engine import Provider
     from vidinv.engines.trt_engine import ProfileShapes
 
-Backend = Literal["torch", "onnx", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "tensorrt")
+#: The backends' names (the one list is :data:`vidinv.config.Backend`).
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 T = TypeVar("T")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -225,13 +224,3 @@ def engines_for_bundle(bundle: ModelBundle, settings: EngineSettings,
         batch_size=settings.batch_size, with_reconstruction=with_reconstruction,
         cache_dir=engine_cache_folder(bundle), k=bundle.k, spec_path=settings.spec or None,
         build_missing=build_missing, threads=settings.threads)
-
-
-def graph_files(cache_dir: str | os.PathLike[str], k: int = FEATURE_INDEX,
-                spec_path: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The ONNX files :func:`make_model_engines` keeps in ``cache_dir`` (existing or not)."""
-    from vidinv.engines.generator_export import load_generator_spec
-
-    spec = load_generator_spec(spec_path)
-    return [Path(cache_dir) / spec.graphs[kind].file_name(k)
-            for kind in ("encoder", "edit_render", "edit_render_reconstruction")]

@@ -13,7 +13,7 @@ Which images (see :mod:`vidinv.metrics.image`):
   (see :mod:`vidinv.metrics.identity`); their cosine too (``id_cosine``, for comparison);
 * TL-ID / TG-ID: those same embeddings, output = ``rendered``, source = ``aligned``, on s
   (``*_cosine``: STIT's cosine form);
-* frame metrics: ``extras['original']`` (the decoded frame) vs ``image`` (the output frame);
+* frame metrics: ``original`` (the decoded frame) vs ``image`` (the output frame);
 * warping error: on the whole frames (original as source, image as output) and on the face:
   the pixels inside this frame's crop square;
 * crop jitter: the crop centre (``crop_from_frame``⁻¹ of the crop's middle), frame pixels;
@@ -32,7 +32,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vidinv.face.keys import BRIDGED
 from vidinv.frame import Frame
 from vidinv.metrics.identity import (
     IdentityEmbedder,
@@ -52,8 +51,6 @@ from vidinv.metrics.image import (
 )
 from vidinv.metrics.lpips import LpipsMetric
 from vidinv.metrics.temporal import LatentJitter, WarpErrorMeter, tg_id, tl_id, track_jitter
-
-ORIGINAL = "original"
 
 #: Per-frame CSV columns, in order.
 FRAME_COLUMNS = (
@@ -105,9 +102,9 @@ class MetricsCollector:
             raise ValueError(f"frames must come in order: got {frame.index}, expected "
                              f"{self._expected}")
         self._expected += 1
-        original = frame.extras.get(ORIGINAL)
+        original = frame.original
         if original is None:
-            raise ValueError("the frame has no extras['original']; run the pipeline built by "
+            raise ValueError("the frame has no original image; run the pipeline built by "
                              "vidinv.pipeline.wiring.build_pipeline")
         output = frame.image
         self.frame_size = (int(output.shape[0]), int(output.shape[1]))
@@ -150,7 +147,7 @@ class MetricsCollector:
             side = aligned.shape[0]
             centre = np.linalg.inv(frame.crop_from_frame) @ np.array([side / 2, side / 2, 1.0])
             self.crop_centres[frame.index] = centre[:2]
-            if frame.landmarks is not None and not frame.extras.get(BRIDGED, False):
+            if frame.landmarks is not None and not frame.bridged:
                 lm = frame.landmarks
                 self.landmark_centres[frame.index] = np.mean(
                     [lm.eye_left, lm.eye_right, lm.mouth_left, lm.mouth_right], axis=0)

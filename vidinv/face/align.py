@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from vidinv.frame import FaceLandmarks
+from vidinv.frame import CropQuad, FaceLandmarks
 
 Padding = Literal["blur", "reflect", "replicate", "constant"]
 Interpolation = Literal["linear", "cubic"]
@@ -43,81 +42,6 @@ _CV_BORDER = {
     "replicate": cv2.BORDER_REPLICATE,
     "constant": cv2.BORDER_CONSTANT,
 }
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class CropQuad:
-    """The oriented square crop of FFHQ alignment: centre ``c`` and half-axes ``x``, ``y``.
-
-    All three are float64 (2,) vectors in frame pixels. ``x`` points to the image right of the
-    face, ``y`` down the face; for quads from :func:`quad_from_landmarks` they are orthogonal
-    and of equal length, after temporal smoothing nearly so (the crop stays an exact
-    parallelogram, so every map below stays affine).
-    """
-
-    c: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-
-    @classmethod
-    def from_vector(cls, vector: np.ndarray | Sequence[float]) -> CropQuad:
-        """Inverse of :meth:`to_vector`: (6,) = (cx, cy, xx, xy, yx, yy)."""
-        v = np.asarray(vector, dtype=np.float64).reshape(6)
-        return cls(v[0:2].copy(), v[2:4].copy(), v[4:6].copy())
-
-    @classmethod
-    def from_corners(cls, corners: np.ndarray) -> CropQuad:
-        """From a [4,2] quad ordered NW, SW, SE, NE (``[c−x−y, c−x+y, c+x+y, c+x−y]``)."""
-        q = np.asarray(corners, dtype=np.float64).reshape(4, 2)
-        return cls(q.mean(axis=0), (q[3] - q[0]) / 2, (q[1] - q[0]) / 2)
-
-    @classmethod
-    def coerce(cls, quad: CropQuad | np.ndarray | Sequence) -> CropQuad:
-        """Accept a CropQuad, a (c, x, y) triple, a (6,) vector or [4,2] corners."""
-        if isinstance(quad, CropQuad):
-            return quad
-        if isinstance(quad, tuple | list) and len(quad) == 3:
-            c, x, y = (np.asarray(v, dtype=np.float64).reshape(2) for v in quad)
-            return cls(c, x, y)
-        array = np.asarray(quad, dtype=np.float64)
-        if array.size == 6:
-            return cls.from_vector(array)
-        if array.shape == (4, 2):
-            return cls.from_corners(array)
-        raise ValueError(f"expected a CropQuad, (c, x, y), a (6,) vector or [4,2] corners, "
-                         f"got shape {array.shape}")
-
-    def to_vector(self) -> np.ndarray:
-        """(6,) float64 = (cx, cy, xx, xy, yx, yy), the form the smoothers filter."""
-        return np.concatenate([self.c, self.x, self.y]).astype(np.float64)
-
-    @property
-    def corners(self) -> np.ndarray:
-        """[4,2] float64: NW, SW, SE, NE = c−x−y, c−x+y, c+x+y, c+x−y."""
-        c, x, y = self.c, self.x, self.y
-        return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-    @property
-    def qsize(self) -> float:
-        """Side of the crop in frame pixels, 2·|x|."""
-        return float(np.hypot(*self.x) * 2.0)
-
-    def frame_from_crop(self, size: int) -> np.ndarray:
-        """3×3 float64: crop corner coordinates of an S×S crop → frame coordinates."""
-        origin = self.c - self.x - self.y
-        matrix = np.eye(3)
-        matrix[:2, 0] = 2.0 * self.x / size
-        matrix[:2, 1] = 2.0 * self.y / size
-        matrix[:2, 2] = origin
-        return matrix
-
-    def crop_from_frame(self, size: int) -> np.ndarray:
-        """3×3 float64: frame coordinates → crop corner coordinates of an S×S crop."""
-        return np.linalg.inv(self.frame_from_crop(size))
-
-    def lerp(self, other: CropQuad, t: float) -> CropQuad:
-        """Linear interpolation of c, x and y: ``self`` at t = 0, ``other`` at t = 1."""
-        return CropQuad.from_vector((1 - t) * self.to_vector() + t * other.to_vector())
 
 
 def quad_from_points(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from vidinv.config import Landmarks
 from vidinv.face.align import apply_transform, translation, warp_to_antialiased
 from vidinv.face.errors import LandmarkBackendUnavailableError, UnknownLandmarkBackendError
 from vidinv.frame import FaceLandmarks
@@ -43,7 +45,8 @@ DLIB_EYE_RIGHT = tuple(range(42, 48))
 DLIB_MOUTH_LEFT = 48
 DLIB_MOUTH_RIGHT = 54
 
-BACKENDS = ("mediapipe", "dlib")
+#: The landmark backends' names (the one list is :data:`vidinv.config.Landmarks`).
+BACKENDS: tuple[str, ...] = typing.get_args(Landmarks)
 
 
 def box_area(box: Sequence[float]) -> float:

@@ -10,16 +10,15 @@ face's per-channel mean and standard deviation (in Lab or RGB) onto the frame's,
 from __future__ import annotations
 
 import math
+import typing
 from typing import Literal
 
 import cv2
 import numpy as np
 
+from vidinv.config import ColorMatch, FaceMask
 from vidinv.face.align import apply_transform, cv_inverse_map
 from vidinv.frame import FaceLandmarks
-
-MaskKind = Literal["ellipse", "landmarks"]
-ColorMatch = Literal["lab", "rgb"] | None
 
 # FFHQ crops put the eyes at y ≈ 0.47 S, the mouth at ≈ 0.72 S and the chin near 0.9 S; this
 # ellipse covers brows to chin and cheek to cheek.
@@ -128,7 +127,7 @@ def paste_back(
     mask: np.ndarray,
     *,
     crop_size: int | None = None,
-    color_match: ColorMatch = None,
+    color_match: ColorMatch = "none",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blend a rendered face into a frame.
@@ -141,7 +140,7 @@ def paste_back(
         mask: [S,S] float32 in [0,1] in the face's geometry (:func:`ellipse_mask`,
             :func:`landmark_mask`).
         color_match: ``"lab"`` or ``"rgb"`` to match the face's colour statistics to the
-            frame's inside the mask, or None.
+            frame's inside the mask, or ``"none"``.
         out: where to write (may be ``image`` itself); a copy of ``image`` by default.
 
     Returns:
@@ -172,7 +171,7 @@ def paste_back(
     warped_mask = cv2.warpAffine(mask, inverse, box_size, flags=flags,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     region = image[by0:by1, bx0:bx1]
-    if color_match is not None:
+    if color_match != "none":
         warped_face = match_colors(warped_face, region, warped_mask, color_match)
     # alpha·face + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
     out[by0:by1, bx0:bx1] = cv2.blendLinear(warped_face, np.ascontiguousarray(region),
@@ -188,15 +187,17 @@ class FacePaster:
             points; falls back to the ellipse when a frame has no landmarks).
         erode: how far the mask is pulled inside the face region, as a fraction of S.
         feather: σ of the blur softening the seam, as a fraction of S.
-        color_match: None, ``"lab"`` or ``"rgb"``.
+        color_match: ``"none"``, ``"lab"`` or ``"rgb"`` (see :func:`paste_back`).
     """
 
-    def __init__(self, mask: MaskKind = "ellipse", *, erode: float = 0.02,
-                 feather: float = 0.04, color_match: ColorMatch = None) -> None:
-        if mask not in ("ellipse", "landmarks"):
-            raise ValueError(f"mask must be 'ellipse' or 'landmarks', not {mask!r}")
-        if color_match not in (None, "lab", "rgb"):
-            raise ValueError(f"color_match must be None, 'lab' or 'rgb', not {color_match!r}")
+    def __init__(self, mask: FaceMask = "ellipse", *, erode: float = 0.02,
+                 feather: float = 0.04, color_match: ColorMatch = "none") -> None:
+        if mask not in typing.get_args(FaceMask):
+            raise ValueError(f"mask must be one of {', '.join(typing.get_args(FaceMask))}, "
+                             f"not {mask!r}")
+        if color_match not in typing.get_args(ColorMatch):
+            raise ValueError(f"color_match must be one of {', '.join(typing.get_args(ColorMatch))}"
+                             f", not {color_match!r}")
         self.mask = mask
         self.erode = float(erode)
         self.feather = float(feather)

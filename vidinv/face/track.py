@@ -17,7 +17,6 @@ from dataclasses import replace
 import numpy as np
 
 from vidinv.face.align import CropQuad
-from vidinv.face.keys import BRIDGED, CROP_QUAD
 from vidinv.face.landmarks import box_area
 from vidinv.frame import FaceLandmarks, Frame
 
@@ -117,8 +116,8 @@ def interpolate_landmarks(a: FaceLandmarks, b: FaceLandmarks, t: float) -> FaceL
 def bridge_gaps(frames: Iterator[Frame], max_gap: int) -> Iterator[Frame]:
     """Fill runs of ≤ ``max_gap`` frames without a face between two frames with one.
 
-    Frames with a face must carry ``extras[CROP_QUAD]``. A filled frame gets the interpolated
-    quad and landmarks, ``face_found=True`` and ``extras[BRIDGED] = True``. Streaming: a frame
+    Frames with a face must carry ``crop_quad``. A filled frame gets the interpolated
+    quad and landmarks, ``face_found=True`` and ``bridged = True``. Streaming: a frame
     is held at most ``max_gap`` frames (until the gap closes or grows too long).
     """
     previous: Frame | None = None  # last frame with a face, already yielded
@@ -134,15 +133,15 @@ def bridge_gaps(frames: Iterator[Frame], max_gap: int) -> Iterator[Frame]:
                 gap, previous = [], None
             continue
         if gap and previous is not None:
-            start: CropQuad = previous.extras[CROP_QUAD]
-            end: CropQuad = frame.extras[CROP_QUAD]
+            start: CropQuad = previous.crop_quad
+            end: CropQuad = frame.crop_quad
             for k, lost in enumerate(gap, start=1):
                 t = k / (len(gap) + 1)
-                lost.extras[CROP_QUAD] = start.lerp(end, t)
+                lost.crop_quad = start.lerp(end, t)
                 if previous.landmarks is not None and frame.landmarks is not None:
                     lost.landmarks = interpolate_landmarks(previous.landmarks, frame.landmarks, t)
                 lost.face_found = True
-                lost.extras[BRIDGED] = True
+                lost.bridged = True
                 yield lost
             gap = []
         previous = frame

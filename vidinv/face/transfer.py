@@ -44,8 +44,9 @@ class EditTransfer:
         residual_sigma: low-pass σ of the residual (fraction of U); ``None`` drops it.
         flow_sigma: smoothing σ of the flow (fraction of U).
         restrict_to_motion: resample the frame only in the box where the flow is not 0 (the
-            same output up to ±1 level of OpenCV's fixed-point rounding; 8 instead of 13 ms
-            per 720p frame); False resamples the whole face box.
+            same output up to ±1 level of OpenCV's fixed-point rounding, for less work; the
+            cost is printed by ``benchmarks/paste_cost.py``); False resamples the whole face
+            box.
     """
 
     def __init__(self, flow_size: int = FLOW_SIZE, residual_sigma: float | None = RESIDUAL_SIGMA,

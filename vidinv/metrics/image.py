@@ -11,7 +11,7 @@ these follow the usual definitions):
   gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` computes it: an 11-tap
   Gaussian (σ = 1.5, truncated at 3.5σ) with reflected borders, K1 = 0.01, K2 = 0.03, the
   SSIM map averaged without the 5-pixel border, then over the channels. It is computed here
-  with OpenCV's separable blur (about 10× faster; equal to skimage within 1e-6).
+  with OpenCV's separable blur (faster; equal to skimage within 1e-6).
 
 The paper's MSE column is on images in [-1, 1]: its PSNR and MSE only agree that way (Table 2,
 "Ours": 26.64 dB ↔ MSE 0.00217 in [0, 1] ↔ 0.0087 in [-1, 1], reported 0.009). ``mse_pm1`` =

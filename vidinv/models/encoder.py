@@ -287,38 +287,3 @@ def check_encoder_matches(encoder: FeatureStyleEncoder, generator: nn.Module,
                         f"{expected[1] * 8 * encoder.config['content_stride']})")
     if problems:
         raise ValueError("encoder does not match the generator: " + "; ".join(problems))
-
-
-def mix_styles(generator: nn.Module, w_source: torch.Tensor, features_source: torch.Tensor,
-               w_target: torch.Tensor, layers: Sequence[int] | None = None,
-               k: int = FEATURE_INDEX) -> torch.Tensor:
-    """Style mixing (paper 003, Fig. 8): one image's feature tensor with another's codes.
-
-    Renders ``G(F_source, w)`` where ``w`` is ``w_source`` with the codes of ``layers`` taken
-    from ``w_target`` (all layers when ``layers`` is None — the paper's G(F_A, w_B)). The
-    feature tensor carries the geometry (pose, face shape), the codes the appearance (eye
-    colour, make-up). Codes of layers below ``k`` only reach the image through the RGB skip.
-
-    Args:
-        generator: a :class:`~vidinv.models.stylegan2.StyleGAN2Generator`.
-        w_source: [B,N,512] codes of image A (used on the layers not in ``layers``).
-        features_source: [B,C,R,R] = ``generator.synthesis.feature_shape(k)``, image A's F.
-        w_target: [B,N,512] codes of image B.
-        layers: indices into the N codes to take from ``w_target``; None = all.
-        k: feature index (5 for the official encoder).
-
-    Returns: [B,3,resolution,resolution] image, about [-1,1].
-    """
-    if w_source.shape != w_target.shape:
-        raise ValueError(f"w_source {tuple(w_source.shape)} and w_target "
-                         f"{tuple(w_target.shape)} must have the same shape")
-    if layers is None:
-        ws = w_target
-    else:
-        n_latent = w_source.shape[1]
-        chosen = sorted(set(int(j) for j in layers))
-        if chosen and not (0 <= chosen[0] and chosen[-1] < n_latent):
-            raise ValueError(f"layers must be in [0, {n_latent - 1}], got {list(layers)}")
-        ws = w_source.clone()
-        ws[:, chosen] = w_target[:, chosen]
-    return generator.synthesis(ws, features=features_source, k=k)

@@ -20,7 +20,6 @@ from vidinv.pipeline.outputs import VIDEO_SUFFIXES
 from vidinv.pipeline.runner import run_threaded
 from vidinv.pipeline.runtime import stage_runtime
 from vidinv.pipeline.wiring import build_pipeline, make_networks
-from vidinv.stages.output import ORIGINAL
 
 
 @dataclasses.dataclass
@@ -171,7 +170,8 @@ def side_by_side_view(frame: Frame, label: str) -> np.ndarray:
     """[H,2W,3] uint8: the original | the edited frame, ``label`` written at the top left."""
     import cv2
 
-    view = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image], axis=1)
+    original = frame.original if frame.original is not None else frame.image
+    view = np.concatenate([original, frame.image], axis=1)
     cv2.putText(view, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1,
                 cv2.LINE_AA)
     return view

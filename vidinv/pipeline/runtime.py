@@ -38,8 +38,8 @@ def keep_frame_buffers() -> bool:
     back to the system, and the next frame's buffer faults its pages in again (a 720p RGB frame
     is 675 pages, several buffers a frame in decode, paste and encode). In a multi-threaded
     process each unmap also interrupts the other cores to flush their TLBs. With these settings
-    the run reuses its blocks: a 720p ``edit`` went from ~3 200 to ~700 page faults a frame,
-    from ~76 to ~72 ms of CPU a frame, and from ~23.5 to ~25 fps. The settings stay for the
+    the run reuses its blocks: far fewer page faults a frame, less CPU a frame and a higher
+    frame rate (``benchmarks/pipeline.py`` measures the run). The settings stay for the
     life of the process (memory held is bounded by the buffers a run uses, plus
     ``TRIM_THRESHOLD``).
     """
@@ -70,9 +70,9 @@ def stage_runtime(threads: int) -> Iterator[None]:
     frame buffers kept by the allocator (:func:`keep_frame_buffers`).
 
     The stages already run side by side in their own threads; a library that also splits each
-    call across every core makes them fight: OpenCV's pool made the transfer paste cost 16 ms
-    of CPU per 720p frame instead of 14, and OpenBLAS's idle workers showed up spinning in a
-    profile of the run (``perf``).
+    call across every core makes them fight: OpenCV's pool made the transfer paste cost more
+    CPU per frame, and OpenBLAS's idle workers showed up spinning in a profile of the run
+    (``perf``).
     """
     keep_frame_buffers()
     if threads <= 0:
@@ -102,10 +102,10 @@ def codec_threads(setting: int = 0, preset: str = "medium") -> int:
     of at most 2 cores with a fast x264 ``preset`` (:data:`FAST_X264_PRESETS`), and 0
     (FFmpeg's own choice, about 1.5 threads per core) otherwise.
 
-    Measured on 2 cores, 720p ``edit`` (``benchmarks/pipeline.py``): with ``veryfast`` the stage
-    threads keep both cores busy and FFmpeg's frame threads only add hand-offs and wake-ups —
-    one thread each took the run from 31.5 to 33.4 fps; with ``medium`` x264 is most of a
-    frame's work and needs its own threads (one: 17.9 fps, three: 19.9).
+    Why (2 cores, 720p ``edit``; ``benchmarks/pipeline.py`` measures it): with ``veryfast`` the
+    stage threads keep both cores busy and FFmpeg's frame threads only add hand-offs and
+    wake-ups, so one thread each runs faster; with ``medium`` x264 is most of a frame's work
+    and runs faster with threads of its own.
     """
     if setting > 0:
         return setting

@@ -176,8 +176,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                     with_reconstruction=needs_reconstruction(config)),
     ]
     output_segment: list[Stage] = [
-        PasteBack(face.mask, color_match=None if face.color_match == "none" else face.color_match,
-                  mode=face.paste),
+        PasteBack(face.mask, color_match=face.color_match, mode=face.paste),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

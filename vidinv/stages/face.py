@@ -4,22 +4,23 @@
 
 ``latency`` is how many frames a stage holds back. Frames without a face (``face_found`` False)
 pass through every stage unchanged; no stage drops or adds frames. Results go into the Frame's
-fields (``landmarks``, ``face_found``, ``crop_from_frame``, ``aligned``, ``image``) and into
-``Frame.extras`` under the names in :mod:`vidinv.face.keys`.
+fields (``faces``, ``landmarks``, ``face_found``, ``crop_quad``, ``crop_quad_raw``, ``bridged``,
+``crop_from_frame``, ``crop_size``, ``aligned``, ``image``; see :class:`~vidinv.frame.Frame`).
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
 
+from vidinv.config import ColorMatch, FaceMask, PasteMode, Smoothing
 from vidinv.face.align import CropQuad, Interpolation, Padding, align_from_quad, quad_from_landmarks
 from vidinv.face.errors import NoFaceError
-from vidinv.face.keys import CROP_QUAD, CROP_QUAD_RAW, CROP_SIZE, FACES
 from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
-from vidinv.face.paste import ColorMatch, FacePaster, MaskKind
+from vidinv.face.paste import FacePaster
 from vidinv.face.smoothing import (
     AXES,
     CentredGaussianWindow,
@@ -33,7 +34,7 @@ from vidinv.frame import Frame
 
 
 class DetectLandmarks:
-    """Finds the faces of each frame: ``extras[FACES]`` (all, largest first), ``landmarks``
+    """Finds the faces of each frame: ``faces`` (all, largest first), ``landmarks``
     (the largest) and ``face_found``.
 
     Args:
@@ -55,7 +56,7 @@ class DetectLandmarks:
         self.detector.reset()
         for frame in frames:
             faces = self.detector.detect(frame.image)
-            frame.extras[FACES] = faces
+            frame.faces = faces
             frame.landmarks = faces[0] if faces else None
             frame.face_found = bool(faces)
             yield frame
@@ -64,9 +65,9 @@ class DetectLandmarks:
 class TrackFace:
     """Follows one face (see :class:`FaceTracker`) and bridges gaps of ≤ ``max_gap`` frames.
 
-    Sets ``landmarks``, ``face_found`` and ``extras[CROP_QUAD]`` (the FFHQ crop of the followed
+    Sets ``landmarks``, ``face_found`` and ``crop_quad`` (the FFHQ crop of the followed
     face, ``crop_scale`` times FFHQ's size); bridged frames get interpolated ones and
-    ``extras[BRIDGED]``. Latency: ``max_gap`` frames. To choose among several faces, the
+    ``bridged``. Latency: ``max_gap`` frames. To choose among several faces, the
     detector must return them (``DetectLandmarks(..., max_faces=2)`` or more).
     """
 
@@ -86,16 +87,14 @@ class TrackFace:
         tracker = FaceTracker(self.target, max_jump=self.max_jump,
                               reacquire_after=self.reacquire_after)
         for frame in frames:
-            faces = frame.extras.get(FACES)
+            faces = frame.faces
             if faces is None:
                 faces = [frame.landmarks] if frame.landmarks is not None else []
             face = tracker.update(faces)
             frame.landmarks = face
             frame.face_found = face is not None
-            if face is not None:
-                frame.extras[CROP_QUAD] = quad_from_landmarks(face, scale=self.crop_scale)
-            else:
-                frame.extras.pop(CROP_QUAD, None)
+            frame.crop_quad = (quad_from_landmarks(face, scale=self.crop_scale)
+                               if face is not None else None)
             yield frame
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
@@ -105,15 +104,15 @@ class TrackFace:
 def _frame_quad(frame: Frame) -> CropQuad | None:
     if not frame.face_found:
         return None
-    quad = frame.extras.get(CROP_QUAD)
+    quad = frame.crop_quad
     if quad is None and frame.landmarks is not None:
         quad = quad_from_landmarks(frame.landmarks)
     return quad
 
 
 class SmoothCrop:
-    """Smooths the crop (c, x, y) over time: ``extras[CROP_QUAD]`` becomes the smoothed quad
-    (the input is kept as ``extras[CROP_QUAD_RAW]``).
+    """Smooths the crop (c, x, y) over time: ``crop_quad`` becomes the smoothed quad
+    (the input is kept as ``crop_quad_raw``).
 
     Modes:
         ``"none"``: pass through (latency 0).
@@ -127,7 +126,7 @@ class SmoothCrop:
 
     def __init__(
         self,
-        mode: Literal["none", "causal", "centred"] = "causal",
+        mode: Smoothing = "causal",
         *,
         causal_filter: Literal["one_euro", "ema"] = "one_euro",
         min_cutoff: float = 1.0,
@@ -138,8 +137,9 @@ class SmoothCrop:
         radius: int | None = None,
         fps: float = 30.0,
     ) -> None:
-        if mode not in ("none", "causal", "centred"):
-            raise ValueError(f"mode must be 'none', 'causal' or 'centred', not {mode!r}")
+        if mode not in typing.get_args(Smoothing):
+            raise ValueError(f"mode must be one of {', '.join(typing.get_args(Smoothing))}, "
+                             f"not {mode!r}")
         if causal_filter not in ("one_euro", "ema"):
             raise ValueError(f"causal_filter must be 'one_euro' or 'ema', not {causal_filter!r}")
         self.mode = mode
@@ -173,8 +173,8 @@ class SmoothCrop:
             vector = quad.to_vector()
             scale = float(np.linalg.norm(vector[AXES][:2]))
             time = frame.time if frame.time is not None else frame.index / self.fps
-            frame.extras[CROP_QUAD_RAW] = quad
-            frame.extras[CROP_QUAD] = CropQuad.from_vector(smoother(vector, time, scale))
+            frame.crop_quad_raw = quad
+            frame.crop_quad = CropQuad.from_vector(smoother(vector, time, scale))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
@@ -182,7 +182,7 @@ class SmoothCrop:
 
         def finish(pairs: list[tuple[Frame, np.ndarray]]) -> Iterator[Frame]:
             for done, vector in pairs:
-                done.extras[CROP_QUAD] = CropQuad.from_vector(vector)
+                done.crop_quad = CropQuad.from_vector(vector)
                 yield done
 
         for frame in frames:
@@ -191,14 +191,14 @@ class SmoothCrop:
                 yield from finish(window.end_run())
                 yield frame
                 continue
-            frame.extras[CROP_QUAD_RAW] = quad
+            frame.crop_quad_raw = quad
             yield from finish(window.push(frame, quad.to_vector()))
         yield from finish(window.end_run())
 
 
 class AlignFace:
     """Cuts the S×S FFHQ crop: sets ``aligned`` [S,S,3] uint8, ``crop_from_frame`` and
-    ``extras[CROP_SIZE]``. Uses ``extras[CROP_QUAD]`` (else the landmarks). Latency 0."""
+    ``crop_size``. Uses ``crop_quad`` (else the landmarks). Latency 0."""
 
     latency = 0
 
@@ -215,12 +215,8 @@ class AlignFace:
                 frame.aligned, frame.crop_from_frame = align_from_quad(
                     frame.image, quad, self.size, padding=self.padding,
                     interpolation=self.interpolation)
-                frame.extras[CROP_SIZE] = self.size
+                frame.crop_size = self.size
             yield frame
-
-
-PasteMode = Literal["transfer", "render"]
-PASTE_MODES = ("transfer", "render")
 
 
 class PasteBack:
@@ -239,12 +235,13 @@ class PasteBack:
 
     latency = 0
 
-    def __init__(self, mask: MaskKind = "ellipse", *, erode: float = 0.02,
-                 feather: float = 0.04, color_match: ColorMatch = None,
+    def __init__(self, mask: FaceMask = "ellipse", *, erode: float = 0.02,
+                 feather: float = 0.04, color_match: ColorMatch = "none",
                  source: Literal["rendered", "aligned"] = "rendered",
                  mode: PasteMode = "render") -> None:
-        if mode not in PASTE_MODES:
-            raise ValueError(f"paste mode must be one of {', '.join(PASTE_MODES)}, not {mode!r}")
+        if mode not in typing.get_args(PasteMode):
+            raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
+                             f", not {mode!r}")
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -261,7 +258,8 @@ class PasteBack:
                     raise ValueError("transfer paste needs frame.reconstruction: render with "
                                      "RenderFaces(with_reconstruction=True)")
                 size = self.transfer.flow_size
-                crop_size = frame.extras.get(CROP_SIZE, _as_uint8_image(face).shape[0])
+                crop_size = (frame.crop_size if frame.crop_size is not None
+                             else _as_uint8_image(face).shape[0])
                 crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
                                    @ frame.crop_from_frame)
                 mask = self.paster.mask_for(size, crop_from_frame, frame.landmarks)
@@ -271,7 +269,7 @@ class PasteBack:
             else:
                 frame.image = self.paster(
                     frame.image, _as_uint8_image(face), frame.crop_from_frame,
-                    crop_size=frame.extras.get(CROP_SIZE), landmarks=frame.landmarks)
+                    crop_size=frame.crop_size, landmarks=frame.landmarks)
             yield frame
 
 

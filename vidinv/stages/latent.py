@@ -14,16 +14,15 @@ clip, which a streaming stage approximates by the mean of the frames seen so far
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
-from typing import Literal
 
 import numpy as np
 import torch
 
+from vidinv.config import Smoothing
 from vidinv.face.smoothing import CentredGaussianWindow, EmaFilter
 from vidinv.frame import Frame
-
-LatentSmoothing = Literal["none", "causal", "centred"]
 
 
 def _pack(frame: Frame) -> np.ndarray:
@@ -54,11 +53,12 @@ class SmoothLatents:
             mean over the clip's face frames.
     """
 
-    def __init__(self, mode: LatentSmoothing = "none", *, alpha: float = 0.5,
+    def __init__(self, mode: Smoothing = "none", *, alpha: float = 0.5,
                  sigma: float = 1.5, radius: int | None = None,
                  fine_layers_from: int | None = None) -> None:
-        if mode not in ("none", "causal", "centred"):
-            raise ValueError(f"latent smoothing must be none, causal or centred, not {mode!r}")
+        if mode not in typing.get_args(Smoothing):
+            raise ValueError(f"latent smoothing must be one of "
+                             f"{', '.join(typing.get_args(Smoothing))}, not {mode!r}")
         self.mode = mode
         self.alpha = alpha
         self.sigma = sigma

@@ -8,17 +8,15 @@ import numpy as np
 
 from vidinv.frame import Frame
 
-ORIGINAL = "original"
-
 
 class KeepOriginal:
-    """Remembers the decoded image in ``extras['original']`` (for side-by-side output)."""
+    """Remembers the decoded image in ``original`` (for side-by-side output)."""
 
     latency = 0
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            frame.extras[ORIGINAL] = frame.image
+            frame.original = frame.image
             yield frame
 
 
@@ -29,6 +27,6 @@ class SideBySide:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            frame.image = np.concatenate([frame.extras.get(ORIGINAL, frame.image), frame.image],
-                                         axis=1)
+            original = frame.original if frame.original is not None else frame.image
+            frame.image = np.concatenate([original, frame.image], axis=1)
             yield frame

@@ -145,8 +145,7 @@ class PreviewFrame:
                 for name in self.attributes:
                     self.editor.strengths[name] = float(strengths.get(name, 0.0))
             cached = self._frame
-            frame = dataclasses.replace(cached, image=cached.image.copy(),
-                                        extras=dict(cached.extras))
+            frame = dataclasses.replace(cached, image=cached.image.copy())
             (out,) = list(_chain(self._tail, iter([frame])))
             return out.image
 

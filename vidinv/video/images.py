@@ -80,7 +80,7 @@ class ImageSequenceReader:
     """One picture or a folder of pictures as ``Frame`` records (pts and time_base ``None``).
 
     A folder's files with an image suffix (``IMAGE_SUFFIXES``) are taken in natural order;
-    hidden files are skipped. Each frame's ``extras["source_path"]`` names its file.
+    hidden files are skipped. Each frame's ``source_path`` names its file.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -115,7 +115,7 @@ class ImageSequenceReader:
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
-            yield Frame(index=index, image=read_image(path), extras={"source_path": str(path)})
+            yield Frame(index=index, image=read_image(path), source_path=str(path))
 
 
 class ImageWriter:

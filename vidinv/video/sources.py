@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 
@@ -79,8 +78,9 @@ class LiveSource:
 
     # -- capture thread --------------------------------------------------------------------
 
-    def _capture(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """Yield ([H,W,3] uint8 RGB, extras) at the source's pace until it ends or ``_stop``."""
+    def _capture(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        """Yield ([H,W,3] uint8 RGB, the file's frame index or None) at the source's pace until it
+        ends or ``_stop``."""
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -97,10 +97,10 @@ class LiveSource:
 
     def _run(self) -> None:
         try:
-            for image, extras in self._capture():
+            for image, source_index in self._capture():
                 if self._stop.is_set():
                     break
-                self._push(image, extras)
+                self._push(image, source_index)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer by read()
             self._error = e
         finally:
@@ -108,9 +108,10 @@ class LiveSource:
                 self._finished = True
                 self._cond.notify_all()
 
-    def _push(self, image: np.ndarray, extras: dict[str, Any]) -> None:
+    def _push(self, image: np.ndarray, source_index: int | None) -> None:
         frame = Frame(
-            index=0, image=image, pts=self.now_pts(), time_base=self.time_base, extras=extras
+            index=0, image=image, pts=self.now_pts(), time_base=self.time_base,
+            source_index=source_index,
         )
         with self._cond:
             frame.index = self._captured
@@ -168,8 +169,8 @@ class FileCameraSource(LiveSource):
 
     Frames are decoded on the capture thread and released at the file's own timestamps
     (``fps=None``) or at a fixed ``fps``; with ``loop`` the file restarts at its end. If
-    decoding is slower than real time the source simply runs late. ``extras`` carry the file's
-    ``source_index`` and ``source_pts``. The file is checked when the source is created (a
+    decoding is slower than real time the source simply runs late. Each frame's ``source_index``
+    is the file's frame it shows. The file is checked when the source is created (a
     bad file raises the reader's one-line error here).
     """
 
@@ -196,7 +197,7 @@ class FileCameraSource(LiveSource):
     def __repr__(self) -> str:
         return f"FileCameraSource({str(self.path)!r}, fps={self.fps}, loop={self.loop})"
 
-    def _capture(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    def _capture(self) -> Iterator[tuple[np.ndarray, int | None]]:
         started = time.monotonic()
         pass_offset = 0.0  # seconds of playback before the current pass of the file
         released = 0
@@ -217,7 +218,7 @@ class FileCameraSource(LiveSource):
                     if delay > 0 and self._stop.wait(delay):
                         return
                     released += 1
-                    yield frame.image, {"source_index": frame.index, "source_pts": frame.pts}
+                    yield frame.image, frame.index
             finally:
                 frames.close()
             if not self.loop:
@@ -277,7 +278,7 @@ class WebcamSource(LiveSource):
     def __repr__(self) -> str:
         return f"WebcamSource({self.index}, {self.info.width}x{self.info.height})"
 
-    def _capture(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    def _capture(self) -> Iterator[tuple[np.ndarray, int | None]]:
         cv2 = self._cv2
         while not self._stop.is_set():
             ok, bgr = self._capture_device.read()
@@ -288,7 +289,7 @@ class WebcamSource(LiveSource):
                     f"camera {self.index} stopped delivering frames; reconnect it, or run on a "
                     "video file with --source PATH"
                 )
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), {}
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
 
     def _release(self) -> None:
         self._capture_device.release()

@@ -62,9 +62,9 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
     """[H,W,3] uint8 RGB -> [3·H'/2, W'] uint8 I420 planes (Y, then U, then V; H', W' = the
     sides padded to even), BT.601 limited range as FFmpeg's swscale converts by default.
 
-    OpenCV converts without the GIL (the stage threads go on meanwhile) and ~3× faster than
-    PyAV's ``reformat``, which holds the GIL for the whole conversion (2.6 ms a 720p frame in
-    which no other stage's Python can run). The chroma is the mean of each 2×2 block, where
+    OpenCV converts without the GIL (the stage threads go on meanwhile) and faster than PyAV's
+    ``reformat``, which holds the GIL for the whole conversion (time in which no other stage's
+    Python can run). The chroma is the mean of each 2×2 block, where
     swscale filters otherwise: luma within 1 level, chroma within a few at sharp colour edges.
     """
     return cv2.cvtColor(np.ascontiguousarray(_pad_to_even(image)), cv2.COLOR_RGB2YUV_I420)
