@@ -4,12 +4,12 @@ On the CPU the module is traced (TorchScript) once per input shape and the trace
 it holds Python's GIL once per call instead of once per operation. Eagerly, a 64 px
 edit+render makes hundreds of torch calls, each of which gives the GIL up and must win it back;
 any other thread running Python in between (the pipeline's face, paste and output threads)
-makes it wait each time. With one Python thread spinning beside it, an eager edit+render took
-2.9 s instead of 39 ms; traced, 55 ms (``benchmarks/pipeline.py`` shows the effect on `edit`).
+makes it wait each time, many times over (``benchmarks/pipeline.py`` shows the effect on
+`edit`).
 
 The trace is made from a copy of the module in ``channels_last`` memory format: oneDNN's CPU
-convolutions run faster on it (the embedded model's edit+render 13 → 10 ms a face; the FFHQ-256
-generator 534 → 440 ms, ``benchmarks/generator.py``). The caller's module is left as it is.
+convolutions run faster on it (``benchmarks/generator.py`` prints both layouts). The caller's
+module is left as it is.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class TorchEngine:
             smaller = any(graph is not None and traced[0][1][0] > batch
                           for traced, graph in self._traced.items())
             # a batch smaller than a traced one is a clip's last, partial batch: run it
-            # eagerly rather than trace again (~0.5 s) or pad it (up to batch× the work)
+            # eagerly rather than trace again (slow) or pad it (up to batch× the work)
             self._traced[key] = None if smaller else self._make_trace(args)
         graph = self._traced[key]
         with torch.inference_mode():
