@@ -191,7 +191,7 @@ def test_profile_follows_the_pipeline_batch_size() -> None:
 def test_tensorrt_11_is_refused_with_the_pin_to_install(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
     check_tensorrt_version("10.13.3.9")
-    for version, needle in (("11.0.0", "tensorrt-cu12>=10,<11"), ("8.6.1", "too old")):
+    for version, needle in (("11.0.0", "tensorrt-cu13>=10.13.2,<11"), ("8.6.1", "too old")):
         with pytest.raises(BackendUnavailableError, match=needle.replace("+", r"\+")):
             check_tensorrt_version(version)
     fake = types.ModuleType("tensorrt")
