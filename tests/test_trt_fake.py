@@ -294,3 +294,89 @@ def test_the_fake_refuses_a_launch_that_breaks_the_contract(fakes, onnx_file: Pa
     monkeypatch.setattr(trt_engine, "TENSOR_ALIGNMENT", 1)  # data_ptr() % 1 == 0: no copy
     with pytest.raises(ContractViolation, match="256-byte boundary"):
         engine(x=torch.randn(1 + 2 * 3 * 8 * 8)[1:].view(2, 3, 8, 8))
+
+
+# --- the pipeline's engines on the fake: export keys, a stale engine, `engines build --rebuild`
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
+    from tests.model_fixtures import make_tiny_model
+    from vidinv.models.folder import load_model_bundle
+
+    return load_model_bundle(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+def test_the_pipeline_runs_on_tensorrt_and_a_stale_engine_is_rebuilt_by_the_cli(
+        tiny_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from vidinv.cli.app import main
+    from vidinv.config import EngineSettings
+    from vidinv.engines.model_graphs import engines_for_bundle, make_model_engines
+    from vidinv.models.folder import engine_cache_folder
+
+    monkeypatch.setenv("VIDINV_CACHE", str(tmp_path / "cache"))
+    # the ONNX files first, without the fake (torch's exporter asks torch.cuda questions the
+    # fake cannot answer); the TensorRT run reuses them: the export key has no backend in it
+    engines_for_bundle(tiny_bundle, EngineSettings(backend="onnx"), with_reconstruction=True)
+    exported = sorted(p.name for p in engine_cache_folder(tiny_bundle).glob("*.onnx"))
+    fake_tensorrt.install(monkeypatch)
+    settings = EngineSettings(backend="tensorrt", batch_size=2)
+    trt = engines_for_bundle(tiny_bundle, settings, with_reconstruction=True)
+    reference = make_model_engines(tiny_bundle.generator, tiny_bundle.encoder, backend="torch",
+                                   device="cpu", with_reconstruction=True)
+    images = torch.rand(2, 3, tiny_bundle.crop_size, tiny_bundle.crop_size) * 2 - 1
+    w, features = reference.encode(images)
+    w_trt, features_trt = trt.encode(images)
+    assert (w_trt - w).abs().max() <= 2e-2 * w.abs().max()
+    offset = 0.3 * torch.randn_like(w)
+    for got, expected in zip(trt.edit_render(w, features, offset),
+                             reference.edit_render(w, features, offset), strict=True):
+        assert (got - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+    # an engine whose ONNX file changed under it (a sidecar of other bytes): refused, naming
+    # the fix, and `vidinv engines build --rebuild` with the same options replaces it
+    folder = engine_cache_folder(tiny_bundle)
+    sidecar = sorted(folder.glob("encoder.*.engine.json"))[0]
+    record = json.loads(sidecar.read_text())
+    record["parts"]["onnx_sha256"] = "0" * 64
+    record["key"] = "stale"
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(EngineMismatchError, match="onnx_sha256.*--rebuild"):
+        engines_for_bundle(tiny_bundle, settings, with_reconstruction=True)
+    assert main(["engines", "build", "--model", str(tiny_bundle.folder), "--batch", "2",
+                 "--rebuild"]) == 0
+    assert "tensorrt fp16" in capsys.readouterr().out
+    engines_for_bundle(tiny_bundle, settings, with_reconstruction=True)  # loads again
+    assert sorted(p.name for p in folder.glob("*.onnx")) == exported  # nothing re-exported
+
+
+def test_the_export_is_keyed_by_weights_code_torch_opset_and_spec(
+        tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+    import dataclasses
+
+    from vidinv.engines import onnx_export
+    from vidinv.engines.generator_export import load_generator_spec
+    from vidinv.engines.model_graphs import EditRenderGraph
+
+    graph = EditRenderGraph(tiny_bundle.generator, tiny_bundle.k)
+    spec = dataclasses.asdict(load_generator_spec())
+    key = onnx_export.export_key(graph, 18, spec)
+    assert onnx_export.export_key(graph, 18, spec) == key  # stable
+    changed = copy.deepcopy(tiny_bundle.generator)
+    with torch.no_grad():
+        next(changed.synthesis.parameters()).add_(1e-3)
+    assert onnx_export.export_key(EditRenderGraph(changed, tiny_bundle.k), 18, spec) != key
+    assert onnx_export.export_key(graph, 19, spec) != key
+    assert onnx_export.export_key(graph, 18, {**spec, "example_batch": 3}) != key
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    assert onnx_export.export_key(graph, 18, spec) != key
+    monkeypatch.undo()
+    # the code: the files of the modules defining the graph (StyleGAN2, the graph, the exporter)
+    import vidinv.models.stylegan2 as stylegan2
+
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real_read(self) + (
+        b"# edited" if self == Path(stylegan2.__file__) else b""))
+    assert onnx_export.export_key(graph, 18, spec) != key
+    assert onnx_export.keyed_onnx_name("encoder.onnx", key) == f"encoder.{key[:12]}.onnx"
