@@ -115,3 +115,26 @@ def test_codes_on_cuda_take_the_device_path_by_default(monkeypatch: pytest.Monke
     assert stage._device_path(frame)
     monkeypatch.undo()
     assert not stage._device_path(frame)
+
+
+def test_the_cuda_module_is_an_nhwc_copy_and_the_callers_stays_as_it_was() -> None:
+    """What TorchEngine does on CUDA (cudnn.benchmark aside), shown on the CPU: a channels_last
+    copy of the module computes the same, and the caller's module keeps its layout."""
+    from torch import nn
+
+    from vidinv.engines.torch_engine import TorchEngine
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.2),
+                           nn.Conv2d(8, 3, 3, padding=1)).eval()
+    same = TorchEngine._prepared(module, torch.device("cpu"), torch.float32)
+    nhwc = TorchEngine._prepared(module, torch.device("cpu"), torch.float32, channels_last=True)
+    assert same is module and nhwc is not module
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert module[0].weight.is_contiguous()  # untouched
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(nhwc(x.contiguous(memory_format=torch.channels_last)), module(x),
+                              atol=1e-5)
+    assert TorchEngine._prepared(nhwc, torch.device("cpu"), torch.float32,
+                                 channels_last=True) is nhwc  # already NHWC: no second copy
