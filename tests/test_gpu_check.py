@@ -39,6 +39,24 @@ def test_a_missing_clip_is_one_line_and_nothing_is_written(tmp_path: Path) -> No
     assert result.stdout == "" and not clip.exists() and not (tmp_path / "c").exists()
 
 
+def test_a_failing_row_is_one_line_and_the_next_rows_run(capsys) -> None:
+    """A TensorRT build that raises must not take the torch rows with it."""
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(gpu_check)
+
+    def build() -> None:
+        raise RuntimeError("TensorRT failed to build an engine\nsecond line")
+
+    assert gpu_check.row("TensorRT fp16 encoder", build) is None
+    assert gpu_check.row("torch fp16 encoder", lambda x: x + 1, 1) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"  {'TensorRT fp16 encoder':<36} FAILED  RuntimeError: "
+                                "TensorRT failed to build an engine"]
+
+
 @pytest.mark.slow
 def test_the_cpu_rehearsal_runs_every_step(tmp_path: Path) -> None:
     """`--rehearse`: the whole script on CPU backends and a tiny model, so that it is known to
@@ -48,21 +66,24 @@ def test_the_cpu_rehearsal_runs_every_step(tmp_path: Path) -> None:
                             timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for heading in ("engines   exported and built", "fp16 vs fp32", "networks alone",
-                    "FSE + edit + render", "vidinv edit, 1280×720 clip of 12 frames",
-                    "parity ok"):
+    for heading in ("encoder + edit+render: exported and built", "fp16 vs fp32",
+                    "networks only, ms/frame", "FSE + edit + render E+R",
+                    "goal      networks only", "transfer paste (E and R a frame)",
+                    "vidinv edit, 1920×1080 clip of 12 frames", "paste=transfer",
+                    "end to end as a user runs it", "parity ok"):
         assert heading in out, out
-    assert out.count(" fps  (12 frames in ") == 2, out
+    assert "FAILED" not in out and "skipped" not in out, out
+    assert out.count(" fps  (12 frames in ") == 6, out  # 4 in process, 2 `vidinv edit`
 
-    # Without TensorRT (here: --no-tensorrt, ONNX Runtime's stand-in) its rows go and the rest
-    # runs, on a clip given with --clip (the model and the clip are reused from the cache).
-    clip = tmp_path / "c" / "clip720p_12.mp4"
+    # Without TensorRT (here: --no-tensorrt, ONNX Runtime's stand-in) its rows say so and the
+    # rest runs, on a clip given with --clip (the model and the clip are reused from the cache).
+    clip = tmp_path / "c" / "clip1080p_12.mp4"
     assert clip.is_file()
     result = subprocess.run([sys.executable, str(SCRIPT), "--rehearse", "--no-tensorrt",
                              "--clip", str(clip), "--cache", str(tmp_path / "c")],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "engines" not in out, out
-    assert not [line for line in out.splitlines() if line.startswith("  ONNX Runtime")], out
-    assert "at the best batch on torch fp32" in out and out.count(" fps  (12 frames in ") == 1
+    absent = [line for line in out.splitlines() if line.startswith("  ONNX Runtime")]
+    assert absent and all("not used (--no-tensorrt" in line for line in absent), out
+    assert "at the best batch on torch fp32" in out and out.count(" fps  (12 frames in ") == 3

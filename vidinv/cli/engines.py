@@ -39,7 +39,8 @@ def _engines_build(args: argparse.Namespace) -> int:
     bundle = load_bundle(args)
     started = time.perf_counter()
     engines = engines_for_bundle(bundle, config.engine,
-                                 with_reconstruction=needs_reconstruction(config))
+                                 with_reconstruction=needs_reconstruction(config),
+                                 rebuild=args.rebuild)
     print(f"{engines.encoder_engine.name}, {engines.edit_render_engine.name} on "
           f"{engines.device}, batch {config.engine.batch_size}: ready in "
           f"{time.perf_counter() - started:.1f} s")
@@ -62,5 +63,8 @@ def add_engines_parser(commands) -> argparse.ArgumentParser:
         "build", help="make the engines `edit` uses (same options, same cache), ahead of time; "
         "default backend tensorrt (needs an NVIDIA GPU and vidinv[tensorrt])")
     add_pipeline_options(build)
+    build.add_argument("--rebuild", action="store_true",
+                       help="build the TensorRT engines anew, replacing cached ones (what an "
+                       "engine that no longer matches asks for)")
     build.set_defaults(handler=_engines_build)
     return engines

@@ -162,14 +162,19 @@ def engine_for_module(module: nn.Module,
                       precision: str | None = None, batch_size: int = 1,
                       cache_dir: str | os.PathLike[str] | None = None,
                       spec: GeneratorEngineSpec | None = None,
-                      build_missing: bool = True, threads: int | None = None) -> Engine:
+                      build_missing: bool = True, threads: int | None = None,
+                      rebuild: bool = False) -> Engine:
     """``module`` as a running engine on ``backend``.
 
     Args:
         module: float32; ``forward`` takes the input spec names in order.
         specs: (input specs, output specs); the dynamic axis is the spec's ``batch_dim``.
         example_inputs: CPU float32 tensors, one per input, for the ONNX export.
-        onnx_name: the ONNX file's name in ``cache_dir`` (e.g. ``"encoder.onnx"``).
+        onnx_name: the ONNX file's name (e.g. ``"encoder.onnx"``); in ``cache_dir`` it is
+            keyed by everything the export depends on (``encoder.<key>.onnx``,
+            :func:`~vidinv.engines.onnx_export.export_key`: weights, vidinv's graph code,
+            torch, opset, engine spec), and the exports of other keys are removed with their
+            engines.
         backend, device, precision: None picks :func:`default_device` /
             :func:`default_precision`.
         batch_size: the largest batch the caller sends. TensorRT: profile min 1, opt
@@ -180,6 +185,8 @@ def engine_for_module(module: nn.Module,
         spec: the engine spec (opset, TensorRT workspace, optimisation level, precision);
             default: the shipped ``generator.toml``.
         build_missing: build a missing TensorRT engine instead of failing.
+        rebuild: build the TensorRT engine anew even where one is cached (`vidinv engines
+            build --rebuild`: replaces an engine that no longer matches).
         threads: ONNX Runtime's threads per call; None or 0: its default. (torch has one CPU
             pool per process: the pipeline sets it while it runs, see ``stage_runtime``.)
     """
@@ -203,7 +210,12 @@ def engine_for_module(module: nn.Module,
 
         import_tensorrt()
         cuda_device(device)
-    onnx_path = Path(cache_dir) / onnx_name
+    import dataclasses
+
+    from vidinv.engines.onnx_export import export_key, keyed_onnx_name, stale_exports
+
+    key = export_key(module, spec.opset, dataclasses.asdict(spec))
+    onnx_path = Path(cache_dir) / keyed_onnx_name(onnx_name, key)
     if not onnx_path.is_file():
         from vidinv.engines.onnx_export import export_onnx
 
@@ -211,6 +223,8 @@ def engine_for_module(module: nn.Module,
                 for tensor in inputs + outputs}
         export_onnx(module, dict(example_inputs), [tensor.name for tensor in outputs],
                     onnx_path, dynamic_axes=axes, opset=spec.opset)
+        for stale in stale_exports(Path(cache_dir), onnx_name, onnx_path):
+            stale.unlink(missing_ok=True)
     if backend == "onnx":
         return create_engine("onnx", onnx_path=onnx_path, device=device, precision=precision,
                              name=name, intra_op_threads=threads or None)
@@ -221,7 +235,8 @@ def engine_for_module(module: nn.Module,
     engine = TrtEngine.from_onnx(onnx_path, cache_dir, profile, precision=precision,
                                  device=device, build_missing=build_missing,
                                  workspace_bytes=spec.tensorrt.workspace_bytes,
-                                 optimization_level=spec.tensorrt.optimization_level)
+                                 optimization_level=spec.tensorrt.optimization_level,
+                                 rebuild=rebuild)
     engine.check_batch(batch_size, spec.batch_dim)
     engine.name = name
     return engine

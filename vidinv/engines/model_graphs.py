@@ -151,8 +151,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                        batch_size: int = 1, with_reconstruction: bool = False,
                        cache_dir: str | os.PathLike[str] | None = None,
                        k: int = FEATURE_INDEX, spec_path: str | os.PathLike[str] | None = None,
-                       build_missing: bool = True, threads: int | None = None
-                       ) -> ModelEngines:
+                       build_missing: bool = True, threads: int | None = None,
+                       rebuild: bool = False) -> ModelEngines:
     """The encoder and the edit+render graph on ``backend`` (see the module docstring).
 
     Args:
@@ -167,6 +167,7 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
             folder per model, e.g. keyed by the weights' fingerprint.
         spec_path: the engine spec TOML; default: the one shipped in the package.
         build_missing: build a missing TensorRT engine (minutes) instead of failing.
+        rebuild: build the TensorRT engines anew, replacing the cached ones.
         threads: ONNX Runtime's CPU threads per call; None or 0: its default (torch's pool is
             set by the pipeline while it runs).
 
@@ -184,7 +185,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
                                               spec.example_batch)
     common: dict[str, Any] = dict(backend=backend, device=device, precision=precision,
                                   batch_size=batch_size, cache_dir=cache_dir, spec=spec,
-                                  build_missing=build_missing, threads=threads)
+                                  build_missing=build_missing, threads=threads,
+                                  rebuild=rebuild)
     encoder_engine = engine_for_module(
         EncoderGraph(encoder), encoder_specs(encoder, spec.batch_dim), encoder_example,
         spec.graphs["encoder"].file_name(k), **common)
@@ -212,8 +214,8 @@ def make_model_engines(generator: nn.Module, encoder: nn.Module, *, backend: str
 
 
 def engines_for_bundle(bundle: ModelBundle, settings: EngineSettings,
-                       with_reconstruction: bool = False, build_missing: bool = True
-                       ) -> ModelEngines:
+                       with_reconstruction: bool = False, build_missing: bool = True,
+                       rebuild: bool = False) -> ModelEngines:
     """A model folder's engines for the ``[engine]`` settings: :func:`make_model_engines` on
     the bundle's networks, with the model's own cache folder (per fingerprint)."""
     from vidinv.models.folder import engine_cache_folder
@@ -223,4 +225,4 @@ def engines_for_bundle(bundle: ModelBundle, settings: EngineSettings,
         device=settings.device or None, precision=settings.precision or None,
         batch_size=settings.batch_size, with_reconstruction=with_reconstruction,
         cache_dir=engine_cache_folder(bundle), k=bundle.k, spec_path=settings.spec or None,
-        build_missing=build_missing, threads=settings.threads)
+        build_missing=build_missing, threads=settings.threads, rebuild=rebuild)

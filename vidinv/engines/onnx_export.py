@@ -27,9 +27,13 @@ hashes them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
 import logging
 import os
+import sys
+import types
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -130,6 +134,72 @@ def export_onnx(module: nn.Module, example_inputs: Mapping[str, torch.Tensor],
     onnx.checker.check_model(model, full_check=True)
     write_atomically(path, model.SerializeToString())
     return path
+
+
+#: Hex digits of the export key in a cached ONNX file's name (``encoder.<key>.onnx``).
+EXPORT_KEY_LENGTH = 12
+
+
+def export_key(module: nn.Module, opset: int, spec: Mapping[str, Any]) -> str:
+    """What an exported graph depends on, as one sha256 (hex): the module's weights
+    (:func:`weights_digest`), the source of the vidinv code that defines its graph
+    (:func:`graph_code_digest`), the torch version (its exporter), the opset and ``spec`` (the
+    engine spec, JSON-able). A cached ONNX file named by it cannot be stale: any change of these
+    names another file."""
+    parts = {"weights": weights_digest(module), "code": graph_code_digest(module),
+             "torch": torch.__version__, "opset": int(opset), "spec": spec}
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def keyed_onnx_name(onnx_name: str, key: str) -> str:
+    """``encoder.onnx``, key -> ``encoder.<key[:12]>.onnx``."""
+    stem = Path(onnx_name).stem
+    return f"{stem}.{key[:EXPORT_KEY_LENGTH]}.onnx"
+
+
+def stale_exports(folder: Path, onnx_name: str, keep: Path) -> list[Path]:
+    """The other keyed exports of ``onnx_name`` in ``folder`` and the engines built from them
+    (``<stem>.<other key>.*``): files no key can name again."""
+    stem = Path(onnx_name).stem
+    stale = []
+    for path in folder.glob(f"{stem}.*.onnx"):
+        key = path.name[len(stem) + 1:-len(".onnx")]
+        if path != keep and len(key) == EXPORT_KEY_LENGTH and all(
+                c in "0123456789abcdef" for c in key):
+            stale += [path, *folder.glob(f"{stem}.{key}.*.engine"),
+                      *folder.glob(f"{stem}.{key}.*.engine.json")]
+    return stale
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 (hex) of a module's parameters and buffers: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def graph_code_digest(module: nn.Module) -> str:
+    """sha256 (hex) of the source files of the vidinv modules that define ``module``'s graph:
+    the module of every submodule's class, the vidinv modules those import from (helpers such
+    as the StyleGAN2 operations), and this exporter (it folds and renames)."""
+    names = {type(m).__module__ for m in module.modules()} | {__name__}
+    names = {name for name in names if name.startswith("vidinv.")}
+    for name in sorted(names):
+        for value in vars(sys.modules[name]).values():
+            owner = (value.__name__ if isinstance(value, types.ModuleType)
+                     else getattr(value, "__module__", None))
+            if isinstance(owner, str) and owner.startswith("vidinv.") and owner in sys.modules:
+                names.add(owner)
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        source = getattr(sys.modules[name], "__file__", None)
+        if source:
+            digest.update(name.encode() + b"\0" + Path(source).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def read_onnx_specs(path: str | os.PathLike[str]) -> tuple[tuple[TensorSpec, ...],

@@ -86,7 +86,13 @@ class TorchEngine:
         self._compute_dtype = _COMPUTE_DTYPES[precision]
         self._input_specs = tuple(input_specs)
         self._output_specs = tuple(output_specs)
-        self._module = self._prepared(module, torch_device, self._compute_dtype)
+        on_cuda = torch_device.type == "cuda"
+        if on_cuda:  # cuDNN times its kernels once per shape; the pipeline's shapes are fixed
+            torch.backends.cudnn.benchmark = True
+        # on CUDA, NHWC: what cuDNN's tensor-core (fp16) convolutions read without transposing
+        self._module = self._prepared(module, torch_device, self._compute_dtype,
+                                      channels_last=on_cuda)
+        self._channels_last = on_cuda
         self._torch_device = torch_device
         self.device = str(torch_device)
         self.precision = precision
@@ -96,12 +102,17 @@ class TorchEngine:
         self._traced: dict[tuple, torch.jit.ScriptModule | None] = {}
 
     @staticmethod
-    def _prepared(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    def _prepared(module: nn.Module, device: torch.device, dtype: torch.dtype,
+                  channels_last: bool = False) -> nn.Module:
         tensors = list(module.parameters()) + list(module.buffers())
         needs_conversion = any(
-            t.device != device or (t.is_floating_point() and t.dtype != dtype) for t in tensors)
+            t.device != device or (t.is_floating_point() and t.dtype != dtype)
+            or (channels_last and t.dim() == 4
+                and not t.is_contiguous(memory_format=torch.channels_last)) for t in tensors)
         if needs_conversion:
             module = copy.deepcopy(module).to(device=device, dtype=dtype)
+            if channels_last:
+                module = module.to(memory_format=torch.channels_last)
         return module.eval()
 
     @property
@@ -124,6 +135,8 @@ class TorchEngine:
             tensor = inputs[spec.name].to(self._torch_device)
             if tensor.is_floating_point():
                 tensor = tensor.to(self._compute_dtype)
+            if self._channels_last and tensor.dim() == 4:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
             args[spec.name] = tensor
         if self.trace:
             return self._call_traced(args)

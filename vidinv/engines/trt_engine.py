@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 TRT_INSTALL_HINT = "pip install 'vidinv[tensorrt]'"
 _SIDECAR_FORMAT = 1
+#: TensorRT's alignment for the address of every input and output buffer (bytes).
+TENSOR_ALIGNMENT = 256
 _DEFAULT_WORKSPACE_BYTES = 4 << 30
 
 Shape = tuple[int, ...]
@@ -119,17 +121,25 @@ def engine_cache_key(onnx_bytes: bytes, profile: ProfileShapes, precision: str,
 
 
 def engine_paths(cache_dir: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
-                 precision: str, profile: ProfileShapes | None = None) -> tuple[Path, Path]:
+                 precision: str, profile: ProfileShapes | None = None, *,
+                 tensorrt_version: str | None = None,
+                 compute_capability: tuple[int, int] | None = None) -> tuple[Path, Path]:
     """(engine file, sidecar file) for an ONNX file.
 
     ``<stem>.<precision>.engine[.json]``; with a ``profile``, its batch range is in the name
-    (``<stem>.<precision>.b1-4-8.engine``: min, opt, max of axis 0 of the first input), so the
-    engines for different batch sizes live side by side.
+    (``<stem>.<precision>.b1-4-8.engine``: min, opt, max of axis 0 of the first input), and with
+    ``tensorrt_version`` and ``compute_capability`` the TensorRT and the GPU generation it was
+    built by and for (``….b1-4-8.trt10.16.1.11.sm90.engine``), so engines for different batch
+    sizes, TensorRT releases and GPUs live side by side and an upgrade never meets an old file.
     """
     tag = ""
     if profile:
         low, opt, high = profile[sorted(profile)[0]]
         tag = f".b{low[0]}-{opt[0]}-{high[0]}" if low else ""
+    if tensorrt_version is not None:
+        tag += f".trt{tensorrt_version}"
+    if compute_capability is not None:
+        tag += f".sm{compute_capability[0]}{compute_capability[1]}"
     engine = Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}{tag}.engine"
     return engine, engine.with_name(engine.name + ".json")
 
@@ -155,8 +165,8 @@ def verify_sidecar(engine_path: str | os.PathLike[str], expected: EngineKeyParts
     """
     engine_path = Path(engine_path)
     sidecar = engine_path.with_name(engine_path.name + ".json")
-    fix = (f"rebuild it with vidinv.engines.build_engine (or delete {engine_path} and its "
-           ".json to let the next start build it)")
+    fix = ("rebuild it: `vidinv engines build --rebuild` with the options of the run (or "
+           f"delete {engine_path.name} and its .json to let the next start build it)")
     try:
         record = json.loads(sidecar.read_text())
         stored_key, stored_parts = record["key"], record["parts"]
@@ -246,7 +256,8 @@ def shape_fits_profile(shape: Sequence[int], low: Sequence[int], high: Sequence[
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module (10.x), or BackendUnavailableError with the fix."""
+    """The ``tensorrt`` module (10.x, for torch's CUDA), or BackendUnavailableError with the
+    fix."""
     try:
         import tensorrt
     except ImportError as exc:
@@ -254,7 +265,61 @@ def import_tensorrt() -> Any:
             f"TensorRT is not installed ({exc}); it needs an NVIDIA GPU with CUDA, then: "
             f"{TRT_INSTALL_HINT}") from exc
     check_tensorrt_version(str(tensorrt.__version__))
+    check_cuda_stack(torch.version.cuda, tensorrt_cuda_majors())
     return tensorrt
+
+
+def tensorrt_requirement(cuda: str | None = None) -> str:
+    """The TensorRT 10 requirement for a torch built for CUDA ``cuda`` (default: this torch's):
+    ``tensorrt-cu13>=10.13.2,<11`` for CUDA 13 (10.13.2 is the first TensorRT 10 built for it),
+    ``tensorrt-cu12>=10,<11`` for CUDA 12."""
+    cuda = cuda if cuda is not None else torch.version.cuda
+    major = int(cuda.split(".")[0]) if cuda else 13
+    return f"tensorrt-cu{major}>=10.13.2,<11" if major >= 13 else f"tensorrt-cu{major}>=10,<11"
+
+
+def tensorrt_cuda_majors() -> set[int]:
+    """The CUDA major versions of the installed TensorRT wheels that provide ``tensorrt``.
+
+    TensorRT has no run-time call for its CUDA version; its pip wheels say it in their names:
+    ``tensorrt-cu13`` (the ``tensorrt`` module), ``tensorrt-cu13-bindings``
+    (``tensorrt_bindings``, the compiled module) and ``tensorrt-cu13-libs`` (``tensorrt_libs``).
+    Empty when TensorRT did not come from such wheels (a tar file, a container's system copy).
+    """
+    import importlib.metadata
+    import re
+
+    owners = importlib.metadata.packages_distributions()
+    names = [dist for module in ("tensorrt", "tensorrt_bindings", "tensorrt_libs")
+             for dist in owners.get(module, [])]
+    return {int(match.group(1)) for name in names
+            if (match := re.fullmatch(r"tensorrt[-_]cu(\d+)(?:[-_](?:bindings|libs))?",
+                                      name.lower()))}
+
+
+def check_cuda_stack(torch_cuda: str | None, tensorrt_majors: set[int]) -> None:
+    """BackendUnavailableError (one line, naming the package) unless torch and TensorRT are
+    built for the same CUDA major version: two CUDA runtimes in one process need the newer
+    one's driver and share no memory pools. Nothing to check without a CUDA torch (the device
+    check says so) or when TensorRT's CUDA is unknown (:func:`tensorrt_cuda_majors`)."""
+    if not torch_cuda or not tensorrt_majors:
+        return
+    major = int(torch_cuda.split(".")[0])
+    wrong = sorted(tensorrt_majors - {major})
+    if not wrong:
+        return
+    stale = " ".join(f"tensorrt-cu{m} tensorrt-cu{m}-bindings tensorrt-cu{m}-libs"
+                     for m in wrong)
+    if major in tensorrt_majors:
+        raise BackendUnavailableError(
+            f"TensorRT wheels for CUDA {' and '.join(map(str, sorted(tensorrt_majors)))} are "
+            f"installed together and overwrite each other; torch is built for CUDA {torch_cuda}: "
+            f"pip uninstall -y {stale} && pip install --force-reinstall "
+            f"'{tensorrt_requirement(torch_cuda)}'")
+    raise BackendUnavailableError(
+        f"torch is built for CUDA {torch_cuda} but TensorRT for CUDA {wrong[0]} (two CUDA "
+        f"runtimes in one process); install the TensorRT for torch's CUDA: pip uninstall -y "
+        f"{stale} && pip install '{tensorrt_requirement(torch_cuda)}'")
 
 
 def check_tensorrt_version(version: str) -> None:
@@ -270,7 +335,7 @@ def check_tensorrt_version(version: str) -> None:
     if major > 10:
         raise BackendUnavailableError(
             f"TensorRT {version} is not supported yet: TensorRT 11 dropped the weakly typed fp16 "
-            "builds vidinv uses; install TensorRT 10 with: pip install 'tensorrt-cu12>=10,<11' "
+            f"builds vidinv uses; install TensorRT 10 with: pip install '{tensorrt_requirement()}' "
             f"(or {TRT_INSTALL_HINT})")
 
 
@@ -326,7 +391,9 @@ def build_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike
     torch_device = cuda_device(device)
     onnx_path = Path(onnx_path)
     parts = current_key_parts(onnx_path, profile, precision, torch_device, trt)
-    engine_path, sidecar_path = engine_paths(cache_dir, onnx_path, precision, profile)
+    engine_path, sidecar_path = engine_paths(
+        cache_dir, onnx_path, precision, profile, tensorrt_version=trt.__version__,
+        compute_capability=torch.cuda.get_device_capability(torch_device))
     timing_path = timing_cache_path(cache_dir, trt.__version__, parts.gpu_name)
 
     logger = trt_logger()
@@ -353,7 +420,11 @@ def build_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.PathLike
             config.set_flag(trt.BuilderFlag.FP16)
         timing_cache = config.create_timing_cache(
             timing_path.read_bytes() if timing_path.is_file() else b"")
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            # made on another device or driver: start a fresh one (replaced after the build)
+            log.info("the timing cache %s does not fit this GPU; starting a new one",
+                     timing_path.name)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
         optimization_profile = builder.create_optimization_profile()
         for name, (low, opt, high) in profile.items():
             optimization_profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
@@ -422,7 +493,15 @@ class TrtEngine:
         spec_names = {spec.name for spec in input_specs + output_specs}
         if engine_names != spec_names:
             raise EngineMismatchError(f"{engine_path.name} has tensors {sorted(engine_names)}, "
-                                      f"{onnx_path.name} has {sorted(spec_names)}; rebuild it")
+                                      f"{onnx_path.name} has {sorted(spec_names)}; rebuild it "
+                                      "with `vidinv engines build --rebuild`")
+        for specs, mode in ((input_specs, trt.TensorIOMode.INPUT),
+                            (output_specs, trt.TensorIOMode.OUTPUT)):
+            for spec in specs:
+                if self._engine.get_tensor_mode(spec.name) != mode:
+                    raise EngineMismatchError(
+                        f"{engine_path.name}: {spec.name} is not an {mode.name.lower()} of the "
+                        "engine; rebuild it with `vidinv engines build --rebuild`")
         self._bounds = {}
         for spec in input_specs:
             low, _, high = self._engine.get_tensor_profile_shape(spec.name, 0)
@@ -442,17 +521,21 @@ class TrtEngine:
                   profile: ProfileShapes, precision: str = "fp16", device: str = "cuda",
                   build_missing: bool = True,
                   workspace_bytes: int = _DEFAULT_WORKSPACE_BYTES,
-                  optimization_level: int | None = None) -> TrtEngine:
-        """Load the cached engine for ``onnx_path`` and ``profile``; build it first only if
-        none exists.
+                  optimization_level: int | None = None, rebuild: bool = False) -> TrtEngine:
+        """Load the cached engine for ``onnx_path``, ``profile``, this TensorRT and this GPU
+        (:func:`engine_paths`); build it first if none exists (``build_missing``), or always
+        (``rebuild``: replaces the cached engine, whatever it was built for).
 
-        An existing engine built for anything else raises EngineMismatchError (no rebuild).
+        Without ``rebuild`` an existing engine built for anything else raises
+        EngineMismatchError naming ``vidinv engines build --rebuild``.
         """
-        import_tensorrt()  # say what is missing before anything else
-        cuda_device(device)
-        engine_path, _ = engine_paths(cache_dir, onnx_path, precision, profile)
-        if not engine_path.is_file():
-            if not build_missing:
+        trt = import_tensorrt()  # say what is missing before anything else
+        torch_device = cuda_device(device)
+        engine_path, _ = engine_paths(
+            cache_dir, onnx_path, precision, profile, tensorrt_version=trt.__version__,
+            compute_capability=torch.cuda.get_device_capability(torch_device))
+        if rebuild or not engine_path.is_file():
+            if not (build_missing or rebuild):
                 raise InputFileError(f"no TensorRT engine at {engine_path}; build it with "
                                      "`vidinv engines build`")
             build_engine(onnx_path, cache_dir, profile, precision, workspace_bytes, device,
@@ -493,6 +576,10 @@ class TrtEngine:
             for spec in self._input_specs:
                 tensor = inputs[spec.name].detach().to(
                     device=self._torch_device, dtype=self._io_dtypes[spec.name]).contiguous()
+                if tensor.data_ptr() % TENSOR_ALIGNMENT:
+                    # a view into a larger tensor (a slice of a batch): TensorRT needs its
+                    # buffers 256-byte aligned, which only a fresh allocation guarantees
+                    tensor = tensor.clone()
                 low, high = self._bounds[spec.name]
                 if not shape_fits_profile(tensor.shape, low, high):
                     raise ValueError(f"{self.name}: {spec.name} shape {list(tensor.shape)} is "
@@ -505,14 +592,20 @@ class TrtEngine:
                 for spec, tensor in zip(self._input_specs, bound, strict=True):
                     # the allocator must not reuse an input's memory before the engine has read it
                     tensor.record_stream(self._stream)
-                    context.set_input_shape(spec.name, tuple(tensor.shape))
-                    context.set_tensor_address(spec.name, tensor.data_ptr())
+                    if not context.set_input_shape(spec.name, tuple(tensor.shape)):
+                        raise EngineMismatchError(
+                            f"{self.name}: TensorRT refused the shape {list(tensor.shape)} of "
+                            f"{spec.name}; rebuild it with `vidinv engines build --rebuild`")
+                    self._bind(spec.name, tensor)
                 outputs = {}
                 for spec in self._output_specs:
                     shape = tuple(context.get_tensor_shape(spec.name))
+                    if any(size < 0 for size in shape):
+                        raise RuntimeError(f"{self.name}: TensorRT left the shape of "
+                                           f"{spec.name} open ({list(shape)})")
                     out = torch.empty(shape, dtype=self._io_dtypes[spec.name],
                                       device=self._torch_device)
-                    context.set_tensor_address(spec.name, out.data_ptr())
+                    self._bind(spec.name, out)
                     outputs[spec.name] = out
                 if not context.execute_async_v3(self._stream.cuda_stream):
                     raise RuntimeError(f"{self.name}: TensorRT execution failed; see its log")
@@ -522,6 +615,10 @@ class TrtEngine:
                 out.record_stream(caller)
             return {spec.name: outputs[spec.name].to(torch_dtype(spec.dtype))
                     for spec in self._output_specs}
+
+    def _bind(self, name: str, tensor: torch.Tensor) -> None:
+        if not self._context.set_tensor_address(name, tensor.data_ptr()):
+            raise RuntimeError(f"{self.name}: TensorRT refused the buffer of {name}; see its log")
 
     def __repr__(self) -> str:
         return f"TrtEngine({self.name!r}, device={self.device!r})"
