@@ -36,9 +36,9 @@ DLIB_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 DLIB_BROWS = (tuple(range(17, 22)), tuple(range(22, 27)))
 
 #: Margin around each feature's hull, as a fraction of the crop side S.
-MARGINS = {"mouth": 0.05, "eyes": 0.035, "brows": 0.03}
+MARGINS = {"mouth": 0.035, "eyes": 0.03, "brows": 0.025}
 #: σ of the feather, as a fraction of S (the blur stops at 3σ).
-FEATHER = 0.015
+FEATHER = 0.012
 
 
 def region_point_sets(landmarks: FaceLandmarks, region: str) -> list[np.ndarray]:
