@@ -184,7 +184,7 @@ def test_the_mask_reaches_zero_outside_the_mouth_region():
     points[[48, 54]] = [[100, 184], [156, 184]]
     face = landmarks_from_points(points, "dlib")
     mask = region_mask(256, face, np.eye(3), ("mouth",))
-    assert mask[184, 128] == 1.0 and mask[:150].max() == 0.0
+    assert mask[184, 128] > 0.999 and mask[:150].max() == 0.0
     upper = region_mask(256, face, np.eye(3), ("upper",))
     lower = region_mask(256, face, np.eye(3), ("lower",))
     assert upper[120, 128] == 1 and lower[120, 128] == 0 and lower[184, 128] == 1
