@@ -30,6 +30,9 @@ FaceMask = Literal["ellipse", "landmarks"]
 ColorMatch = Literal["none", "lab", "rgb"]
 #: transfer: the edit moved onto the source's pixels; render: the model's rendering pasted.
 PasteMode = Literal["transfer", "render"]
+#: The parts of the face an edit can be limited to (``face.region``: one or a comma list);
+#: ``face`` is the whole face.
+Region = Literal["face", "mouth", "eyes", "brows", "upper", "lower"]
 Backend = Literal["torch", "onnx", "tensorrt"]
 Precision = Literal["fp32", "fp16"]
 #: libx264's presets.
@@ -53,6 +56,10 @@ class FaceSettings:
     mask: FaceMask = "ellipse"
     color_match: ColorMatch = "none"
     paste: PasteMode = "transfer"
+    region: str = "face"                # where the edit shows: a Region or a comma list of them
+    occlusion: bool = True              # keep the source where something covers the face
+    fade_frames: int = 5                # the edit fades out/in over this many frames around
+    #                                     frames where the face is lost or mostly covered
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 #: "section.field" -> (low, high, low included, high included) for numbers; NaN never passes.
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "face.max_gap": (0, 10_000, True, True),
+    "face.fade_frames": (0, 1_000, True, True),
     "latent.sigma": (0, 1_000, False, True),
     "latent.alpha": (0, 1, False, True),
     "latent.fine_layers_from": (-1, 63, True, True),
@@ -187,8 +195,21 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
 _DEVICE = re.compile(r"cpu|cuda(:\d{1,2})?")
 
 
+def parse_regions(text: str, where: str = "face.region") -> tuple[str, ...]:
+    """The regions of a ``face.region`` value (``"mouth,eyes"`` -> ``("mouth", "eyes")``), in
+    the order given, without repeats; raises :class:`ConfigError` naming the valid ones."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in str(text).split(",")))
+    unknown = [name for name in names if name not in typing.get_args(Region)]
+    if unknown or not names:
+        raise ConfigError(f"{where} {text!r}: unknown region {', '.join(map(repr, unknown))}; "
+                          f"use one or a comma list of: {', '.join(typing.get_args(Region))}")
+    return names
+
+
 def _check_allowed(where: str, value: Any) -> None:
     """Raise :class:`ConfigError` (listing what is allowed) unless ``value`` fits ``where``."""
+    if where == "face.region":
+        parse_regions(value)
     if where in CHOICES and value not in CHOICES[where]:
         raise ConfigError(f"{where} = {value!r} is not one of: {', '.join(CHOICES[where])}")
     if where == "engine.device" and not _DEVICE.fullmatch(str(value)):

@@ -141,6 +141,9 @@ class Frame:
     * ``rendered``: the edited face E = G(w̃, F̃) and ``reconstruction`` the unedited
       R = G(w, F), both [R,R,3] uint8 RGB at the generator's resolution; R is rendered (in the
       same batch as E) only for the transfer paste;
+    * ``edit_mask``: [M,M] float32 in [0,1] in the crop's geometry, where and how strongly the
+      edit shows (1: the edit, 0: the source's pixels): the region, minus what covers the face,
+      times the frame's fade weight (MaskEdit; PasteBack applies it);
     * ``original``: [H,W,3] uint8 RGB, the decoded image before paste-back replaced ``image``
       (KeepOriginal; for side-by-side output and the quality metrics).
 
@@ -167,6 +170,7 @@ class Frame:
     bridged: bool = False
     crop_size: int | None = None
     original: np.ndarray | None = None
+    edit_mask: np.ndarray | None = None
     source_index: int | None = None
     source_path: str | None = None
 

@@ -23,6 +23,15 @@ SETTING_OF_OPTION: dict[str, str] = {
 }
 
 
+def setting_regions() -> tuple[str, ...]:
+    """The region names ``--region`` takes (face.region's)."""
+    import typing
+
+    from vidinv.config import Region
+
+    return typing.get_args(Region)
+
+
 def setting_choices(option: str) -> tuple[str, ...]:
     """The allowed values of the setting that ``option`` (a key of SETTING_OF_OPTION) sets."""
     return CHOICES[SETTING_OF_OPTION[option]]
@@ -49,6 +58,13 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help="how the edit reaches the frame: transfer (default) moves the "
                         "source's own pixels by the model's edit motion; render pastes the "
                         "model's rendering (for models that reconstruct faces well)")
+    parser.add_argument("--region", metavar="REGION[,REGION…]",
+                        help="limit the edit to parts of the face: "
+                        f"{', '.join(setting_regions())} or a comma list (default: face, the "
+                        "whole face); the rest keeps the source's pixels")
+    parser.add_argument("--no-occlusion", action="store_true",
+                        help="paste over whatever covers the face (by default a hand or an "
+                        "object in front of it keeps the source's pixels)")
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
     parser.add_argument("--strict", action="store_true",
                         help="stop (exit 2, no output) when the model does not know the face")
@@ -78,6 +94,12 @@ def setting_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"face.landmarks={args.landmarks}")
     if getattr(args, "paste", None):
         overrides.append(f"face.paste={args.paste}")
+    if getattr(args, "region", None):
+        from vidinv.config import parse_regions
+
+        overrides.append(f"face.region={','.join(parse_regions(args.region, '--region'))}")
+    if getattr(args, "no_occlusion", False):
+        overrides.append("face.occlusion=false")
     if getattr(args, "strict", False):
         overrides.append("adapt.strict=true")
     if getattr(args, "tune", None) is not None:

@@ -4,7 +4,7 @@ each), a sink.
     source:         VideoReader (PyAV) | ImageSequenceReader (a picture or a folder of them)
     face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
     model segment:  EncodeFaces → SmoothLatents → RenderFaces (the edit and the render: one graph)
-    output segment: PasteBack → (SideBySide)
+    output segment: MaskEdit → PasteBack → (SideBySide)
     sink:           VideoWriter (re-encode, audio copied) | ImageWriter | ImageFolderWriter
 
 The source is read in the runner's source thread and the sink written in the calling thread, so
@@ -17,7 +17,7 @@ waits in a queue (``benchmarks/live.py`` measures the rate and the latency):
 
     live thread 1: DetectLandmarks → … → AlignFace → EncodeFaces → SmoothLatents
     live thread 2: RenderFaces
-    live thread 3: PasteBack
+    live thread 3: MaskEdit → PasteBack
 
 One thread for everything caps live at 1 / Σ stages and leaves the second core to the
 camera's decoding; three threads split the work so that each stage's time, not their sum,
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidinv.config import PipelineConfig
+from vidinv.config import PipelineConfig, parse_regions
 from vidinv.engines.model_graphs import engines_for_bundle
 from vidinv.frame import Frame
 from vidinv.models.folder import ModelBundle
@@ -42,6 +42,7 @@ from vidinv.pipeline.runtime import codec_threads
 from vidinv.stages.face import (
     AlignFace,
     DetectLandmarks,
+    MaskEdit,
     PasteBack,
     RequireFace,
     SmoothCrop,
@@ -176,6 +177,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                     with_reconstruction=needs_reconstruction(config)),
     ]
     output_segment: list[Stage] = [
+        MaskEdit(parse_regions(face.region), occlusion=face.occlusion,
+                 fade_frames=face.fade_frames, live=live),
         PasteBack(face.mask, color_match=face.color_match, mode=face.paste),
     ]
     if config.output.side_by_side:

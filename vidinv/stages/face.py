@@ -14,13 +14,23 @@ import typing
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from vidinv.config import ColorMatch, FaceMask, PasteMode, Smoothing
-from vidinv.face.align import CropQuad, Interpolation, Padding, align_from_quad, quad_from_landmarks
+from vidinv.face.align import (
+    CropQuad,
+    Interpolation,
+    Padding,
+    align_from_quad,
+    cv_inverse_map,
+    quad_from_landmarks,
+)
 from vidinv.face.errors import NoFaceError
 from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
-from vidinv.face.paste import FacePaster
+from vidinv.face.occlusion import EditFade, OcclusionDetector
+from vidinv.face.paste import FacePaster, frame_box, paste_back
+from vidinv.face.regions import is_whole_face, region_mask
 from vidinv.face.smoothing import (
     AXES,
     CentredGaussianWindow,
@@ -219,6 +229,75 @@ class AlignFace:
             yield frame
 
 
+#: Side of ``Frame.edit_mask``.
+EDIT_MASK_SIZE = 128
+#: A face more covered than this counts as lost for the fade.
+LOST_WHEN_COVERED = 0.5
+
+
+class MaskEdit:
+    """Where and how strongly the edit shows: sets ``edit_mask`` [M,M] float32 in [0,1] in the
+    crop's geometry (M = :data:`EDIT_MASK_SIZE`; 1 = the edit shows, 0 = the source's pixels).
+
+    It is the product of the ``regions`` mask (:func:`~vidinv.face.regions.region_mask`), one
+    minus the covered map (:class:`~vidinv.face.occlusion.OcclusionDetector`, with
+    ``occlusion``) and the frame's fade weight (:class:`~vidinv.face.occlusion.EditFade`): a
+    frame whose face is lost or more than half covered has weight 0 and the ``fade_frames``
+    around it ramp to 1. Offline the ramp is two-sided (latency ``fade_frames``); ``live``
+    makes it causal (latency 0: the edit fades back in after a loss). Frames without a face
+    pass through.
+    """
+
+    def __init__(self, regions: tuple[str, ...] = ("face",), *, occlusion: bool = True,
+                 fade_frames: int = 5, live: bool = False) -> None:
+        self.regions = tuple(regions)
+        self.occlusion = bool(occlusion)
+        self.fade_frames = int(fade_frames)
+        self.live = bool(live)
+
+    @property
+    def latency(self) -> int:
+        return 0 if self.live else self.fade_frames
+
+    def _mask(self, frame: Frame, detector: OcclusionDetector | None) -> tuple[np.ndarray, bool]:
+        size = EDIT_MASK_SIZE
+        crop_size = frame.crop_size or size
+        crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ frame.crop_from_frame
+        if is_whole_face(self.regions) or frame.landmarks is None:
+            mask = np.ones((size, size), np.float32)
+        else:
+            mask = region_mask(size, frame.landmarks, crop_from_frame, self.regions)
+        seen = True
+        if detector is not None and frame.aligned is not None:
+            covered = detector.update(frame.aligned, frame.landmarks, frame.crop_from_frame)
+            mask *= 1.0 - cv2.resize(covered, (size, size), interpolation=cv2.INTER_LINEAR)
+            seen = detector.covered_fraction <= LOST_WHEN_COVERED
+        return mask, seen
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        detector = OcclusionDetector() if self.occlusion else None
+        fade = EditFade(self.fade_frames, 0 if self.live else None)
+        held: list[Frame] = []
+
+        def release(weights: list[float]) -> Iterator[Frame]:
+            for weight in weights:
+                done = held.pop(0)
+                if done.edit_mask is not None:
+                    done.edit_mask = done.edit_mask * np.float32(weight)
+                yield done
+
+        for frame in frames:
+            has_face = bool(frame.face_found) and frame.crop_from_frame is not None
+            seen = False
+            if has_face:
+                frame.edit_mask, seen = self._mask(frame, detector)
+            elif detector is not None:
+                detector.lost()
+            held.append(frame)
+            yield from release(fade.push(seen))
+        yield from release(fade.finish())
+
+
 class PasteBack:
     """Puts the edit back into ``image`` where ``crop_from_frame`` says.
 
@@ -228,6 +307,10 @@ class PasteBack:
     ``reconstruction`` to ``rendered`` (:class:`~vidinv.face.transfer.EditTransfer`), so the
     output keeps the source's detail and an unedited face comes back unchanged; it needs both
     fields (:class:`~vidinv.stages.model.RenderFaces` with ``with_reconstruction``).
+
+    A frame's ``edit_mask`` (:class:`MaskEdit`) multiplies the paste's mask, so the edit's
+    motion stops where it is 0; as a final step the source's pixels are put back wherever the
+    edit mask is 0, whatever the paste did (all zeros: the frame passes through).
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0.
@@ -253,6 +336,11 @@ class PasteBack:
             if not (frame.face_found and face is not None and frame.crop_from_frame is not None):
                 yield frame
                 continue
+            keep = frame.edit_mask
+            if keep is not None and not keep.any():
+                yield frame
+                continue
+            source_image = frame.image
             if self.transfer is not None:
                 if frame.reconstruction is None:
                     raise ValueError("transfer paste needs frame.reconstruction: render with "
@@ -262,15 +350,59 @@ class PasteBack:
                              else _as_uint8_image(face).shape[0])
                 crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
                                    @ frame.crop_from_frame)
-                mask = self.paster.mask_for(size, crop_from_frame, frame.landmarks)
+                mask = _limited(self.paster.mask_for(size, crop_from_frame, frame.landmarks),
+                                keep)
                 frame.image = self.transfer(frame.image, _as_uint8_image(face),
                                             _as_uint8_image(frame.reconstruction),
                                             frame.crop_from_frame, crop_size, mask)
-            else:
+            elif keep is None:
                 frame.image = self.paster(
                     frame.image, _as_uint8_image(face), frame.crop_from_frame,
                     crop_size=frame.crop_size, landmarks=frame.landmarks)
+            else:
+                rendered = _as_uint8_image(face)
+                size = rendered.shape[0]
+                crop_size = frame.crop_size if frame.crop_size is not None else size
+                crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
+                                   @ frame.crop_from_frame)
+                mask = _limited(self.paster.mask_for(size, crop_from_frame, frame.landmarks),
+                                keep)
+                frame.image = paste_back(frame.image, rendered, crop_from_frame, mask,
+                                         color_match=self.paster.color_match)
+            if keep is not None:
+                keep_source_where_masked(frame.image, source_image, keep,
+                                         frame.crop_from_frame, frame.crop_size)
             yield frame
+
+
+def _limited(mask: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """``mask`` times ``keep`` resized to it (both [S,S] / [M,M] float32)."""
+    if keep is None:
+        return mask
+    if keep.shape != mask.shape:
+        keep = cv2.resize(keep, mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return (mask * keep).astype(np.float32)
+
+
+def keep_source_where_masked(image: np.ndarray, source: np.ndarray, keep: np.ndarray,
+                             crop_from_frame: np.ndarray, crop_size: int | None) -> None:
+    """Put ``source``'s pixels back into ``image`` (in place; both [H,W,3] uint8) wherever
+    ``keep`` ([M,M] in the geometry of a crop of side ``crop_size``), warped into the frame, is
+    0 — a guarantee that does not depend on how the paste used its mask."""
+    size = keep.shape[0]
+    crop_size = crop_size if crop_size is not None else size
+    crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame
+    full = np.ones_like(keep)
+    box = frame_box(full, crop_from_frame, image.shape)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        crop_from_box = crop_from_frame @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]],
+                                                   np.float64)
+        warped = cv2.warpAffine(keep, cv_inverse_map(np.linalg.inv(crop_from_box)),
+                                (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        zero = warped <= 0
+        np.copyto(image[y0:y1, x0:x1], source[y0:y1, x0:x1], where=zero[..., None])
 
 
 def _as_uint8_image(face: object) -> np.ndarray:
