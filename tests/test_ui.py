@@ -135,9 +135,13 @@ def server(tmp_path, model):
     server.session.close()
 
 
-def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
+def _post(server, path: str, payload: dict | bytes,
+          content_type: str = "application/json") -> tuple[int, dict]:
+    """POST as the page does: the token header and a JSON body."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, method="POST")
+    request = urllib.request.Request(server.base_url + path.lstrip("/"), data=body, method="POST",
+                                     headers={"X-Vidinv-Token": server.token,
+                                              "Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.load(answer)
@@ -145,23 +149,32 @@ def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+def _get(server, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(server.base_url + path.lstrip("/"),
+                                     headers={"X-Vidinv-Token": server.token, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def test_http_api_answers_errors_as_one_line_json(server):
     with urllib.request.urlopen(server.url, timeout=10) as answer:
         page = answer.read().decode()
     assert answer.headers["Content-Type"].startswith("text/html") and 'id="preview"' in page
-    rebound = urllib.request.Request(server.url + "api/state", headers={"Host": "evil.test"})
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(rebound, timeout=10)
-    assert info.value.code == 403
-    status, error = _post(server.url + "api/open", b"not json")
+    status, _ = _get(server, "api/state", {"Host": "evil.test"})
+    assert status == 403
+    status, error = _post(server, "api/open", b"not json")
     assert status == 400 and error == {"error": "the request is not JSON"}
-    status, error = _post(server.url + "api/preview", {"strengths": {}})
+    status, error = _post(server, "api/preview", {"strengths": {}})
     assert status == 400 and "open a clip first" in error["error"]
-    status, clip = _post(server.url + "api/clip/bundled", {})
-    status, opened = _post(server.url + "api/open", {"clip": clip["clip"]})
+    status, clip = _post(server, "api/clip/bundled", {})
+    status, opened = _post(server, "api/open", {"clip": clip["clip"]})
     assert status == 200 and opened["attributes"] == ["smile"]
-    request = urllib.request.Request(server.url.rstrip("/") + opened["original_url"],
-                                     headers={"Range": "bytes=100-199"})
+    request = urllib.request.Request(server.origin + opened["original_url"],
+                                     headers={"Range": "bytes=100-199",
+                                              "X-Vidinv-Token": server.token})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 206 and len(answer.read()) == 100
         assert answer.headers["Content-Range"].endswith(f"/{clip_size(server, opened)}")
@@ -254,7 +267,16 @@ def test_the_page_in_a_headless_browser(tmp_path):
         href = driver.find_element("id", "download").get_attribute("href")
         assert driver.find_element("id", "download").get_attribute("download").endswith(".mp4")
         downloaded = tmp_path / "downloaded.mp4"
-        with urllib.request.urlopen(href, timeout=30) as answer:
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # the link needs the token
+            urllib.request.urlopen(href, timeout=30)
+        # the browser holds it as an HttpOnly, SameSite=Strict cookie, out of the page's reach
+        cookie = driver.get_cookie(server.cookie_name)
+        assert cookie["value"] == server.token and cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        assert driver.execute_script("return document.cookie") == ""
+        request = urllib.request.Request(href, headers={
+            "Cookie": f"{server.cookie_name}={cookie['value']}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
             downloaded.write_bytes(answer.read())
         with av.open(str(downloaded)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
@@ -311,7 +333,11 @@ def test_cli_ui_serves_the_page_and_says_when_the_port_is_busy(model):
         line = server.stdout.readline()
         assert line.startswith("vidinv ui: http://127.0.0.1:"), line
         url = line.split()[2]
-        with urllib.request.urlopen(url + "api/state", timeout=30) as answer:
+        base, token = url.split("/?token=")
+        assert len(token) >= 40  # secrets.token_urlsafe(32)
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(base + "/api/state", timeout=30)
+        with urllib.request.urlopen(f"{base}/api/state?token={token}", timeout=30) as answer:
             state = json.load(answer)
         assert state["default_model"] == str(model)
         assert state["models"][0]["path"] == str(model)
