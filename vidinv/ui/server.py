@@ -239,7 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check_host(self) -> None:
         # Only pages served from this address may call it (no DNS-rebinding from a website).
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+        hosts = self.headers.get_all("Host") or []
+        host = hosts[0].strip().rsplit(":", 1)[0] if len(hosts) == 1 else ""
         if host not in (HOST, "localhost"):
             raise HttpRefusal(HTTPStatus.FORBIDDEN, "this server answers only on 127.0.0.1")
 
