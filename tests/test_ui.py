@@ -556,7 +556,7 @@ def test_uploads_are_bounded_checked_and_replaced(tmp_path, model):
         secret.write_bytes(clip_bytes)
         playlist = (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret}\n"
                     "#EXT-X-ENDLIST\n").encode()
-        concat = f"ffconcat version 1.0\nfile '{secret}'\n".encode()
+        concat = f"ffconcat version 1.0\nfile '{secret.name}'\n".encode()
         for name, data, words in (("list.m3u8", playlist, "playlist"),
                                   ("list.mp4", playlist, "playlist"),
                                   ("cat.mp4", concat, "concat list"),
