@@ -708,3 +708,30 @@ def test_a_signal_during_a_render_stops_cleanly(model, tmp_path, signal_name, re
     assert "terminate called" not in err and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == last_line, err
     assert not list((tmp_path / "tmp").glob("vidinv-ui-*"))  # uploads, renders: all gone
+
+
+def test_a_stalled_or_vanished_client_frees_its_thread_quietly(server, monkeypatch, capsys,
+                                                               caplog):
+    """A body that never comes ends at the idle timeout (the thread is freed); a client gone
+    before its answer is no traceback."""
+    import socket
+
+    from vidinv.ui import server as server_module
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 1)
+    stalled = (b"POST /api/preview HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Vidinv-Token: "
+               + server.token.encode() + b"\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{}")
+    started = time.monotonic()
+    assert _exchange(server, stalled, wait=20) == b""  # dropped, nothing to answer
+    assert time.monotonic() - started < 10
+    with socket.create_connection(HOST_PORT(server), timeout=5) as connection:
+        connection.sendall(stalled)  # and leave before the answer
+    many = (b"GET /api/state?" + b"&".join(b"f%d=1" % i for i in range(50)) + b" HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nConnection: close\r\nX-Vidinv-Token: " + server.token.encode()
+            + b"\r\n\r\n")
+    assert _exchange(server, many).startswith(b"HTTP/1.1 400 ")
+    time.sleep(1.5)
+    assert server.wait_until_idle(10)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

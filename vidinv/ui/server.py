@@ -299,9 +299,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.request_started()
         self._body = None  # nothing of the body read yet: a refusal closes the connection
         try:
+            self._answer(action)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client left (or stalled): nobody to tell
+        finally:
+            self.server.request_finished()
+
+    def _answer(self, action) -> None:
+        try:
             url = urlparse(self.path)
             self._check_host()
-            query = parse_qs(url.query, max_num_fields=20)
+            try:
+                query = parse_qs(url.query, max_num_fields=20)
+            except ValueError:
+                raise HttpRefusal(HTTPStatus.BAD_REQUEST, "too many query fields") from None
             self._set_cookie = self._check_token(query)
             self._check_origin()
             self._body = _Body(self.rfile, self._declared_length())
@@ -313,13 +324,11 @@ class _Handler(BaseHTTPRequestHandler):
         except VidinvError as error:
             self._error(str(error))
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True
+            raise
         except Exception as error:  # noqa: BLE001 - one line on the page, the trace in the log
             log.exception("request %s %s failed", self.command, self.path[:200])
             self._json({"error": f"internal error: {type(error).__name__}: {error}"},
                        HTTPStatus.INTERNAL_SERVER_ERROR)
-        finally:
-            self.server.request_finished()
 
     # -- bodies ---------------------------------------------------------------------------
 
