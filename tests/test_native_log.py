@@ -238,7 +238,7 @@ def test_a_damaged_picture_is_one_line_without_the_decoders_own(tmp_path, model)
     (tmp_path / "extra.jpg").write_bytes(jpeg[:-2] + b"\0\0\0" + jpeg[-2:])  # still decodes
     for name, error in (("bad.png", f"{tmp_path / 'bad.png'} is a damaged PNG (checksum error "
                                      "in its 'IHDR' chunk); re-export or re-copy it"),
-                        ("extra.jpg", "no face found in extra.jpg")):  # decoded, no face
+                        ("extra.jpg", f"no face found in {tmp_path / 'extra.jpg'} (in 1 frame)")):
         result = _vidinv("invert", str(tmp_path / name), "--model", str(model), "--quiet",
                          "-o", str(tmp_path / f"out_{name}.png"))
         assert result.returncode == 2, result.stderr
