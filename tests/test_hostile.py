@@ -870,3 +870,55 @@ def test_help_says_what_happens_when_the_output_exists(capsys):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "replaced only when the run succeeds" in " ".join(readme.split())
 
+
+
+def _list_files(secret: Path) -> dict[str, bytes]:
+    """Files that name other files, each a way FFmpeg would read ``secret`` if it let them
+    (named relative to the list: concat's safe mode refuses absolute names)."""
+    playlist = (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret.name}\n"
+                "#EXT-X-ENDLIST\n").encode()
+    concat = f"ffconcat version 1.0\nfile '{secret.name}'\n".encode()
+    return {"list.m3u8": playlist, "list.mp4": playlist, "cat.ffconcat": concat,
+            "cat.mp4": concat, "notes.txt": b"just some words\n" * 40,
+            "notes.mp4": b"just some words\n" * 40}
+
+
+def test_playlists_concat_lists_and_text_are_no_clip_anywhere(tmp_path, model, clip, capsys):
+    """FFmpeg, left to itself, opens an HLS playlist or a concat list as a video made of the
+    files it names (and a .txt as a 'tty' video): every command refuses them in one line,
+    exit 2 (batch: 1, the video failed), and writes nothing."""
+    from vidinv.errors import VidinvError
+    from vidinv.video.reader import VideoReader
+
+    secret = tmp_path / "in" / "secret.mp4"
+    (tmp_path / "in").mkdir()
+    secret.write_bytes(clip.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in _list_files(secret).items():
+        hostile = tmp_path / "in" / name
+        hostile.write_bytes(data)
+        if name in ("list.m3u8", "cat.ffconcat", "cat.mp4"):  # FFmpeg on its own reads them
+            with av.open(str(hostile)) as opened:
+                assert opened.format.name in ("hls", "concat") and opened.streams.video
+        kind = {"list": "playlist", "cat": "concat list", "notes": "text file"}[
+            name.split(".")[0]]
+        model_args = ["--model", str(model), "--quiet"]
+        for command in (["edit", str(hostile), "--attr", "smile", "-o", str(out / "e.mp4"),
+                         *model_args],
+                        ["invert", str(hostile), "-o", str(out / "i.mp4"), *model_args],
+                        ["live", "--source", str(hostile), "--no-window", "--output",
+                         str(out / "l.mp4"), *model_args],
+                        ["personalize", str(hostile), "-o", str(out / "m")]):
+            assert main(command) == 2, (name, command[0])
+            line = _one_error_line(capsys)
+            assert f"is a {kind}" in line, (name, command[0], line)
+            assert not list(out.iterdir()), (name, command[0])
+        batch_out = tmp_path / "batch" / name
+        assert main(["batch", "edit", str(hostile), "-o", str(batch_out), "--attr", "smile",
+                     *model_args]) == 1  # the one video failed
+        capsys.readouterr()
+        assert f"is a {kind}" in (batch_out / "vidinv-batch.json").read_text()
+        assert not [p for p in batch_out.iterdir() if p.suffix == ".mp4"]
+        with pytest.raises(VidinvError, match=f"is a {kind}"):
+            VideoReader(hostile)

@@ -131,6 +131,42 @@ def test_guard_drops_noise_and_passes_everything_else_in_order():
         "bar 1/2", "bar 2/2", "after"], result.stderr
 
 
+def test_only_whole_lines_are_noise_a_real_line_keeps_its_end():
+    """A routine message at the end of a real line is that line's text: the line passes whole
+    (cutting the message off joined the line to the next one). A routine line written into a
+    progress bar (text after a carriage return) is still dropped, the bar left as it was,
+    however the writes reach the filter."""
+    result = _python(r"""
+        import os, time
+        from vidinv.native_log import native_stderr_guard
+
+        noise = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+        feedback = (b"W0000 00:00:17.6 43 inference_feedback_manager.cc:114] Feedback manager "
+                    b"requires a model with a single signature inference. Disabling support "
+                    b"for feedback tensors.\n")
+        with native_stderr_guard():
+            os.write(2, b"a real line ends with " + noise + b"next line\n")
+            os.write(2, b"real text, then ")  # the rest of its line comes in another write
+            os.write(2, feedback)
+            os.write(2, b"after\n")
+            os.write(2, b"\rbar 1/2")
+            time.sleep(0.1)  # the bar is passed on as it is, then a routine line comes
+            os.write(2, feedback)
+            os.write(2, b"\rbar 2/2" + feedback)  # or both arrive in one read
+            os.write(2, b"\rbar 3/3\n")
+            os.write(2, noise + b"windows line\r\n" + noise.replace(b"\n", b"\r\n"))
+            os.write(2, b"end\n")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.split("\n") == [  # text mode: \r and \r\n read as \n
+        "a real line ends with INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+        "next line",
+        "real text, then W0000 00:00:17.6 43 inference_feedback_manager.cc:114] Feedback "
+        "manager requires a model with a single signature inference. Disabling support for "
+        "feedback tensors.",
+        "after", "", "bar 1/2", "bar 2/2", "bar 3/3", "windows line", "end", ""], result.stderr
+
+
 def test_guard_passes_a_fatal_message_even_when_the_process_aborts():
     result = _python(r"""
         import os
@@ -186,3 +222,25 @@ def test_verbose_lets_the_native_lines_through(tmp_path, model):
     native = [piece for piece in _pieces(result.stderr) if NATIVE.match(piece)]
     assert native, result.stderr  # without -v the same run shows none (the test above)
     assert result.stderr.rstrip().splitlines()[-1].startswith("vidinv: error: no face")
+
+
+def test_a_damaged_picture_is_one_line_without_the_decoders_own(tmp_path, model):
+    """libpng and libjpeg print to fd 2 themselves (``libpng error: IHDR: CRC error``,
+    ``Corrupt JPEG data: …``): only vidinv's one line reaches the terminal."""
+    import cv2
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    png = bytearray(cv2.imencode(".png", image)[1].tobytes())
+    png[20] ^= 1  # the width in IHDR: its checksum no longer matches
+    (tmp_path / "bad.png").write_bytes(bytes(png))
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "extra.jpg").write_bytes(jpeg[:-2] + b"\0\0\0" + jpeg[-2:])  # still decodes
+    for name, error in (("bad.png", f"{tmp_path / 'bad.png'} is a damaged PNG (checksum error "
+                                     "in its 'IHDR' chunk); re-export or re-copy it"),
+                        ("extra.jpg", f"no face found in {tmp_path / 'extra.jpg'} (in 1 frame)")):
+        result = _vidinv("invert", str(tmp_path / name), "--model", str(model), "--quiet",
+                         "-o", str(tmp_path / f"out_{name}.png"))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("vidinv: error: " + error), result.stderr

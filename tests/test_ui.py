@@ -137,9 +137,13 @@ def server(tmp_path, model):
     server.session.close()
 
 
-def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
+def _post(server, path: str, payload: dict | bytes,
+          content_type: str = "application/json") -> tuple[int, dict]:
+    """POST as the page does: the token header and a JSON body."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, method="POST")
+    request = urllib.request.Request(server.base_url + path.lstrip("/"), data=body, method="POST",
+                                     headers={"X-Vidinv-Token": server.token,
+                                              "Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.load(answer)
@@ -147,23 +151,32 @@ def _post(url: str, payload: dict | bytes) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+def _get(server, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(server.base_url + path.lstrip("/"),
+                                     headers={"X-Vidinv-Token": server.token, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def test_http_api_answers_errors_as_one_line_json(server):
     with urllib.request.urlopen(server.url, timeout=10) as answer:
         page = answer.read().decode()
     assert answer.headers["Content-Type"].startswith("text/html") and 'id="preview"' in page
-    rebound = urllib.request.Request(server.url + "api/state", headers={"Host": "evil.test"})
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(rebound, timeout=10)
-    assert info.value.code == 403
-    status, error = _post(server.url + "api/open", b"not json")
+    status, _ = _get(server, "api/state", {"Host": "evil.test"})
+    assert status == 403
+    status, error = _post(server, "api/open", b"not json")
     assert status == 400 and error == {"error": "the request is not JSON"}
-    status, error = _post(server.url + "api/preview", {"strengths": {}})
+    status, error = _post(server, "api/preview", {"strengths": {}})
     assert status == 400 and "open a clip first" in error["error"]
-    status, clip = _post(server.url + "api/clip/bundled", {})
-    status, opened = _post(server.url + "api/open", {"clip": clip["clip"]})
+    status, clip = _post(server, "api/clip/bundled", {})
+    status, opened = _post(server, "api/open", {"clip": clip["clip"]})
     assert status == 200 and opened["attributes"] == ["smile"]
-    request = urllib.request.Request(server.url.rstrip("/") + opened["original_url"],
-                                     headers={"Range": "bytes=100-199"})
+    request = urllib.request.Request(server.origin + opened["original_url"],
+                                     headers={"Range": "bytes=100-199",
+                                              "X-Vidinv-Token": server.token})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 206 and len(answer.read()) == 100
         assert answer.headers["Content-Range"].endswith(f"/{clip_size(server, opened)}")
@@ -255,7 +268,16 @@ def test_the_page_in_a_headless_browser(tmp_path):
         href = driver.find_element("id", "download").get_attribute("href")
         assert driver.find_element("id", "download").get_attribute("download").endswith(".mp4")
         downloaded = tmp_path / "downloaded.mp4"
-        with urllib.request.urlopen(href, timeout=30) as answer:
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # the link needs the token
+            urllib.request.urlopen(href, timeout=30)
+        # the browser holds it as an HttpOnly, SameSite=Strict cookie, out of the page's reach
+        cookie = driver.get_cookie(server.cookie_name)
+        assert cookie["value"] == server.token and cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        assert driver.execute_script("return document.cookie") == ""
+        request = urllib.request.Request(href, headers={
+            "Cookie": f"{server.cookie_name}={cookie['value']}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
             downloaded.write_bytes(answer.read())
         with av.open(str(downloaded)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
@@ -312,10 +334,405 @@ def test_cli_ui_serves_the_page_and_says_when_the_port_is_busy(model):
         line = server.stdout.readline()
         assert line.startswith("vidinv ui: http://127.0.0.1:"), line
         url = line.split()[2]
-        with urllib.request.urlopen(url + "api/state", timeout=30) as answer:
+        base, token = url.split("/?token=")
+        assert len(token) >= 40  # secrets.token_urlsafe(32)
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(base + "/api/state", timeout=30)
+        with urllib.request.urlopen(f"{base}/api/state?token={token}", timeout=30) as answer:
             state = json.load(answer)
         assert state["default_model"] == str(model)
         assert state["models"][0]["path"] == str(model)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- who may call it, and what it takes ------------------------------------------------------
+
+
+def _raw(server, method: str, path: str, headers: dict[str, str], body: bytes = b"",
+         token: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """One request over http.client, headers exactly as given (plus the token header)."""
+    import http.client
+
+    connection = http.client.HTTPConnection(HOST_PORT(server)[0], HOST_PORT(server)[1],
+                                            timeout=30)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True,
+                              skip_host="Host" in headers)
+        for name, value in {**({"X-Vidinv-Token": server.token} if token else {}),
+                            **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+
+def HOST_PORT(server) -> tuple[str, int]:  # noqa: N802 - reads like the constant it is
+    return server.server_address[0], server.server_address[1]
+
+
+def _json_headers(body: bytes, **extra: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Content-Length": str(len(body)), **extra}
+
+
+def test_every_call_needs_the_runs_token(server):
+    body = b"{}"
+    for method, path, payload in (("GET", "/", b""), ("GET", "/api/state", b""),
+                                  ("GET", "/files/abc/x.mp4", b""),
+                                  ("POST", "/api/clip/bundled", body)):
+        headers = _json_headers(payload) if payload else {}
+        for token_headers in ({}, {"X-Vidinv-Token": "wrong"},
+                              {"Cookie": f"{server.cookie_name}=wrong"},
+                              {"Cookie": f"vidinv_ui_1={server.token}"}):  # another port's
+            status, _, answer = _raw(server, method, path, {**headers, **token_headers}, payload,
+                                     token=False)
+            assert status == 403, (method, path, token_headers)
+            assert "token" in json.loads(answer)["error"]
+    # the printed URL: the page, and an HttpOnly SameSite=Strict cookie for its later calls
+    status, headers, page = _raw(server, "GET", "/?token=" + server.token, {}, token=False)
+    assert status == 200 and b'id="preview"' in page
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith(f"{server.cookie_name}={server.token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    for token_headers in ({"Cookie": f"{server.cookie_name}={server.token}"},
+                          {"X-Vidinv-Token": server.token}):
+        status, headers, _ = _raw(server, "GET", "/api/state", token_headers, token=False)
+        assert status == 200 and "Set-Cookie" not in headers
+    status, _, _ = _raw(server, "POST", "/api/clip/bundled?token=" + server.token,
+                        _json_headers(body), body, token=False)
+    assert status == 200
+
+
+def test_calls_from_another_site_are_refused(server):
+    body = b"{}"
+    own = server.origin
+    for extra in ({"Origin": "http://evil.test"}, {"Origin": "null"},
+                  {"Origin": own + ".evil.test"}, {"Origin": "http://127.0.0.1:1"},
+                  {"Referer": "http://evil.test/page"},
+                  {"Referer": own + ".evil.test/"},
+                  {"Sec-Fetch-Site": "cross-site", "Origin": own},
+                  {"Host": "evil.test"}, {"Host": "127.0.0.1.evil.test"}):
+        status, _, answer = _raw(server, "POST", "/api/clip/bundled",
+                                 _json_headers(body, **extra), body)
+        assert status == 403, extra
+        assert "\n" not in json.loads(answer)["error"]
+    # two Host headers (the first one ours): refused, not read as the first
+    request = (b"POST /api/clip/bundled HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.test\r\n"
+               b"X-Vidinv-Token: " + server.token.encode() + b"\r\nContent-Type: "
+               b"application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert _exchange(server, request).startswith(b"HTTP/1.1 403 ")
+    for extra in ({"Origin": own}, {"Origin": own.replace("127.0.0.1", "localhost")},
+                  {"Referer": own + "/?token=x"}, {"Sec-Fetch-Site": "same-origin"}, {}):
+        status, _, _ = _raw(server, "POST", "/api/clip/bundled", _json_headers(body, **extra),
+                            body)
+        assert status == 200, extra
+
+
+def test_bodies_are_json_bounded_and_checked(server, caplog):
+    from vidinv.ui.server import MAX_JSON_BYTES
+
+    caplog.set_level("INFO", logger="vidinv.ui.server")
+    # what a cross-site form can send without a preflight is not JSON: refused
+    for content_type in ("text/plain", "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x", ""):
+        status, error = _post(server, "api/clip/bundled", b"{}", content_type=content_type)
+        assert status == 415 and "application/json" in error["error"], content_type
+    status, _ = _post(server, "api/clip/bundled", b"{}",
+                      content_type="application/json; charset=utf-8")
+    assert status == 200
+    big = b'{"strengths": {"smile": 1}, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
+    assert _post(server, "api/preview", big)[0] == 413
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, error = _raw_json(server, "/api/preview", b'{"strengths": ' + deep[:60000] + b"}")
+    assert status == 400 and "nested" in error["error"]
+    status, clip = _post(server, "api/clip/bundled", {})
+    for request, words in (({"clip": clip["clip"], "model": 5}, "model must be a string"),
+                           ({"clip": clip["clip"], "model": ["x"]}, "model must be a string"),
+                           ({"clip": clip["clip"], "model": "/etc"}, "only the model folders"),
+                           ({"clip": 7}, "clip must be a string"),
+                           ({"clip": "nope"}, "that clip is gone")):
+        status, error = _post(server, "api/open", request)
+        assert status in (400, 403, 404) and words in error["error"], (request, error)
+    status, opened = _post(server, "api/open", {"clip": clip["clip"]})
+    assert status == 200
+    for strengths in ({"smile": "1"}, {"smile": True}, {"smile": None}, {"smile": 1e308 * 10},
+                      {"smile": 10**4000}, {"smile": [1]}, [1], "x"):
+        body = json.dumps({"strengths": strengths}).encode()  # 1e309 is written "Infinity"
+        status, error = _raw_json(server, "/api/preview", body)
+        assert status == 400 and "\n" not in error["error"], strengths
+    status, error = _raw_json(server, "/api/preview", b'{"strengths": {"smile": ' +
+                              b"9" * 5000 + b"}}")
+    assert status == 400, error
+    status, error = _raw_json(server, "/api/preview", b'{"strengths": {"smile": NaN}}')
+    assert status == 400, error
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no 500, no traceback
+
+
+def _raw_json(server, path: str, body: bytes) -> tuple[int, dict]:
+    status, _, answer = _raw(server, "POST", path, _json_headers(body), body)
+    return status, json.loads(answer)
+
+
+def _exchange(server, request: bytes, wait: float = 10.0) -> bytes:
+    """Send raw bytes on one connection; everything the server answers until it closes."""
+    import socket
+
+    with socket.create_connection(HOST_PORT(server), timeout=wait) as connection:
+        connection.sendall(request)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            received += b"<still open>"
+        return received
+
+
+def test_malformed_framing_is_a_4xx_and_the_connection_closes(server, caplog):
+    caplog.set_level("INFO", logger="vidinv.ui.server")
+    smuggled = (b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Vidinv-Token: "
+                + server.token.encode() + b"\r\n\r\n")
+    head = (b"POST /api/clip/bundled HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            b"application/json\r\nX-Vidinv-Token: " + server.token.encode() + b"\r\n")
+    for framing, status in ((b"Content-Length: abc\r\n", 400), (b"Content-Length: -5\r\n", 400),
+                            (b"Content-Length: 1e3\r\n", 400),
+                            (b"Content-Length: 5\r\nContent-Length: 6\r\n", 400),
+                            (b"Content-Length: 53687091200\r\n", 413),  # 50 GB
+                            (b"Content-Length: " + b"9" * 5000 + b"\r\n", 400),
+                            (b"Transfer-Encoding: chunked\r\n", 411)):
+        answer = _exchange(server, head + framing + b"\r\n" + smuggled)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), (framing, answer[:200])
+        assert b"Connection: close" in answer, framing
+        assert answer.count(b"HTTP/1.1 ") == 1, framing  # the smuggled GET was never answered
+    # a refused upload: its body (here a request) is never read, nor parsed as a request
+    upload = (b"POST /api/clip/upload?name=a.mp4 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+              b"text/plain\r\nX-Vidinv-Token: " + server.token.encode()
+              + b"\r\nContent-Length: " + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+    answer = _exchange(server, upload)
+    assert answer.startswith(b"HTTP/1.1 415 ") and answer.count(b"HTTP/1.1 ") == 1
+    # a 5000-digit Range is ignored (the whole file), a backwards one is 416
+    status, clip = _post(server, "api/clip/bundled", {})
+    _, opened = _post(server, "api/open", {"clip": clip["clip"]})
+    size = clip_size(server, opened)
+    for header, expected in (("bytes=" + "9" * 5000 + "-", (200, size)),
+                             ("bytes=-" + "9" * 5000, (200, size)),
+                             ("bytes=0-1,5-9", (200, size)), ("bytes=50-10", (416, 0)),
+                             (f"bytes={size}-", (416, 0)), ("bytes=-10", (206, 10))):
+        status, body = _get(server, opened["original_url"], {"Range": header})
+        assert (status, len(body)) == expected, header
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert refusals and all("\n" not in line for line in refusals)
+
+
+def test_uploads_are_bounded_checked_and_replaced(tmp_path, model):
+    server = make_server(0, model=str(model), workdir=tmp_path / "served",
+                         max_upload_bytes=200_000)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    from tests.media import real_clip_head
+
+    try:
+        clip_bytes = real_clip_head(tmp_path / "clip.mp4", 6).read_bytes()
+        assert len(clip_bytes) < 200_000
+
+        def upload(name: str, data: bytes, content_type="application/octet-stream"):
+            status, _, answer = _raw(server, "POST", "/api/clip/upload?name=" + name,
+                                     {"Content-Type": content_type,
+                                      "Content-Length": str(len(data))}, data)
+            return status, json.loads(answer)
+
+        assert upload("a.mp4", clip_bytes, "text/plain")[0] == 415
+        # larger than the limit: refused from the declared length, before the body is read
+        answer = _exchange(server, b"POST /api/clip/upload?name=big.mp4 HTTP/1.1\r\nHost: "
+                           b"127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                           b"X-Vidinv-Token: " + server.token.encode() +
+                           b"\r\nContent-Length: 200001\r\n\r\n", wait=5)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"<still open>" not in answer
+        assert b"--max-upload-mb" in answer
+        # what is no video file is refused, and nothing of it stays
+        secret = tmp_path / "secret.mp4"
+        secret.write_bytes(clip_bytes)
+        playlist = (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{secret}\n"
+                    "#EXT-X-ENDLIST\n").encode()
+        concat = f"ffconcat version 1.0\nfile '{secret.name}'\n".encode()
+        for name, data, words in (("list.m3u8", playlist, "playlist"),
+                                  ("list.mp4", playlist, "playlist"),
+                                  ("cat.mp4", concat, "concat list"),
+                                  ("notes.txt", b"just some words\n" * 20, "text file"),
+                                  ("notes.mp4", b"just some words\n" * 20, "text file")):
+            status, error = upload(name, data)
+            assert status == 400 and words in error["error"], (name, error)
+            assert name in error["error"] and str(server.session.workdir) not in error["error"]
+        uploads = server.session.workdir / "uploads"
+        assert not list(uploads.iterdir())
+        status, first = upload("first.mp4", clip_bytes)
+        assert status == 200 and first["frames"] == 6
+        status, second = upload("second.mp4", clip_bytes)
+        assert status == 200
+        assert [p.name for p in uploads.iterdir()] == [second["clip"]]  # the first is gone
+        status, error = _post(server, "api/open", {"clip": first["clip"]})
+        assert status == 404 and "newer upload" in error["error"]
+    finally:
+        server.shutdown()
+        server.close()
+    assert not (tmp_path / "served").exists()
+
+
+def test_parallel_renders_start_one_and_renders_are_dropped_when_replaced(server):
+    import concurrent.futures
+
+    _, clip = _post(server, "api/clip/bundled", {})
+    assert _post(server, "api/open", {"clip": clip["clip"]})[0] == 200
+    barrier = threading.Barrier(6)
+
+    def render(_):
+        barrier.wait()
+        return _post(server, "api/render", {"strengths": {"smile": 1.0}})
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(render, range(6)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200, 409, 409, 409, 409, 409], answers
+    assert all("already running" in answer["error"] for status, answer in answers
+               if status == 409)
+    job = next(answer for status, answer in answers if status == 200)
+    deadline = time.monotonic() + 300
+    while not (state := json.loads(_get(server, f"api/job/{job['job']}")[1]))["finished"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["error"] is None
+    renders = server.session.workdir / "renders"
+    assert [p.name for p in renders.iterdir()] == [job["job"]]
+    # opening the clip again hides the render on the page: its file goes
+    assert _post(server, "api/open", {"clip": clip["clip"]})[0] == 200
+    assert not list(renders.iterdir())
+    assert _get(server, state["url"])[0] == 404
+    assert _get(server, f"api/job/{job['job']}")[0] == 404
+
+
+def test_a_burst_of_connections_is_queued_not_lost(tmp_path, model):
+    """40 clients connect while the server is not accepting (all its threads busy): the
+    listen backlog holds them all, and each is answered once the server accepts."""
+    import socket
+
+    server = make_server(0, model=str(model), workdir=tmp_path / "served")
+    assert server.request_queue_size >= 64
+    sockets, serving = [], None
+    try:
+        for _ in range(40):  # the server accepts nothing yet: only the backlog holds them
+            connection = socket.create_connection(HOST_PORT(server), timeout=0.9)
+            sockets.append(connection)
+        request = (b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                   b"X-Vidinv-Token: " + server.token.encode() + b"\r\n\r\n")
+        for connection in sockets:
+            connection.sendall(request)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        for connection in sockets:
+            connection.settimeout(30)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    finally:
+        for connection in sockets:
+            connection.close()
+        if serving is not None:
+            server.shutdown()
+        server.close()
+
+
+# --- stopping ----------------------------------------------------------------------------------
+
+
+def _start_ui(model: Path, tmp: Path, *extra: str):
+    import subprocess
+    import sys
+
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    return subprocess.Popen([sys.executable, "-m", "vidinv.cli", "ui", "--no-browser",
+                             "--model", str(model), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_port_no_socket_can_have_is_one_line_and_leaves_no_folder(model, tmp_path):
+    for port in ("99999", "-1"):
+        process = _start_ui(model, tmp_path / "tmp", "--port", port)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 2, err
+        assert err.strip() == (f"vidinv: error: --port must be between 0 and 65535 (got {port});"
+                               " leave it out for 7860 or a free one"), err
+        assert not list((tmp_path / "tmp").glob("vidinv-ui-*"))
+
+
+@pytest.mark.parametrize("signal_name, returncode, last_line", [
+    ("SIGINT", 0, "vidinv ui: stopped"), ("SIGTERM", 143, "vidinv: stopped by SIGTERM")])
+def test_a_signal_during_a_render_stops_cleanly(model, tmp_path, signal_name, returncode,
+                                                last_line):
+    """Ctrl-C or SIGTERM while a render runs: the render stops at its next frame and its
+    threads end before the interpreter does (no "terminate called", no SIGABRT), and the
+    run's temporary folder is gone."""
+    import signal
+
+    process = _start_ui(model, tmp_path / "tmp", "--port", "0")
+    try:
+        url = process.stdout.readline().split()[2]
+        base, token = url.split("/?token=")
+        assert len(list((tmp_path / "tmp").glob("vidinv-ui-*"))) == 1  # the run's folder
+
+        def call(path: str, body: dict | None = None) -> dict:
+            data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(base + path, data=data, headers={
+                "X-Vidinv-Token": token, "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                return json.load(answer)
+
+        clip = call("/api/clip/bundled", {})
+        call("/api/open", {"clip": clip["clip"]})
+        job = call("/api/render", {"strengths": {"smile": 1.0}})
+        deadline = time.monotonic() + 120
+        while (state := call(f"/api/job/{job['job']}"))["done"] < 2:
+            assert not state["finished"] and time.monotonic() < deadline, state
+            time.sleep(0.02)
+        process.send_signal(getattr(signal, signal_name))
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert state["done"] < state["total"]  # the signal came mid-render
+    assert process.returncode == returncode, err
+    assert "terminate called" not in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == last_line, err
+    assert not list((tmp_path / "tmp").glob("vidinv-ui-*"))  # uploads, renders: all gone
+
+
+def test_a_stalled_or_vanished_client_frees_its_thread_quietly(server, monkeypatch, capsys,
+                                                               caplog):
+    """A body that never comes ends at the idle timeout (the thread is freed); a client gone
+    before its answer is no traceback."""
+    import socket
+
+    from vidinv.ui import server as server_module
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 1)
+    stalled = (b"POST /api/preview HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Vidinv-Token: "
+               + server.token.encode() + b"\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 100\r\n\r\n{}")
+    started = time.monotonic()
+    assert _exchange(server, stalled, wait=20) == b""  # dropped, nothing to answer
+    assert time.monotonic() - started < 10
+    with socket.create_connection(HOST_PORT(server), timeout=5) as connection:
+        connection.sendall(stalled)  # and leave before the answer
+    many = (b"GET /api/state?" + b"&".join(b"f%d=1" % i for i in range(50)) + b" HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nConnection: close\r\nX-Vidinv-Token: " + server.token.encode()
+            + b"\r\n\r\n")
+    assert _exchange(server, many).startswith(b"HTTP/1.1 400 ")
+    time.sleep(1.5)
+    assert server.wait_until_idle(10)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -40,6 +40,7 @@ ENV_VAR = "VIDINV_NATIVE_LOGS"
 
 #: Whole native lines (without the newline) known to be routine; anything else is passed on.
 #: The first four are what mediapipe 0.10.21's face detection and face mesh print on CPU.
+#: They are dropped only inside :func:`native_stderr_guard` blocks.
 #: glog/absl lines look like ``W0000 00:00:1795978060.635198    5645 file.cc:114] message``.
 _GLOG = r"[IW]\d{4} [\d:.]+ +\d+ "
 NOISE_PATTERNS: tuple[str, ...] = (
@@ -51,22 +52,56 @@ NOISE_PATTERNS: tuple[str, ...] = (
     r"is only supported for the square ROI\. Provide IMAGE_DIMENSIONS or use "
     r"PROJECTION_MATRIX\.",
     _GLOG + r"gl_context(_egl)?\.cc:\d+\] .*",  # where an OpenGL context exists (GL version…)
+    # OpenCV's picture decoders (vidinv.video.images.read_image, which says in one line when
+    # a picture does not decode): libpng's and libjpeg's own complaints
+    r"libpng (?:warning|error): .*",
+    r"Corrupt JPEG data: .*",
+    r"Premature end of JPEG file",
 )
 
 # The filter process: stdin is the pipe, stdout acknowledges sync tokens, stderr is the original
 # fd 2. Standard library only, run with -I -S so it starts fast and ignores the environment.
 # A partial line (a progress bar) is passed on once nothing more came for 30 ms.
+# Only a whole line is classified: one that starts where a line starts (the stream's start or
+# after a newline) and ends with its newline. Noise at the end of other text is that text's line,
+# passed on whole (cutting it off would join the text to the next line). The one exception is a
+# carriage-return display (a progress bar: text after a \r), which the terminal redraws anyway:
+# a routine line written into it, in the same read or after the display was passed on, is cut
+# out whichever way the writes were split.
 _FILTER_SOURCE = r"""
 import os, re, select, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 token = sys.argv[1].encode()
 noise = re.compile(rb"(?:" + b"|".join(a.encode() for a in sys.argv[2:]) + rb")\r?\n")
+noise_at_end = re.compile(noise.pattern + rb"\Z")
 # TensorFlow Lite writes "INFO: ", the message and "\n" separately: wait longer for the rest
 tflite_start = re.compile(rb"(?:INFO|WARNING): [^\r\n]*\Z")
+# a line with its end (\r\n, \n or \r), or the unfinished rest
+segment = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 pending = b""
+# where the output stands: "start" of a line, inside a "bar" (text after a \r), inside "text"
+where = "start"
 
 def emit(data):
-    data = noise.sub(b"", data)
+    global where
+    kept = []
+    for piece in segment.findall(data):
+        if where == "start" and noise.fullmatch(piece):
+            continue
+        if where == "bar" and (found := noise_at_end.search(piece)):
+            # a progress display redrawn after each \r: a routine line written into it is cut
+            # out, the display left unfinished for its next redraw
+            if found.start():
+                kept.append(piece[:found.start()])
+            continue
+        kept.append(piece)
+        if piece.endswith(b"\n"):
+            where = "start"
+        elif piece.endswith(b"\r"):
+            where = "bar"
+        elif where == "start":
+            where = "text"
+    data = b"".join(kept)
     while data:
         data = data[os.write(2, data):]
 

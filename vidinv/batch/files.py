@@ -117,9 +117,9 @@ def count_video_frames(path: Path) -> int:
 
     Raises whatever PyAV raises for a file that does not open (callers decide what it means).
     """
-    import av
+    from vidinv.video.reader import open_input_container
 
-    with av.open(str(path)) as container:
+    with open_input_container(path) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size > 0)
 
@@ -128,10 +128,12 @@ def is_finished(output: Path, source: Path) -> bool:
     """True when ``output`` opens, decodes and has as many frames as ``source``."""
     import av
 
+    from vidinv.video.reader import open_input_container
+
     if not output.is_file():
         return False
     try:
-        with av.open(str(output)) as container:
+        with open_input_container(output) as container:
             stream = container.streams.video[0]
             next(container.decode(stream))
         return count_video_frames(output) == count_video_frames(source)

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import itertools
 import logging
+import math
 import re
 import secrets
 import shutil
@@ -33,12 +34,49 @@ log = logging.getLogger(__name__)
 
 #: Frames searched for a face to preview.
 PREVIEW_SEARCH_FRAMES = 90
-#: The largest upload accepted (bytes).
-MAX_UPLOAD_BYTES = 2 << 30
+#: The largest upload accepted by default (bytes); ``vidinv ui --max-upload-mb`` changes it.
+MAX_UPLOAD_BYTES = 512 << 20
+#: The largest edit strength the page may ask for (its sliders go from -3 to 3).
+MAX_STRENGTH = 100.0
+#: Seconds :meth:`UiSession.close` waits for a render to stop at its next frame.
+STOP_TIMEOUT = 60.0
 
 
 class UiError(VidinvError):
-    """A request the page made cannot be served (shown on the page as a message)."""
+    """A request the page made cannot be served (shown on the page as a message).
+
+    ``status`` is the HTTP status the server answers it with (400: the request is wrong).
+    """
+
+    status = 400
+
+
+class UiForbiddenError(UiError):
+    """The request asks for something the page may not do (e.g. open an unlisted folder)."""
+
+    status = 403
+
+
+class UiNotFoundError(UiError):
+    """The clip, render or file asked for is not (or no longer) there."""
+
+    status = 404
+
+
+class UiBusyError(UiError):
+    """Something that runs one at a time (a render, an upload) is running."""
+
+    status = 409
+
+
+class UiTooLargeError(UiError):
+    """The request is larger than the server takes."""
+
+    status = 413
+
+
+class RenderCancelled(Exception):  # noqa: N818 - a signal to stop, not an error
+    """Raised in a render's frame callback to stop it (the server is closing)."""
 
 
 @dataclasses.dataclass
@@ -52,6 +90,8 @@ class Clip:
     height: int
     frames: int
     fps: float
+    #: The folder the upload lives in (deleted when it is replaced); None for the bundled clip.
+    folder: Path | None = None
 
     def describe(self) -> dict:
         return {"clip": self.id, "name": self.name, "width": self.width,
@@ -157,6 +197,9 @@ class RenderJob:
     id: str
     total: int
     output: Path
+    clip_id: str = ""
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
     done: int = 0
     error: str | None = None
     finished: bool = False
@@ -177,33 +220,52 @@ def _safe_name(name: str) -> str:
 
 class UiSession:
     """The state behind one ``vidinv ui`` server; files live in ``workdir`` until
-    :meth:`close`."""
+    :meth:`close`.
+
+    What it holds is bounded: one uploaded clip (a new upload replaces the old one and its
+    folder), the renders the page still shows (the last one; a new render, clip or model drops
+    it), one render running at a time, one upload at a time, and only the model folders of
+    :meth:`model_choices`.
+    """
 
     def __init__(self, workdir: Path, default_model: str | None = None,
-                 config: PipelineConfig | None = None) -> None:
+                 config: PipelineConfig | None = None,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.default_model = default_model
         self.config = config or PipelineConfig()
+        self.max_upload_bytes = max_upload_bytes
         self.clips: dict[str, Clip] = {}
         self.jobs: dict[str, RenderJob] = {}
         self._files: dict[str, Path] = {}
         self._bundles: dict[Path, ModelBundle] = {}
         self._preview: PreviewFrame | None = None
         self._open: tuple[str, Path] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a clip is opened (the preview is built)
+        self._state = threading.RLock()  # clips, jobs and files change under it
+        self._upload = threading.Lock()  # one upload at a time
+        self._closing = threading.Event()
 
     # -- files served to the page ---------------------------------------------------------
 
     def _publish(self, path: Path) -> str:
-        token = secrets.token_urlsafe(12)
-        self._files[token] = path
-        return f"/files/{token}/{path.name}"
+        with self._state:
+            token = next((t for t, p in self._files.items() if p == path), None)
+            if token is None:
+                token = secrets.token_urlsafe(12)
+                self._files[token] = path
+            return f"/files/{token}/{path.name}"
+
+    def _unpublish(self, path: Path) -> None:
+        with self._state:
+            for token in [t for t, p in self._files.items() if p == path]:
+                del self._files[token]
 
     def file_for(self, token: str) -> Path:
         path = self._files.get(token)
         if path is None or not path.is_file():
-            raise UiError("no such file (it may have been replaced by a newer render)")
+            raise UiNotFoundError("no such file (it may have been replaced by a newer render)")
         return path
 
     # -- models ---------------------------------------------------------------------------
@@ -231,8 +293,20 @@ class UiSession:
         return choices
 
     def bundle(self, model: str | None) -> ModelBundle:
+        """The bundle of ``model`` (a path :meth:`model_choices` lists; None: the default).
+
+        Any other folder is refused: the page opens only what the command line, the install
+        and ``vidinv models list`` offer, never a path a request names.
+        """
         from vidinv.models.folder import load_model_bundle, resolve_model_folder
 
+        if model is not None and not isinstance(model, str):
+            raise UiError("model must be a string (a folder the page lists) or null")
+        if model:
+            listed = {Path(choice["path"]).resolve() for choice in self.model_choices()}
+            if Path(model).resolve() not in listed:
+                raise UiForbiddenError("the page opens only the model folders it lists; start "
+                                       "vidinv ui --model FOLDER to offer another")
         folder = resolve_model_folder(model or self.default_model or None).resolve()
         if folder not in self._bundles:
             self._bundles[folder] = load_model_bundle(folder)
@@ -249,39 +323,79 @@ class UiSession:
         self.clips[clip.id] = clip
         return clip
 
-    def add_upload(self, name: str, body: BinaryIO, length: int) -> Clip:
-        """Store an uploaded clip (``length`` bytes of ``body``); a bad file is a UiError."""
+    def check_upload_size(self, length: int) -> None:
+        """Refuse an upload of ``length`` bytes before any of it is read."""
         if length <= 0:
             raise UiError("the upload is empty; choose a video file")
-        if length > MAX_UPLOAD_BYTES:
-            raise UiError(f"the upload is {length / 2**30:.1f} GiB; the page takes clips up "
-                          f"to {MAX_UPLOAD_BYTES / 2**30:.0f} GiB")
-        clip_id = secrets.token_hex(6)
-        folder = self.workdir / "uploads" / clip_id
-        folder.mkdir(parents=True)
-        path = folder / _safe_name(name)
-        left = length
-        with path.open("wb") as handle:
-            while left > 0:
-                block = body.read(min(left, 1 << 20))
-                if not block:
-                    break
-                handle.write(block)
-                left -= len(block)
-        try:
-            if left:
-                raise UiError("the upload was cut short; try again")
-            clip = _describe_video(clip_id, path, _safe_name(name))
-        except VidinvError as error:
-            shutil.rmtree(folder, ignore_errors=True)
-            # name the file as the user knows it, not by its place in the server's folder
-            raise UiError(str(error).replace(str(path), name)) from None
-        self.clips[clip.id] = clip
-        return clip
+        if length > self.max_upload_bytes:
+            raise UiTooLargeError(
+                f"the upload is {length / 2**20:.0f} MB; the page takes clips up to "
+                f"{self.max_upload_bytes / 2**20:.0f} MB (vidinv ui --max-upload-mb N)")
 
-    def clip(self, clip_id: str) -> Clip:
+    def add_upload(self, name: str, body: BinaryIO, length: int) -> Clip:
+        """Store an uploaded clip (``length`` bytes of ``body``); a bad file is a UiError.
+
+        The new clip replaces the previous upload (its folder is deleted). Refused while a
+        render runs or another upload is being received.
+        """
+        self.check_upload_size(length)
+        if not self._upload.acquire(blocking=False):
+            raise UiBusyError("another upload is being received; wait for it to finish")
+        try:
+            if self._render_running():
+                raise UiBusyError("a render is running; wait for it to finish, then upload")
+            clip_id = secrets.token_hex(6)
+            folder = self.workdir / "uploads" / clip_id
+            folder.mkdir(parents=True)
+            path = folder / _safe_name(name)
+            try:
+                left = length
+                with path.open("wb") as handle:
+                    while left > 0:
+                        block = body.read(min(left, 1 << 20))
+                        if not block:
+                            break
+                        handle.write(block)
+                        left -= len(block)
+                if left:
+                    raise UiError("the upload was cut short; try again")
+                clip = _describe_video(clip_id, path, _safe_name(name))
+                clip.folder = folder
+                with self._state:
+                    if self._render_running():
+                        raise UiBusyError("a render started meanwhile; upload again when it "
+                                          "has finished")
+                    for old in [c for c in self.clips.values() if c.folder is not None]:
+                        self._forget_clip(old)
+                    self.clips[clip.id] = clip
+            except VidinvError as error:
+                shutil.rmtree(folder, ignore_errors=True)
+                # name the file as the user knows it, not by its place in the server's folder
+                kind = type(error) if isinstance(error, UiError) else UiError
+                raise kind(str(error).replace(str(path), name)) from None
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return clip
+        finally:
+            self._upload.release()
+
+    def _forget_clip(self, clip: Clip) -> None:
+        """Drop ``clip`` (an upload), its renders and its folder. Under ``_state``."""
+        del self.clips[clip.id]
+        if self._open is not None and self._open[0] == clip.id:
+            self._preview, self._open = None, None
+        self._drop_renders()
+        self._unpublish(clip.path)
+        if clip.folder is not None:
+            shutil.rmtree(clip.folder, ignore_errors=True)
+
+    def clip(self, clip_id: object) -> Clip:
+        if not isinstance(clip_id, str):
+            raise UiError("clip must be a string (the id the page was given)")
         if clip_id not in self.clips:
-            raise UiError("that clip is gone (the server restarted?); pick a clip again")
+            raise UiNotFoundError("that clip is gone (the server restarted, or a newer upload "
+                                  "replaced it); pick a clip again")
         return self.clips[clip_id]
 
     # -- preview --------------------------------------------------------------------------
@@ -292,9 +406,16 @@ class UiSession:
         started = time.perf_counter()
         bundle = self.bundle(model)
         with self._lock:
-            self._preview = None
+            if self._closing.is_set():
+                raise UiError("the server is stopping")
+            with self._state:
+                self._preview = None
+                self._drop_renders()  # the page hides the last render when it opens a clip
             preview = PreviewFrame(bundle, self.config, clip)
-            self._preview, self._open = preview, (clip_id, bundle.folder)
+            with self._state:
+                if clip_id not in self.clips:  # replaced by an upload meanwhile
+                    raise UiNotFoundError("that clip was replaced by a newer upload")
+                self._preview, self._open = preview, (clip_id, bundle.folder)
         image = preview.render({})
         return {**clip.describe(), "model": str(bundle.folder),
                 "attributes": preview.attributes, "preview_index": preview.index,
@@ -315,40 +436,61 @@ class UiSession:
     def start_render(self, strengths: dict[str, float]) -> dict:
         from vidinv.latent.editing import CombinedEditor
 
-        if self._preview is None or self._open is None:
-            raise UiError("open a clip first")
-        if any(not job.finished for job in self.jobs.values()):
-            raise UiError("a render is already running; wait for it to finish")
-        clip_id, folder = self._open
-        clip, bundle = self.clip(clip_id), self._bundles[folder]
         strengths = _strengths(strengths)
-        preview = self._preview
-        editor = None
-        if preview.editor is not None:
-            unknown = sorted(set(strengths) - set(preview.attributes))
-            if unknown:
-                raise UiError(f"unknown attribute {unknown[0]!r}")
-            editor = CombinedEditor(bundle.generator, preview.editor.offsets, strengths,
-                                    k=bundle.k)
-        job_id = secrets.token_hex(6)
-        folder_out = self.workdir / "renders" / job_id
-        folder_out.mkdir(parents=True)
-        job = RenderJob(id=job_id, total=clip.frames,
-                        output=folder_out / f"{Path(clip.name).stem}_edited.mp4")
-        self.jobs[job_id] = job
-        threading.Thread(target=self._render, args=(job, clip, bundle, editor),
-                         name=f"vidinv-ui-render-{job_id}", daemon=True).start()
+        # the check that no render runs and the start of this one are one step: of requests
+        # that arrive together exactly one starts a render, the others are told it runs
+        with self._state:
+            if self._closing.is_set():
+                raise UiError("the server is stopping")
+            if self._preview is None or self._open is None:
+                raise UiError("open a clip first")
+            if self._render_running():
+                raise UiBusyError("a render is already running; wait for it to finish")
+            clip_id, folder = self._open
+            clip, bundle = self.clip(clip_id), self._bundles[folder]
+            preview = self._preview
+            editor = None
+            if preview.editor is not None:
+                unknown = sorted(set(strengths) - set(preview.attributes))
+                if unknown:
+                    raise UiError(f"unknown attribute {unknown[0]!r}")
+                editor = CombinedEditor(bundle.generator, preview.editor.offsets, strengths,
+                                        k=bundle.k)
+            self._drop_renders()  # the page shows one render: the new one replaces it
+            job_id = secrets.token_hex(6)
+            folder_out = self.workdir / "renders" / job_id
+            folder_out.mkdir(parents=True)
+            job = RenderJob(id=job_id, total=clip.frames, clip_id=clip.id,
+                            output=folder_out / f"{Path(clip.name).stem}_edited.mp4")
+            job.thread = threading.Thread(target=self._render, args=(job, clip, bundle, editor),
+                                          name=f"vidinv-ui-render-{job_id}", daemon=True)
+            self.jobs[job_id] = job
+            job.thread.start()
         return job.describe()
+
+    def _render_running(self) -> bool:
+        return any(not job.finished for job in self.jobs.values())
+
+    def _drop_renders(self) -> None:
+        """Delete the finished renders (files and folders). Under ``_state``."""
+        for job in [job for job in self.jobs.values() if job.finished]:
+            del self.jobs[job.id]
+            self._unpublish(job.output)
+            shutil.rmtree(job.output.parent, ignore_errors=True)
 
     def _render(self, job: RenderJob, clip: Clip, bundle: ModelBundle, editor) -> None:
         from vidinv.pipeline.clip import process_video
 
         def count(frame: Frame) -> None:
+            if job.cancel.is_set():
+                raise RenderCancelled
             job.done += 1
 
         try:
             process_video(clip.path, job.output, bundle, self.config, editor, progress=False,
                           on_frame=count)
+        except RenderCancelled:
+            job.error = "the render was stopped (the server is stopping)"
         except VidinvError as error:
             job.error = str(error)
         except Exception as error:  # noqa: BLE001 - shown on the page, logged here
@@ -361,21 +503,50 @@ class UiSession:
     def job(self, job_id: str) -> dict:
         job = self.jobs.get(job_id)
         if job is None:
-            raise UiError("no such render")
+            raise UiNotFoundError("no such render (a newer render or clip replaced it)")
         out = job.describe()
         if job.finished and job.error is None:
             job.url = job.url or self._publish(job.output)
             out["url"], out["name"] = job.url, job.output.name
         return out
 
-    def close(self) -> None:
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop a running render at its next frame, wait for it and for a clip being opened
+        (their native threads must end before the interpreter does), then delete every file
+        of the session."""
+        self._closing.set()
+        with self._state:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.cancel.set()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            if job.thread is not None and job.thread is not threading.current_thread():
+                job.thread.join(max(0.0, deadline - time.monotonic()))
+                if job.thread.is_alive():
+                    log.warning("the render %s did not stop within %.0f s", job.id, timeout)
+        if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._lock.release()
+        with self._state:
+            self._preview = None
+            self._bundles.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _strengths(value: object) -> dict[str, float]:
+    """``{name: α}`` from a request: finite numbers within ±:data:`MAX_STRENGTH`."""
     if not isinstance(value, dict):
         raise UiError("strengths must be an object of name: number")
-    try:
-        return {str(name): float(alpha) for name, alpha in value.items()}
-    except (TypeError, ValueError):
-        raise UiError("strengths must be numbers") from None
+    out: dict[str, float] = {}
+    for name, alpha in value.items():
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+            raise UiError(f"the strength of {str(name)[:40]!r} must be a number")
+        if not (isinstance(alpha, float) and math.isnan(alpha)) and abs(alpha) <= MAX_STRENGTH:
+            alpha = float(alpha)  # a huge int is compared first: float() of it would overflow
+        else:
+            alpha = math.nan
+        if not math.isfinite(alpha):
+            raise UiError(f"the strength of {str(name)[:40]!r} must be a finite number within "
+                          f"±{MAX_STRENGTH:g}")
+        out[str(name)] = alpha
+    return out

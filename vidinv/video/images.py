@@ -23,6 +23,7 @@ import numpy as np
 from vidinv.errors import BackendUnavailableError
 from vidinv.frame import Frame
 from vidinv.io_safety import move_folder_into_place, write_atomically
+from vidinv.native_log import native_stderr_guard
 from vidinv.video.errors import NotAVideoError, VideoInputError, VideoWriteError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -50,10 +51,42 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise VideoInputError(f"{path}: no such image file; check the path")
     data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    # libpng and libjpeg print their complaints (``libpng error: IHDR: CRC error``, ``Corrupt
+    # JPEG data: …``) to fd 2 themselves; the guard keeps them off the terminal, and a file that
+    # does not decode is told in one line below
+    with native_stderr_guard():
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
+        damage = _png_damage(data.tobytes()) if data.size else "empty (0 bytes)"
+        if damage:
+            raise NotAVideoError(f"{path} is a damaged PNG ({damage}); re-export or re-copy it")
         raise NotAVideoError(f"{path} is not an image OpenCV can read; pass a .png or .jpg picture")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_damage(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunk structure (None: not a PNG, or nothing found)."""
+    import zlib
+
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    offset = len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        kind = data[offset + 4:offset + 8]
+        end = offset + 12 + length
+        if end > len(data):
+            return f"cut short inside its {kind.decode('latin-1')!r} chunk"
+        crc = int.from_bytes(data[end - 4:end], "big")
+        if zlib.crc32(data[offset + 4:end - 4]) != crc:
+            return f"checksum error in its {kind.decode('latin-1')!r} chunk"
+        if kind == b"IEND":
+            return None
+        offset = end
+    return "cut short: it has no end chunk"
 
 
 def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> None:

@@ -23,6 +23,7 @@ does (transpose/flip for multiples of 90°, mirrored matrices included).
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -52,6 +53,19 @@ from vidinv.video.errors import (
 ThreadType = Literal["AUTO", "FRAME", "SLICE", "NONE"]
 Backend = Literal["pyav", "decord"]
 BACKENDS: tuple[str, ...] = ("pyav", "decord")
+
+#: The demuxers a user's file may be read with (FFmpeg names; a demuxer whose name lists several,
+#: ``mov,mp4,m4a,3gp,3g2,mj2``, is allowed by any of them). Only real container formats that
+#: read nothing but the file itself: no playlists (hls, dash), no ``concat``, no image2 patterns,
+#: no ``tty`` text "videos". The audio-only ones are here so that a sound file is told "no video
+#: stream" rather than "unknown format".
+INPUT_FORMATS: tuple[str, ...] = (
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "flv", "mpegts",
+    "mpeg", "ogg", "asf", "nut", "gif", "ivf", "h264", "hevc", "m4v", "yuv4mpegpipe",
+    "wav", "mp3", "flac", "aac",
+)
+#: Where FFmpeg may read from: the named file, nothing else (no network, no ``concat:``).
+INPUT_PROTOCOLS = "file"
 
 # Magic numbers of the container families whose failure to open means "cut short".
 _MP4_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
@@ -179,9 +193,51 @@ def _looks_like_text(head: bytes) -> bool:
     return all(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
 
 
+def open_input_container(path: str | Path) -> Any:
+    """``av.open`` for reading a user's file, and the only way vidinv opens one.
+
+    The file is named as a ``file:`` URL (a name such as ``concat:a|b`` or ``http://…`` is a
+    file name, not a protocol), FFmpeg may use the ``file`` protocol only and the demuxers of
+    :data:`INPUT_FORMATS` only, so a playlist or concat list naming other files is refused
+    before anything it names is opened. Raises what ``av.open`` raises (``FFmpegError``,
+    ``OSError``); :func:`probe` and :class:`VideoReader` turn that into one line.
+    """
+    return av.open(
+        "file:" + os.fspath(Path(path).absolute()), mode="r", metadata_errors="ignore",
+        options={"protocol_whitelist": INPUT_PROTOCOLS,
+                 "format_whitelist": ",".join(INPUT_FORMATS)},
+    )
+
+
+#: Pictures told apart by their first bytes (FFmpeg's picture demuxers are not allowed).
+_PICTURE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"),
+                  (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+
+
+def _picture_kind(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return next((kind for magic, kind in _PICTURE_MAGIC if head.startswith(magic)), None)
+
+
+def _not_a_video_picture(path: Path, kind: str) -> NotAVideoError:
+    from vidinv.video.images import IMAGE_SUFFIXES
+
+    advice = (
+        "this command needs a video (edit and invert also take pictures and folders "
+        "of pictures)"
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        else "name it .png or .jpg (edit and invert take pictures and folders of "
+        "pictures as well as videos)"
+    )
+    return NotAVideoError(f"{path} is an image ({kind}), not a video; {advice}")
+
+
 def _explain_open_failure(path: Path, error: Exception) -> VideoInputError:
     with open(path, "rb") as f:
         head = f.read(1024)
+    if (kind := _picture_kind(head)) is not None:
+        return _not_a_video_picture(path, kind)
     if head[4:8] in _MP4_BOX_TYPES:
         return TruncatedVideoError(
             f"{path} is an MP4/MOV without its index (moov atom): the recording or copy stopped "
@@ -193,7 +249,18 @@ def _explain_open_failure(path: Path, error: Exception) -> VideoInputError:
             "re-export the video"
         )
     if _looks_like_text(head):
+        first = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if first.startswith((b"#EXTM3U", b"ffconcat")):
+            return NotAVideoError(
+                f"{path} is a {'playlist' if first.startswith(b'#') else 'concat list'}, not "
+                "a video; vidinv reads only video files and follows no list to other files"
+            )
         return NotAVideoError(f"{path} is a text file, not a video; pass a video file (.mp4, .mov)")
+    if isinstance(error, av.error.ArgumentError):  # a demuxer off the list refused it
+        return NotAVideoError(
+            f"{path} is not a video file vidinv opens (only .mp4/.mov, .mkv/.webm, .avi, .flv, "
+            ".ts/.mpg, .ogv and similar containers are read); convert it to H.264 .mp4"
+        )
     reason = getattr(error, "strerror", None) or str(error)
     return NotAVideoError(
         f"{path} is not a video FFmpeg can read ({reason}); check the file or convert it to "
@@ -215,25 +282,12 @@ def _open_input(path: Path) -> Any:
             "re-export it"
         )
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = open_input_container(path)
     except PermissionError as e:
         raise VideoInputError(f"{path}: permission denied; make the file readable") from e
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise _explain_open_failure(path, e) from e
     try:
-        format_name = container.format.name
-        if format_name == "image2" or format_name.endswith("_pipe"):
-            from vidinv.video.images import IMAGE_SUFFIXES
-
-            kind = format_name.removesuffix("_pipe")
-            advice = (
-                "this command needs a video (edit and invert also take pictures and folders "
-                "of pictures)"
-                if path.suffix.lower() in IMAGE_SUFFIXES
-                else "name it .png or .jpg (edit and invert take pictures and folders of "
-                "pictures as well as videos)"
-            )
-            raise NotAVideoError(f"{path} is an image ({kind}), not a video; {advice}")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             raise NoVideoStreamError(

@@ -32,7 +32,7 @@ import numpy as np
 from vidinv.frame import Frame
 from vidinv.io_safety import put_in_place
 from vidinv.video.errors import VideoWriteError
-from vidinv.video.reader import VideoInfo
+from vidinv.video.reader import VideoInfo, open_input_container
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class VideoWriter:
 
     def _open_audio(self, source: Path) -> None:
         try:
-            audio_in = av.open(str(source), mode="r", metadata_errors="ignore")
+            audio_in = open_input_container(source)
         except (OSError, av.error.FFmpegError) as e:
             raise VideoWriteError(
                 f"cannot read the audio of {source} ({e}); pass another audio source or none"
