@@ -264,3 +264,44 @@ def test_an_address_where_nothing_listens_is_one_line_within_seconds(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "--ray 127.0.0.1:1: cannot connect" in lines[0] and "ray start --head" in lines[0]
+
+
+_LOCAL_RAY_LISTENS = """
+import json, os, subprocess, sys
+sys.path.insert(0, {repo!r})
+from tests.test_ray_cluster import _processes
+from vidinv.batch.executor import RayExecutor
+from vidinv.batch.worker import PipelineJob
+executor = RayExecutor(PipelineJob(model=None, config=None), "local")
+executor._init_ray()
+ray = executor._ray
+ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process too
+table = _processes()
+mine = {{os.getpid()}}
+while True:
+    more = {{pid for pid, (parent, _) in table.items() if parent in mine}} - mine
+    if not more:
+        break
+    mine |= more
+listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+print(json.dumps([line.split()[3] for line in listening.splitlines()
+                  if any(f"pid={{pid}}," in line for pid in mine)]))
+executor.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_local_ray_listens_on_loopback_only(tmp_path):
+    """``--ray`` without an address: every port the Ray it starts (GCS, raylet, workers)
+    listens on is on 127.0.0.1, none on all interfaces."""
+    if subprocess.run(["which", "ss"], capture_output=True).returncode != 0:
+        pytest.skip("needs ss (iproute2)")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCAL_RAY_LISTENS.format(repo=str(REPO))],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    addresses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(addresses) >= 3, addresses  # GCS, raylet, a worker at least
+    hosts = {address.rsplit(":", 1)[0] for address in addresses}
+    assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, addresses
