@@ -870,3 +870,80 @@ def test_help_says_what_happens_when_the_output_exists(capsys):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "replaced only when the run succeeds" in " ".join(readme.split())
 
+
+
+# --- MediaPipe's own model files -----------------------------------------------------------
+
+
+def _mediapipe_copy(root: Path, damage: str | None, how: str) -> Path:
+    """A ``mediapipe`` package under ``root`` made of symlinks to the installed one, with the
+    file ``damage`` (relative to the package) removed or replaced by a damaged copy."""
+    import mediapipe
+
+    real = Path(mediapipe.__file__).parent
+    site = real.parent
+    for entry in site.iterdir():  # its wheel record and bundled libraries too
+        if entry.name.startswith(("mediapipe.libs", "mediapipe_", "mediapipe-")):
+            (root / entry.name).symlink_to(entry)
+
+    def mirror(source: Path, target: Path) -> None:
+        target.mkdir()
+        for entry in source.iterdir():
+            relative = entry.relative_to(real).as_posix()
+            if damage is not None and damage.startswith(relative + "/"):
+                mirror(entry, target / entry.name)
+            elif relative == damage:
+                data = entry.read_bytes()
+                if how == "corrupt":  # the header kept, the body scrambled
+                    middle = len(data) // 2
+                    (target / entry.name).write_bytes(
+                        data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 4096])
+                        + data[middle + 4096:])
+            else:
+                (target / entry.name).symlink_to(entry)
+
+    mirror(real, root / "mediapipe")
+    return root
+
+
+_DETECT = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from vidinv.cli.app import main
+from vidinv.face.landmarks import MediaPipeLandmarks
+from vidinv.errors import VidinvError
+import mediapipe
+assert mediapipe.__file__.startswith({root!r}), mediapipe.__file__
+try:
+    MediaPipeLandmarks().detect_boxes(np.zeros((64, 64, 3), np.uint8))
+except VidinvError as error:
+    print("vidinv: error:", error, file=sys.stderr)
+    sys.exit(2)
+print("ran")
+"""
+
+
+@pytest.mark.parametrize("damage,how,expected", [
+    ("modules/face_landmark/face_landmark.tflite", "missing", "is missing"),
+    ("modules/face_detection/face_detection_full_range_sparse.tflite", "corrupt",
+     "is damaged"),
+    ("modules/face_landmark/face_landmark_front_cpu.binarypb", "corrupt",
+     "is not a MediaPipe graph"),
+    (None, "", ""),
+])
+def test_a_missing_or_damaged_mediapipe_model_file_is_one_line(tmp_path, damage, how, expected):
+    """MediaPipe crashes (no message) on a corrupt .tflite and raises deep inside its graph
+    for a missing one; vidinv checks the files (header, and the sha256 the wheel recorded)
+    before MediaPipe loads them."""
+    pytest.importorskip("mediapipe")
+    root = _mediapipe_copy(tmp_path, damage, how)
+    done = subprocess.run([sys.executable, "-c", _DETECT.format(root=str(root))],
+                          capture_output=True, text=True, timeout=300)
+    if damage is None:  # the mirror itself works: the real files load
+        assert done.returncode == 0 and "ran" in done.stdout, done.stderr[-1500:]
+        return
+    assert done.returncode == 2, (done.returncode, done.stderr[-1500:])
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vidinv: error")]
+    assert len(lines) == 1 and expected in lines[0] and damage in lines[0], done.stderr[-1500:]
+    assert "reinstall MediaPipe" in lines[0] and "dlib" in lines[0]
