@@ -947,3 +947,63 @@ def test_a_missing_or_damaged_mediapipe_model_file_is_one_line(tmp_path, damage,
     lines = [line for line in done.stderr.splitlines() if line.startswith("vidinv: error")]
     assert len(lines) == 1 and expected in lines[0] and damage in lines[0], done.stderr[-1500:]
     assert "reinstall MediaPipe" in lines[0] and "dlib" in lines[0]
+
+
+# --- pictures that declare more than they hold; folders that hold videos ----------------------
+
+
+def _png_bomb(path: Path, side: int) -> Path:
+    """A valid grey PNG of side × side zero pixels: megabytes on disk, side² bytes decoded."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    squeeze = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + one grey byte per pixel
+    body = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_picture_that_declares_too_many_pixels_is_refused_before_decoding(tmp_path):
+    bomb = _png_bomb(tmp_path / "bomb.png", 12_000)  # 144 Mpx, 432 MB as BGR
+    assert bomb.stat().st_size < 2_000_000
+    code = ("import resource, sys\n"
+            "from vidinv.video.images import read_image\n"
+            "from vidinv.errors import VidinvError\n"
+            f"try:\n    read_image({str(bomb)!r})\n"
+            "except VidinvError as error:\n    print(error)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    message, peak_kib = done.stdout.strip().splitlines()
+    assert "declares 12000×12000 pixels" in message and "80 Mpx" in message, done.stderr
+    assert int(peak_kib) < 400_000, peak_kib  # decoding it would take 432 MB at least
+    # the CLI: one line, nothing written
+    out = tmp_path / "out.png"
+    done = subprocess.run([sys.executable, "-m", "vidinv.cli", "edit", str(bomb), "--attr",
+                           "smile", "-o", str(out), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vidinv: error")]
+    assert done.returncode == 2 and len(lines) == 1 and "12000×12000" in lines[0], done.stderr
+    assert not out.exists()
+
+
+def test_edit_of_a_folder_holding_videos_and_pictures_says_so(tmp_path, clip, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "talk.mp4").write_bytes(Path(clip).read_bytes())
+    from vidinv.video.images import write_image
+
+    for name in ("a.png", "b.jpg"):
+        write_image(folder / name, pattern_frame(0, (64, 48)))
+    assert main(["edit", str(folder), "--attr", "smile", "-o", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "holds 1 video and 2 pictures" in lines[0] and "vidinv batch edit" in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from vidinv.errors import InputFileError
+from vidinv.video.images import VIDEO_SUFFIXES as _VIDEO_SUFFIXES
 
 #: Suffixes taken from folders (a file named on the command line is taken whatever its suffix).
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts")
+VIDEO_SUFFIXES = _VIDEO_SUFFIXES
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
