@@ -7,6 +7,8 @@ on the meta device with the official shapes (no memory, no weights).
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +187,76 @@ def test_cli_assemble_and_a_mismatch_in_one_line(pieces: dict[str, Path],
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     lines = [line for line in failed.stderr.splitlines() if line.startswith("vidinv: error")]
     assert len(lines) == 1 and "18 W+ entries" in lines[0]
+
+
+def test_force_replaces_only_a_model_folder_vidinv_wrote(pieces: dict[str, Path],
+                                                        tmp_path: Path, monkeypatch) -> None:
+    """--force replaces a folder with vidinv's manifest and nothing else in it; a user's folder
+    (a thesis and photos, an old folder without the manifest, an extra file, a symlink) stays
+    exactly as it was, refused in one line."""
+    from vidinv.models.folder import MANIFEST_FILE, replaceable_model_folder
+
+    out = tmp_path / "model"
+    assemble_model(pieces["pt"], pieces["encoder"], out, direction_paths=[pieces["age"]])
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert set(manifest["files"]) == {"generator.safetensors", "encoder.safetensors",
+                                      "MODEL_CARD.md", "directions/age.safetensors"}
+    assert replaceable_model_folder(out) is None
+    assemble_model(pieces["pt"], pieces["encoder"], out, force=True)  # its own: replaced
+    assert not (out / "directions" / "age.safetensors").exists()
+
+    thesis = tmp_path / "thesis"
+    (thesis / "photos").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("chapter 1")
+    (thesis / "photos" / "a.jpg").write_bytes(b"\xff\xd8photo")
+    extra = tmp_path / "extra"
+    assemble_model(pieces["pt"], pieces["encoder"], extra)
+    (extra / "notes.txt").write_text("mine")
+    linked = tmp_path / "linked"
+    assemble_model(pieces["pt"], pieces["encoder"], linked)
+    (linked / "directions").mkdir(exist_ok=True)
+    (linked / "directions" / "x.safetensors").symlink_to(thesis / "thesis.tex")
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / MANIFEST_FILE).write_text(json.dumps({"kind": "vidinv model folder",
+                                                    "files": ["generator.safetensors"]}))
+    (forged / "thesis.tex").write_text("chapter 2")
+    for folder, why in ((thesis, "no vidinv-model.json"), (extra, "notes.txt"),
+                        (linked, "symbolic link"), (forged, "thesis.tex")):
+        before = sorted((p.relative_to(folder), p.is_file() and p.read_bytes())
+                        for p in folder.rglob("*"))
+        with pytest.raises(VidinvError, match=why) as caught:
+            assemble_model(pieces["pt"], pieces["encoder"], folder, force=True)
+        assert "\n" not in str(caught.value)
+        assert sorted((p.relative_to(folder), p.is_file() and p.read_bytes())
+                      for p in folder.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+    # an empty folder the user made is simply filled; . and .. are one line, nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assemble_model(pieces["pt"], pieces["encoder"], empty)
+    assert (empty / "generator.safetensors").is_file()
+    monkeypatch.chdir(out)
+    for name in (".", "..", str(out), "../model/."):
+        with pytest.raises(VidinvError, match="-o") as caught:
+            assemble_model(pieces["pt"], pieces["encoder"], Path(name), force=True)
+        assert "\n" not in str(caught.value)
+    assert replaceable_model_folder(out) is None and (out / "generator.safetensors").is_file()
+
+
+def test_assembled_files_follow_the_umask(pieces: dict[str, Path], tmp_path: Path) -> None:
+    """Weight files get 0666 less the umask, like any file the user writes (not 0600)."""
+    old = os.umask(0o022)
+    try:
+        assemble_model(pieces["pt"], pieces["encoder"], tmp_path / "m",
+                       direction_paths=[pieces["age"]])
+        os.umask(0o077)
+        assemble_model(pieces["pt"], pieces["encoder"], tmp_path / "private")
+    finally:
+        os.umask(old)
+    for name in ("generator.safetensors", "encoder.safetensors", "MODEL_CARD.md",
+                 "vidinv-model.json", "directions/age.safetensors"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o644, name
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "private" / "generator.safetensors").stat().st_mode & 0o777 == 0o600

@@ -103,6 +103,95 @@ def test_inputs_from_files_folders_and_globs_with_unique_output_names(clips, tmp
         check_no_overwrite([a], [clips / "a.mp4"])
 
 
+def test_folder_and_glob_walks_do_not_follow_symlink_loops(clips, tmp_path):
+    """``d/**`` over folders that link to themselves and to each other ends at once, and finds
+    each real video once (linked folders are not entered)."""
+    root = tmp_path / "d"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "y" / "v.mp4").write_bytes((clips / "a.mp4").read_bytes())
+    (root / "x" / "y" / "loop").symlink_to(root)
+    (root / "x" / "back").symlink_to(root / "x")
+    (root / "self").symlink_to(root / "self")  # a dangling self-loop
+    (root / "linked.mp4").symlink_to(clips / "a.mp4")  # a linked file is still a file
+    started = time.monotonic()
+    for pattern in (str(root / "**"), str(root / "**" / "*.mp4"), str(root)):
+        found = expand_inputs([pattern])
+        assert sorted(p.name for p in found) == ["linked.mp4", "v.mp4"], pattern
+    assert time.monotonic() - started < 5
+
+
+def test_the_output_folder_is_never_searched_for_inputs(clips, model, tmp_path, capsys):
+    """``batch invert clips/ -o clips/out/``: the re-run takes the same two inputs, not its own
+    outputs, and skips both."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes((clips / "a.mp4").read_bytes())
+    out = folder / "out"
+    args = ["batch", "invert", str(folder), "-o", str(out), "--model", str(model), "--quiet"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_inv.mp4", "a_inv.mp4.vidinv.json", "b_inv.mp4", "b_inv.mp4.vidinv.json",
+        "vidinv-batch.json"]
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("2 videos")
+    assert "a_inv: finished earlier, skipped" in printed
+    assert "b_inv: finished earlier, skipped" in printed
+    assert expand_inputs([str(folder / "**")], exclude=[out]) == [folder / "a.mp4",
+                                                                 folder / "b.mp4"]
+    with pytest.raises(InputFileError, match="outside the output folder"):
+        expand_inputs([str(out)], exclude=[out])
+
+
+def test_a_rerun_skips_only_an_exact_whole_match_and_says_why(clips, model, tmp_path, capsys):
+    """The sidecar records input hash, settings, model, direction and version: another
+    strength, another clip of the same length, another model, a cut output (100 bytes) or a
+    missing record all redo the output, each with its reason on the video's line."""
+    source = tmp_path / "in" / "v.mp4"
+    source.parent.mkdir()
+    source.write_bytes((clips / "a.mp4").read_bytes())
+    out = tmp_path / "out"
+    output = out / "v_smile.mp4"
+
+    def run(*extra: str, model_folder: Path = model) -> str:
+        code = main(["batch", "edit", str(source), "-o", str(out), "--attr", "smile",
+                     "--model", str(model_folder), "--quiet", *extra])
+        assert code == 0
+        return capsys.readouterr().out
+
+    run("--strength", "1")
+    record = json.loads((out / "v_smile.mp4.vidinv.json").read_text())
+    assert record["frames"] == FRAMES and record["output_size"] == output.stat().st_size
+    assert len(record["made_by"]["input"]["sha256"]) == 64
+    assert "finished earlier, skipped" in run("--strength", "1")
+    assert "redone: it was made with other settings (strength 1.0 → 3.0)" in run(
+        "--strength", "3")
+    source.write_bytes((clips / "sub" / "a.mp4").read_bytes())  # another clip, same length
+    assert count_video_frames(source) == FRAMES
+    assert "redone: the input is not the one it was made from" in run("--strength", "3")
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    assert "redone: it was made with another model" in run("--strength", "3",
+                                                          model_folder=other)
+    output.write_bytes(output.read_bytes()[:-100])  # cut by 100 bytes
+    assert "redone: the output is not the file that was written" in run(
+        "--strength", "3", model_folder=other)
+    assert "finished earlier, skipped" in run("--strength", "3", model_folder=other)
+    # cut by 100 bytes and the record "fixed" to the new size: the frames must still decode
+    sidecar = out / "v_smile.mp4.vidinv.json"
+    output.write_bytes(output.read_bytes()[:-100])
+    record = json.loads(sidecar.read_text())
+    record["output_size"] = output.stat().st_size
+    sidecar.write_text(json.dumps(record))
+    printed = run("--strength", "3", model_folder=other)
+    assert "redone: only" in printed or "redone: the output does not decode" in printed
+    sidecar.unlink()
+    assert "redone: no v_smile.mp4.vidinv.json says what made it" in run(
+        "--strength", "3", model_folder=other)
+    assert is_finished(output, source)
+
+
 def test_finished_means_it_opens_with_the_input_frame_count(clips, tmp_path):
     a = clips / "a.mp4"
     assert count_video_frames(a) == FRAMES
@@ -142,13 +231,14 @@ def test_batch_edit_reports_a_bad_video_goes_on_and_resumes(clips, model, tmp_pa
     assert not [p for p in out.iterdir() if ".partial" in p.name]
 
     # a re-run skips the finished outputs (untouched) and redoes an output that is not
-    # complete (here: cut short by hand under the final name)
+    # complete (here: cut short by hand under the final name), saying why
     kept = (out / "in-a_smile.mp4").stat().st_mtime_ns
     damaged = out / "sub-a_smile.mp4"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     assert main(args) == 1
     printed = capsys.readouterr().out
     assert "in-a_smile: finished earlier, skipped" in printed
+    assert "sub-a_smile: 12 frames" in printed and "redone: the output is not the file" in printed
     records = _records(out / "vidinv-batch.json")
     assert records["in-a_smile"]["status"] == "skipped"
     assert records["sub-a_smile"]["status"] == "ok" and is_finished(damaged, clips / "sub" /

@@ -922,3 +922,143 @@ def test_playlists_concat_lists_and_text_are_no_clip_anywhere(tmp_path, model, c
         assert not [p for p in batch_out.iterdir() if p.suffix == ".mp4"]
         with pytest.raises(VidinvError, match=f"is a {kind}"):
             VideoReader(hostile)
+
+
+# --- MediaPipe's own model files -----------------------------------------------------------
+
+
+def _mediapipe_copy(root: Path, damage: str | None, how: str) -> Path:
+    """A ``mediapipe`` package under ``root`` made of symlinks to the installed one, with the
+    file ``damage`` (relative to the package) removed or replaced by a damaged copy."""
+    import mediapipe
+
+    real = Path(mediapipe.__file__).parent
+    site = real.parent
+    for entry in site.iterdir():  # its wheel record and bundled libraries too
+        if entry.name.startswith(("mediapipe.libs", "mediapipe_", "mediapipe-")):
+            (root / entry.name).symlink_to(entry)
+
+    def mirror(source: Path, target: Path) -> None:
+        target.mkdir()
+        for entry in source.iterdir():
+            relative = entry.relative_to(real).as_posix()
+            if damage is not None and damage.startswith(relative + "/"):
+                mirror(entry, target / entry.name)
+            elif relative == damage:
+                data = entry.read_bytes()
+                if how == "corrupt":  # the header kept, the body scrambled
+                    middle = len(data) // 2
+                    (target / entry.name).write_bytes(
+                        data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 4096])
+                        + data[middle + 4096:])
+            else:
+                (target / entry.name).symlink_to(entry)
+
+    mirror(real, root / "mediapipe")
+    return root
+
+
+_DETECT = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from vidinv.cli.app import main
+from vidinv.face.landmarks import MediaPipeLandmarks
+from vidinv.errors import VidinvError
+import mediapipe
+assert mediapipe.__file__.startswith({root!r}), mediapipe.__file__
+try:
+    MediaPipeLandmarks().detect_boxes(np.zeros((64, 64, 3), np.uint8))
+except VidinvError as error:
+    print("vidinv: error:", error, file=sys.stderr)
+    sys.exit(2)
+print("ran")
+"""
+
+
+@pytest.mark.parametrize("damage,how,expected", [
+    ("modules/face_landmark/face_landmark.tflite", "missing", "is missing"),
+    ("modules/face_detection/face_detection_full_range_sparse.tflite", "corrupt",
+     "is damaged"),
+    ("modules/face_landmark/face_landmark_front_cpu.binarypb", "corrupt",
+     "is not a MediaPipe graph"),
+    (None, "", ""),
+])
+def test_a_missing_or_damaged_mediapipe_model_file_is_one_line(tmp_path, damage, how, expected):
+    """MediaPipe crashes (no message) on a corrupt .tflite and raises deep inside its graph
+    for a missing one; vidinv checks the files (header, and the sha256 the wheel recorded)
+    before MediaPipe loads them."""
+    pytest.importorskip("mediapipe")
+    root = _mediapipe_copy(tmp_path, damage, how)
+    done = subprocess.run([sys.executable, "-c", _DETECT.format(root=str(root))],
+                          capture_output=True, text=True, timeout=300)
+    if damage is None:  # the mirror itself works: the real files load
+        assert done.returncode == 0 and "ran" in done.stdout, done.stderr[-1500:]
+        return
+    assert done.returncode == 2, (done.returncode, done.stderr[-1500:])
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vidinv: error")]
+    assert len(lines) == 1 and expected in lines[0] and damage in lines[0], done.stderr[-1500:]
+    assert "reinstall MediaPipe" in lines[0] and "dlib" in lines[0]
+
+
+# --- pictures that declare more than they hold; folders that hold videos ----------------------
+
+
+def _png_bomb(path: Path, side: int) -> Path:
+    """A valid grey PNG of side × side zero pixels: megabytes on disk, side² bytes decoded."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    squeeze = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + one grey byte per pixel
+    body = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_picture_that_declares_too_many_pixels_is_refused_before_decoding(tmp_path):
+    bomb = _png_bomb(tmp_path / "bomb.png", 12_000)  # 144 Mpx, 432 MB as BGR
+    assert bomb.stat().st_size < 2_000_000
+    # the peak of this process only: VmHWM starts afresh at exec (ru_maxrss would carry the
+    # forking pytest process's size over)
+    code = ("from vidinv.video.images import read_image\n"
+            "from vidinv.errors import VidinvError\n"
+            f"try:\n    read_image({str(bomb)!r})\n"
+            "except VidinvError as error:\n    print(error)\n"
+            "print([line.split()[1] for line in open('/proc/self/status')\n"
+            "       if line.startswith('VmHWM:')][0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    message, peak_kib = done.stdout.strip().splitlines()[-2:]
+    assert "declares 12000×12000 pixels" in message and "80 Mpx" in message, done.stderr
+    assert int(peak_kib) < 400_000, peak_kib  # decoding it would take 432 MB at least
+    # the CLI: one line, nothing written
+    out = tmp_path / "out.png"
+    done = subprocess.run([sys.executable, "-m", "vidinv.cli", "edit", str(bomb), "--attr",
+                           "smile", "-o", str(out), "--quiet"], capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vidinv: error")]
+    assert done.returncode == 2 and len(lines) == 1 and "12000×12000" in lines[0], done.stderr
+    assert not out.exists()
+
+
+def test_edit_of_a_folder_holding_videos_and_pictures_says_so(tmp_path, clip, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "talk.mp4").write_bytes(Path(clip).read_bytes())
+    from vidinv.video.images import write_image
+
+    for name in ("a.png", "b.jpg"):
+        write_image(folder / name, pattern_frame(0, (64, 48)))
+    assert main(["edit", str(folder), "--attr", "smile", "-o", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "holds 1 video and 2 pictures" in lines[0] and "vidinv batch edit" in lines[0]
+    assert not (tmp_path / "out").exists()

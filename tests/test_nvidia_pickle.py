@@ -326,3 +326,41 @@ def test_loader_accepts_a_path_string(tmp_path, weights):
     path = tmp_path / "g.pkl"
     write_nvidia_pickle(path, *weights, init_kwargs())
     assert load_nvidia_generator_state(str(path)).network == "G_ema"
+
+
+@pytest.mark.parametrize("where", ["key", "kwargs_key", "value"])
+def test_a_deeply_nested_tuple_is_one_line_and_no_crash(tmp_path, where):
+    """A tuple nested 200 000 deep (a few hundred kB) as a dict key would be hashed by C code
+    that recurses until the process dies; as a value it makes messages recurse. The unpickler
+    bounds the depth of everything it builds: one line, in a child process that survives."""
+    import struct
+    import subprocess
+    import sys
+
+    def text(value: str) -> bytes:
+        return b"X" + struct.pack("<I", len(value)) + value.encode()
+
+    deep = b"N" + b"\x85" * 200_000  # None, then TUPLE1 200 000 times
+    if where == "key":
+        payload = b"\x80\x02}" + deep + text("v") + b"s."
+    elif where == "kwargs_key":
+        payload = (b"\x80\x02}" + text("G_ema")
+                   + b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n}("
+                   + text("type") + text("class") + text("class_name") + text("Generator")
+                   + text("state") + b"}(" + text("_init_kwargs") + b"}" + deep + text("v")
+                   + b"s" + text("_modules") + b"}uu\x85Rs.")
+    else:
+        payload = b"\x80\x02}" + text("G_ema") + deep + b"s."
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(payload)
+    done = subprocess.run([sys.executable, "-m", "vidinv.cli", "models", "info", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nested too deeply" in lines[0] and str(path) in lines[0]
+    # at a depth a real file could have, a key is fine and the message about it is bounded
+    shallow = b"\x80\x02}" + b"N" + b"\x85" * 150 + text("v") + b"s."
+    path.write_bytes(shallow)
+    with pytest.raises(CheckpointError, match="no 'G_ema'") as caught:
+        load_nvidia_generator_state(path)
+    assert len(str(caught.value)) < 400

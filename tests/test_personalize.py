@@ -3,6 +3,7 @@ the "model does not know this face" check."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,9 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     bundle = load_model_bundle(out)
     assert set(available_attributes(bundle)) >= {"smile", "mouth_open", "eyes_open", "yaw",
                                                  "sefa0", "sefa1"}
+    from vidinv.models.folder import replaceable_model_folder
+
+    assert replaceable_model_folder(out) is None  # its manifest lists every file it wrote
     card = (out / "MODEL_CARD.md").read_text()
     assert "held-out crops" in card and "| tune |" in card
     edited = tmp_path / "edited.mp4"
@@ -234,3 +238,60 @@ def test_tune_makes_the_reconstruction_closer_and_needs_torch(tmp_path, short_cl
     assert error(tuned.generator) < 0.85 * error(bundle.generator)
     with pytest.raises(VidinvError, match="--backend torch"):
         adapt_to_clip(short_clip, bundle, config.with_overrides(["engine.backend=onnx"]))
+
+
+def test_a_resume_must_have_the_same_clip_and_settings(tmp_path, short_clip):
+    """A stopped run records its clip (sha256) and settings; ``personalize b.mp4 -o m`` over
+    a's stopped run, or the same clip with other settings, is refused in one line naming
+    --restart, before any work and without touching the run; --restart discards it."""
+    from vidinv.personalize.build import (
+        Personalizer,
+        PersonalizeSettings,
+        ResumeMismatchError,
+    )
+
+    other = real_clip_head(tmp_path / "other.mp4", 20, source=short_clip)
+    out = tmp_path / "m"
+    Personalizer(short_clip, out, PersonalizeSettings(init="none")).claim_work_folder()
+    (out / ".personalize" / "data.npz").write_bytes(b"a's data")  # as a stopped run has
+    recorded = json.loads((out / ".personalize" / "inputs.json").read_text())
+    assert recorded["clip"]["name"] == "face.mp4" and len(recorded["clip"]["sha256"]) == 64
+    with pytest.raises(ResumeMismatchError, match="another clip .*--restart"):
+        Personalizer(other, out, PersonalizeSettings(init="none")).run()
+    with pytest.raises(ResumeMismatchError, match="other settings .resolution 64 → 128"):
+        Personalizer(short_clip, out, PersonalizeSettings(init="none", resolution=128)).run()
+    # another device does not change what is built: the run is resumable there
+    Personalizer(short_clip, out, PersonalizeSettings(init="none", device="cuda:0")
+                 ).claim_work_folder()
+    assert (out / ".personalize" / "data.npz").read_bytes() == b"a's data"
+
+    result = _vidinv("personalize", str(other), "-o", "m", "--init", "none", cwd=tmp_path)
+    lines = _error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "another clip ('face.mp4')" in lines[0] and "--restart" in lines[0]
+    assert (out / ".personalize" / "data.npz").read_bytes() == b"a's data"
+    # same name, other content: still another clip
+    renamed = tmp_path / "b" / "face.mp4"
+    renamed.parent.mkdir()
+    renamed.write_bytes(other.read_bytes())
+    assert "other content" in _error_lines(_vidinv(
+        "personalize", str(renamed), "-o", "m", "--init", "none", cwd=tmp_path))[0]
+
+    # --restart discards the stopped run (here the new clip is then refused: no face), and
+    # the folder that held it stays
+    no_face = make_video(tmp_path / "noface.mp4", n_frames=30, size=(96, 64)).path
+    result = _vidinv("personalize", str(no_face), "-o", "m", "--restart", cwd=tmp_path)
+    assert result.returncode == 2 and "no face" in _error_lines(result)[0]
+    assert out.is_dir() and not (out / ".personalize").exists()
+
+
+def test_a_refused_clip_leaves_a_folder_the_user_made(tmp_path):
+    """An empty -o folder that existed before stays when the clip is refused; one the run
+    made is removed."""
+    no_face = make_video(tmp_path / "noface.mp4", n_frames=30, size=(96, 64)).path
+    (tmp_path / "mine").mkdir()
+    for name in ("mine", "new"):
+        result = _vidinv("personalize", str(no_face), "-o", name, cwd=tmp_path)
+        assert result.returncode == 2 and "no face" in _error_lines(result)[0]
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+    assert not (tmp_path / "new").exists()

@@ -196,7 +196,33 @@ def put_in_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> N
     that keep their temporary file open longer than a ``with`` block (see :func:`replacing`)."""
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
+        give_umask_permissions(handle.fileno())
     os.replace(tmp, path)
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_permissions(file: int | str | os.PathLike[str]) -> None:
+    """Give a finished file the permissions a plain ``open(path, "w")`` would have given it
+    (0666 less the umask): temporary files are created 0600 (``mkstemp``), and an output must
+    not end up readable by its owner only when the user's umask says otherwise."""
+    mode = 0o666 & ~current_umask()
+    try:
+        os.chmod(file, mode)
+    except OSError:  # a file system without modes (vfat): the rename still happens
+        pass
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:

@@ -24,8 +24,9 @@ def _line(record: dict[str, Any]) -> str:
         return f"{name}: {record.get('note') or SKIPPED_NOTE}"
     if status != "ok":
         return f"{name}: failed: {record.get('error')}"
+    redone = f" ({record['note']})" if record.get("note") else ""
     return (f"{name}: {record.get('frames')} frames in {record.get('seconds') or 0:.1f} s "
-            f"→ {record['output']}")
+            f"→ {record['output']}{redone}")
 
 
 def run_tasks(tasks: Sequence[Task], executor, *, progress: bool = True,
@@ -88,8 +89,7 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
     rows = []
     for record in records:
         metrics = record.get("metrics") or {}
-        note = record.get("error") or (record.get("note") if record["status"] == "skipped"
-                                       else "")
+        note = record.get("error") or record.get("note")
         rows.append([record["name"], record["status"], cell(record.get("frames"), "{}"),
                      cell(record.get("seconds"), "{:.1f}"), cell(record.get("fps"), "{:.1f}"),
                      cell(metrics.get("face_share"), "{:.0%}"), note or ""])

@@ -21,10 +21,17 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Protocol
 
-from vidinv.batch.files import Task, is_finished, remove_partials
+from vidinv.batch.files import (
+    Task,
+    file_sha256,
+    remove_partials,
+    sidecar_path,
+    why_redo,
+    write_sidecar,
+)
 from vidinv.errors import VidinvError
 
 log = logging.getLogger(__name__)
@@ -65,24 +72,46 @@ class PipelineJob:
     strength: float = 1.0
     progress: bool = False
 
-    def load(self) -> tuple[Any, Any]:
+    def load(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(model bundle, editor or None, what every output of this job is made by except
+        its input: model fingerprint, direction, settings, vidinv version)."""
+        from vidinv import __version__
+        from vidinv.io_safety import to_jsonable
         from vidinv.models.folder import load_model_bundle, resolve_model_folder
         from vidinv.pipeline.attributes import resolve_editor
 
         bundle = load_model_bundle(resolve_model_folder(self.model))
         editor = (resolve_editor(bundle, self.attribute, self.strength)
                   if self.attribute else None)
-        return bundle, editor
+        direction = None
+        if editor is not None:
+            import hashlib
 
-    def run(self, kit: tuple[Any, Any], task: Task) -> dict[str, Any]:
+            offset = editor.offset.detach().cpu().contiguous().numpy()
+            direction = hashlib.sha256(offset.tobytes()).hexdigest()[:16]
+        made_by = {"model": bundle.fingerprint(), "direction": direction,
+                   "settings": to_jsonable({
+                       "command": "edit" if self.attribute else "invert",
+                       "attribute": self.attribute, "strength": self.strength,
+                       "config": asdict(self.config) if is_dataclass(self.config)
+                       else self.config}),
+                   "vidinv_version": __version__}
+        return bundle, editor, made_by
+
+    def run(self, kit: tuple[Any, Any, dict[str, Any]], task: Task) -> dict[str, Any]:
         from vidinv.frame import Frame
         from vidinv.pipeline.clip import process_video
 
-        bundle, editor = kit
+        bundle, editor, common = kit
         record = base_record(task)
-        if is_finished(task.output, task.input):
+        made_by = {"input": {"sha256": file_sha256(task.input),
+                             "size": task.input.stat().st_size}, **common}
+        why = why_redo(task.output, made_by)
+        if why is None:
             record.update(status="skipped", note=SKIPPED_NOTE)
             return record
+        # the record goes first: from here on it would describe a file being replaced
+        sidecar_path(task.output).unlink(missing_ok=True)
         stale = remove_partials(task.output)
         if stale:
             log.info("%s: removed %d unfinished temporary file(s) of an earlier try",
@@ -96,7 +125,9 @@ class PipelineJob:
         task.output.parent.mkdir(parents=True, exist_ok=True)
         stats = process_video(task.input, task.output, bundle, self.config, editor,
                               progress=self.progress, on_frame=count_faces)
+        write_sidecar(task.output, made_by, stats.frames)
         record.update(status="ok", frames=stats.frames, seconds=stats.seconds, fps=stats.fps,
+                      note=f"redone: {why}" if why else None,
                       metrics={"face_frames": face_frames,
                                "face_share": face_frames / stats.frames if stats.frames
                                else None})

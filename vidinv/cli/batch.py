@@ -30,8 +30,8 @@ def _batch(args: argparse.Namespace) -> int:
     if edit and not args.attr:
         raise VidinvError("say which edit: --attr NAME (see vidinv edit --list-attrs)")
     config = pipeline_config(args)
-    inputs = expand_inputs(args.inputs)
     outdir = Path(args.output)
+    inputs = expand_inputs(args.inputs, exclude=[outdir])  # never its own earlier outputs
     if outdir.exists() and not outdir.is_dir():
         raise InputFileError(f"{outdir}: is a file; -o takes a folder for the outputs")
     tail = f"_{Path(args.attr).stem}" if edit else "_inv"
@@ -79,8 +79,10 @@ def add_batch_parser(subparsers) -> argparse.ArgumentParser:
         action = actions.add_parser(
             name, help=help_text,
             description=f"{help_text.capitalize()}: OUTDIR/<input stem>_"
-                        f"{'ATTR' if name == 'edit' else 'inv'}.mp4 each; a finished output is "
-                        "skipped on a re-run; exit code 1 when a video failed.")
+                        f"{'ATTR' if name == 'edit' else 'inv'}.mp4 each, with OUT.vidinv.json "
+                        "recording what made it; a re-run skips an output made from the same "
+                        "input, settings and model that still decodes whole, and says why it "
+                        "redoes any other; exit code 1 when a video failed.")
         action.add_argument("inputs", nargs="+", metavar="IN",
                             help="video files, folders (searched recursively) or globs")
         action.add_argument("-o", "--output", required=True, metavar="OUTDIR",

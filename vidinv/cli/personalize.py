@@ -21,7 +21,8 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
         "Feature-Style Encoder, then tune the generator and the smile, mouth_open, eyes_open "
         "and yaw directions so the edits render those expressions (all within --minutes), add "
         "SeFa directions, and write a model folder with MODEL_CARD.md. Resumable: run the same "
-        "command again after Ctrl-C. Use the folder with `vidinv edit --model FOLDER`.")
+        "command (same clip and settings) again after Ctrl-C; --restart starts over. Use "
+        "the folder with `vidinv edit --model FOLDER`.")
     parser.add_argument("clip", help="a video of one person's face (a few seconds or more)")
     parser.add_argument("-o", "--output", required=True, help="model folder to write")
     parser.add_argument("--minutes", type=float, default=30.0,
@@ -41,6 +42,9 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
                         "directions). 0 skips a step and keeps the --init model's network")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard a stopped run's training state in FOLDER and start over "
+                        "(a resume must have the same clip and settings)")
     parser.set_defaults(handler=_personalize, io_reads=("clip", "--init"),
                         io_folders=("--output",))
     return parser
@@ -97,9 +101,12 @@ def _check_paths(clip: Path, out: Path) -> None:
 
 
 def _personalize(args: argparse.Namespace) -> int:
+    import shutil
+
     from tqdm import tqdm
 
     from vidinv.personalize.build import (
+        INPUTS_FILE,
         WORK_FOLDER,
         Personalizer,
         PersonalizeSettings,
@@ -109,6 +116,9 @@ def _personalize(args: argparse.Namespace) -> int:
 
     clip, out = Path(args.clip), Path(args.output)
     _check_paths(clip, out)
+    # what this run may clean up on failure: only folders it makes itself
+    made_out = not out.exists()
+    made_work = args.restart or not (out / WORK_FOLDER).exists()
     settings = PersonalizeSettings(minutes=args.minutes, resolution=args.resolution,
                                    device=_device(args.device), heldout=_heldout(args.heldout),
                                    init=args.init, split=_split(args.split))
@@ -124,6 +134,8 @@ def _personalize(args: argparse.Namespace) -> int:
         bar.set_description_str(f"personalize: {stage} {done}/{total}")
         bar.update(max(0, position - bar.n))
 
+    if args.restart:
+        remove_work_folder(out)
     builder = Personalizer(clip, out, settings, progress)
     try:
         builder.run(lambda g, e, d: evaluate_model(
@@ -136,12 +148,13 @@ def _personalize(args: argparse.Namespace) -> int:
     except BaseException:
         bar.leave = False  # the error line follows on a clean line
         bar.close()
-        if out.is_dir() and not any(p for p in out.iterdir() if p.name != WORK_FOLDER):
-            data = out / WORK_FOLDER
-            if data.is_dir() and not any(data.iterdir()):
-                data.rmdir()
-            if not any(out.iterdir()):
-                out.rmdir()
+        # a run folder this run made and that holds nothing done yet (no step finished)
+        # goes; a folder the user made, or a stopped run's, stays
+        data = out / WORK_FOLDER
+        if made_work and data.is_dir() and {p.name for p in data.iterdir()} <= {INPUTS_FILE}:
+            shutil.rmtree(data, ignore_errors=True)
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
         raise
     bar.close()
     if not args.keep_work:

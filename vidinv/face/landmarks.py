@@ -163,7 +163,15 @@ class _Graph:
 
     def __init__(self, create: Any) -> None:
         with native_stderr_guard():
-            self.solution = create()
+            try:
+                self.solution = create()
+            except RuntimeError as error:  # a file the checks could not judge
+                said = str(error).strip().splitlines()
+                raise LandmarkBackendUnavailableError(
+                    "MediaPipe could not start its face graph ("
+                    + (said[-1][:200] if said else type(error).__name__)
+                    + "); reinstall MediaPipe (pip install --force-reinstall mediapipe) or use "
+                    "the dlib landmark backend (--set face.landmarks=dlib)") from None
             # the calculators open (and log) on MediaPipe's threads after create() returns
             graph = getattr(self.solution, "_graph", None)
             if graph is not None and hasattr(graph, "wait_until_idle"):
@@ -247,7 +255,15 @@ class MediaPipeLandmarks(LandmarkDetector):
     def _load(self) -> None:
         if self._detector is not None:
             return
+        from vidinv.face.mediapipe_files import (
+            FACE_DETECTION_FULL_RANGE,
+            FACE_MESH,
+            check_model_files,
+        )
+
         solutions = self._solutions = _import_mediapipe()
+        # a missing file is a traceback inside MediaPipe, a corrupt one a crash: check first
+        check_model_files((*FACE_DETECTION_FULL_RANGE, *FACE_MESH))
         self._detector = _Graph(lambda: solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=self.min_detection_confidence))
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from vidinv.errors import VidinvError
 from vidinv.frame import Frame
+from vidinv.io_safety import put_in_place
 
 
 class LatentArchive:
@@ -64,7 +65,7 @@ class LatentArchive:
                 raise VidinvError(f"{self.path}: the codes archive does not read back "
                                   f"({damaged or f'{entries} of {expected} entries'}); "
                                   "nothing was written")
-            os.replace(self._tmp, self.path)
+            put_in_place(self._tmp, self.path)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise

@@ -16,7 +16,9 @@ does, in order:
    ``directions/<name>.safetensors`` per direction, stamped with the generator's fingerprint),
    the ``MODEL_CARD.md`` (sources with their sha256, architecture, fingerprints, the checks) —
    into a temporary folder next to the output, load it back as the pipeline will, and only then
-   rename it into place. Inputs are only read; an output that would contain an input is refused.
+   rename it into place. Inputs are only read; an output that would contain an input is refused;
+   an existing output is replaced (``force``) only when it is a model folder vidinv wrote (its
+   manifest lists everything in it), never a folder of the user's.
 """
 
 from __future__ import annotations
@@ -137,21 +139,48 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_output_folder(out: Path, force: bool) -> None:
+    """Refuse (one line) an output folder that cannot be written or must not be replaced.
+
+    ``.``, ``..`` (any path ending in them), the current folder or one holding it cannot be
+    renamed into place; an existing folder is replaced only with ``force`` and only when it is
+    recognisably a model folder vidinv wrote
+    (:func:`~vidinv.models.folder.replaceable_model_folder`).
+    """
+    from vidinv.models.folder import replaceable_model_folder
+
+    if out.name in ("", ".", ".."):
+        raise InputFileError(f"-o {out}: name the model folder itself (e.g. -o my-model), not "
+                             "the current or a parent folder")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise InputFileError(f"-o {out}: is the current folder or holds it; write the model to "
+                             "a new folder")
+    if out.is_symlink() or out.exists():
+        if not out.is_dir() or out.is_symlink():
+            raise InputFileError(f"{out}: exists and is not a folder (a file or a symbolic "
+                                 "link); choose a new folder for the model")
+        why = replaceable_model_folder(out)
+        if why is not None:
+            raise InputFileError(f"{out}: {why}; it is left as it is: choose a new folder for "
+                                 "the model (or empty it yourself)")
+        if any(out.iterdir()) and not force:
+            raise VidinvError(f"{out}: exists (a model folder vidinv wrote); pass --force to "
+                              "replace it")
+    if not out.parent.is_dir():
+        raise InputFileError(f"{out.parent}: no such folder for the model")
+
+
 def _check_inputs(paths: Sequence[Path], out: Path, force: bool) -> None:
     for path in paths:
         if not path.is_file():
             raise InputFileError(f"{path}: no such file")
-    resolved = out.resolve()
-    for path in paths:
-        if path.resolve().is_relative_to(resolved):
-            raise InputFileError(f"{out}: holds the input {path}; write the model to another "
-                                 "folder")
-    if out.exists() and not force:
-        raise VidinvError(f"{out}: exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputFileError(f"{out}: is a file, not a folder")
-    if not out.parent.is_dir():
-        raise InputFileError(f"{out.parent}: no such folder for the model")
+    if out.name not in ("", ".", ".."):
+        resolved = out.resolve()
+        for path in paths:
+            if path.resolve().is_relative_to(resolved):
+                raise InputFileError(f"{out}: holds the input {path}; write the model to "
+                                     "another folder")
+    check_output_folder(out, force)
 
 
 def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: str | Path, *,
@@ -166,7 +195,7 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
     what does not fit) and VidinvError when ``out`` exists without ``force``. Nothing is left
     at ``out`` when it fails.
     """
-    from vidinv.io_safety import move_folder_into_place, write_atomically
+    from vidinv.io_safety import current_umask, move_folder_into_place, write_atomically
     from vidinv.latent.directions import (
         DirectionError,
         DirectionSet,
@@ -181,6 +210,7 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
         direction_file,
         load_model_bundle,
         save_model_folder,
+        write_manifest,
     )
     from vidinv.models.generator_io import load_generator
     from vidinv.models.native import looks_like_safetensors, read_head
@@ -241,9 +271,12 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
         raise ModelMismatchError(f"two directions are called {duplicates[0]!r}; rename one "
                                  "file (the name comes from the file or its contents)")
 
-    tmp = out.with_name(f".{out.name}.assembling")
-    shutil.rmtree(tmp, ignore_errors=True)
+    import tempfile
+
+    # a new folder of its own (never a leftover, or a user's folder of that name, emptied)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".assembling", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 is not what the folder should keep
         save_model_folder(tmp, generator, encoder)
         for path, loaded in directions:
             stem = loaded[0].name if len(loaded) == 1 else path.stem
@@ -257,6 +290,8 @@ def assemble_model(generator_path: str | Path, encoder_path: str | Path, out: st
         write_atomically(tmp / MODEL_CARD_FILE, _model_card(
             model, generator, encoder, generator_path, encoder_path, directions, native_encoder,
             k))
+        write_manifest(tmp)
+        check_output_folder(out, force)  # nothing else was put there meanwhile
         move_folder_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

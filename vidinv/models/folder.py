@@ -8,6 +8,13 @@ training commands write::
     directions/NAME.safetensors   edit directions (optional)
     MODEL_CARD.md             where the weights came from and what was checked (optional)
     evaluation.json           a personal model's build summary (optional)
+    vidinv-model.json         the manifest: this folder was written by vidinv, and its files
+
+The manifest is what makes a folder *recognisably vidinv's*: ``models assemble --force`` (and
+any other command that replaces a model folder) replaces only a folder that has one and holds
+nothing but the files it lists, directions, and vidinv's own work folders
+(:func:`replaceable_model_folder`); a folder with anything else in it is refused, so a user's
+thesis and photos are never taken for an old model.
 
 A training run folder holds the network it trains under the same file name, beside
 ``training_state.safetensors`` (optimisers, step) to resume from.
@@ -41,6 +48,11 @@ MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_FILE = "evaluation.json"
 #: Beside a training run's network: what resuming it needs (optimisers, step, EMA).
 TRAINING_STATE_FILE = "training_state.safetensors"
+#: The manifest every model folder vidinv writes carries (see the module docstring).
+MANIFEST_FILE = "vidinv-model.json"
+MANIFEST_KIND = "vidinv model folder"
+#: ``personalize``'s resumable work folder inside the model folder it builds.
+PERSONALIZE_WORK_FOLDER = ".personalize"
 
 #: The embedded default model, shipped inside the package (see MODEL_CARD.md there).
 DEFAULT_MODEL_FOLDER = Path(__file__).resolve().parent.parent / "assets" / "default_model"
@@ -82,6 +94,81 @@ def folder_fingerprint(folder: str | Path) -> str:
 def direction_file(folder: str | Path, name: str) -> Path:
     """Where a model folder keeps the direction (or direction set) called ``name``."""
     return Path(folder) / DIRECTIONS_FOLDER / f"{name}.safetensors"
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """Write ``folder``'s manifest (atomically): the marker that vidinv wrote this folder, the
+    vidinv version, and every file now in it (relative paths; work folders left out)."""
+    from vidinv import __version__
+    from vidinv.io_safety import write_atomically
+
+    folder = Path(folder)
+    files = sorted(
+        path.relative_to(folder).as_posix() for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.name != MANIFEST_FILE
+        and PERSONALIZE_WORK_FOLDER not in path.relative_to(folder).parts)
+    write_atomically(folder / MANIFEST_FILE, json.dumps(
+        {"kind": MANIFEST_KIND, "vidinv_version": __version__, "files": files}, indent=2) + "\n")
+    return folder / MANIFEST_FILE
+
+
+def _manifest_files(folder: Path) -> set[str] | None:
+    """The files ``folder``'s manifest lists, or None when it has no valid manifest."""
+    path = folder / MANIFEST_FILE
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        return None
+    return set(files)
+
+
+def replaceable_model_folder(folder: str | Path) -> str | None:
+    """None when ``folder`` may be replaced as an old model folder, else why not (a phrase).
+
+    Replaceable: a real folder (not a symlink) that vidinv wrote (it has the manifest) and
+    that holds nothing but the manifest's files, any ``directions/*.safetensors`` and
+    ``personalize``'s work folder; or an empty folder. Anything else (another file, a
+    subfolder, a symlink) means the folder is the user's.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        return "is a symbolic link (give the folder it points to, or a new name)"
+    if not folder.is_dir():
+        return "is not a folder"
+    try:
+        entries = list(folder.iterdir())
+    except OSError as error:
+        return f"cannot be listed ({error.strerror})"
+    if not entries:
+        return None
+    listed = _manifest_files(folder)
+    if listed is None:
+        return (f"has no {MANIFEST_FILE}, so it is not a model folder vidinv wrote (it holds "
+                f"{len(entries)} entries, e.g. {sorted(e.name for e in entries)[0]!r})")
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        name = relative.as_posix()
+        if PERSONALIZE_WORK_FOLDER == relative.parts[0] and not path.is_symlink():
+            continue
+        if path.is_symlink():
+            return f"holds a symbolic link, {name}, that vidinv did not write"
+        if path.is_dir():
+            if name == DIRECTIONS_FOLDER:
+                continue
+            return f"holds a folder, {name}, that vidinv did not write"
+        if name == MANIFEST_FILE or name in listed:
+            continue
+        if relative.parent.as_posix() == DIRECTIONS_FOLDER and path.suffix == ".safetensors":
+            continue
+        return f"holds {name}, which its {MANIFEST_FILE} does not list"
+    return None
 
 
 def is_model_folder(folder: str | Path) -> bool:
@@ -128,8 +215,9 @@ def save_model_folder(folder: str | Path, generator: StyleGAN2Generator,
                       encoder: FeatureStyleEncoder, *, card: str | None = None,
                       evaluation: Mapping[str, Any] | None = None) -> Path:
     """Write the networks (each file atomically), and the model card and evaluation summary
-    when given, into ``folder`` (created if missing). Directions are written by their owner,
-    :func:`vidinv.latent.directions.save_directions`, to :func:`direction_file` paths."""
+    when given, into ``folder`` (created if missing), then the manifest. Directions are written
+    by their owner, :func:`vidinv.latent.directions.save_directions`, to
+    :func:`direction_file` paths; a writer that adds them calls :func:`write_manifest` again."""
     from vidinv.io_safety import write_atomically
     from vidinv.models.encoder_io import save_encoder
     from vidinv.models.generator_io import save_generator
@@ -142,6 +230,7 @@ def save_model_folder(folder: str | Path, generator: StyleGAN2Generator,
         write_atomically(folder / EVALUATION_FILE, json.dumps(evaluation, indent=2))
     if card is not None:
         write_atomically(folder / MODEL_CARD_FILE, card)
+    write_manifest(folder)
     return folder
 
 

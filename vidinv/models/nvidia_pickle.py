@@ -283,6 +283,57 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the Python one, 
 
     dispatch[pickle.BUILD[0]] = _load_build
 
+    # --- nesting depth: a tuple nested 200 000 deep is a few hundred kB of pickle, and hashing
+    # it (as a dict key) recurses in C until the stack overflows (a segfault, not an
+    # exception). Every container built here gets a depth (1 + its deepest item's), and one
+    # deeper than MAX_NESTING stops the load at once.
+
+    def _depth(self, value: Any) -> int:
+        return self._depths.get(id(value), (0, None))[0]
+
+    def _deepen(self, container: Any, items: Any) -> None:
+        depth = 1 + max((self._depth(item) for item in items), default=0)
+        if depth > MAX_NESTING:
+            raise CheckpointError(f"values nested too deeply (more than {MAX_NESTING} "
+                                  "levels); corrupt or crafted")
+        if depth > self._depth(container):
+            self._depths[id(container)] = (depth, container)  # kept alive: ids stay unique
+
+    def _after(opcode: bytes, items_of: Any) -> Any:
+        """Wrap the dispatch entry of ``opcode``: note the depth of what it built or filled.
+        ``items_of(self)`` says, before the opcode runs, which items it will put in."""
+        original = pickle._Unpickler.dispatch[opcode[0]]  # noqa: SLF001
+
+        def load(self: RestrictedUnpickler) -> None:
+            items = items_of(self)
+            original(self)
+            self._deepen(self.stack[-1], items)
+
+        return load
+
+    for _opcode, _items in (
+        (pickle.TUPLE, lambda self: list(self.stack)),          # items since the MARK
+        (pickle.TUPLE1, lambda self: self.stack[-1:]),
+        (pickle.TUPLE2, lambda self: self.stack[-2:]),
+        (pickle.TUPLE3, lambda self: self.stack[-3:]),
+        (pickle.LIST, lambda self: list(self.stack)),
+        (pickle.DICT, lambda self: list(self.stack)),
+        (pickle.FROZENSET, lambda self: list(self.stack)),
+        (pickle.APPEND, lambda self: self.stack[-1:]),
+        (pickle.APPENDS, lambda self: list(self.stack)),
+        (pickle.SETITEM, lambda self: self.stack[-2:]),
+        (pickle.SETITEMS, lambda self: list(self.stack)),
+        (pickle.ADDITEMS, lambda self: list(self.stack)),
+        (pickle.REDUCE, lambda self: self.stack[-1:]),           # the arguments tuple
+        (pickle.NEWOBJ, lambda self: self.stack[-1:]),
+    ):
+        dispatch[_opcode[0]] = _after(_opcode, _items)
+    del _opcode, _items
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self._depths: dict[int, tuple[int, Any]] = {}
+
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is _NdarrayToken:
@@ -336,6 +387,8 @@ _GENERATOR_ARG_NAMES = (
 )
 
 
+#: Deepest nesting of containers a pickle may build (a real snapshot: about 30).
+MAX_NESTING = 200
 #: Constructor arguments are small: filters, channel counts, names.
 _MAX_KWARG_ARRAY = 65_536
 _MAX_KWARG_DEPTH = 32
@@ -361,6 +414,19 @@ def _to_plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _short(value: Any) -> str:
+    """A bounded description of a value for an error message (``reprlib``: depth and length
+    limited, so a crafted key cannot make the message itself fail or run long)."""
+    import reprlib
+
+    limits = reprlib.Repr()
+    limits.maxlevel, limits.maxstring, limits.maxother = 3, 60, 60
+    try:
+        return limits.repr(value) if not isinstance(value, str) else value[:60]
+    except Exception:  # noqa: BLE001 - a message must not fail
+        return f"<a {type(value).__name__}>"
 
 
 def _unpickle(path: Path) -> Any:
@@ -392,12 +458,17 @@ def _unpickle(path: Path) -> Any:
                 ) from None
             raise CheckpointError(f"{path}: not a valid pickle ({error})") from None
         except KeyError as error:  # the Python unpickler meets an unknown opcode
-            raise CheckpointError(f"{path}: not a valid pickle (unknown opcode {error})") from None
+            what = _short(error.args[0]) if error.args else "?"
+            raise CheckpointError(f"{path}: not a valid pickle (unknown opcode {what})") from None
         except RecursionError:
             raise CheckpointError(f"{path}: pickle is nested too deeply") from None
         except Exception as error:  # corrupt data raises many kinds
+            try:
+                said = str(error)[:200]
+            except Exception:  # noqa: BLE001 - the message of a crafted error may fail too
+                said = "?"
             raise CheckpointError(
-                f"{path}: corrupt pickle ({type(error).__name__}: {error})".splitlines()[0]
+                f"{path}: corrupt pickle ({type(error).__name__}: {said})".splitlines()[0]
             ) from None
 
 
@@ -464,7 +535,7 @@ def load_nvidia_generator_state(path: str | os.PathLike[str]) -> NvidiaGenerator
             stacklevel=2,
         )
     else:
-        keys = ", ".join(sorted(map(str, data)))[:200]
+        keys = ", ".join(sorted(_short(key) for key in data))[:200]
         raise CheckpointError(f"{path}: no 'G_ema' (or 'G') in the pickle; its keys are: {keys}")
     generator = data[network]
     if not isinstance(generator, PersistentObject):

@@ -1,6 +1,9 @@
 """``vidinv personalize``: a model for the face in one clip, within a time budget.
 
-Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a checkpoint):
+Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a checkpoint).
+The run folder records what the run was started with (``inputs.json``: the clip's size and
+sha256, and every setting that shapes the model); a resume with another clip or other settings
+is refused in one line (:class:`ResumeMismatchError`) rather than continued with the old data:
 
 1. data — align the clip's frames (:func:`~vidinv.personalize.data.collect_faces`), hold out
    the frames asked for, and build the expression set (smile, mouth opening, eye closing, head
@@ -42,15 +45,23 @@ from vidinv.models.folder import (
     DEFAULT_MODEL_FOLDER,
     ENCODER_FILE,
     GENERATOR_FILE,
+    PERSONALIZE_WORK_FOLDER,
     TRAINING_STATE_FILE,
     direction_file,
+    folder_fingerprint,
+    is_model_folder,
     save_model_folder,
+    write_manifest,
 )
 from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
 
 log = logging.getLogger(__name__)
 
-WORK_FOLDER = ".personalize"
+WORK_FOLDER = PERSONALIZE_WORK_FOLDER
+#: In the run folder: what the run was started with (clip, settings), checked on a resume.
+INPUTS_FILE = "inputs.json"
+#: Settings that do not change what is built, so a resume may change them.
+RESUMABLE_WITH_OTHER = ("device", "threads")
 #: Generator shapes per resolution: (channel_max, channel_multiplier); see GanTrainConfig.
 GENERATOR_SHAPES = {64: (128, 0.125), 128: (128, 0.25), 256: (128, 0.5)}
 ENCODER_WIDTHS = (16, 32, 48, 64)
@@ -99,6 +110,10 @@ class PersonalizeSettings:
             raise VidinvError(f"--minutes {self.minutes}: give a positive number of minutes")
 
 
+class ResumeMismatchError(VidinvError):
+    """A stopped run's folder was made from another clip or with other settings."""
+
+
 @dataclass
 class StepRecord:
     """Steps and wall seconds spent on one part of the build."""
@@ -129,6 +144,67 @@ class Personalizer:
         self.device = torch.device(settings.device)
         self.last_directions: list = []
         self.started = time.monotonic()
+
+    # --- 0. the run folder: what it was started with -----------------------------------------
+
+    def run_inputs(self) -> dict[str, Any]:
+        """What this run is made from: the clip (name, size, sha256), the settings that shape
+        the model, and the fingerprint of the model it starts from."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(self.clip, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        settings = {key: value for key, value in asdict(self.settings).items()
+                    if key not in RESUMABLE_WITH_OTHER}
+        init = self._init_folder()
+        return json.loads(json.dumps({
+            "clip": {"name": self.clip.name, "size": self.clip.stat().st_size,
+                     "sha256": digest.hexdigest()},
+            "settings": settings,
+            "init_fingerprint": folder_fingerprint(init) if init is not None
+            and is_model_folder(init) else None}))  # tuples as lists, as read back
+
+    def claim_work_folder(self) -> None:
+        """Start the run folder with its ``inputs.json``, or check that a stopped run's folder
+        was made from this clip with these settings (:class:`ResumeMismatchError` if not)."""
+        from vidinv.io_safety import write_atomically
+
+        wanted = self.run_inputs()
+        path = self.work / INPUTS_FILE
+        restart = "pass --restart to discard it and start over, or choose a new -o folder"
+        if not self.work.exists():
+            self.work.mkdir(parents=True)
+            write_atomically(path, json.dumps(wanted, indent=2) + "\n")
+            return
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(recorded, dict):
+                raise ValueError
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            raise ResumeMismatchError(
+                f"{self.out}: holds a stopped personalize run with no readable record of its "
+                f"clip and settings ({WORK_FOLDER}/{INPUTS_FILE}); {restart}") from None
+        if recorded.get("clip") != wanted["clip"]:
+            old = recorded.get("clip") or {}
+            same_name = old.get("name") == self.clip.name
+            raise ResumeMismatchError(
+                f"{self.out}: holds a stopped personalize run of another clip "
+                f"({old.get('name')!r}{', other content' if same_name else ''}); continue it "
+                f"with that clip, or {restart}")
+        for key in sorted(set(recorded.get("settings") or {}) | set(wanted["settings"])):
+            before = (recorded.get("settings") or {}).get(key)
+            after = wanted["settings"].get(key)
+            if before != after:
+                raise ResumeMismatchError(
+                    f"{self.out}: holds a stopped personalize run started with other settings "
+                    f"({key} {before} → {after}); run it with the same settings to continue, "
+                    f"or {restart}")
+        if recorded.get("init_fingerprint") != wanted["init_fingerprint"]:
+            raise ResumeMismatchError(
+                f"{self.out}: holds a stopped personalize run started from another --init "
+                f"model (its weights differ); {restart}")
 
     # --- 1. data ----------------------------------------------------------------------------
 
@@ -397,6 +473,7 @@ class Personalizer:
         sefa = [d for d in directions if d.kind == "sefa"]
         if sefa:
             save_directions(direction_file(self.out, "sefa"), DirectionSet(sefa))
+        write_manifest(self.out)  # now with the directions
 
     def summary(self, evaluation: dict[str, Any]) -> dict[str, Any]:
         records = _load_records(self.work)
@@ -410,6 +487,7 @@ class Personalizer:
     def run(self, evaluate: Callable[[Any, Any, dict[str, np.ndarray]], dict] | None = None
             ) -> Path:
         torch.set_num_threads(self.settings.threads)
+        self.claim_work_folder()
         data = self.data()
         generator = self.generator(data)
         encoder = self.encoder(generator, data)

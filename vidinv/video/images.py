@@ -27,6 +27,9 @@ from vidinv.native_log import native_stderr_guard
 from vidinv.video.errors import NotAVideoError, VideoInputError, VideoWriteError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: Video suffixes: a folder holding these is not a folder of pictures (``vidinv batch`` takes
+#: them; :mod:`vidinv.batch.files` finds videos in folders by the same list).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts")
 WRITE_SUFFIXES = ("png", "jpg", "jpeg")
 
 
@@ -44,12 +47,49 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
+#: The most pixels a picture may declare (80 Mpx: a 61 Mpx camera's photos pass; decoding one
+#: takes about 1 GB). A 1 MB PNG can declare 20000×20000 and cost gigabytes to decode, so the
+#: size in the header is checked before any pixel is decoded.
+MAX_PICTURE_PIXELS = 80_000_000
+
+
+def declared_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) the picture's header declares, read without decoding it (Pillow), or
+    None when Pillow is missing or does not know the format (OpenCV then decides); a picture
+    beyond Pillow's own limit is refused here (VideoInputError)."""
+    try:
+        import warnings
+
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: judged below
+            with Image.open(path) as image:
+                return image.size
+    except Image.DecompressionBombError:  # beyond Pillow's own limit, far beyond ours
+        raise VideoInputError(f"{path}: declares more pixels than vidinv takes "
+                              f"({MAX_PICTURE_PIXELS // 1_000_000} Mpx); scale it down first"
+                              ) from None
+    except Exception:  # noqa: BLE001 - not a picture Pillow knows: OpenCV decides
+        return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read one picture as [H,W,3] uint8 RGB (grey and alpha dropped to RGB, EXIF-upright)."""
+    """Read one picture as [H,W,3] uint8 RGB (grey and alpha dropped to RGB, EXIF-upright).
+
+    A picture whose header declares more than :data:`MAX_PICTURE_PIXELS` is refused before
+    it is decoded."""
     cv2 = _cv2()
     path = Path(path)
     if not path.is_file():
         raise VideoInputError(f"{path}: no such image file; check the path")
+    size = declared_size(path)
+    if size is not None and size[0] * size[1] > MAX_PICTURE_PIXELS:
+        raise VideoInputError(f"{path}: declares {size[0]}×{size[1]} pixels, more than vidinv "
+                              f"takes ({MAX_PICTURE_PIXELS // 1_000_000} Mpx); scale it down "
+                              "first")
     data = np.fromfile(path, dtype=np.uint8)
     # libpng and libjpeg print their complaints (``libpng error: IHDR: CRC error``, ``Corrupt
     # JPEG data: …``) to fd 2 themselves; the guard keeps them off the terminal, and a file that
@@ -119,16 +159,17 @@ class ImageSequenceReader:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         if path.is_dir():
-            paths = sorted(
-                (
-                    p
-                    for p in path.iterdir()
-                    if p.is_file()
-                    and not p.name.startswith(".")
-                    and p.suffix.lower() in IMAGE_SUFFIXES
-                ),
-                key=_natural_key,
-            )
+            files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+            paths = sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES),
+                           key=_natural_key)
+            videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+            if videos:
+                # not a picture sequence that happens to hold videos: say what it holds
+                raise VideoInputError(
+                    f"{path}: holds {len(videos)} video{'s' * (len(videos) != 1)} and "
+                    f"{len(paths)} picture{'s' * (len(paths) != 1)}; a folder given here must "
+                    "hold the frames of one clip as pictures only. For many videos use "
+                    f"`vidinv batch edit {path} -o OUTDIR` (or invert); for one, name it")
             if not paths:
                 raise VideoInputError(
                     f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}; check the path"
