@@ -182,6 +182,76 @@ def test_http_api_answers_errors_as_one_line_json(server):
         assert answer.headers["Content-Range"].endswith(f"/{clip_size(server, opened)}")
 
 
+def test_the_preview_moves_to_a_frame_and_keeps_to_the_regions(server):
+    status, clip = _post(server, "api/clip/bundled", {})
+    status, opened = _post(server, "api/open", {"clip": clip["clip"], "region": ["face"]})
+    assert status == 200 and opened["preview_index"] == 0 and opened["region"] == "face"
+    assert opened["frames"] == 120
+    first = _decode(opened["original_image"])
+    status, zero = _post(server, "api/preview", {"strengths": {"smile": 2.0}})
+    assert status == 200 and zero["preview_index"] == 0 and "original_image" not in zero
+
+    status, moved = _post(server, "api/preview", {"strengths": {"smile": 2.0}, "frame": 100})
+    assert status == 200, moved
+    assert moved["preview_index"] == 100 and moved["face"] is True
+    later = _decode(moved["original_image"])  # the real clip's frame 100, not frame 0
+    assert np.abs(later.astype(int) - first.astype(int)).mean() > 3
+    edited_later = _decode(moved["image"])
+    assert np.abs(edited_later.astype(int) - _decode(zero["image"]).astype(int)).mean() > 3
+    assert np.abs(edited_later.astype(int) - later.astype(int)).max() > 10  # still edited
+
+    # the same frame again is not decoded again: no original image comes back
+    status, again = _post(server, "api/preview", {"strengths": {"smile": 2.0}, "frame": 100})
+    assert status == 200 and "original_image" not in again
+    assert np.abs(_decode(again["image"]).astype(int) - edited_later.astype(int)).max() <= 2
+
+    # a region is the render's: the eyes-only edit is not the whole-face edit
+    status, eyes = _post(server, "api/preview", {"strengths": {"smile": 3.0}, "frame": 100,
+                                                 "region": ["eyes"]})
+    status, face = _post(server, "api/preview", {"strengths": {"smile": 3.0}, "frame": 100,
+                                                 "region": "face"})
+    assert eyes["region"] == "eyes" and face["region"] == "face"
+    eyes_image, face_image = _decode(eyes["image"]), _decode(face["image"])
+    # the eyes-only edit changes fewer pixels of the source than the whole-face edit
+    changed = lambda image: int((np.abs(image.astype(int) - later.astype(int)).max(2)  # noqa: E731
+                                 > 12).sum())
+    assert 0 < changed(eyes_image) < changed(face_image)
+
+    for bad, says in ((-1, "frames are 0 to 119"), (120, "frames are 0 to 119"),
+                      (1.5, "whole number"), (True, "whole number"), ("3", "whole number"),
+                      (10**30, "frames are 0 to 119")):
+        status, error = _post(server, "api/preview", {"strengths": {}, "frame": bad})
+        assert status == 400 and says in error["error"] and "\n" not in error["error"], bad
+    for bad, says in (("nose", "unknown region 'nose'"), ([], "1 to 6"),
+                      (["mouth", 3], "region must be"), (["eyes"] * 7, "1 to 6"),
+                      ({"eyes": 1}, "region must be"), (["x" * 40], "region must be")):
+        for call, body in (("api/preview", {"strengths": {}, "region": bad}),
+                           ("api/render", {"strengths": {}, "region": bad}),
+                           ("api/open", {"clip": clip["clip"], "region": bad})):
+            status, error = _post(server, call, body)
+            assert status == 400 and says in error["error"], (call, bad, error)
+            assert "\n" not in error["error"]
+    assert server.session.jobs == {}  # no bad request started a render
+
+
+def test_the_chosen_region_reaches_the_render(session, monkeypatch):
+    import vidinv.pipeline.clip
+
+    seen = []
+
+    def capture(source, output, bundle, config, editor, **kwargs):
+        seen.append(config.face.region)
+
+    monkeypatch.setattr(vidinv.pipeline.clip, "process_video", capture)
+    clip = session.add_bundled_clip()
+    session.open(clip.id, None)
+    session.preview({}, region=["mouth", "eyes"])
+    for region, expected in ((None, "mouth,eyes"), ("lower", "lower"), (["face"], "face")):
+        job = session.start_render({"smile": 1.0}, region)
+        session.jobs[job["job"]].thread.join(30)
+        assert seen[-1] == expected
+
+
 def clip_size(server, opened) -> int:
     token = opened["original_url"].split("/")[2]
     return server.session.file_for(token).stat().st_size
