@@ -322,6 +322,30 @@ def test_the_page_in_a_headless_browser(tmp_path):
         assert preview.get_attribute("src") != before
         assert driver.find_element("id", "preview-ms").text.endswith("ms)")
 
+        # The frame slider: the clip's frames, End moves the preview to the last one.
+        frame = driver.find_element("id", "frame")
+        assert (frame.get_attribute("min"), frame.get_attribute("max")) == ("0", "119")
+        original = driver.find_element("id", "original").get_attribute("src")
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        frame.send_keys(Keys.END)
+        _wait(driver, lambda d: "frame 119" in d.find_element("id", "original-caption").text
+              and int(preview.get_attribute("data-version")) > version, 120,
+              "the preview to move to frame 119")
+        assert driver.find_element("id", "frame-value").text == "119"
+        assert driver.find_element("id", "original").get_attribute("src") != original
+        assert preview.get_attribute("src") != before
+
+        # A region checkbox: the mouth only (the whole face is unchecked), a new preview.
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        driver.find_element("id", "region-mouth").click()
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version, 60, "the preview to follow the region")
+        assert not driver.find_element("id", "region-face").is_selected()
+        assert driver.execute_script("return regions()") == ["mouth"]
+        assert preview.get_attribute("src") != before
+        assert server.session._region == "mouth"
+
         driver.find_element("id", "render").click()
         _wait(driver, lambda d: state(d) in ("rendered", "error"), 300, "the render")
         assert state(driver) == "rendered", driver.find_element("id", "message").text
