@@ -79,6 +79,11 @@ def test_preview_follows_the_strengths_without_encoding_again(session, monkeypat
     assert np.array_equal(zero, again)  # the cached frame is never altered by a preview
     with pytest.raises(UiError, match="frown"):
         session.preview({"frown": 1.0})
+    # another frame: decoded and encoded once, with the engines already built (not traced again)
+    moved = session.preview({"smile": 3.0}, frame=60)
+    assert moved["preview_index"] == 60 and calls["encoder"] == encodes_to_open + 1
+    session.preview({"smile": 0.0}, frame=60, region="mouth")
+    assert calls["encoder"] == encodes_to_open + 1
 
 
 def test_render_job_writes_the_edited_clip(session, tmp_path):

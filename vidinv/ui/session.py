@@ -154,24 +154,29 @@ class PreviewFrame:
     """
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
-                 search_frames: int = PREVIEW_SEARCH_FRAMES, index: int | None = None) -> None:
+                 search_frames: int = PREVIEW_SEARCH_FRAMES, index: int | None = None,
+                 same_model: PreviewFrame | None = None) -> None:
         from vidinv.pipeline.attributes import available_attributes, resolve_edits
         from vidinv.pipeline.wiring import make_networks
         from vidinv.stages.face import RequireFace
         from vidinv.video.reader import VideoReader
 
-        self.attributes = sorted(available_attributes(bundle))
-        self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
-            else None
         self._config = dataclasses.replace(
             config, output=dataclasses.replace(config.output, side_by_side=False))
         self._clip_name = clip.name
-        self._networks = make_networks(bundle, self._config, self.editor)
+        if same_model is not None:  # another frame of the same model: its engines (traced once)
+            self.attributes, self.editor = same_model.attributes, same_model.editor
+            self._networks, self._lock = same_model._networks, same_model._lock
+        else:
+            self.attributes = sorted(available_attributes(bundle))
+            self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
+                else None
+            self._networks = make_networks(bundle, self._config, self.editor)
+            self._lock = threading.Lock()  # the editor's strengths are set under it
         head, self._tail = self._split(self._config)
         if index is not None:  # one frame: a frame without a face is shown as it is
             head = [stage for stage in head if not isinstance(stage, RequireFace)]
         self.region = self._config.face.region
-        self._lock = threading.Lock()
         reader = VideoReader(clip.path)
         if index is None:
             source = itertools.islice(iter(reader), search_frames)
@@ -499,12 +504,16 @@ class UiSession:
                 "ms": round((time.perf_counter() - started) * 1000)}
 
     def _move_preview(self, clip: Clip, folder: Path, index: int, region: str) -> PreviewFrame:
-        """Build the preview of frame ``index`` of the open clip (one at a time)."""
+        """Build the preview of frame ``index`` of the open clip (one at a time), with the
+        open preview's engines."""
         with self._lock:
             if self._closing.is_set():
                 raise UiError("the server is stopping")
+            current = self._preview
+            if current is None or self._open != (clip.id, folder):
+                raise UiNotFoundError("another clip was opened meanwhile; move the slider again")
             preview = PreviewFrame(self._bundles[folder], with_region(self.config, region),
-                                   clip, index=index)
+                                   clip, index=index, same_model=current)
             with self._state:
                 if self._open != (clip.id, folder):  # another clip or model opened meanwhile
                     raise UiNotFoundError("another clip was opened meanwhile; move the slider "
