@@ -93,6 +93,8 @@ class Clip:
     fps: float
     #: The folder the upload lives in (deleted when it is replaced); None for the bundled clip.
     folder: Path | None = None
+    #: Where its frames are (:func:`vidinv.video.seek.index_frames`), made when first needed.
+    frame_index: object = None
 
     def describe(self) -> dict:
         return {"clip": self.id, "name": self.name, "width": self.width,
@@ -148,9 +150,9 @@ class PreviewFrame:
 
     ``index`` None previews the first frame with a face among the first ``search_frames``
     (a clip without one is a :class:`~vidinv.stages.face.NoFaceError`); an index previews that
-    frame, decoding the clip only up to it (the reader cannot seek, so the cost is bounded by
-    the decoding of ``index`` + 1 frames; no stage runs on the frames before it). A frame
-    without a face is previewed unedited (``face`` False).
+    frame, decoded from the keyframe before it (:func:`vidinv.video.seek.read_frame`: at most
+    a group of pictures; ``decoded`` says how many frames) and only it runs through the
+    stages. A frame without a face is previewed unedited (``face`` False).
     """
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
@@ -180,8 +182,14 @@ class PreviewFrame:
         reader = VideoReader(clip.path)
         if index is None:
             source = itertools.islice(iter(reader), search_frames)
-        else:
-            source = itertools.islice(iter(reader), index, index + 1)
+        else:  # from the keyframe before it where the file allows
+            from vidinv.video.seek import index_frames, read_frame
+
+            if clip.frame_index is None:
+                clip.frame_index = index_frames(clip.path)
+            read = read_frame(reader, index, clip.frame_index)
+            self.decoded = read.decoded
+            source = iter([read.frame] if read.frame is not None else [])
         frames = _chain(head, source)
         try:
             if index is None:
@@ -494,7 +502,8 @@ class UiSession:
             index = frame_index_from(frame, clip)
             if index != preview.index:
                 preview = self._move_preview(clip, folder, index, region or self._region)
-                out.update(original_image=encode_jpeg(preview.original))
+                out.update(original_image=encode_jpeg(preview.original),
+                           decoded_frames=preview.decoded)
         if region is not None:
             preview.set_region(region)
             self._region = region
