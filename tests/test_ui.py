@@ -198,7 +198,7 @@ def test_the_preview_moves_to_a_frame_and_keeps_to_the_regions(server):
 
     status, moved = _post(server, "api/preview", {"strengths": {"smile": 2.0}, "frame": 100})
     assert status == 200, moved
-    assert moved["preview_index"] == 100 and moved["face"] is True
+    assert moved["preview_index"] == 100 and moved["face_found"] is True
     assert moved["decoded_frames"] == 101  # the real clip's only keyframe is frame 0
     later = _decode(moved["original_image"])  # the real clip's frame 100, not frame 0
     assert np.abs(later.astype(int) - first.astype(int)).mean() > 3

@@ -479,7 +479,7 @@ class UiSession:
         image = preview.render({})
         return {**clip.describe(), "model": str(bundle.folder),
                 "attributes": preview.attributes, "preview_index": preview.index,
-                "face": preview.face, "region": preview.region,
+                "face_found": preview.face, "region": preview.region,
                 "original_image": encode_jpeg(preview.original), "image": encode_jpeg(image),
                 "original_url": self._publish(clip.path),
                 "ms": round((time.perf_counter() - started) * 1000)}
@@ -509,7 +509,7 @@ class UiSession:
             self._region = region
         image = preview.render(strengths)
         return {**out, "image": encode_jpeg(image), "preview_index": preview.index,
-                "face": preview.face, "region": preview.region,
+                "face_found": preview.face, "region": preview.region,
                 "ms": round((time.perf_counter() - started) * 1000)}
 
     def _move_preview(self, clip: Clip, folder: Path, index: int, region: str) -> PreviewFrame:
