@@ -49,6 +49,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help="how the edit reaches the frame: transfer (default) moves the "
                         "source's own pixels by the model's edit motion; render pastes the "
                         "model's rendering (for models that reconstruct faces well)")
+    add_face_options(parser)
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
     parser.add_argument("--strict", action="store_true",
                         help="stop (exit 2, no output) when the model does not know the face")
@@ -58,6 +59,19 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_face_options(parser: argparse.ArgumentParser) -> None:
+    """``--face`` and ``--face-ref``: which faces of the clip are edited."""
+    parser.add_argument("--face", metavar="{largest,all,N}",
+                        help="which faces to edit: largest (default: the largest face, "
+                        "followed), all, or N, the N-th face counted from the left (0 = "
+                        "leftmost) in the first frame where faces are found; each face is "
+                        "followed as the same person through moves, crossings and exits")
+    parser.add_argument("--face-ref", metavar="PHOTO",
+                        help="edit only the person in PHOTO (one face): the face most like it "
+                        "by dlib's face descriptor, re-checked when that person comes back "
+                        "into view")
 
 
 def setting_overrides(args: argparse.Namespace) -> list[str]:
@@ -76,6 +90,10 @@ def setting_overrides(args: argparse.Namespace) -> list[str]:
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
     if getattr(args, "landmarks", None):
         overrides.append(f"face.landmarks={args.landmarks}")
+    if getattr(args, "face", None) is not None:
+        overrides.append(f"face.select={args.face}")
+    if getattr(args, "face_ref", None):
+        overrides.append(f"face.reference={args.face_ref}")
     if getattr(args, "paste", None):
         overrides.append(f"face.paste={args.paste}")
     if getattr(args, "strict", False):
@@ -90,11 +108,23 @@ def setting_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def pipeline_config(args: argparse.Namespace):
-    """The :class:`~vidinv.config.PipelineConfig` of ``--preset`` with the options given."""
+    """The :class:`~vidinv.config.PipelineConfig` of ``--preset`` with the options given; a bad
+    ``--face`` or ``--face-ref`` is a one-line error here, before any work."""
     from vidinv.config import PipelineConfig, load_preset
 
     config = load_preset(args.preset) if args.preset else PipelineConfig()
-    return config.with_overrides(setting_overrides(args))
+    config = config.with_overrides(setting_overrides(args))
+    check_face_choice(config)
+    return config
+
+
+def check_face_choice(config) -> None:
+    """Raise the one-line error of a bad face choice (a --face-ref photo without exactly one
+    face, or one that cannot be read); the photo's descriptor is cached for the run."""
+    if config.face.reference or config.face.select != "largest":
+        from vidinv.pipeline.wiring import face_choice
+
+        face_choice(config)
 
 
 def load_bundle(args: argparse.Namespace):

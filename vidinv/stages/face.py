@@ -19,18 +19,21 @@ import numpy as np
 from vidinv.config import ColorMatch, FaceMask, PasteMode, Smoothing
 from vidinv.face.align import CropQuad, Interpolation, Padding, align_from_quad, quad_from_landmarks
 from vidinv.face.errors import NoFaceError
+from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
 from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
 from vidinv.face.paste import FacePaster
 from vidinv.face.smoothing import (
     AXES,
     CentredGaussianWindow,
     EmaFilter,
+    FilterPerFace,
     OneEuroFilter,
     quad_sigmas,
+    smooth_each_face_centred,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
 from vidinv.face.transfer import EditTransfer
-from vidinv.frame import Frame
+from vidinv.frame import FaceLandmarks, FaceSlot, Frame
 
 
 class DetectLandmarks:
@@ -63,51 +66,78 @@ class DetectLandmarks:
 
 
 class TrackFace:
-    """Follows one face (see :class:`FaceTracker`) and bridges gaps of ≤ ``max_gap`` frames.
+    """Chooses the faces to edit, gives each a :class:`~vidinv.frame.FaceSlot` in
+    ``frame.slots`` with its ``landmarks`` and ``crop_quad`` (the FFHQ crop, ``crop_scale``
+    times FFHQ's size), sets ``face_found``, and bridges gaps of ≤ ``max_gap`` frames per face
+    (bridged slots get interpolated crops and ``bridged``). Latency: ``max_gap`` frames.
 
-    Sets ``landmarks``, ``face_found`` and ``crop_quad`` (the FFHQ crop of the followed
-    face, ``crop_scale`` times FFHQ's size); bridged frames get interpolated ones and
-    ``bridged``. Latency: ``max_gap`` frames. To choose among several faces, the
-    detector must return them (``DetectLandmarks(..., max_faces=2)`` or more).
+    ``choice`` (a :class:`~vidinv.face.identities.FaceChoice`): ``largest`` (default) follows
+    one face, chosen by ``target`` (see :class:`FaceTracker`); ``all``, an index from the left
+    or a reference descriptor track every face as an identity
+    (:class:`~vidinv.face.identities.IdentityTracker`) and edit the chosen ones. To choose
+    among several faces the detector must return them (``DetectLandmarks(..., max_faces=8)``).
     """
 
-    def __init__(self, target: Target = "largest", *, max_gap: int = 5, max_jump: float = 0.5,
-                 reacquire_after: int = 15, crop_scale: float = 1.0) -> None:
+    def __init__(self, target: Target = "largest", *, choice: FaceChoice | None = None,
+                 max_gap: int = 5, max_jump: float = 0.5, reacquire_after: int = 15,
+                 crop_scale: float = 1.0, describer: FaceDescriber | None = None) -> None:
         self.target = target
+        self.choice = choice if choice is not None else FaceChoice()
         self.max_gap = int(max_gap)
         self.max_jump = float(max_jump)
         self.reacquire_after = int(reacquire_after)
         self.crop_scale = float(crop_scale)
+        self.describer = describer
 
     @property
     def latency(self) -> int:
         return self.max_gap
 
-    def _select(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+    def _slot(self, identity: int, face: FaceLandmarks) -> FaceSlot:
+        return FaceSlot(identity=identity, landmarks=face,
+                        crop_quad=quad_from_landmarks(face, scale=self.crop_scale))
+
+    def _follow_one(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         tracker = FaceTracker(self.target, max_jump=self.max_jump,
                               reacquire_after=self.reacquire_after)
         for frame in frames:
-            faces = frame.faces
-            if faces is None:
-                faces = [frame.landmarks] if frame.landmarks is not None else []
-            face = tracker.update(faces)
-            frame.landmarks = face
+            face = tracker.update(_detections(frame))
+            frame.slots = [self._slot(0, face)] if face is not None else []
             frame.face_found = face is not None
-            frame.crop_quad = (quad_from_landmarks(face, scale=self.crop_scale)
-                               if face is not None else None)
+            yield frame
+
+    def _follow_identities(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        describer = (self.describer or FaceDescriber()) if self.choice.mode != "all" else None
+        tracker = IdentityTracker(describer, max_jump=self.max_jump)
+        selector = FaceSelector(self.choice, tracker)
+        for position, frame in enumerate(frames):
+            tracked = tracker.update(position, frame.image, _detections(frame))
+            frame.slots = [self._slot(identity, face)
+                           for identity, face in selector.choose(frame.index, tracked)]
+            frame.face_found = bool(frame.slots)
             yield frame
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        return bridge_gaps(self._select(frames), self.max_gap)
+        follow = self._follow_identities if self.choice.multi else self._follow_one
+        return bridge_gaps(follow(frames), self.max_gap)
 
 
-def _frame_quad(frame: Frame) -> CropQuad | None:
+def _detections(frame: Frame) -> list[FaceLandmarks]:
+    """The frame's detected faces (``faces``, else the one ``landmarks``)."""
+    if frame.faces is not None:
+        return frame.faces
+    return [frame.landmarks] if frame.landmarks is not None else []
+
+
+def _face_quads(frame: Frame) -> list[tuple[FaceSlot, CropQuad]]:
+    """Each face of the frame with its crop (the landmarks' when TrackFace set none); none
+    unless ``face_found``."""
     if not frame.face_found:
-        return None
-    quad = frame.crop_quad
-    if quad is None and frame.landmarks is not None:
-        quad = quad_from_landmarks(frame.landmarks)
-    return quad
+        return []
+    pairs = [(slot, slot.crop_quad if slot.crop_quad is not None
+              else quad_from_landmarks(slot.landmarks) if slot.landmarks is not None else None)
+             for slot in frame.slots]
+    return [(slot, quad) for slot, quad in pairs if quad is not None]
 
 
 class SmoothCrop:
@@ -162,38 +192,32 @@ class SmoothCrop:
         return self._centred(frames)
 
     def _causal(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        smoother = (OneEuroFilter(self.min_cutoff, self.beta, fps=self.fps)
-                    if self.causal_filter == "one_euro" else EmaFilter(self.alpha))
+        smoothers = FilterPerFace(lambda: OneEuroFilter(self.min_cutoff, self.beta, fps=self.fps)
+                                  if self.causal_filter == "one_euro" else EmaFilter(self.alpha))
         for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is None:
-                smoother.reset()
-                yield frame
-                continue
-            vector = quad.to_vector()
-            scale = float(np.linalg.norm(vector[AXES][:2]))
-            time = frame.time if frame.time is not None else frame.index / self.fps
-            frame.crop_quad_raw = quad
-            frame.crop_quad = CropQuad.from_vector(smoother(vector, time, scale))
+            faces = _face_quads(frame)
+            smoothers.keep_only(slot.identity for slot, _ in faces)
+            for slot, quad in faces:
+                vector = quad.to_vector()
+                scale = float(np.linalg.norm(vector[AXES][:2]))
+                time = frame.time if frame.time is not None else frame.index / self.fps
+                slot.crop_quad_raw = quad
+                slot.crop_quad = CropQuad.from_vector(
+                    smoothers[slot.identity](vector, time, scale))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        window: CentredGaussianWindow[Frame] = CentredGaussianWindow(self.sigmas, self._radius)
+        def faces_of(frame: Frame) -> list[tuple[FaceSlot, np.ndarray]]:
+            faces = _face_quads(frame)
+            for slot, quad in faces:
+                slot.crop_quad_raw = quad
+            return [(slot, quad.to_vector()) for slot, quad in faces]
 
-        def finish(pairs: list[tuple[Frame, np.ndarray]]) -> Iterator[Frame]:
-            for done, vector in pairs:
-                done.crop_quad = CropQuad.from_vector(vector)
-                yield done
+        def finish(slot: FaceSlot, vector: np.ndarray) -> None:
+            slot.crop_quad = CropQuad.from_vector(vector)
 
-        for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is None:
-                yield from finish(window.end_run())
-                yield frame
-                continue
-            frame.crop_quad_raw = quad
-            yield from finish(window.push(frame, quad.to_vector()))
-        yield from finish(window.end_run())
+        return smooth_each_face_centred(
+            frames, faces_of, lambda _: CentredGaussianWindow(self.sigmas, self._radius), finish)
 
 
 class AlignFace:
@@ -210,12 +234,11 @@ class AlignFace:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is not None:
-                frame.aligned, frame.crop_from_frame = align_from_quad(
+            for slot, quad in _face_quads(frame):
+                slot.aligned, slot.crop_from_frame = align_from_quad(
                     frame.image, quad, self.size, padding=self.padding,
                     interpolation=self.interpolation)
-                frame.crop_size = self.size
+                slot.crop_size = self.size
             yield frame
 
 
@@ -249,28 +272,29 @@ class PasteBack:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            face = getattr(frame, self.source)
-            if not (frame.face_found and face is not None and frame.crop_from_frame is not None):
-                yield frame
-                continue
-            if self.transfer is not None:
-                if frame.reconstruction is None:
-                    raise ValueError("transfer paste needs frame.reconstruction: render with "
-                                     "RenderFaces(with_reconstruction=True)")
-                size = self.transfer.flow_size
-                crop_size = (frame.crop_size if frame.crop_size is not None
-                             else _as_uint8_image(face).shape[0])
-                crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
-                                   @ frame.crop_from_frame)
-                mask = self.paster.mask_for(size, crop_from_frame, frame.landmarks)
-                frame.image = self.transfer(frame.image, _as_uint8_image(face),
-                                            _as_uint8_image(frame.reconstruction),
-                                            frame.crop_from_frame, crop_size, mask)
-            else:
-                frame.image = self.paster(
-                    frame.image, _as_uint8_image(face), frame.crop_from_frame,
-                    crop_size=frame.crop_size, landmarks=frame.landmarks)
+            if frame.face_found:
+                for slot in frame.slots:
+                    frame.image = self._paste(frame.image, slot)
             yield frame
+
+    def _paste(self, image: np.ndarray, slot: FaceSlot) -> np.ndarray:
+        """``image`` with one face's edit put back (``image`` itself when it has none)."""
+        face = getattr(slot, self.source)
+        if face is None or slot.crop_from_frame is None:
+            return image
+        if self.transfer is None:
+            return self.paster(image, _as_uint8_image(face), slot.crop_from_frame,
+                               crop_size=slot.crop_size, landmarks=slot.landmarks)
+        if slot.reconstruction is None:
+            raise ValueError("transfer paste needs the reconstruction: render with "
+                             "RenderFaces(with_reconstruction=True)")
+        size = self.transfer.flow_size
+        crop_size = (slot.crop_size if slot.crop_size is not None
+                     else _as_uint8_image(face).shape[0])
+        crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ slot.crop_from_frame
+        mask = self.paster.mask_for(size, crop_from_frame, slot.landmarks)
+        return self.transfer(image, _as_uint8_image(face), _as_uint8_image(slot.reconstruction),
+                             slot.crop_from_frame, crop_size, mask)
 
 
 def _as_uint8_image(face: object) -> np.ndarray:

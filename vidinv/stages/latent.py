@@ -5,7 +5,8 @@ Modes (the same as the crop's, see :mod:`vidinv.face.smoothing`):
 * ``none``: pass through;
 * ``causal``: exponential moving average, zero look-ahead (live use);
 * ``centred``: Gaussian window of σ frames, ``latency = radius`` frames held back, the run's ends
-  reflected (files). Frames without a face end a run and pass through.
+  reflected (files). Each face (identity of ``Frame.slots``) is smoothed on its own; a frame
+  without it ends its run. Frames without a face pass through.
 
 ``fine_layers_from``: optionally replace the W+ codes of layers ≥ L by their running mean since
 the start of the clip (fine layers carry texture and flicker most; STIT averages them over the
@@ -21,36 +22,41 @@ import numpy as np
 import torch
 
 from vidinv.config import Smoothing
-from vidinv.face.smoothing import CentredGaussianWindow, EmaFilter
-from vidinv.frame import Frame
+from vidinv.face.smoothing import (
+    CentredGaussianWindow,
+    EmaFilter,
+    FilterPerFace,
+    smooth_each_face_centred,
+)
+from vidinv.frame import FaceSlot, Frame
 
 
-def _pack(frame: Frame) -> np.ndarray:
-    """w [L,512] and features [C,h,w] of a frame as one float64 vector."""
-    parts = [frame.w.detach().cpu().numpy().ravel()]
-    if frame.features is not None:
-        parts.append(frame.features.detach().cpu().numpy().ravel())
+def _pack(face: FaceSlot) -> np.ndarray:
+    """w [L,512] and features [C,h,w] of a face as one float64 vector."""
+    parts = [face.w.detach().cpu().numpy().ravel()]
+    if face.features is not None:
+        parts.append(face.features.detach().cpu().numpy().ravel())
     return np.concatenate(parts).astype(np.float64)
 
 
-def _unpack(frame: Frame, vector: np.ndarray) -> None:
-    """The smoothed vector back into the frame, on the device the codes came from."""
-    count = frame.w.numel()
-    frame.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(
-        frame.w.shape).to(frame.w.device)
-    if frame.features is not None:
-        frame.features = torch.from_numpy(vector[count:].astype(np.float32)).reshape(
-            frame.features.shape).to(frame.features.device)
+def _unpack(face: FaceSlot, vector: np.ndarray) -> None:
+    """The smoothed vector back into the face, on the device the codes came from."""
+    count = face.w.numel()
+    face.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(
+        face.w.shape).to(face.w.device)
+    if face.features is not None:
+        face.features = torch.from_numpy(vector[count:].astype(np.float32)).reshape(
+            face.features.shape).to(face.features.device)
 
 
 class SmoothLatents:
-    """Smooths ``frame.w`` and ``frame.features`` over time; never drops or adds frames.
+    """Smooths each face's ``w`` and ``features`` over time; never drops or adds frames.
 
     Args:
         mode: ``none``, ``causal`` (EMA with ``alpha``) or ``centred`` (Gaussian, ``sigma``
             frames, window radius ⌈3σ⌉ unless given).
         fine_layers_from: if set, W+ layers from this index on are replaced by their running
-            mean over the clip's face frames.
+            mean over the clip's frames with that face.
     """
 
     def __init__(self, mode: Smoothing = "none", *, alpha: float = 0.5,
@@ -82,43 +88,33 @@ class SmoothLatents:
         if self.fine_layers_from is None:
             yield from frames
             return
-        total: torch.Tensor | None = None
-        count = 0
+        totals: dict[int, tuple[torch.Tensor, int]] = {}  # identity -> (sum, count)
         start = self.fine_layers_from
         for frame in frames:
-            if frame.w is not None:
-                fine = frame.w[start:]
-                total = fine.clone() if total is None else total + fine
-                count += 1
-                frame.w = torch.cat([frame.w[:start], total / count])
+            for face in _coded_faces(frame):
+                fine = face.w[start:]
+                total, count = totals.get(face.identity, (None, 0))
+                total, count = (fine.clone() if total is None else total + fine), count + 1
+                totals[face.identity] = (total, count)
+                face.w = torch.cat([face.w[:start], total / count])
             yield frame
 
     def _causal(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        ema = EmaFilter(self.alpha)
+        filters = FilterPerFace(lambda: EmaFilter(self.alpha))
         for frame in frames:
-            if frame.w is None:
-                ema.reset()
-            else:
-                _unpack(frame, ema(_pack(frame)))
+            faces = _coded_faces(frame)
+            filters.keep_only(face.identity for face in faces)
+            for face in faces:
+                _unpack(face, filters[face.identity](_pack(face)))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        window: CentredGaussianWindow[Frame] | None = None
-        for frame in frames:
-            if frame.w is None:
-                if window is not None:
-                    yield from self._finish(window.end_run())
-                yield frame
-                continue
-            vector = _pack(frame)
-            if window is None:
-                window = CentredGaussianWindow(np.full(vector.shape, self.sigma), self.radius)
-            yield from self._finish(window.push(frame, vector))
-        if window is not None:
-            yield from self._finish(window.end_run())
+        return smooth_each_face_centred(
+            frames, lambda frame: [(face, _pack(face)) for face in _coded_faces(frame)],
+            lambda vector: CentredGaussianWindow(np.full(vector.shape, self.sigma), self.radius),
+            _unpack)
 
-    @staticmethod
-    def _finish(pairs: list[tuple[Frame, np.ndarray]]) -> Iterator[Frame]:
-        for frame, vector in pairs:
-            _unpack(frame, vector)
-            yield frame
+
+def _coded_faces(frame: Frame) -> list[FaceSlot]:
+    """The faces of ``frame`` the encoder coded."""
+    return [face for face in frame.slots if face.w is not None]
