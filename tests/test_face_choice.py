@@ -330,3 +330,41 @@ def test_bad_face_choices_are_one_line_errors(crossing, tmp_path):
     result = _vidinv("edit", str(crossing.path), "--attr", "smile", "--face-ref",
                      str(tmp_path / "nobody.jpg"), "-o", str(output))
     assert result.returncode == 2 and "no such file" in result.stderr and not output.exists()
+
+
+def test_personalize_takes_only_the_chosen_persons_crops(crossing):
+    from vidinv.face.identities import FaceDescriber
+    from vidinv.face.landmarks import landmarks_from_points
+    from vidinv.personalize.data import collect_faces
+
+    photos = crossing.path.parent
+    choice = parse_face_choice("largest", str(photos / "carphone.png"))
+    faces = collect_faces(crossing.path, 128, choice=choice)
+    hidden = [k for k in range(len(crossing.visible["carphone"]))
+              if crossing.masks("carphone", k)[
+                  slice(*crossing.faces["carphone"][k][[1, 3]]),
+                  slice(*crossing.faces["carphone"][k][[0, 2]])].mean() < 0.2]
+    assert hidden and not set(hidden) & set(faces.indices.tolist())
+    assert len(faces.indices) >= 0.9 * (len(crossing.visible["carphone"]) - len(hidden))
+    describer = FaceDescriber()
+    him = reference_descriptor(photos / "carphone.png")
+    her = reference_descriptor(photos / "astronaut.png")
+    nearer_him = [np.linalg.norm(d - him) < np.linalg.norm(d - her) for d in (
+        describer.describe(crop, landmarks_from_points(points, "mediapipe"))
+        for crop, points in zip(faces.crops[::6], faces.points[::6], strict=True))]
+    assert all(nearer_him)
+
+
+def test_personalize_face_choice_errors(crossing, tmp_path):
+    result = _vidinv("personalize", str(crossing.path), "-o", str(tmp_path / "model"),
+                     "--face", "all")
+    assert result.returncode == 2 and "learns one person" in result.stderr
+    assert not (tmp_path / "model").exists()
+    flat = tmp_path / "flat.png"
+    import cv2
+
+    cv2.imwrite(str(flat), np.full((100, 100, 3), 90, np.uint8))
+    result = _vidinv("personalize", str(crossing.path), "-o", str(tmp_path / "model"),
+                     "--face-ref", str(flat))
+    assert result.returncode == 2 and "no face found in the photo" in result.stderr
+    assert not (tmp_path / "model").exists()
