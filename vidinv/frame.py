@@ -13,6 +13,7 @@ Conventions used across the package:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -170,10 +171,12 @@ def _first_slot_field(name: str) -> property:
     return property(get, set_, doc=f"The first slot's ``{name}`` (see :class:`FaceSlot`).")
 
 
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Frame:
     """One frame: timing, the RGB image, and whatever earlier stages attached.
 
-    ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
+    A frame owns its slots: ``Frame(slots=...)``, ``copy.copy`` and ``dataclasses.replace``
+    copy them. ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
     sources without timing (image folders). Optional fields stay ``None`` until a stage sets
     them; ``face_found`` is False when landmarks were looked for and no face to edit was found
     (such a frame passes through the model stages unchanged).
@@ -206,8 +209,16 @@ class Frame:
     from.
     """
 
-    __slots__ = ("index", "image", "pts", "time_base", "face_found", "faces", "slots",
-                 "original", "source_index", "source_path")
+    index: int
+    image: np.ndarray
+    pts: int | None
+    time_base: Fraction | None
+    face_found: bool | None
+    faces: list[FaceLandmarks] | None
+    slots: list[FaceSlot]
+    original: np.ndarray | None
+    source_index: int | None
+    source_path: str | None
 
     def __init__(self, index: int, image: np.ndarray, pts: int | None = None,
                  time_base: Fraction | None = None, face_found: bool | None = None,
@@ -223,7 +234,7 @@ class Frame:
         self.time_base = time_base
         self.face_found = face_found
         self.faces = faces
-        self.slots = list(slots) if slots is not None else []
+        self.slots = [copy.copy(slot) for slot in slots] if slots is not None else []
         self.original = original
         self.source_index = source_index
         self.source_path = source_path
@@ -244,12 +255,9 @@ class Frame:
     reconstruction = _first_slot_field("reconstruction")
 
     def __copy__(self) -> Frame:
-        """A copy whose slots are copies too (a stage changing one leaves the other alone)."""
-        twin = Frame(self.index, self.image)
-        for name in Frame.__slots__:
-            setattr(twin, name, getattr(self, name))
-        twin.slots = [copy.copy(slot) for slot in self.slots]
-        return twin
+        """A copy whose slots are copies too (a stage changing one leaves the other alone;
+        ``dataclasses.replace`` copies them the same way)."""
+        return dataclasses.replace(self)
 
     def __repr__(self) -> str:
         return (f"Frame(index={self.index}, image={getattr(self.image, 'shape', None)}, "
