@@ -123,9 +123,21 @@ def test_reference_choice_picks_the_nearest_descriptor_and_rechecks():
     # person 2 gone, then back on the other side: chosen again, nobody else meanwhile
     for k in range(1, 15):
         assert selector.choose(k, tracker.update(k, None, [_face(100, 100, person=1)])) == []
+    selector.check_found()  # she was found
     chosen = selector.choose(15, tracker.update(15, None, [_face(100, 100, person=1),
                                                             _face(30, 200, person=2)]))
     assert [int(f.score) for _, f in chosen] == [2]
+
+
+def test_a_reference_nobody_matches_is_an_error_at_the_end():
+    describer = _PersonDescriber()
+    tracker = IdentityTracker(describer)
+    reference = describer.describe(None, _face(0, 0, person=5))
+    selector = FaceSelector(FaceChoice("reference", reference=reference), tracker)
+    for k in range(5):
+        assert selector.choose(k, tracker.update(k, None, [_face(100, 100, person=1)])) == []
+    with pytest.raises(FaceChoiceError, match="none of the 1 faces"):
+        selector.check_found()
 
 
 # --- per-face streaming: gaps, smoothing, batches ------------------------------------------------
@@ -362,6 +374,11 @@ def test_bad_face_choices_are_one_line_errors(crossing, tmp_path):
     result = _vidinv("edit", str(crossing.path), "--attr", "smile", "--face-ref",
                      str(tmp_path / "nobody.jpg"), "-o", str(output))
     assert result.returncode == 2 and "no such file" in result.stderr and not output.exists()
+    # Grace Hopper is not in the crossing clip
+    result = _vidinv("edit", str(crossing.path), "--attr", "smile", "--face-ref",
+                     str(crossing.path.with_name("hopper.png")), "-o", str(output))
+    assert result.returncode == 2 and not output.exists()
+    assert "none of the 2 faces" in result.stderr, result.stderr
 
 
 def test_personalize_takes_only_the_chosen_persons_crops(crossing):

@@ -329,6 +329,8 @@ class FaceSelector:
         self.tracker = tracker
         self.chosen: int | None = None
         self._fixed = False
+        self.nearest = math.inf  # reference: the nearest descriptor distance seen
+        self.ever_chosen = False
 
     def choose(self, frame: int, tracked: list[tuple[int, FaceLandmarks]],
                ) -> list[tuple[int, FaceLandmarks]]:
@@ -356,7 +358,18 @@ class FaceSelector:
             if descriptor is None:
                 continue
             distance = float(np.linalg.norm(descriptor - self.choice.reference))
+            self.nearest = min(self.nearest, distance)
             if distance < best_distance:
                 best, best_distance = identity, distance
         self.chosen = best
+        self.ever_chosen = self.ever_chosen or best is not None
         return [pair for pair in present if pair[0] == best]
+
+    def check_found(self, source: str = "the clip") -> None:
+        """At the end of a clip: raise :class:`FaceChoiceError` when a reference was asked for,
+        faces were seen, and none of them was that person."""
+        if self.choice.mode == "reference" and not self.ever_chosen and self.tracker.tracks:
+            raise FaceChoiceError(
+                f"--face-ref: none of the {len(self.tracker.tracks)} faces in {source} is the "
+                f"person in the photo (nearest descriptor distance {self.nearest:.2f}, the same "
+                f"person is under {SAME_PERSON}); pass a photo of someone in the clip")

@@ -116,6 +116,7 @@ class TrackFace:
                            for identity, face in selector.choose(frame.index, tracked)]
             frame.face_found = bool(frame.slots)
             yield frame
+        selector.check_found()
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         follow = self._follow_identities if self.choice.multi else self._follow_one
