@@ -7,7 +7,8 @@ frame the person is in):
   distance (from the track's constant-velocity prediction, in face sizes), 1 − box IoU and the
   difference of landmark shape (eyes and mouth corners relative to the box), gated by a reach
   of ``max_jump`` face sizes and a size ratio, and solved as an assignment problem;
-* a detection no track takes, or one taken by a track that was lost for a few frames, is
+* a detection no track takes, one taken by a track that was lost for a few frames, or one
+  that overlaps another face (people crossing) is
   described by dlib's 128-d face descriptor (:class:`FaceDescriber`) and compared with the
   tracks not seen in this frame: under ``same_person`` the nearest one gets it back (a face
   that left and came back, or was hidden behind another one), else it is a new identity;
@@ -134,13 +135,17 @@ class IdentityTracker:
             fewer than ``first_samples`` samples is described every ``first_every`` frames).
         same_person: descriptor distance under which two faces are the same person.
         max_tracks: identities remembered (the longest gone are forgotten first).
+        crowd_iou: a face whose box overlaps another's by more than this IoU (people
+            crossing) is checked by descriptor against its track in every such frame; one
+            that matches nobody known gets no identity (the detector's landmarks sliding
+            from a hidden face onto the one in front).
     """
 
     def __init__(self, describer: FaceDescriber | None = None, *, max_jump: float = 0.5,
                  max_scale_change: float = 1.5, motion_frames: int = 8, verify_after: int = 3,
                  describe_every: int = 15, first_samples: int = 3, first_every: int = 3,
                  keep_samples: int = 5, same_person: float = SAME_PERSON,
-                 max_tracks: int = 64) -> None:
+                 max_tracks: int = 64, crowd_iou: float = 0.1) -> None:
         self.describer = describer
         self.max_jump = float(max_jump)
         self.max_scale_change = float(max_scale_change)
@@ -152,6 +157,7 @@ class IdentityTracker:
         self.keep_samples = int(keep_samples)
         self.same_person = float(same_person)
         self.max_tracks = int(max_tracks)
+        self.crowd_iou = float(crowd_iou)
         self.tracks: list[_Track] = []
         self._next_identity = 0
         self._frame = -1
@@ -186,8 +192,9 @@ class IdentityTracker:
 
     def update(self, frame: int, image: np.ndarray,
                faces: Sequence[FaceLandmarks]) -> list[tuple[int, FaceLandmarks]]:
-        """(identity, landmarks) of every face of frame ``frame`` (``image`` [H,W,3] uint8
-        RGB, ``faces`` its detections), in the order of ``faces``."""
+        """(identity, landmarks) of the faces of frame ``frame`` (``image`` [H,W,3] uint8
+        RGB, ``faces`` its detections), in the order of ``faces``; a crowded face that matches
+        nobody known is left out."""
         from scipy.optimize import linear_sum_assignment
 
         self._frame = frame
@@ -200,11 +207,16 @@ class IdentityTracker:
                 if np.isfinite(cost[row, col]):
                     assigned[int(col)] = near[int(row)]
         descriptors: dict[int, np.ndarray | None] = {}
+        crowded = {col for col, face in enumerate(faces)
+                   if any(box_iou(face.box, other.box) > self.crowd_iou
+                          for other in faces if other is not face)}
         for col, track in list(assigned.items()):
-            if frame - track.seen - 1 >= self.verify_after and track.descriptor is not None:
-                descriptors[col] = self._describe(image, faces[col])
-                if self._distance(track, descriptors[col]) >= self.same_person:
-                    del assigned[col]  # not the face this track lost: decided below
+            if track.descriptor is None or not (
+                    col in crowded or frame - track.seen - 1 >= self.verify_after):
+                continue
+            descriptors[col] = self._describe(image, faces[col])
+            if self._distance(track, descriptors[col]) >= self.same_person:
+                del assigned[col]  # not the face this track lost: decided below
         taken = {id(t) for t in assigned.values()}
         for col, face in enumerate(faces):
             if col in assigned:
@@ -215,6 +227,9 @@ class IdentityTracker:
             best = min(free, key=lambda t: self._distance(t, descriptors[col]), default=None)
             if best is not None and self._distance(best, descriptors[col]) < self.same_person:
                 assigned[col] = best
+            elif col in crowded and self.describer is not None:
+                continue  # a face overlapping another that is nobody known: a ghost of the
+                #           detector's (a mesh sliding onto the face in front), no identity
             else:
                 assigned[col] = _Track(self._next_identity, face, frame)
                 self._next_identity += 1
@@ -222,6 +237,8 @@ class IdentityTracker:
             taken.add(id(assigned[col]))
         result = []
         for col, face in enumerate(faces):
+            if col not in assigned:
+                continue
             track = assigned[col]
             step = frame - track.seen
             if step > 0:  # an existing track (a new one was made at this frame)

@@ -107,8 +107,7 @@ class TrackFace:
             yield frame
 
     def _follow_identities(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        describer = (self.describer or FaceDescriber()) if self.choice.mode != "all" else None
-        tracker = IdentityTracker(describer, max_jump=self.max_jump)
+        tracker = IdentityTracker(self.describer or FaceDescriber(), max_jump=self.max_jump)
         selector = FaceSelector(self.choice, tracker)
         for position, frame in enumerate(frames):
             tracked = tracker.update(position, frame.image, _detections(frame))
