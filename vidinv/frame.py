@@ -12,6 +12,8 @@ Conventions used across the package:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -119,19 +121,75 @@ class CropQuad:
         return CropQuad.from_vector((1 - t) * self.to_vector() + t * other.to_vector())
 
 
+#: The per-face fields of a :class:`FaceSlot`, which a :class:`Frame` also offers as its own
+#: (those of its first slot) to code that handles one face.
+SLOT_FIELDS = ("landmarks", "crop_quad", "crop_quad_raw", "bridged", "crop_from_frame",
+               "crop_size", "aligned", "w", "features", "rendered", "reconstruction",
+               "edit_mask")
+
+
 @dataclass(slots=True)
+class FaceSlot:
+    """One edited face of a frame: who it is, and what each stage attached for it.
+
+    ``identity`` is the tracker's id of the person (the same in every frame the person is
+    in); the other fields are the per-face ones described in :class:`Frame` (landmarks, the
+    crop, the codes, the rendered images). Each slot is cropped, smoothed and pasted on its
+    own.
+    """
+
+    identity: int = 0
+    landmarks: FaceLandmarks | None = None
+    crop_quad: CropQuad | None = None
+    crop_quad_raw: CropQuad | None = None
+    bridged: bool = False
+    crop_from_frame: np.ndarray | None = None
+    crop_size: int | None = None
+    aligned: np.ndarray | None = None
+    w: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    rendered: np.ndarray | None = None
+    reconstruction: np.ndarray | None = None
+    edit_mask: np.ndarray | None = None
+
+
+def _first_slot_field(name: str) -> property:
+    """A Frame property for slot field ``name``: the first slot's value (None, or False for
+    ``bridged``, without a slot); setting it sets the first slot's, making one if needed
+    (setting None or False on a frame without slots changes nothing)."""
+    empty = FaceSlot()
+    default = getattr(empty, name)
+
+    def get(frame: Frame):
+        return getattr(frame.slots[0], name) if frame.slots else default
+
+    def set_(frame: Frame, value) -> None:
+        if not frame.slots:
+            if value is None or value is False:
+                return
+            frame.slots.append(FaceSlot())
+        setattr(frame.slots[0], name, value)
+
+    return property(get, set_, doc=f"The first slot's ``{name}`` (see :class:`FaceSlot`).")
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Frame:
     """One frame: timing, the RGB image, and whatever earlier stages attached.
 
-    ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
+    A frame owns its slots: ``Frame(slots=...)``, ``copy.copy`` and ``dataclasses.replace``
+    copy them. ``pts`` counts ``time_base`` units (seconds = pts · time_base); both are ``None`` for
     sources without timing (image folders). Optional fields stay ``None`` until a stage sets
-    them; ``face_found`` is False when landmarks were looked for and none were found (such a
-    frame passes through the model stages unchanged).
+    them; ``face_found`` is False when landmarks were looked for and no face to edit was found
+    (such a frame passes through the model stages unchanged).
 
     What the stages attach, in pipeline order:
 
     * ``faces``: list[FaceLandmarks], every face DetectLandmarks found, largest first (``[]``:
-      none); ``landmarks`` is the face TrackFace follows;
+      none);
+    * ``slots``: list[:class:`FaceSlot`], one per face being edited in this frame (TrackFace
+      chooses them; one with the default ``--face largest``), in identity order. Per slot:
+    * ``landmarks``: the face's landmarks;
     * ``crop_quad``: the FFHQ crop AlignFace cuts (set by TrackFace, replaced by SmoothCrop),
       ``crop_quad_raw`` the quad before SmoothCrop changed it; ``bridged`` True when TrackFace
       interpolated this frame's face from its neighbours (no detection);
@@ -144,6 +202,10 @@ class Frame:
     * ``edit_mask``: [M,M] float32 in [0,1] in the crop's geometry, where and how strongly the
       edit shows (1: the edit, 0: the source's pixels): the region, minus what covers the face,
       times the frame's fade weight (MaskEdit; PasteBack applies it);
+
+    The per-face fields are also the Frame's own (``frame.w`` …): those of the first slot, for
+    code that handles one face (the probe, metrics, personalize's data pass). Then:
+
     * ``original``: [H,W,3] uint8 RGB, the decoded image before paste-back replaced ``image``
       (KeepOriginal; for side-by-side output and the quality metrics).
 
@@ -154,25 +216,58 @@ class Frame:
 
     index: int
     image: np.ndarray
-    pts: int | None = None
-    time_base: Fraction | None = None
-    landmarks: FaceLandmarks | None = None
-    face_found: bool | None = None
-    crop_from_frame: np.ndarray | None = None
-    aligned: np.ndarray | None = None
-    w: torch.Tensor | None = None
-    features: torch.Tensor | None = None
-    rendered: np.ndarray | None = None
-    reconstruction: np.ndarray | None = None
-    faces: list[FaceLandmarks] | None = None
-    crop_quad: CropQuad | None = None
-    crop_quad_raw: CropQuad | None = None
-    bridged: bool = False
-    crop_size: int | None = None
-    original: np.ndarray | None = None
-    edit_mask: np.ndarray | None = None
-    source_index: int | None = None
-    source_path: str | None = None
+    pts: int | None
+    time_base: Fraction | None
+    face_found: bool | None
+    faces: list[FaceLandmarks] | None
+    slots: list[FaceSlot]
+    original: np.ndarray | None
+    source_index: int | None
+    source_path: str | None
+
+    def __init__(self, index: int, image: np.ndarray, pts: int | None = None,
+                 time_base: Fraction | None = None, face_found: bool | None = None,
+                 faces: list[FaceLandmarks] | None = None, slots: list[FaceSlot] | None = None,
+                 original: np.ndarray | None = None, source_index: int | None = None,
+                 source_path: str | None = None, **first_slot) -> None:
+        unknown = set(first_slot) - set(SLOT_FIELDS)
+        if unknown:
+            raise TypeError(f"Frame() got unexpected arguments {', '.join(sorted(unknown))}")
+        self.index = index
+        self.image = image
+        self.pts = pts
+        self.time_base = time_base
+        self.face_found = face_found
+        self.faces = faces
+        self.slots = [copy.copy(slot) for slot in slots] if slots is not None else []
+        self.original = original
+        self.source_index = source_index
+        self.source_path = source_path
+        for name, value in first_slot.items():
+            setattr(self, name, value)
+
+    # the first slot's fields, for code that handles one face
+    landmarks = _first_slot_field("landmarks")
+    crop_quad = _first_slot_field("crop_quad")
+    crop_quad_raw = _first_slot_field("crop_quad_raw")
+    bridged = _first_slot_field("bridged")
+    crop_from_frame = _first_slot_field("crop_from_frame")
+    crop_size = _first_slot_field("crop_size")
+    aligned = _first_slot_field("aligned")
+    w = _first_slot_field("w")
+    features = _first_slot_field("features")
+    rendered = _first_slot_field("rendered")
+    reconstruction = _first_slot_field("reconstruction")
+    edit_mask = _first_slot_field("edit_mask")
+
+    def __copy__(self) -> Frame:
+        """A copy whose slots are copies too (a stage changing one leaves the other alone;
+        ``dataclasses.replace`` copies them the same way)."""
+        return dataclasses.replace(self)
+
+    def __repr__(self) -> str:
+        return (f"Frame(index={self.index}, image={getattr(self.image, 'shape', None)}, "
+                f"face_found={self.face_found}, slots={len(self.slots)})")
 
     @property
     def time(self) -> float | None:
@@ -188,3 +283,4 @@ class Frame:
     @property
     def width(self) -> int:
         return int(self.image.shape[1])
+

@@ -84,7 +84,7 @@ def add_edit_parsers(commands) -> None:
     edit.add_argument("--side-by-side", action="store_true", help="original | edited")
     edit.add_argument("--list-attrs", action="store_true", help="list the model's attributes")
     add_pipeline_options(edit)
-    edit.set_defaults(handler=_edit, io_reads=("input", "--model", "--attr"),
+    edit.set_defaults(handler=_edit, io_reads=("input", "--model", "--attr", "--face-ref"),
                       io_writes=("--output",), io_mirror=("input", "--output"))
 
     invert = commands.add_parser("invert", help="reconstruct a video through the model")
@@ -94,5 +94,5 @@ def add_edit_parsers(commands) -> None:
     invert.add_argument("--latents", help="also save the per-frame codes to this .npz (an "
                         "existing file is replaced when the run succeeds)")
     add_pipeline_options(invert)
-    invert.set_defaults(handler=_invert, io_reads=("input", "--model"),
+    invert.set_defaults(handler=_invert, io_reads=("input", "--model", "--face-ref"),
                         io_writes=("--output", "--latents"), io_mirror=("input", "--output"))

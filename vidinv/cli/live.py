@@ -64,6 +64,6 @@ def add_live_parser(commands) -> argparse.ArgumentParser:
     live_cmd.add_argument("--no-window", action="store_true", help="show no window")
     live_cmd.add_argument("--seconds", type=float, help="stop after this many seconds")
     add_pipeline_options(live_cmd)
-    live_cmd.set_defaults(handler=_live, io_reads=("--source", "--model", "--attr"),
+    live_cmd.set_defaults(handler=_live, io_reads=("--source", "--model", "--attr", "--face-ref"),
                           io_writes=("--output",))
     return live_cmd

@@ -65,6 +65,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-occlusion", action="store_true",
                         help="paste over whatever covers the face (by default a hand or an "
                         "object in front of it keeps the source's pixels)")
+    add_face_options(parser)
     parser.add_argument("--crf", type=int, help="x264 quality (lower is better)")
     parser.add_argument("--strict", action="store_true",
                         help="stop (exit 2, no output) when the model does not know the face")
@@ -74,6 +75,19 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                         help="any pipeline setting (see vidinv/config.py); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_face_options(parser: argparse.ArgumentParser) -> None:
+    """``--face`` and ``--face-ref``: which faces of the clip are edited."""
+    parser.add_argument("--face", metavar="{largest,all,N}",
+                        help="which faces to edit: largest (default: the largest face, "
+                        "followed), all, or N, the N-th face counted from the left (0 = "
+                        "leftmost) in the first frame where faces are found; each face is "
+                        "followed as the same person through moves, crossings and exits")
+    parser.add_argument("--face-ref", metavar="PHOTO",
+                        help="edit only the person in PHOTO (one face): the face most like it "
+                        "by dlib's face descriptor, re-checked when that person comes back "
+                        "into view")
 
 
 def setting_overrides(args: argparse.Namespace) -> list[str]:
@@ -92,6 +106,10 @@ def setting_overrides(args: argparse.Namespace) -> list[str]:
         overrides += [f"face.crop_smoothing={args.smooth}", f"latent.smoothing={args.smooth}"]
     if getattr(args, "landmarks", None):
         overrides.append(f"face.landmarks={args.landmarks}")
+    if getattr(args, "face", None) is not None:
+        overrides.append(f"face.select={args.face}")
+    if getattr(args, "face_ref", None):
+        overrides.append(f"face.reference={args.face_ref}")
     if getattr(args, "paste", None):
         overrides.append(f"face.paste={args.paste}")
     if getattr(args, "region", None):
@@ -112,11 +130,23 @@ def setting_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def pipeline_config(args: argparse.Namespace):
-    """The :class:`~vidinv.config.PipelineConfig` of ``--preset`` with the options given."""
+    """The :class:`~vidinv.config.PipelineConfig` of ``--preset`` with the options given; a bad
+    ``--face`` or ``--face-ref`` is a one-line error here, before any work."""
     from vidinv.config import PipelineConfig, load_preset
 
     config = load_preset(args.preset) if args.preset else PipelineConfig()
-    return config.with_overrides(setting_overrides(args))
+    config = config.with_overrides(setting_overrides(args))
+    check_face_choice(config)
+    return config
+
+
+def check_face_choice(config) -> None:
+    """Raise the one-line error of a bad face choice (a --face-ref photo without exactly one
+    face, or one that cannot be read); the photo's descriptor is cached for the run."""
+    if config.face.reference or config.face.select != "largest":
+        from vidinv.pipeline.wiring import face_choice
+
+        face_choice(config)
 
 
 def load_bundle(args: argparse.Namespace):

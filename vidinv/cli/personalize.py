@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from vidinv.cli.options import add_face_options
 from vidinv.errors import InputFileError, VidinvError
 
 #: Share of the progress bar per stage (the budget's split, plus data and directions).
@@ -40,12 +41,13 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
                         help="shares of the time for GAN training, encoder training and "
                         "expression tuning (default 0.2,0.2,0.5; the rest is data and "
                         "directions). 0 skips a step and keeps the --init model's network")
+    add_face_options(parser)
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
     parser.add_argument("--restart", action="store_true",
                         help="discard a stopped run's training state in FOLDER and start over "
                         "(a resume must have the same clip and settings)")
-    parser.set_defaults(handler=_personalize, io_reads=("clip", "--init"),
+    parser.set_defaults(handler=_personalize, io_reads=("clip", "--init", "--face-ref"),
                         io_folders=("--output",))
     return parser
 
@@ -100,6 +102,16 @@ def _check_paths(clip: Path, out: Path) -> None:
         raise InputFileError(f"{out}: holds the input clip; choose another folder")
 
 
+def _check_face(settings) -> None:
+    """One-line errors for --face / --face-ref before any work (the photo's face is found and
+    described here; the data pass reuses it)."""
+    from vidinv.face.identities import parse_face_choice
+
+    if parse_face_choice(settings.face, settings.face_reference).mode == "all":
+        raise VidinvError("--face all: personalize learns one person; pass --face N or "
+                          "--face-ref PHOTO")
+
+
 def _personalize(args: argparse.Namespace) -> int:
     import shutil
 
@@ -121,7 +133,11 @@ def _personalize(args: argparse.Namespace) -> int:
     made_work = args.restart or not (out / WORK_FOLDER).exists()
     settings = PersonalizeSettings(minutes=args.minutes, resolution=args.resolution,
                                    device=_device(args.device), heldout=_heldout(args.heldout),
-                                   init=args.init, split=_split(args.split))
+                                   init=args.init, split=_split(args.split),
+                                   face=args.face or "largest",
+                                   face_reference=str(Path(args.face_ref).resolve())
+                                   if args.face_ref else "")
+    _check_face(settings)
     if settings.init not in ("default", "none") and not Path(settings.init).is_dir():
         raise InputFileError(f"--init {settings.init}: no such model folder; use 'default', "
                              "'none' or a folder")

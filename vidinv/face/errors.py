@@ -15,3 +15,11 @@ class LandmarkBackendUnavailableError(BackendUnavailableError):
 
 class UnknownLandmarkBackendError(VidinvError, ValueError):
     """A landmark backend name that is neither ``mediapipe`` nor ``dlib``."""
+
+
+class FaceChoiceError(VidinvError, ValueError):
+    """``--face`` names a face the clip does not have, or is not largest, all or an index."""
+
+
+class FaceReferenceError(VidinvError):
+    """The ``--face-ref`` photo is missing, unreadable, or shows no face or several."""

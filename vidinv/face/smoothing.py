@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
+
+from vidinv.frame import FaceSlot, Frame
 
 Item = TypeVar("Item")
 
@@ -202,3 +204,66 @@ def centre_jitter(centres: np.ndarray) -> float:
         return 0.0
     second = centres[2:] - 2 * centres[1:-1] + centres[:-2]
     return float(np.sqrt(np.mean(np.sum(second**2, axis=1))))
+
+
+# --- one smoother per face: the stages smooth each identity of Frame.slots on its own --------
+
+
+def smooth_each_face_centred(
+    frames: Iterable[Frame],
+    faces_of: Callable[[Frame], list[tuple[FaceSlot, np.ndarray]]],
+    make_window: Callable[[np.ndarray], CentredGaussianWindow],
+    finish: Callable[[FaceSlot, np.ndarray], None],
+) -> Iterator[Frame]:
+    """Centred smoothing of every face over the run of frames it is in, one window per identity.
+
+    ``faces_of(frame)`` gives the frame's faces to smooth with their vectors (a face left out
+    ends its run), ``make_window(vector)`` a fresh window for a new run, ``finish(slot,
+    smoothed)`` writes the result back. Frames come out in order, each once every face in it
+    is smoothed: at most the windows' radius frames later.
+    """
+    windows: dict[int, CentredGaussianWindow] = {}
+    held: deque[tuple[Frame, list[int]]] = deque()  # frame, [its faces still in a window]
+
+    def done(pairs: list) -> None:
+        for (waiting, slot), smoothed in pairs:
+            finish(slot, smoothed)
+            waiting[0] -= 1
+
+    for frame in frames:
+        faces = faces_of(frame)
+        present = {slot.identity for slot, _ in faces}
+        for identity in [i for i in windows if i not in present]:
+            done(windows.pop(identity).end_run())
+        waiting = [len(faces)]
+        held.append((frame, waiting))
+        for slot, vector in faces:
+            window = windows.get(slot.identity)
+            if window is None:
+                window = windows[slot.identity] = make_window(vector)
+            done(window.push((waiting, slot), vector))
+        while held and held[0][1][0] == 0:
+            yield held.popleft()[0]
+    for window in windows.values():
+        done(window.end_run())
+    while held:
+        yield held.popleft()[0]
+
+
+class FilterPerFace(Generic[Item]):
+    """One causal filter per identity, made by ``make`` when the identity (re)appears: a face
+    missing from a frame loses its filter (its run ended), as one filter is reset."""
+
+    def __init__(self, make: Callable[[], Item]) -> None:
+        self.make = make
+        self.filters: dict[int, Item] = {}
+
+    def keep_only(self, identities: Iterable[int]) -> None:
+        """Forget the filters of the faces not in ``identities`` (this frame's)."""
+        keep = set(identities)
+        self.filters = {i: f for i, f in self.filters.items() if i in keep}
+
+    def __getitem__(self, identity: int) -> Item:
+        if identity not in self.filters:
+            self.filters[identity] = self.make()
+        return self.filters[identity]

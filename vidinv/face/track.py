@@ -3,22 +3,25 @@
 :class:`FaceTracker` picks the face to follow (the largest, the one nearest a point, or the
 n-th largest) in the first frame that has faces, then in every frame takes the detection nearest
 the face's last position, if it is close enough and about the same size. :func:`bridge_gaps`
-streams frames and fills runs of at most ``max_gap`` frames without the face by interpolating
-the crop (c, x, y) and the landmarks between the frames on either side; longer runs, and runs
-at the start or end of the clip, pass through with ``face_found=False``.
+streams frames and fills, for each face (identity) of ``Frame.slots``, runs of at most
+``max_gap`` frames without it by interpolating the crop (c, x, y) and the landmarks between the
+frames on either side; longer runs, and runs at the start or end of the clip, pass through
+(a frame with no face left has ``face_found=False``). Following several faces as identities
+is :mod:`vidinv.face.identities`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from vidinv.face.align import CropQuad
 from vidinv.face.landmarks import box_area
-from vidinv.frame import FaceLandmarks, Frame
+from vidinv.frame import FaceLandmarks, FaceSlot, Frame
 
 Target = str | int | tuple[float, float]
 
@@ -113,37 +116,42 @@ def interpolate_landmarks(a: FaceLandmarks, b: FaceLandmarks, t: float) -> FaceL
                    score=min(a.score, b.score))
 
 
-def bridge_gaps(frames: Iterator[Frame], max_gap: int) -> Iterator[Frame]:
-    """Fill runs of ≤ ``max_gap`` frames without a face between two frames with one.
+def bridge_gaps(frames: Iterable[Frame], max_gap: int) -> Iterator[Frame]:
+    """Fill runs of ≤ ``max_gap`` frames without a face between two frames with it, per face.
 
-    Frames with a face must carry ``crop_quad``. A filled frame gets the interpolated
-    quad and landmarks, ``face_found=True`` and ``bridged = True``. Streaming: a frame
-    is held at most ``max_gap`` frames (until the gap closes or grows too long).
+    A face is an identity of ``frame.slots`` (each slot must carry ``crop_quad``). In a frame
+    where a face is missing between two frames that have it at most ``max_gap`` frames apart,
+    a slot is added with the quad and landmarks interpolated, ``bridged = True``; the frame
+    gets ``face_found = True``. Streaming: every frame is held ``max_gap`` frames.
     """
-    previous: Frame | None = None  # last frame with a face, already yielded
-    gap: list[Frame] = []
-    for frame in frames:
-        if not frame.face_found:
-            if previous is None or max_gap <= 0:
-                yield frame
-                continue
-            gap.append(frame)
-            if len(gap) > max_gap:  # too long to bridge: let it all through
-                yield from gap
-                gap, previous = [], None
-            continue
-        if gap and previous is not None:
-            start: CropQuad = previous.crop_quad
-            end: CropQuad = frame.crop_quad
-            for k, lost in enumerate(gap, start=1):
-                t = k / (len(gap) + 1)
-                lost.crop_quad = start.lerp(end, t)
-                if previous.landmarks is not None and frame.landmarks is not None:
-                    lost.landmarks = interpolate_landmarks(previous.landmarks, frame.landmarks, t)
-                lost.face_found = True
-                lost.bridged = True
-                yield lost
-            gap = []
-        previous = frame
-        yield frame
-    yield from gap
+    if max_gap <= 0:
+        yield from frames
+        return
+    held: deque[tuple[int, Frame]] = deque()
+    last: dict[int, tuple[int, FaceSlot]] = {}  # identity -> (position, slot) last seen
+    for position, frame in enumerate(frames):
+        for slot in frame.slots:
+            if slot.identity in last:
+                start_position, start = last[slot.identity]
+                missing = position - start_position - 1
+                if 1 <= missing <= max_gap:
+                    lost = [f for p, f in held if p > start_position]
+                    for k, between in enumerate(lost, start=1):
+                        between.slots = sorted(
+                            [*between.slots, _interpolated(start, slot, k / (missing + 1))],
+                            key=lambda s: s.identity)
+                        between.face_found = True
+            last[slot.identity] = (position, slot)
+        held.append((position, frame))
+        while len(held) > max_gap:
+            yield held.popleft()[1]
+    while held:
+        yield held.popleft()[1]
+
+
+def _interpolated(start: FaceSlot, end: FaceSlot, t: float) -> FaceSlot:
+    landmarks = (interpolate_landmarks(start.landmarks, end.landmarks, t)
+                 if start.landmarks is not None and end.landmarks is not None else None)
+    quad: CropQuad = start.crop_quad
+    return FaceSlot(identity=start.identity, landmarks=landmarks,
+                    crop_quad=quad.lerp(end.crop_quad, t), bridged=True)

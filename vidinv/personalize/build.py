@@ -94,6 +94,8 @@ class PersonalizeSettings:
     seed: int = 0
     threads: int = 2
     split: tuple[float, float, float] = DEFAULT_SPLIT  # generator, encoder, tune
+    face: str = "largest"                     # the person of the clip: largest, or an index
+    face_reference: str = ""                  # or a photo of them (wins over face)
 
     def share(self, stage: str) -> float:
         return dict(zip(("generator", "encoder", "tune"), self.split, strict=True))[stage]
@@ -213,6 +215,7 @@ class Personalizer:
         if path.is_file():
             with np.load(path) as archive:
                 return {name: archive[name] for name in archive.files}
+        from vidinv.face.identities import parse_face_choice
         from vidinv.personalize.data import collect_faces, expression_set
 
         start = time.monotonic()
@@ -220,7 +223,8 @@ class Personalizer:
         heldout = (range(settings.heldout[0], settings.heldout[1] + 1)
                    if settings.heldout else None)
         self.progress("align", 0, 1)
-        faces = collect_faces(self.clip, _crop_size(settings.resolution), heldout)
+        choice = parse_face_choice(settings.face, settings.face_reference)
+        faces = collect_faces(self.clip, _crop_size(settings.resolution), heldout, choice)
         train_crops, train_points = faces.train
         images, labels = expression_set(train_crops, train_points, settings.warp_copies,
                                         settings.seed)

@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from vidinv.errors import VidinvError
+from vidinv.face.identities import FaceChoice
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 
 #: Fewer usable face frames than this cannot train a model.
 MIN_FACE_FRAMES = 24
 #: Frames sampled to look for a second person.
 PEOPLE_SAMPLES = 8
+#: Faces looked for per frame when one person of several is picked.
+MAX_PEOPLE = 8
 
 
 class PersonalizeInputError(VidinvError):
@@ -60,8 +63,13 @@ def _count_people(clip: Path, frame_count: int) -> int:
     return most
 
 
-def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None) -> ClipFaces:
-    """Align every frame of ``clip`` to ``crop_size``; one-line errors for unusable clips."""
+def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None,
+                  choice: FaceChoice | None = None) -> ClipFaces:
+    """Align every frame of ``clip`` to ``crop_size``; one-line errors for unusable clips.
+
+    ``choice`` (a reference photo's descriptor, or an index from the left) picks one person of
+    a clip with several, followed as an identity; without it the clip must show one person.
+    """
     from vidinv.face.landmarks import MediaPipeLandmarks
     from vidinv.pipeline.runner import chain
     from vidinv.stages.face import AlignFace, DetectLandmarks, SmoothCrop, TrackFace
@@ -70,7 +78,14 @@ def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None
     clip = Path(clip)
     reader = VideoReader(clip)  # missing / corrupt files fail here, before anything else
     crops, indices, frame_count = [], [], 0
-    stages = [DetectLandmarks("mediapipe"), TrackFace(max_gap=0), SmoothCrop("centred"),
+    one_of_several = choice is not None and choice.multi
+    if one_of_several and choice.mode == "all":
+        raise PersonalizeInputError("--face all: personalize learns one person; pass --face N "
+                                    "or --face-ref PHOTO")
+    detect = (DetectLandmarks("mediapipe", mode="tracking", max_faces=MAX_PEOPLE,
+                              redetect_every=5) if one_of_several
+              else DetectLandmarks("mediapipe"))
+    stages = [detect, TrackFace(choice=choice, max_gap=0), SmoothCrop("centred"),
               AlignFace(crop_size)]
     for frame in chain(stages, reader):
         frame_count += 1
@@ -84,10 +99,11 @@ def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None
         raise PersonalizeInputError(
             f"{clip}: a face in only {len(crops)} of {frame_count} frames; personalize needs at "
             f"least {MIN_FACE_FRAMES} (a clip of a few seconds)")
-    people = _count_people(clip, frame_count)
+    people = 1 if one_of_several else _count_people(clip, frame_count)
     if people > 1:
         raise PersonalizeInputError(f"{clip}: {people} people in view; personalize learns one "
-                                    "face: crop the clip to one person first")
+                                    "face: pass --face-ref PHOTO (or --face N) to pick the "
+                                    "person, or crop the clip to them")
     points, keep = [], []
     with MediaPipeLandmarks() as detector:
         for i, crop in enumerate(crops):

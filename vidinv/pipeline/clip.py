@@ -5,6 +5,7 @@ the per-frame codes. Output files are written whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,19 +37,26 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     check_output(input_path, output_path, bundle)
     reader, total = open_source(input_path, config)
     output_writer = open_sink(input_path, output_path, config, reader)
-    if input_kind(input_path) == "video":  # the familiarity check and --tune probe video clips
-        bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
-    segments = build_pipeline(config, make_networks(bundle, config, editor), str(input_path))
-    with output_writer as writer, \
-            tqdm(total=total, unit="frame", disable=not progress,
-                 desc=output_path.name, leave=False) as bar:
-        def sink(frame: Frame) -> None:
-            if on_frame is not None:
-                on_frame(frame)
-            writer.write(frame)
-            bar.update()
+    # the probe, the familiarity check and the engines' traces run with the stages' thread
+    # budget too: torch's default pool (one thread per core) spins while it waits, and on a busy
+    # machine that spinning cost more CPU than the probe and the traces themselves (generator
+    # tuning, --tune, is training and keeps the library's threads)
+    if input_kind(input_path) == "video":  # the familiarity check and --tune probe clips
+        with (stage_runtime(config.engine.threads) if config.adapt.tune_steps == 0
+              else contextlib.nullcontext()):
+            bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
+    with stage_runtime(config.engine.threads):
+        segments = build_pipeline(config, make_networks(bundle, config, editor),
+                                  str(input_path))
+        with output_writer as writer, \
+                tqdm(total=total, unit="frame", disable=not progress,
+                     desc=output_path.name, leave=False) as bar:
+            def sink(frame: Frame) -> None:
+                if on_frame is not None:
+                    on_frame(frame)
+                writer.write(frame)
+                bar.update()
 
-        with stage_runtime(config.engine.threads):
             stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
     return stats
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from vidinv.config import PipelineConfig, parse_regions
 from vidinv.engines.model_graphs import engines_for_bundle
+from vidinv.face.identities import FaceChoice, parse_face_choice
 from vidinv.frame import Frame
 from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.outputs import input_kind
@@ -128,6 +129,19 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                     crop_size=bundle.crop_size)
 
 
+#: The most faces looked for in a frame when more than the largest may be edited.
+MAX_FACES = 8
+#: MediaPipe's tracking mode looks for faces it does not follow yet every this many frames
+#: (when several are edited: a person who comes into view is found within this many).
+REDETECT_EVERY = 5
+
+
+def face_choice(config: PipelineConfig) -> FaceChoice:
+    """The faces ``config`` edits (face.select, face.reference; errors are one line)."""
+    face = config.face
+    return parse_face_choice(face.select, face.reference, landmarks=face.landmarks)
+
+
 def face_stages(config: PipelineConfig, crop_size: int, source_name: str | None = None,
                 *, live: bool = False, sparse: bool = False) -> list[Stage]:
     """The face segment: frames in, ``aligned`` [S,S,3] crops of size ``crop_size`` out.
@@ -142,13 +156,18 @@ def face_stages(config: PipelineConfig, crop_size: int, source_name: str | None 
         max_gap = 0
     if sparse:
         crop_smoothing, max_gap = "none", 0
+    choice = face_choice(config)
+    # MediaPipe tracks the face between detections in files too: the mesh follows the
+    # previous landmarks and the detector runs only when the face is lost.
+    detector_options: dict = {"mode": "tracking"} if face.landmarks == "mediapipe" else {}
+    if choice.multi:  # every face, so each can be followed as a person
+        detector_options["max_faces"] = MAX_FACES
+        if face.landmarks == "mediapipe":
+            detector_options["redetect_every"] = REDETECT_EVERY
     stages: list[Stage] = [
         KeepOriginal(),
-        # MediaPipe tracks the face between detections in files too: the mesh follows the
-        # previous landmarks and the detector runs only when the face is lost.
-        DetectLandmarks(face.landmarks, **({"mode": "tracking"}
-                                           if face.landmarks == "mediapipe" else {})),
-        TrackFace(max_gap=max_gap),
+        DetectLandmarks(face.landmarks, **detector_options),
+        TrackFace(choice=choice, max_gap=max_gap),
     ]
     if source_name is not None:
         stages.append(RequireFace(source_name))

@@ -27,6 +27,7 @@ from vidinv.face.align import (
     quad_from_landmarks,
 )
 from vidinv.face.errors import NoFaceError
+from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
 from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
 from vidinv.face.occlusion import EditFade, OcclusionDetector
 from vidinv.face.paste import FacePaster, frame_box, paste_back
@@ -35,12 +36,14 @@ from vidinv.face.smoothing import (
     AXES,
     CentredGaussianWindow,
     EmaFilter,
+    FilterPerFace,
     OneEuroFilter,
     quad_sigmas,
+    smooth_each_face_centred,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
 from vidinv.face.transfer import EditTransfer
-from vidinv.frame import Frame
+from vidinv.frame import FaceLandmarks, FaceSlot, Frame
 
 
 class DetectLandmarks:
@@ -73,51 +76,78 @@ class DetectLandmarks:
 
 
 class TrackFace:
-    """Follows one face (see :class:`FaceTracker`) and bridges gaps of ≤ ``max_gap`` frames.
+    """Chooses the faces to edit, gives each a :class:`~vidinv.frame.FaceSlot` in
+    ``frame.slots`` with its ``landmarks`` and ``crop_quad`` (the FFHQ crop, ``crop_scale``
+    times FFHQ's size), sets ``face_found``, and bridges gaps of ≤ ``max_gap`` frames per face
+    (bridged slots get interpolated crops and ``bridged``). Latency: ``max_gap`` frames.
 
-    Sets ``landmarks``, ``face_found`` and ``crop_quad`` (the FFHQ crop of the followed
-    face, ``crop_scale`` times FFHQ's size); bridged frames get interpolated ones and
-    ``bridged``. Latency: ``max_gap`` frames. To choose among several faces, the
-    detector must return them (``DetectLandmarks(..., max_faces=2)`` or more).
+    ``choice`` (a :class:`~vidinv.face.identities.FaceChoice`): ``largest`` (default) follows
+    one face, chosen by ``target`` (see :class:`FaceTracker`); ``all``, an index from the left
+    or a reference descriptor track every face as an identity
+    (:class:`~vidinv.face.identities.IdentityTracker`) and edit the chosen ones. To choose
+    among several faces the detector must return them (``DetectLandmarks(..., max_faces=8)``).
     """
 
-    def __init__(self, target: Target = "largest", *, max_gap: int = 5, max_jump: float = 0.5,
-                 reacquire_after: int = 15, crop_scale: float = 1.0) -> None:
+    def __init__(self, target: Target = "largest", *, choice: FaceChoice | None = None,
+                 max_gap: int = 5, max_jump: float = 0.5, reacquire_after: int = 15,
+                 crop_scale: float = 1.0, describer: FaceDescriber | None = None) -> None:
         self.target = target
+        self.choice = choice if choice is not None else FaceChoice()
         self.max_gap = int(max_gap)
         self.max_jump = float(max_jump)
         self.reacquire_after = int(reacquire_after)
         self.crop_scale = float(crop_scale)
+        self.describer = describer
 
     @property
     def latency(self) -> int:
         return self.max_gap
 
-    def _select(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+    def _slot(self, identity: int, face: FaceLandmarks) -> FaceSlot:
+        return FaceSlot(identity=identity, landmarks=face,
+                        crop_quad=quad_from_landmarks(face, scale=self.crop_scale))
+
+    def _follow_one(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         tracker = FaceTracker(self.target, max_jump=self.max_jump,
                               reacquire_after=self.reacquire_after)
         for frame in frames:
-            faces = frame.faces
-            if faces is None:
-                faces = [frame.landmarks] if frame.landmarks is not None else []
-            face = tracker.update(faces)
-            frame.landmarks = face
+            face = tracker.update(_detections(frame))
+            frame.slots = [self._slot(0, face)] if face is not None else []
             frame.face_found = face is not None
-            frame.crop_quad = (quad_from_landmarks(face, scale=self.crop_scale)
-                               if face is not None else None)
             yield frame
 
+    def _follow_identities(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        tracker = IdentityTracker(self.describer or FaceDescriber(), max_jump=self.max_jump)
+        selector = FaceSelector(self.choice, tracker)
+        for position, frame in enumerate(frames):
+            tracked = tracker.update(position, frame.image, _detections(frame))
+            frame.slots = [self._slot(identity, face)
+                           for identity, face in selector.choose(frame.index, tracked)]
+            frame.face_found = bool(frame.slots)
+            yield frame
+        selector.check_found()
+
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        return bridge_gaps(self._select(frames), self.max_gap)
+        follow = self._follow_identities if self.choice.multi else self._follow_one
+        return bridge_gaps(follow(frames), self.max_gap)
 
 
-def _frame_quad(frame: Frame) -> CropQuad | None:
+def _detections(frame: Frame) -> list[FaceLandmarks]:
+    """The frame's detected faces (``faces``, else the one ``landmarks``)."""
+    if frame.faces is not None:
+        return frame.faces
+    return [frame.landmarks] if frame.landmarks is not None else []
+
+
+def _face_quads(frame: Frame) -> list[tuple[FaceSlot, CropQuad]]:
+    """Each face of the frame with its crop (the landmarks' when TrackFace set none); none
+    unless ``face_found``."""
     if not frame.face_found:
-        return None
-    quad = frame.crop_quad
-    if quad is None and frame.landmarks is not None:
-        quad = quad_from_landmarks(frame.landmarks)
-    return quad
+        return []
+    pairs = [(slot, slot.crop_quad if slot.crop_quad is not None
+              else quad_from_landmarks(slot.landmarks) if slot.landmarks is not None else None)
+             for slot in frame.slots]
+    return [(slot, quad) for slot, quad in pairs if quad is not None]
 
 
 class SmoothCrop:
@@ -172,38 +202,32 @@ class SmoothCrop:
         return self._centred(frames)
 
     def _causal(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        smoother = (OneEuroFilter(self.min_cutoff, self.beta, fps=self.fps)
-                    if self.causal_filter == "one_euro" else EmaFilter(self.alpha))
+        smoothers = FilterPerFace(lambda: OneEuroFilter(self.min_cutoff, self.beta, fps=self.fps)
+                                  if self.causal_filter == "one_euro" else EmaFilter(self.alpha))
         for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is None:
-                smoother.reset()
-                yield frame
-                continue
-            vector = quad.to_vector()
-            scale = float(np.linalg.norm(vector[AXES][:2]))
-            time = frame.time if frame.time is not None else frame.index / self.fps
-            frame.crop_quad_raw = quad
-            frame.crop_quad = CropQuad.from_vector(smoother(vector, time, scale))
+            faces = _face_quads(frame)
+            smoothers.keep_only(slot.identity for slot, _ in faces)
+            for slot, quad in faces:
+                vector = quad.to_vector()
+                scale = float(np.linalg.norm(vector[AXES][:2]))
+                time = frame.time if frame.time is not None else frame.index / self.fps
+                slot.crop_quad_raw = quad
+                slot.crop_quad = CropQuad.from_vector(
+                    smoothers[slot.identity](vector, time, scale))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        window: CentredGaussianWindow[Frame] = CentredGaussianWindow(self.sigmas, self._radius)
+        def faces_of(frame: Frame) -> list[tuple[FaceSlot, np.ndarray]]:
+            faces = _face_quads(frame)
+            for slot, quad in faces:
+                slot.crop_quad_raw = quad
+            return [(slot, quad.to_vector()) for slot, quad in faces]
 
-        def finish(pairs: list[tuple[Frame, np.ndarray]]) -> Iterator[Frame]:
-            for done, vector in pairs:
-                done.crop_quad = CropQuad.from_vector(vector)
-                yield done
+        def finish(slot: FaceSlot, vector: np.ndarray) -> None:
+            slot.crop_quad = CropQuad.from_vector(vector)
 
-        for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is None:
-                yield from finish(window.end_run())
-                yield frame
-                continue
-            frame.crop_quad_raw = quad
-            yield from finish(window.push(frame, quad.to_vector()))
-        yield from finish(window.end_run())
+        return smooth_each_face_centred(
+            frames, faces_of, lambda _: CentredGaussianWindow(self.sigmas, self._radius), finish)
 
 
 class AlignFace:
@@ -220,12 +244,11 @@ class AlignFace:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            quad = _frame_quad(frame)
-            if quad is not None:
-                frame.aligned, frame.crop_from_frame = align_from_quad(
+            for slot, quad in _face_quads(frame):
+                slot.aligned, slot.crop_from_frame = align_from_quad(
                     frame.image, quad, self.size, padding=self.padding,
                     interpolation=self.interpolation)
-                frame.crop_size = self.size
+                slot.crop_size = self.size
             yield frame
 
 
@@ -259,40 +282,53 @@ class MaskEdit:
     def latency(self) -> int:
         return 0 if self.live else self.fade_frames
 
-    def _mask(self, frame: Frame, detector: OcclusionDetector | None) -> tuple[np.ndarray, bool]:
+    def _mask(self, slot: FaceSlot, detector: OcclusionDetector | None
+              ) -> tuple[np.ndarray, bool]:
+        """One face's mask ([M,M] float32) and whether it counts as seen (not mostly covered)."""
         size = EDIT_MASK_SIZE
-        crop_size = frame.crop_size or size
-        crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ frame.crop_from_frame
-        if is_whole_face(self.regions) or frame.landmarks is None:
+        crop_size = slot.crop_size or size
+        crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ slot.crop_from_frame
+        if is_whole_face(self.regions) or slot.landmarks is None:
             mask = np.ones((size, size), np.float32)
         else:
-            mask = region_mask(size, frame.landmarks, crop_from_frame, self.regions)
+            mask = region_mask(size, slot.landmarks, crop_from_frame, self.regions)
         seen = True
-        if detector is not None and frame.aligned is not None:
-            covered = detector.update(frame.aligned, frame.landmarks, frame.crop_from_frame)
+        if detector is not None and slot.aligned is not None:
+            covered = detector.update(slot.aligned, slot.landmarks, slot.crop_from_frame)
             mask *= 1.0 - cv2.resize(covered, (size, size), interpolation=cv2.INTER_LINEAR)
             seen = detector.covered_fraction <= LOST_WHEN_COVERED
         return mask, seen
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        detector = OcclusionDetector() if self.occlusion else None
+        """Each edited face gets its own mask and occlusion detector (per identity); the fade
+        weight is the frame's: it drops when any edited face is lost or mostly covered."""
+        detectors: dict[int, OcclusionDetector] = {}
         fade = EditFade(self.fade_frames, 0 if self.live else None)
         held: list[Frame] = []
 
         def release(weights: list[float]) -> Iterator[Frame]:
             for weight in weights:
                 done = held.pop(0)
-                if done.edit_mask is not None:
-                    done.edit_mask = done.edit_mask * np.float32(weight)
+                for slot in done.slots:
+                    if slot.edit_mask is not None:
+                        slot.edit_mask = slot.edit_mask * np.float32(weight)
                 yield done
 
         for frame in frames:
-            has_face = bool(frame.face_found) and frame.crop_from_frame is not None
-            seen = False
-            if has_face:
-                frame.edit_mask, seen = self._mask(frame, detector)
-            elif detector is not None:
-                detector.lost()
+            faces = [slot for slot in frame.slots if slot.crop_from_frame is not None]
+            seen = bool(frame.face_found) and bool(faces)
+            present = set()
+            if seen:
+                for slot in faces:
+                    detector = None
+                    if self.occlusion:
+                        detector = detectors.setdefault(slot.identity, OcclusionDetector())
+                    present.add(slot.identity)
+                    slot.edit_mask, slot_seen = self._mask(slot, detector)
+                    seen = seen and slot_seen
+            for identity, detector in detectors.items():
+                if identity not in present:
+                    detector.lost()
             held.append(frame)
             yield from release(fade.push(seen))
         yield from release(fade.finish())
@@ -332,47 +368,50 @@ class PasteBack:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            face = getattr(frame, self.source)
-            if not (frame.face_found and face is not None and frame.crop_from_frame is not None):
-                yield frame
-                continue
-            keep = frame.edit_mask
-            if keep is not None and not keep.any():
-                yield frame
-                continue
-            source_image = frame.image
-            if self.transfer is not None:
-                if frame.reconstruction is None:
-                    raise ValueError("transfer paste needs frame.reconstruction: render with "
-                                     "RenderFaces(with_reconstruction=True)")
-                size = self.transfer.flow_size
-                crop_size = (frame.crop_size if frame.crop_size is not None
-                             else _as_uint8_image(face).shape[0])
-                crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
-                                   @ frame.crop_from_frame)
-                mask = _limited(self.paster.mask_for(size, crop_from_frame, frame.landmarks),
-                                keep)
-                frame.image = self.transfer(frame.image, _as_uint8_image(face),
-                                            _as_uint8_image(frame.reconstruction),
-                                            frame.crop_from_frame, crop_size, mask)
-            elif keep is None:
-                frame.image = self.paster(
-                    frame.image, _as_uint8_image(face), frame.crop_from_frame,
-                    crop_size=frame.crop_size, landmarks=frame.landmarks)
-            else:
-                rendered = _as_uint8_image(face)
-                size = rendered.shape[0]
-                crop_size = frame.crop_size if frame.crop_size is not None else size
-                crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
-                                   @ frame.crop_from_frame)
-                mask = _limited(self.paster.mask_for(size, crop_from_frame, frame.landmarks),
-                                keep)
-                frame.image = paste_back(frame.image, rendered, crop_from_frame, mask,
-                                         color_match=self.paster.color_match)
-            if keep is not None:
-                keep_source_where_masked(frame.image, source_image, keep,
-                                         frame.crop_from_frame, frame.crop_size)
+            if frame.face_found:
+                for slot in frame.slots:
+                    frame.image = self._paste(frame.image, slot)
             yield frame
+
+    def _paste(self, image: np.ndarray, slot: FaceSlot) -> np.ndarray:
+        """``image`` with one face's edit put back (``image`` itself when it has none), limited
+        to the slot's ``edit_mask`` (region, occlusion, fade) when MaskEdit made one."""
+        face = getattr(slot, self.source)
+        if face is None or slot.crop_from_frame is None:
+            return image
+        keep = slot.edit_mask
+        if keep is not None and not keep.any():
+            return image
+        source_image = image
+        if self.transfer is not None:
+            if slot.reconstruction is None:
+                raise ValueError("transfer paste needs the reconstruction: render with "
+                                 "RenderFaces(with_reconstruction=True)")
+            size = self.transfer.flow_size
+            crop_size = (slot.crop_size if slot.crop_size is not None
+                         else _as_uint8_image(face).shape[0])
+            crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
+                               @ slot.crop_from_frame)
+            mask = _limited(self.paster.mask_for(size, crop_from_frame, slot.landmarks), keep)
+            image = self.transfer(image, _as_uint8_image(face),
+                                  _as_uint8_image(slot.reconstruction),
+                                  slot.crop_from_frame, crop_size, mask)
+        elif keep is None:
+            return self.paster(image, _as_uint8_image(face), slot.crop_from_frame,
+                               crop_size=slot.crop_size, landmarks=slot.landmarks)
+        else:
+            rendered = _as_uint8_image(face)
+            size = rendered.shape[0]
+            crop_size = slot.crop_size if slot.crop_size is not None else size
+            crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
+                               @ slot.crop_from_frame)
+            mask = _limited(self.paster.mask_for(size, crop_from_frame, slot.landmarks), keep)
+            image = paste_back(image, rendered, crop_from_frame, mask,
+                               color_match=self.paster.color_match)
+        if keep is not None:
+            keep_source_where_masked(image, source_image, keep, slot.crop_from_frame,
+                                     slot.crop_size)
+        return image
 
 
 def _limited(mask: np.ndarray, keep: np.ndarray | None) -> np.ndarray:

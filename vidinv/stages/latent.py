@@ -5,7 +5,8 @@ Modes (the same as the crop's, see :mod:`vidinv.face.smoothing`):
 * ``none``: pass through;
 * ``causal``: exponential moving average, zero look-ahead (live use);
 * ``centred``: Gaussian window of σ frames, ``latency = radius`` frames held back, the run's ends
-  reflected (files). Frames without a face end a run and pass through.
+  reflected (files). Each face (identity of ``Frame.slots``) is smoothed on its own; a frame
+  without it ends its run. Frames without a face pass through.
 
 ``fine_layers_from``: optionally replace the W+ codes of layers ≥ L by their running mean since
 the start of the clip (fine layers carry texture and flicker most; STIT averages them over the
@@ -25,41 +26,43 @@ from vidinv.config import Smoothing
 from vidinv.face.smoothing import (
     CentredGaussianWindow,
     EmaFilter,
+    FilterPerFace,
     gaussian_kernel,
     reflect_index,
+    smooth_each_face_centred,
 )
-from vidinv.frame import Frame
+from vidinv.frame import FaceSlot, Frame
 
 
-def _pack(frame: Frame) -> np.ndarray:
-    """w [L,512] and features [C,h,w] of a frame as one float64 vector."""
-    parts = [frame.w.detach().cpu().numpy().ravel()]
-    if frame.features is not None:
-        parts.append(frame.features.detach().cpu().numpy().ravel())
+def _pack(face: FaceSlot) -> np.ndarray:
+    """w [L,512] and features [C,h,w] of a face as one float64 vector."""
+    parts = [face.w.detach().cpu().numpy().ravel()]
+    if face.features is not None:
+        parts.append(face.features.detach().cpu().numpy().ravel())
     return np.concatenate(parts).astype(np.float64)
 
 
-def _unpack(frame: Frame, vector: np.ndarray) -> None:
-    """The smoothed vector back into the frame, on the device the codes came from."""
-    count = frame.w.numel()
-    frame.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(
-        frame.w.shape).to(frame.w.device)
-    if frame.features is not None:
-        frame.features = torch.from_numpy(vector[count:].astype(np.float32)).reshape(
-            frame.features.shape).to(frame.features.device)
+def _unpack(face: FaceSlot, vector: np.ndarray) -> None:
+    """The smoothed vector back into the face, on the device the codes came from."""
+    count = face.w.numel()
+    face.w = torch.from_numpy(vector[:count].astype(np.float32)).reshape(
+        face.w.shape).to(face.w.device)
+    if face.features is not None:
+        face.features = torch.from_numpy(vector[count:].astype(np.float32)).reshape(
+            face.features.shape).to(face.features.device)
 
 
 Codes = tuple[torch.Tensor, ...]  # (w [L,512], features [C,h,w]) or (w,)
 
 
-def _codes(frame: Frame) -> Codes:
-    return (frame.w,) if frame.features is None else (frame.w, frame.features)
+def _codes(face: FaceSlot | Frame) -> Codes:
+    return (face.w,) if face.features is None else (face.w, face.features)
 
 
-def _set_codes(frame: Frame, codes: Codes) -> None:
-    frame.w = codes[0]
-    if frame.features is not None:
-        frame.features = codes[1]
+def _set_codes(face: FaceSlot | Frame, codes: Codes) -> None:
+    face.w = codes[0]
+    if face.features is not None:
+        face.features = codes[1]
 
 
 class _DeviceWindow:
@@ -71,7 +74,7 @@ class _DeviceWindow:
         self.radius = max(int(radius), 0)
         self._weights = [float(w) for w in gaussian_kernel(sigma, self.radius)]
         self._values: deque[Codes] = deque()  # run positions [self._first, ...]
-        self._items: deque[Frame] = deque()
+        self._items: deque = deque()
         self._first = self._next = self._count = 0
 
     def _smoothed(self, position: int, length: int | None) -> Codes:
@@ -90,9 +93,9 @@ class _DeviceWindow:
         assert total is not None
         return tuple(total)
 
-    def push(self, frame: Frame) -> list[tuple[Frame, Codes]]:
-        self._values.append(_codes(frame))
-        self._items.append(frame)
+    def push(self, item, codes: Codes) -> list[tuple[object, Codes]]:
+        self._values.append(codes)
+        self._items.append(item)
         self._count += 1
         ready = []
         while self._items and self._next + self.radius < self._count:
@@ -103,7 +106,7 @@ class _DeviceWindow:
                 self._first += 1
         return ready
 
-    def end_run(self) -> list[tuple[Frame, Codes]]:
+    def end_run(self) -> list[tuple[object, Codes]]:
         ready = []
         while self._items:
             ready.append((self._items.popleft(), self._smoothed(self._next, self._count)))
@@ -114,13 +117,13 @@ class _DeviceWindow:
 
 
 class SmoothLatents:
-    """Smooths ``frame.w`` and ``frame.features`` over time; never drops or adds frames.
+    """Smooths each face's ``w`` and ``features`` over time; never drops or adds frames.
 
     Args:
         mode: ``none``, ``causal`` (EMA with ``alpha``) or ``centred`` (Gaussian, ``sigma``
             frames, window radius ⌈3σ⌉ unless given).
         fine_layers_from: if set, W+ layers from this index on are replaced by their running
-            mean over the clip's face frames.
+            mean over the clip's frames with that face.
         on_device: smooth the codes as torch tensors where they are, in their dtype (no copy
             to the host); None (default): for codes on a CUDA device, while CPU codes take the
             float64 NumPy path (the results of earlier releases, bit for bit).
@@ -156,64 +159,62 @@ class SmoothLatents:
         if self.fine_layers_from is None:
             yield from frames
             return
-        total: torch.Tensor | None = None
-        count = 0
+        totals: dict[int, tuple[torch.Tensor, int]] = {}  # identity -> (sum, count)
         start = self.fine_layers_from
         for frame in frames:
-            if frame.w is not None:
-                fine = frame.w[start:]
-                total = fine.clone() if total is None else total + fine
-                count += 1
-                frame.w = torch.cat([frame.w[:start], total / count])
+            for face in _coded_faces(frame):
+                fine = face.w[start:]
+                total, count = totals.get(face.identity, (None, 0))
+                total, count = (fine.clone() if total is None else total + fine), count + 1
+                totals[face.identity] = (total, count)
+                face.w = torch.cat([face.w[:start], total / count])
             yield frame
 
-    def _device_path(self, frame: Frame) -> bool:
+    def _device_path(self, face: FaceSlot | Frame) -> bool:
         if self.on_device is not None:
             return self.on_device
-        return frame.w.device.type == "cuda"
+        return face.w.device.type == "cuda"
 
     def _causal(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        ema = EmaFilter(self.alpha)
-        state: Codes | None = None  # the device path's EMA
+        filters = FilterPerFace(lambda: EmaFilter(self.alpha))
+        states: dict[int, Codes] = {}  # the device path's EMA, per face
         for frame in frames:
-            if frame.w is None:
-                ema.reset()
-                state = None
-            elif self._device_path(frame):
-                codes = _codes(frame)
-                state = codes if state is None else tuple(
-                    s + self.alpha * (c - s) for s, c in zip(state, codes, strict=True))
-                _set_codes(frame, state)
-            else:
-                _unpack(frame, ema(_pack(frame)))
+            faces = _coded_faces(frame)
+            present = {face.identity for face in faces}
+            filters.keep_only(present)
+            for identity in [i for i in states if i not in present]:
+                del states[identity]
+            for face in faces:
+                if self._device_path(face):
+                    codes = _codes(face)
+                    state = states.get(face.identity)
+                    state = codes if state is None else tuple(
+                        s + self.alpha * (c - s) for s, c in zip(state, codes, strict=True))
+                    states[face.identity] = state
+                    _set_codes(face, state)
+                else:
+                    _unpack(face, filters[face.identity](_pack(face)))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        window: CentredGaussianWindow[Frame] | _DeviceWindow | None = None
-        for frame in frames:
-            if frame.w is None:
-                if window is not None:
-                    yield from self._finish(window.end_run())
-                yield frame
-                continue
-            if isinstance(window, _DeviceWindow) or (window is None
-                                                     and self._device_path(frame)):
-                window = window or _DeviceWindow(self.sigma, self.radius)
-                yield from self._finish(window.push(frame))
-                continue
-            vector = _pack(frame)
-            if window is None:
-                window = CentredGaussianWindow(np.full(vector.shape, self.sigma), self.radius)
-            yield from self._finish(window.push(frame, vector))
-        if window is not None:
-            yield from self._finish(window.end_run())
+        def faces_of(frame: Frame) -> list:
+            return [(face, _codes(face) if self._device_path(face) else _pack(face))
+                    for face in _coded_faces(frame)]
 
-    @staticmethod
-    def _finish(pairs: list[tuple[Frame, np.ndarray]] | list[tuple[Frame, Codes]]
-                ) -> Iterator[Frame]:
-        for frame, smoothed in pairs:
+        def make_window(vector):
+            if isinstance(vector, tuple):
+                return _DeviceWindow(self.sigma, self.radius)
+            return CentredGaussianWindow(np.full(vector.shape, self.sigma), self.radius)
+
+        def finish(face: FaceSlot, smoothed) -> None:
             if isinstance(smoothed, tuple):
-                _set_codes(frame, smoothed)
+                _set_codes(face, smoothed)
             else:
-                _unpack(frame, smoothed)
-            yield frame
+                _unpack(face, smoothed)
+
+        return smooth_each_face_centred(frames, faces_of, make_window, finish)
+
+
+def _coded_faces(frame: Frame) -> list[FaceSlot]:
+    """The faces of ``frame`` the encoder coded."""
+    return [face for face in frame.slots if face.w is not None]

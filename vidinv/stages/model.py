@@ -1,8 +1,9 @@
 """The model stages: encode the aligned face; edit and render it (one graph, one call).
 
 Each stage maps an iterator of :class:`~vidinv.frame.Frame` to an iterator of frames, in order,
-and declares ``latency`` (frames held back). Frames without a face (``aligned`` is None) pass
-through untouched. The networks come in as plain callables built by
+and declares ``latency`` (frames held back). They work on the frames' faces
+(:class:`~vidinv.frame.FaceSlot`; every face of the frames of a batch in one call); frames
+without a face pass through untouched. The networks come in as plain callables built by
 :mod:`vidinv.engines.model_graphs`, so no stage branches on the backend; their tensors stay
 on the engine's device between the stages (only the rendered images come to the host).
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from vidinv.engines.model_graphs import EditRenderFn, EncodeFn
-from vidinv.frame import Frame
+from vidinv.frame import FaceSlot, Frame
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -70,18 +71,25 @@ def device_images_to_host(*batches: torch.Tensor) -> list[list[np.ndarray]]:
 
 
 def in_batches(frames: Iterable[Frame], batch_size: int,
-               wants: Callable[[Frame], bool]) -> Iterator[tuple[list[Frame], list[Frame]]]:
-    """Group frames, in order, so that each group holds ≤ ``batch_size`` frames ``wants``.
+               wants: Callable[[FaceSlot], bool]) -> Iterator[tuple[list[Frame], list[FaceSlot]]]:
+    """Group frames, in order, so that each group holds ≤ ``batch_size`` faces ``wants``.
 
-    Yields (all frames of the group in order, the wanted ones). A group is released as soon as
-    it has ``batch_size`` wanted frames, or at the end; frames nobody wants never wait alone.
+    Yields (frames to pass on, in order; the wanted faces of the group's frames). Faces are
+    the frames' :class:`~vidinv.frame.FaceSlot` s, so one call batches every face of several
+    frames; a frame whose faces fill a batch before its last one is passed on with the group
+    of its last face. A group is released as soon as it has ``batch_size`` wanted faces, or at
+    the end; frames without a wanted face never wait alone.
     """
     group: list[Frame] = []
-    wanted: list[Frame] = []
+    wanted: list[FaceSlot] = []
     for frame in frames:
+        faces = [slot for slot in frame.slots if wants(slot)]
+        for position, slot in enumerate(faces, start=1):
+            wanted.append(slot)
+            if len(wanted) >= batch_size and position < len(faces):
+                yield group, wanted
+                group, wanted = [], []
         group.append(frame)
-        if wants(frame):
-            wanted.append(frame)
         if len(wanted) >= batch_size or not wanted:
             yield group, wanted
             group, wanted = [], []
@@ -90,7 +98,7 @@ def in_batches(frames: Iterable[Frame], batch_size: int,
 
 
 class EncodeFaces:
-    """Sets ``frame.w`` [L,512] and ``frame.features`` [C,h,w] from ``frame.aligned``."""
+    """Sets each face's ``w`` [L,512] and ``features`` [C,h,w] from its ``aligned`` crop."""
 
     def __init__(self, encode: EncodeFn, batch_size: int = 1) -> None:
         self.encode = encode
@@ -102,12 +110,12 @@ class EncodeFaces:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
-                                        lambda frame: frame.aligned is not None):
+                                        lambda face: face.aligned is not None):
             if wanted:
                 with torch.inference_mode():
                     w, features = self.encode(images_to_tensor([f.aligned for f in wanted]))
-                for frame, code, feature in zip(wanted, w, features, strict=True):
-                    frame.w, frame.features = code, feature
+                for face, code, feature in zip(wanted, w, features, strict=True):
+                    face.w, face.features = code, feature
             yield from group
 
 
@@ -125,13 +133,13 @@ class EditSource(Protocol):
 
 
 class RenderFaces:
-    """Edits and renders in one call: sets ``frame.rendered`` [R,R,3] uint8, the edit
+    """Edits and renders in one call: sets each face's ``rendered`` [R,R,3] uint8, the edit
     E = G(w̃, F̃) (the reconstruction when there is no edit).
 
-    With ``with_reconstruction`` it also sets ``frame.reconstruction``, the unedited
+    With ``with_reconstruction`` it also sets ``reconstruction``, the unedited
     R = G(w, F), which the same graph renders in the same batch as the edit. The edit (w̃ =
     w + offset, F̃ by paper 003's Eq. 1) runs inside the ``edit_render`` graph, batched, on
-    the engine's backend and device; ``frame.w`` and ``frame.features`` stay as encoded.
+    the engine's backend and device; ``w`` and ``features`` stay as encoded.
     Without an edit in force (no editor, or every strength 0) R is E itself, the same image.
     """
 
@@ -155,7 +163,7 @@ class RenderFaces:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
-                                        lambda frame: frame.w is not None):
+                                        lambda face: face.w is not None):
             if wanted:
                 with torch.inference_mode():
                     w = torch.stack([f.w for f in wanted])
@@ -175,10 +183,10 @@ class RenderFaces:
                         host = [tensor_to_images(batch) for batch in renders]
                     images = host[0]
                     if wants_reconstruction:
-                        for frame, image in zip(wanted, host[1], strict=True):
-                            frame.reconstruction = image
-                for frame, image in zip(wanted, images, strict=True):
-                    frame.rendered = image
+                        for face, image in zip(wanted, host[1], strict=True):
+                            face.reconstruction = image
+                for face, image in zip(wanted, images, strict=True):
+                    face.rendered = image
                     if self.with_reconstruction and offset is None:
-                        frame.reconstruction = image  # unedited: R is E
+                        face.reconstruction = image  # unedited: R is E
             yield from group
