@@ -240,6 +240,58 @@ def test_the_preview_moves_to_a_frame_and_keeps_to_the_regions(server):
     assert server.session.jobs == {}  # no bad request started a render
 
 
+def _people_upload(session, tmp_path):
+    from tests.media import make_people_clip
+
+    people = make_people_clip(tmp_path / "two people.mp4", "crossing", n_frames=6)
+    data = people.path.read_bytes()
+    return people, session.add_upload("two people.mp4", io.BytesIO(data), len(data))
+
+
+def test_the_face_choice_edits_the_face_clicked(session, tmp_path, monkeypatch):
+    people, clip = _people_upload(session, tmp_path)
+    opened = session.open(clip.id, None)
+    k, faces = opened["preview_index"], opened["faces"]
+    assert opened["select"] == "largest" and len(faces) == 2
+    for face, name in zip(faces, ("astronaut", "carphone"), strict=True):  # left to right
+        x0, y0, x1, y1 = people.faces[name][k] / np.array([480, 270, 480, 270])
+        box = face["box"]
+        assert abs((box[0] + box[2]) / 2 - (x0 + x1) / 2) < 0.04, (name, box)
+        assert abs((box[1] + box[3]) / 2 - (y0 + y1) / 2) < 0.06, (name, box)
+    assert sum(face["edited"] for face in faces) == 1  # the largest only
+    original = _decode(opened["original_image"]).astype(int)
+
+    def changed(answer, name) -> int:
+        x0, y0, x1, y1 = np.clip(people.boxes[name][k], 0, None)
+        diff = np.abs(_decode(answer["image"]).astype(int) - original)[y0:y1, x0:x1].max(2)
+        return int((diff > 12).sum())
+
+    left = session.preview({"smile": 3.0}, face=0)
+    right = session.preview({"smile": 3.0}, face=1)
+    both = session.preview({"smile": 3.0}, face="all")
+    assert [f["edited"] for f in left["faces"]] == [True, False] and left["select"] == "0"
+    assert [f["edited"] for f in right["faces"]] == [False, True]
+    assert [f["edited"] for f in both["faces"]] == [True, True]
+    assert changed(left, "astronaut") > 50 and changed(left, "carphone") < 5
+    assert changed(right, "carphone") > 50 and changed(right, "astronaut") < 5
+    assert changed(both, "carphone") > 50 and changed(both, "astronaut") > 50
+
+    for bad in ("middle", -1, 8, True, 1.5, "1", [0]):
+        with pytest.raises(UiError, match="face"):
+            session.preview({}, face=bad)
+    assert session.preview({}, frame=3)["select"] == "all"  # the choice stays with the frame
+
+    import vidinv.pipeline.clip
+
+    seen = []
+    monkeypatch.setattr(vidinv.pipeline.clip, "process_video",
+                        lambda source, output, bundle, config, editor, **kw:
+                        seen.append((config.face.select, config.face.reference)))
+    job = session.start_render({"smile": 1.0}, face=1)
+    session.jobs[job["job"]].thread.join(30)
+    assert seen == [("1", "")]
+
+
 def test_the_chosen_region_reaches_the_render(session, monkeypatch):
     import vidinv.pipeline.clip
 
@@ -391,6 +443,48 @@ def test_the_page_in_a_headless_browser(tmp_path):
             "mobile": False})
         assert driver.save_screenshot(str(screenshot))
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # The face choice: a clip of two people, a box per face; clicking one edits it.
+        from tests.media import make_people_clip
+
+        two = make_people_clip(tmp_path / "two_people.mp4", "crossing", n_frames=6).path
+        driver.find_element("id", "clip-file").send_keys(str(two))
+        _wait(driver, lambda d: state(d) == "ready" and "two_people" in d.find_element(
+            "id", "message").text, 120, "the two-people clip to open")
+        _wait(driver, lambda d: len(d.find_elements("css selector", ".facebox")) == 2, 10,
+              "a box on each face")
+        boxes = driver.find_elements("css selector", ".facebox")
+        assert boxes[0].location["x"] < boxes[1].location["x"]
+        assert driver.find_element("id", "face-largest").is_selected()
+        version = int(preview.get_attribute("data-version"))
+        smile = driver.find_element("id", "slider-smile")  # a new clip starts at 0
+        smile.click()
+        for _ in range(25):
+            smile.send_keys(Keys.ARROW_RIGHT)
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version and float(smile.get_attribute("value")) >= 2.0, 60,
+              "the smile to be previewed")
+        boxes = driver.find_elements("css selector", ".facebox")
+        edited = ["edited" in box.get_attribute("class") for box in boxes]
+        assert sorted(edited) == [False, True]  # the largest face only
+        other = edited.index(False)  # click the face not edited yet
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        driver.find_element("id", f"face-box-{other}").click()
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version, 60, "the preview to edit the face clicked")
+        assert driver.find_element("id", "face-one").is_selected()
+        assert "edited" in driver.find_element("id", f"face-box-{other}").get_attribute("class")
+        assert "edited" not in driver.find_element(
+            "id", f"face-box-{1 - other}").get_attribute("class")
+        assert server.session._select == str(other)
+        assert preview.get_attribute("src") != before
+        version = int(preview.get_attribute("data-version"))
+        driver.find_element("id", "face-all").click()
+        _wait(driver, lambda d: int(preview.get_attribute("data-version")) > version and all(
+            "edited" in b.get_attribute("class")
+            for b in d.find_elements("css selector", ".facebox")), 60, "every face edited")
 
         # A bad file is a message on the page, not a traceback.
         junk = tmp_path / "broken.mp4"

@@ -136,9 +136,28 @@ def _chain(stages: list, frames: Iterator[Frame]) -> Iterator[Frame]:
     return frames
 
 
-def with_region(config: PipelineConfig, region: str) -> PipelineConfig:
-    """``config`` with ``face.region = region`` (already checked by :func:`regions_from`)."""
-    return dataclasses.replace(config, face=dataclasses.replace(config.face, region=region))
+def with_region(config: PipelineConfig, region: str,
+                select: str | None = None) -> PipelineConfig:
+    """``config`` with ``face.region = region`` (checked by :func:`regions_from`) and, when
+    ``select`` is given (checked by :func:`select_from`), ``face.select = select`` without a
+    reference photo (the page's choice wins over ``face.reference``)."""
+    face = dataclasses.replace(config.face, region=region)
+    if select is not None:
+        face = dataclasses.replace(face, select=select, reference="")
+    return dataclasses.replace(config, face=face)
+
+
+def detect_faces(image: np.ndarray, landmarks: str) -> list:
+    """Every face in ``image`` ([H,W,3] uint8 RGB; at most
+    :data:`~vidinv.pipeline.wiring.MAX_FACES`), left to right: the order of ``face.select``'s
+    index."""
+    from vidinv.face.landmarks import create_landmark_detector
+    from vidinv.pipeline.wiring import MAX_FACES
+
+    options = {"mode": "static"} if landmarks == "mediapipe" else {}
+    with create_landmark_detector(landmarks, max_faces=MAX_FACES, **options) as detector:
+        faces = detector.detect(image)
+    return sorted(faces, key=lambda face: (face.box[0] + face.box[2]) / 2)
 
 
 class PreviewFrame:
@@ -209,6 +228,25 @@ class PreviewFrame:
         self.index = self._frame.index
         self.face = self._frame.w is not None
         self.original = self._frame.image.copy()
+        self.select = self._config.face.select
+        self.faces = self._faces()
+
+    def _faces(self) -> list[dict]:
+        """The frame's faces left to right: ``box`` (x0, y0, x1, y1) as fractions of the
+        frame's width and height, ``edited`` whether the face choice edits it."""
+        from vidinv.face.landmarks import box_iou
+
+        height, width = self.original.shape[:2]
+        edited = [slot.landmarks.box for slot in self._frame.slots
+                  if slot.landmarks is not None and slot.w is not None]
+        out = []
+        for face in detect_faces(self.original, self._config.face.landmarks):
+            x0, y0, x1, y1 = (float(v) for v in face.box)
+            out.append({"box": [round(max(0.0, x0) / width, 4), round(max(0.0, y0) / height, 4),
+                                round(min(float(width), x1) / width, 4),
+                                round(min(float(height), y1) / height, 4)],
+                        "edited": any(box_iou(face.box, box) > 0.5 for box in edited)})
+        return out
 
     def _split(self, config: PipelineConfig) -> tuple[list, list]:
         """The stages up to the encoder and those after it, wired for ``config``."""
@@ -299,6 +337,7 @@ class UiSession:
         self._preview: PreviewFrame | None = None
         self._open: tuple[str, Path] | None = None
         self._region = self.config.face.region  # the page's region checkboxes
+        self._select: str | None = None  # the page's face choice (None: the config's)
         self._lock = threading.Lock()  # held while a clip is opened (the preview is built)
         self._state = threading.RLock()  # clips, jobs and files change under it
         self._upload = threading.Lock()  # one upload at a time
@@ -457,12 +496,16 @@ class UiSession:
 
     # -- preview --------------------------------------------------------------------------
 
-    def open(self, clip_id: str, model: str | None, region: object = None) -> dict:
+    def open(self, clip_id: str, model: str | None, region: object = None,
+             face: object = None) -> dict:
         """Open ``clip`` with ``model``: find and encode the preview frame once (the first
-        frame with a face); ``region`` (see :func:`regions_from`) limits the edit."""
+        frame with a face); ``region`` (see :func:`regions_from`) limits the edit, ``face``
+        (see :func:`select_from`) chooses the faces edited."""
         clip = self.clip(clip_id)
         if region is not None:
             self._region = regions_from(region)
+        if face is not None:
+            self._select = select_from(face)
         started = time.perf_counter()
         bundle = self.bundle(model)
         with self._lock:
@@ -471,7 +514,8 @@ class UiSession:
             with self._state:
                 self._preview = None
                 self._drop_renders()  # the page hides the last render when it opens a clip
-            preview = PreviewFrame(bundle, with_region(self.config, self._region), clip)
+            preview = PreviewFrame(bundle, with_region(self.config, self._region, self._select),
+                                   clip)
             with self._state:
                 if clip_id not in self.clips:  # replaced by an upload meanwhile
                     raise UiNotFoundError("that clip was replaced by a newer upload")
@@ -480,39 +524,44 @@ class UiSession:
         return {**clip.describe(), "model": str(bundle.folder),
                 "attributes": preview.attributes, "preview_index": preview.index,
                 "face_found": preview.face, "region": preview.region,
+                "select": preview.select, "faces": preview.faces,
                 "original_image": encode_jpeg(preview.original), "image": encode_jpeg(image),
                 "original_url": self._publish(clip.path),
                 "ms": round((time.perf_counter() - started) * 1000)}
 
     def preview(self, strengths: dict[str, float], frame: object = None,
-                region: object = None) -> dict:
+                region: object = None, face: object = None) -> dict:
         """The preview edited with ``strengths``; ``frame`` (an index of the open clip) moves
         it to that frame (decoded and encoded once; the answer then carries its original
-        image), ``region`` limits the edit (and the next render's) to those parts."""
+        image), ``region`` limits the edit (and the next render's) to those parts, ``face``
+        chooses the faces edited (the frame is then encoded again)."""
         strengths = _strengths(strengths)
         region = None if region is None else regions_from(region)
+        select = None if face is None else select_from(face)
         preview = self._preview
         if preview is None or self._open is None:
             raise UiError("open a clip first")
         started = time.perf_counter()
         out: dict = {}
-        if frame is not None:
-            clip_id, folder = self._open
-            clip = self.clip(clip_id)
-            index = frame_index_from(frame, clip)
-            if index != preview.index:
-                preview = self._move_preview(clip, folder, index, region or self._region)
-                out.update(original_image=encode_jpeg(preview.original),
-                           decoded_frames=preview.decoded)
+        clip_id, folder = self._open
+        clip = self.clip(clip_id)
+        index = preview.index if frame is None else frame_index_from(frame, clip)
+        if index != preview.index or (select is not None and select != preview.select):
+            preview = self._move_preview(clip, folder, index, region or self._region,
+                                         self._select if select is None else select)
+            out.update(original_image=encode_jpeg(preview.original),
+                       decoded_frames=preview.decoded)
         if region is not None:
             preview.set_region(region)
             self._region = region
         image = preview.render(strengths)
         return {**out, "image": encode_jpeg(image), "preview_index": preview.index,
                 "face_found": preview.face, "region": preview.region,
+                "select": preview.select, "faces": preview.faces,
                 "ms": round((time.perf_counter() - started) * 1000)}
 
-    def _move_preview(self, clip: Clip, folder: Path, index: int, region: str) -> PreviewFrame:
+    def _move_preview(self, clip: Clip, folder: Path, index: int, region: str,
+                      select: str | None) -> PreviewFrame:
         """Build the preview of frame ``index`` of the open clip (one at a time), with the
         open preview's engines."""
         with self._lock:
@@ -521,26 +570,32 @@ class UiSession:
             current = self._preview
             if current is None or self._open != (clip.id, folder):
                 raise UiNotFoundError("another clip was opened meanwhile; move the slider again")
-            preview = PreviewFrame(self._bundles[folder], with_region(self.config, region),
+            preview = PreviewFrame(self._bundles[folder],
+                                   with_region(self.config, region, select),
                                    clip, index=index, same_model=current)
             with self._state:
                 if self._open != (clip.id, folder):  # another clip or model opened meanwhile
                     raise UiNotFoundError("another clip was opened meanwhile; move the slider "
                                           "again")
                 self._preview = preview
+                if select is not None:  # kept only once a preview was made with it
+                    self._select = select
         return preview
 
     # -- render ---------------------------------------------------------------------------
 
-    def start_render(self, strengths: dict[str, float], region: object = None) -> dict:
-        """Render the open clip with ``strengths``, limited to ``region`` (None: the region the
-        last preview used)."""
+    def start_render(self, strengths: dict[str, float], region: object = None,
+                     face: object = None) -> dict:
+        """Render the open clip with ``strengths``, limited to ``region``, editing the faces
+        ``face`` chooses (None: what the last preview used)."""
         from vidinv.latent.editing import CombinedEditor
 
         strengths = _strengths(strengths)
         if region is not None:
             self._region = regions_from(region)
-        config = with_region(self.config, self._region)
+        if face is not None:
+            self._select = select_from(face)
+        config = with_region(self.config, self._region, self._select)
         # the check that no render runs and the start of this one are one step: of requests
         # that arrive together exactly one starts a render, the others are told it runs
         with self._state:
@@ -691,3 +746,18 @@ def frame_index_from(value: object, clip: Clip) -> int:
         raise UiError(f"frame {value} is not in {clip.name}: its frames are 0 to "
                       f"{clip.frames - 1}")
     return value
+
+
+def select_from(value: object) -> str:
+    """A ``face.select`` value from a request: ``"largest"``, ``"all"`` or a face's index from
+    the left, 0 … :data:`~vidinv.pipeline.wiring.MAX_FACES` − 1."""
+    from vidinv.pipeline.wiring import MAX_FACES
+
+    if value in ("largest", "all"):
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UiError('face must be "largest", "all" or a face\'s index from the left')
+    if not 0 <= value < MAX_FACES:
+        raise UiError(f"face {value}: the index of a face from the left is 0 to "
+                      f"{MAX_FACES - 1}")
+    return str(value)
