@@ -79,6 +79,11 @@ def test_preview_follows_the_strengths_without_encoding_again(session, monkeypat
     assert np.array_equal(zero, again)  # the cached frame is never altered by a preview
     with pytest.raises(UiError, match="frown"):
         session.preview({"frown": 1.0})
+    # another frame: decoded and encoded once, with the engines already built (not traced again)
+    moved = session.preview({"smile": 3.0}, frame=60)
+    assert moved["preview_index"] == 60 and calls["encoder"] == encodes_to_open + 1
+    session.preview({"smile": 0.0}, frame=60, region="mouth")
+    assert calls["encoder"] == encodes_to_open + 1
 
 
 def test_render_job_writes_the_edited_clip(session, tmp_path):
@@ -182,6 +187,129 @@ def test_http_api_answers_errors_as_one_line_json(server):
         assert answer.headers["Content-Range"].endswith(f"/{clip_size(server, opened)}")
 
 
+def test_the_preview_moves_to_a_frame_and_keeps_to_the_regions(server):
+    status, clip = _post(server, "api/clip/bundled", {})
+    status, opened = _post(server, "api/open", {"clip": clip["clip"], "region": ["face"]})
+    assert status == 200 and opened["preview_index"] == 0 and opened["region"] == "face"
+    assert opened["frames"] == 120
+    first = _decode(opened["original_image"])
+    status, zero = _post(server, "api/preview", {"strengths": {"smile": 2.0}})
+    assert status == 200 and zero["preview_index"] == 0 and "original_image" not in zero
+
+    status, moved = _post(server, "api/preview", {"strengths": {"smile": 2.0}, "frame": 100})
+    assert status == 200, moved
+    assert moved["preview_index"] == 100 and moved["face_found"] is True
+    assert moved["decoded_frames"] == 101  # the real clip's only keyframe is frame 0
+    later = _decode(moved["original_image"])  # the real clip's frame 100, not frame 0
+    assert np.abs(later.astype(int) - first.astype(int)).mean() > 3
+    edited_later = _decode(moved["image"])
+    assert np.abs(edited_later.astype(int) - _decode(zero["image"]).astype(int)).mean() > 3
+    assert np.abs(edited_later.astype(int) - later.astype(int)).max() > 10  # still edited
+
+    # the same frame again is not decoded again: no original image comes back
+    status, again = _post(server, "api/preview", {"strengths": {"smile": 2.0}, "frame": 100})
+    assert status == 200 and "original_image" not in again
+    assert np.abs(_decode(again["image"]).astype(int) - edited_later.astype(int)).max() <= 2
+
+    # a region is the render's: the eyes-only edit is not the whole-face edit
+    status, eyes = _post(server, "api/preview", {"strengths": {"smile": 3.0}, "frame": 100,
+                                                 "region": ["eyes"]})
+    status, face = _post(server, "api/preview", {"strengths": {"smile": 3.0}, "frame": 100,
+                                                 "region": "face"})
+    assert eyes["region"] == "eyes" and face["region"] == "face"
+    eyes_image, face_image = _decode(eyes["image"]), _decode(face["image"])
+    # the eyes-only edit changes fewer pixels of the source than the whole-face edit
+    changed = lambda image: int((np.abs(image.astype(int) - later.astype(int)).max(2)  # noqa: E731
+                                 > 12).sum())
+    assert 0 < changed(eyes_image) < changed(face_image)
+
+    for bad, says in ((-1, "frames are 0 to 119"), (120, "frames are 0 to 119"),
+                      (1.5, "whole number"), (True, "whole number"), ("3", "whole number"),
+                      (10**30, "frames are 0 to 119")):
+        status, error = _post(server, "api/preview", {"strengths": {}, "frame": bad})
+        assert status == 400 and says in error["error"] and "\n" not in error["error"], bad
+    for bad, says in (("nose", "unknown region 'nose'"), ([], "1 to 6"),
+                      (["mouth", 3], "region must be"), (["eyes"] * 7, "1 to 6"),
+                      ({"eyes": 1}, "region must be"), (["x" * 40], "region must be")):
+        for call, body in (("api/preview", {"strengths": {}, "region": bad}),
+                           ("api/render", {"strengths": {}, "region": bad}),
+                           ("api/open", {"clip": clip["clip"], "region": bad})):
+            status, error = _post(server, call, body)
+            assert status == 400 and says in error["error"], (call, bad, error)
+            assert "\n" not in error["error"]
+    assert server.session.jobs == {}  # no bad request started a render
+
+
+def _people_upload(session, tmp_path):
+    from tests.media import make_people_clip
+
+    people = make_people_clip(tmp_path / "two people.mp4", "crossing", n_frames=6)
+    data = people.path.read_bytes()
+    return people, session.add_upload("two people.mp4", io.BytesIO(data), len(data))
+
+
+def test_the_face_choice_edits_the_face_clicked(session, tmp_path, monkeypatch):
+    people, clip = _people_upload(session, tmp_path)
+    opened = session.open(clip.id, None)
+    k, faces = opened["preview_index"], opened["faces"]
+    assert opened["select"] == "largest" and len(faces) == 2
+    for face, name in zip(faces, ("astronaut", "carphone"), strict=True):  # left to right
+        x0, y0, x1, y1 = people.faces[name][k] / np.array([480, 270, 480, 270])
+        box = face["box"]
+        assert abs((box[0] + box[2]) / 2 - (x0 + x1) / 2) < 0.04, (name, box)
+        assert abs((box[1] + box[3]) / 2 - (y0 + y1) / 2) < 0.06, (name, box)
+    assert sum(face["edited"] for face in faces) == 1  # the largest only
+    original = _decode(opened["original_image"]).astype(int)
+
+    def changed(answer, name) -> int:
+        x0, y0, x1, y1 = np.clip(people.boxes[name][k], 0, None)
+        diff = np.abs(_decode(answer["image"]).astype(int) - original)[y0:y1, x0:x1].max(2)
+        return int((diff > 12).sum())
+
+    left = session.preview({"smile": 3.0}, face=0)
+    right = session.preview({"smile": 3.0}, face=1)
+    both = session.preview({"smile": 3.0}, face="all")
+    assert [f["edited"] for f in left["faces"]] == [True, False] and left["select"] == "0"
+    assert [f["edited"] for f in right["faces"]] == [False, True]
+    assert [f["edited"] for f in both["faces"]] == [True, True]
+    assert changed(left, "astronaut") > 50 and changed(left, "carphone") < 5
+    assert changed(right, "carphone") > 50 and changed(right, "astronaut") < 5
+    assert changed(both, "carphone") > 50 and changed(both, "astronaut") > 50
+
+    for bad in ("middle", -1, 8, True, 1.5, "1", [0]):
+        with pytest.raises(UiError, match="face"):
+            session.preview({}, face=bad)
+    assert session.preview({}, frame=3)["select"] == "all"  # the choice stays with the frame
+
+    import vidinv.pipeline.clip
+
+    seen = []
+    monkeypatch.setattr(vidinv.pipeline.clip, "process_video",
+                        lambda source, output, bundle, config, editor, **kw:
+                        seen.append((config.face.select, config.face.reference)))
+    job = session.start_render({"smile": 1.0}, face=1)
+    session.jobs[job["job"]].thread.join(30)
+    assert seen == [("1", "")]
+
+
+def test_the_chosen_region_reaches_the_render(session, monkeypatch):
+    import vidinv.pipeline.clip
+
+    seen = []
+
+    def capture(source, output, bundle, config, editor, **kwargs):
+        seen.append(config.face.region)
+
+    monkeypatch.setattr(vidinv.pipeline.clip, "process_video", capture)
+    clip = session.add_bundled_clip()
+    session.open(clip.id, None)
+    session.preview({}, region=["mouth", "eyes"])
+    for region, expected in ((None, "mouth,eyes"), ("lower", "lower"), (["face"], "face")):
+        job = session.start_render({"smile": 1.0}, region)
+        session.jobs[job["job"]].thread.join(30)
+        assert seen[-1] == expected
+
+
 def clip_size(server, opened) -> int:
     token = opened["original_url"].split("/")[2]
     return server.session.file_for(token).stat().st_size
@@ -252,6 +380,30 @@ def test_the_page_in_a_headless_browser(tmp_path):
         assert preview.get_attribute("src") != before
         assert driver.find_element("id", "preview-ms").text.endswith("ms)")
 
+        # The frame slider: the clip's frames, End moves the preview to the last one.
+        frame = driver.find_element("id", "frame")
+        assert (frame.get_attribute("min"), frame.get_attribute("max")) == ("0", "119")
+        original = driver.find_element("id", "original").get_attribute("src")
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        frame.send_keys(Keys.END)
+        _wait(driver, lambda d: "frame 119" in d.find_element("id", "original-caption").text
+              and int(preview.get_attribute("data-version")) > version, 120,
+              "the preview to move to frame 119")
+        assert driver.find_element("id", "frame-value").text == "119"
+        assert driver.find_element("id", "original").get_attribute("src") != original
+        assert preview.get_attribute("src") != before
+
+        # A region checkbox: the mouth only (the whole face is unchecked), a new preview.
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        driver.find_element("id", "region-mouth").click()
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version, 60, "the preview to follow the region")
+        assert not driver.find_element("id", "region-face").is_selected()
+        assert driver.execute_script("return regions()") == ["mouth"]
+        assert preview.get_attribute("src") != before
+        assert server.session._region == "mouth"
+
         driver.find_element("id", "render").click()
         _wait(driver, lambda d: state(d) in ("rendered", "error"), 300, "the render")
         assert state(driver) == "rendered", driver.find_element("id", "message").text
@@ -291,6 +443,48 @@ def test_the_page_in_a_headless_browser(tmp_path):
             "mobile": False})
         assert driver.save_screenshot(str(screenshot))
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # The face choice: a clip of two people, a box per face; clicking one edits it.
+        from tests.media import make_people_clip
+
+        two = make_people_clip(tmp_path / "two_people.mp4", "crossing", n_frames=6).path
+        driver.find_element("id", "clip-file").send_keys(str(two))
+        _wait(driver, lambda d: state(d) == "ready" and "two_people" in d.find_element(
+            "id", "message").text, 120, "the two-people clip to open")
+        _wait(driver, lambda d: len(d.find_elements("css selector", ".facebox")) == 2, 10,
+              "a box on each face")
+        boxes = driver.find_elements("css selector", ".facebox")
+        assert boxes[0].location["x"] < boxes[1].location["x"]
+        assert driver.find_element("id", "face-largest").is_selected()
+        version = int(preview.get_attribute("data-version"))
+        smile = driver.find_element("id", "slider-smile")  # a new clip starts at 0
+        smile.click()
+        for _ in range(25):
+            smile.send_keys(Keys.ARROW_RIGHT)
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version and float(smile.get_attribute("value")) >= 2.0, 60,
+              "the smile to be previewed")
+        boxes = driver.find_elements("css selector", ".facebox")
+        edited = ["edited" in box.get_attribute("class") for box in boxes]
+        assert sorted(edited) == [False, True]  # the largest face only
+        other = edited.index(False)  # click the face not edited yet
+        before, version = preview.get_attribute("src"), int(preview.get_attribute("data-version"))
+        driver.find_element("id", f"face-box-{other}").click()
+        _wait(driver, lambda d: d.execute_script(
+            "return !previewBusy && !previewAgain") and int(preview.get_attribute(
+                "data-version")) > version, 60, "the preview to edit the face clicked")
+        assert driver.find_element("id", "face-one").is_selected()
+        assert "edited" in driver.find_element("id", f"face-box-{other}").get_attribute("class")
+        assert "edited" not in driver.find_element(
+            "id", f"face-box-{1 - other}").get_attribute("class")
+        assert server.session._select == str(other)
+        assert preview.get_attribute("src") != before
+        version = int(preview.get_attribute("data-version"))
+        driver.find_element("id", "face-all").click()
+        _wait(driver, lambda d: int(preview.get_attribute("data-version")) > version and all(
+            "edited" in b.get_attribute("class")
+            for b in d.find_elements("css selector", ".facebox")), 60, "every face edited")
 
         # A bad file is a message on the page, not a traceback.
         junk = tmp_path / "broken.mp4"

@@ -12,9 +12,17 @@ API (JSON in and out; a mistake answers 4xx with ``{"error": "one line"}``):
     GET  /api/state             model folders to offer, the default model
     POST /api/clip/bundled      -> clip       (the shipped real talking-head clip)
     POST /api/clip/upload?name= -> clip       (the body is the file, application/octet-stream)
-    POST /api/open              {clip, model} -> attributes, original and preview images
-    POST /api/preview           {strengths}   -> preview image (edit + render + paste only)
-    POST /api/render            {strengths}   -> job
+    POST /api/open              {clip, model, region?, face?} -> attributes, original and
+                                preview images, the frame previewed, its faces' boxes
+    POST /api/preview           {strengths, frame?, region?, face?} -> preview image (edit +
+                                render + paste only; a new frame or face choice is decoded and
+                                encoded first), the faces' boxes
+    POST /api/render            {strengths, region?, face?} -> job
+
+``frame`` is a frame index (0 … frames − 1 of the open clip), ``region`` a ``face.region``
+name or a list of them (face, mouth, eyes, brows, upper, lower), ``face`` the face choice
+(``face.select``): "largest", "all" or a face's index from the left (the ``faces`` boxes of an
+answer are in that order).
     GET  /api/job/ID            -> progress; when done, the edited file's url
     GET  /files/ID/NAME         a clip or a render (HTTP ranges, for seeking)
 
@@ -404,11 +412,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(session.add_upload(name, self._body, length).describe())
         elif url.path == "/api/open":
             request = self._read_json()
-            self._json(session.open(request.get("clip", ""), request.get("model") or None))
+            self._json(session.open(request.get("clip", ""), request.get("model") or None,
+                                    request.get("region"), request.get("face")))
         elif url.path == "/api/preview":
-            self._json(session.preview(self._read_json().get("strengths", {})))
+            request = self._read_json()
+            self._json(session.preview(request.get("strengths", {}), request.get("frame"),
+                                       request.get("region"), request.get("face")))
         elif url.path == "/api/render":
-            self._json(session.start_render(self._read_json().get("strengths", {})))
+            request = self._read_json()
+            self._json(session.start_render(request.get("strengths", {}),
+                                            request.get("region"), request.get("face")))
         else:
             self._error("no such call", HTTPStatus.NOT_FOUND)
 

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -92,6 +93,8 @@ class Clip:
     fps: float
     #: The folder the upload lives in (deleted when it is replaced); None for the bundled clip.
     folder: Path | None = None
+    #: Where its frames are (:func:`vidinv.video.seek.index_frames`), made when first needed.
+    frame_index: object = None
 
     def describe(self) -> dict:
         return {"clip": self.id, "name": self.name, "width": self.width,
@@ -133,45 +136,136 @@ def _chain(stages: list, frames: Iterator[Frame]) -> Iterator[Frame]:
     return frames
 
 
+def with_region(config: PipelineConfig, region: str,
+                select: str | None = None) -> PipelineConfig:
+    """``config`` with ``face.region = region`` (checked by :func:`regions_from`) and, when
+    ``select`` is given (checked by :func:`select_from`), ``face.select = select`` without a
+    reference photo (the page's choice wins over ``face.reference``)."""
+    face = dataclasses.replace(config.face, region=region)
+    if select is not None:
+        face = dataclasses.replace(face, select=select, reference="")
+    return dataclasses.replace(config, face=face)
+
+
+def detect_faces(image: np.ndarray, landmarks: str) -> list:
+    """Every face in ``image`` ([H,W,3] uint8 RGB; at most
+    :data:`~vidinv.pipeline.wiring.MAX_FACES`), left to right: the order of ``face.select``'s
+    index."""
+    from vidinv.face.landmarks import create_landmark_detector
+    from vidinv.pipeline.wiring import MAX_FACES
+
+    options = {"mode": "static"} if landmarks == "mediapipe" else {}
+    with create_landmark_detector(landmarks, max_faces=MAX_FACES, **options) as detector:
+        faces = detector.detect(image)
+    return sorted(faces, key=lambda face: (face.box[0] + face.box[2]) / 2)
+
+
 class PreviewFrame:
     """One frame of a clip, run once through the stages up to the encoder.
 
     :meth:`render` sets the strengths and runs the remaining stages (edit, render, paste, as
     :func:`~vidinv.pipeline.wiring.build_pipeline` wires them) on a copy of that frame:
     [H,W,3] uint8 RGB at the clip's size.
+
+    ``index`` None previews the first frame with a face among the first ``search_frames``
+    (a clip without one is a :class:`~vidinv.stages.face.NoFaceError`); an index previews that
+    frame, decoded from the keyframe before it (:func:`vidinv.video.seek.read_frame`: at most
+    a group of pictures; ``decoded`` says how many frames) and only it runs through the
+    stages. A frame without a face is previewed unedited (``face`` False).
     """
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
-                 search_frames: int = PREVIEW_SEARCH_FRAMES) -> None:
+                 search_frames: int = PREVIEW_SEARCH_FRAMES, index: int | None = None,
+                 same_model: PreviewFrame | None = None) -> None:
         from vidinv.pipeline.attributes import available_attributes, resolve_edits
-        from vidinv.pipeline.wiring import build_pipeline, make_networks
-        from vidinv.stages.model import EncodeFaces
+        from vidinv.pipeline.wiring import make_networks
+        from vidinv.stages.face import RequireFace
         from vidinv.video.reader import VideoReader
 
-        self.attributes = sorted(available_attributes(bundle))
-        self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
-            else None
-        config = dataclasses.replace(
+        self._config = dataclasses.replace(
             config, output=dataclasses.replace(config.output, side_by_side=False))
-        stages = [stage for segment in build_pipeline(
-            config, make_networks(bundle, config, self.editor), clip.name) for stage in segment]
-        split = next(i for i, stage in enumerate(stages) if isinstance(stage, EncodeFaces)) + 1
-        head, self._tail = stages[:split], stages[split:]
-        self._lock = threading.Lock()
+        self._clip_name = clip.name
+        if same_model is not None:  # another frame of the same model: its engines (traced once)
+            self.attributes, self.editor = same_model.attributes, same_model.editor
+            self._networks, self._lock = same_model._networks, same_model._lock
+        else:
+            self.attributes = sorted(available_attributes(bundle))
+            self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
+                else None
+            self._networks = make_networks(bundle, self._config, self.editor)
+            self._lock = threading.Lock()  # the editor's strengths are set under it
+        head, self._tail = self._split(self._config)
+        if index is not None:  # one frame: a frame without a face is shown as it is
+            head = [stage for stage in head if not isinstance(stage, RequireFace)]
+        self.region = self._config.face.region
         reader = VideoReader(clip.path)
-        frames = _chain(head, itertools.islice(iter(reader), search_frames))
+        if index is None:
+            source = itertools.islice(iter(reader), search_frames)
+        else:  # from the keyframe before it where the file allows
+            from vidinv.video.seek import index_frames, read_frame
+
+            if clip.frame_index is None:
+                clip.frame_index = index_frames(clip.path)
+            read = read_frame(reader, index, clip.frame_index)
+            self.decoded = read.decoded
+            source = iter([read.frame] if read.frame is not None else [])
+        frames = _chain(head, source)
         try:
-            self._frame = next((f for f in frames if f.w is not None), None)
+            if index is None:
+                self._frame = next((f for f in frames if f.w is not None), None)
+            else:
+                self._frame = next(frames, None)
         finally:
             close = getattr(frames, "close", None)
             if close is not None:
                 close()
-        if self._frame is None:
+        if self._frame is None and index is None:
             from vidinv.stages.face import no_face_error
 
             raise no_face_error(clip.name, min(search_frames, clip.frames or search_frames))
+        if self._frame is None:
+            raise UiError(f"frame {index} could not be decoded ({clip.name} ends before it)")
         self.index = self._frame.index
+        self.face = self._frame.w is not None
         self.original = self._frame.image.copy()
+        self.select = self._config.face.select
+        self.faces = self._faces()
+
+    def _faces(self) -> list[dict]:
+        """The frame's faces left to right: ``box`` (x0, y0, x1, y1) as fractions of the
+        frame's width and height, ``edited`` whether the face choice edits it."""
+        from vidinv.face.landmarks import box_iou
+
+        height, width = self.original.shape[:2]
+        edited = [slot.landmarks.box for slot in self._frame.slots
+                  if slot.landmarks is not None and slot.w is not None]
+        out = []
+        for face in detect_faces(self.original, self._config.face.landmarks):
+            x0, y0, x1, y1 = (float(v) for v in face.box)
+            out.append({"box": [round(max(0.0, x0) / width, 4), round(max(0.0, y0) / height, 4),
+                                round(min(float(width), x1) / width, 4),
+                                round(min(float(height), y1) / height, 4)],
+                        "edited": any(box_iou(face.box, box) > 0.5 for box in edited)})
+        return out
+
+    def _split(self, config: PipelineConfig) -> tuple[list, list]:
+        """The stages up to the encoder and those after it, wired for ``config``."""
+        from vidinv.pipeline.wiring import build_pipeline
+        from vidinv.stages.model import EncodeFaces
+
+        stages = [stage for segment in build_pipeline(config, self._networks, self._clip_name)
+                  for stage in segment]
+        split = next(i for i, stage in enumerate(stages) if isinstance(stage, EncodeFaces)) + 1
+        return stages[:split], stages[split:]
+
+    def set_region(self, region: str) -> None:
+        """Limit the edit to ``region`` (a checked ``face.region``): the stages after the
+        encoder are wired again; the encoded frame is kept."""
+        with self._lock:
+            if region != self.region:
+                self._config = with_region(self._config, region)
+                self._tail = self._split(self._config)[1]
+                self.region = region
 
     def render(self, strengths: dict[str, float] | None = None) -> np.ndarray:
         """The preview frame edited with ``strengths`` (name -> α; missing names are 0)."""
@@ -242,6 +336,8 @@ class UiSession:
         self._bundles: dict[Path, ModelBundle] = {}
         self._preview: PreviewFrame | None = None
         self._open: tuple[str, Path] | None = None
+        self._region = self.config.face.region  # the page's region checkboxes
+        self._select: str | None = None  # the page's face choice (None: the config's)
         self._lock = threading.Lock()  # held while a clip is opened (the preview is built)
         self._state = threading.RLock()  # clips, jobs and files change under it
         self._upload = threading.Lock()  # one upload at a time
@@ -400,9 +496,16 @@ class UiSession:
 
     # -- preview --------------------------------------------------------------------------
 
-    def open(self, clip_id: str, model: str | None) -> dict:
-        """Open ``clip`` with ``model``: find and encode the preview frame once."""
+    def open(self, clip_id: str, model: str | None, region: object = None,
+             face: object = None) -> dict:
+        """Open ``clip`` with ``model``: find and encode the preview frame once (the first
+        frame with a face); ``region`` (see :func:`regions_from`) limits the edit, ``face``
+        (see :func:`select_from`) chooses the faces edited."""
         clip = self.clip(clip_id)
+        if region is not None:
+            self._region = regions_from(region)
+        if face is not None:
+            self._select = select_from(face)
         started = time.perf_counter()
         bundle = self.bundle(model)
         with self._lock:
@@ -411,7 +514,8 @@ class UiSession:
             with self._state:
                 self._preview = None
                 self._drop_renders()  # the page hides the last render when it opens a clip
-            preview = PreviewFrame(bundle, self.config, clip)
+            preview = PreviewFrame(bundle, with_region(self.config, self._region, self._select),
+                                   clip)
             with self._state:
                 if clip_id not in self.clips:  # replaced by an upload meanwhile
                     raise UiNotFoundError("that clip was replaced by a newer upload")
@@ -419,24 +523,79 @@ class UiSession:
         image = preview.render({})
         return {**clip.describe(), "model": str(bundle.folder),
                 "attributes": preview.attributes, "preview_index": preview.index,
+                "face_found": preview.face, "region": preview.region,
+                "select": preview.select, "faces": preview.faces,
                 "original_image": encode_jpeg(preview.original), "image": encode_jpeg(image),
                 "original_url": self._publish(clip.path),
                 "ms": round((time.perf_counter() - started) * 1000)}
 
-    def preview(self, strengths: dict[str, float]) -> dict:
+    def preview(self, strengths: dict[str, float], frame: object = None,
+                region: object = None, face: object = None) -> dict:
+        """The preview edited with ``strengths``; ``frame`` (an index of the open clip) moves
+        it to that frame (decoded and encoded once; the answer then carries its original
+        image), ``region`` limits the edit (and the next render's) to those parts, ``face``
+        chooses the faces edited (the frame is then encoded again)."""
+        strengths = _strengths(strengths)
+        region = None if region is None else regions_from(region)
+        select = None if face is None else select_from(face)
         preview = self._preview
-        if preview is None:
+        if preview is None or self._open is None:
             raise UiError("open a clip first")
         started = time.perf_counter()
-        image = preview.render(_strengths(strengths))
-        return {"image": encode_jpeg(image), "ms": round((time.perf_counter() - started) * 1000)}
+        out: dict = {}
+        clip_id, folder = self._open
+        clip = self.clip(clip_id)
+        index = preview.index if frame is None else frame_index_from(frame, clip)
+        if index != preview.index or (select is not None and select != preview.select):
+            preview = self._move_preview(clip, folder, index, region or self._region,
+                                         self._select if select is None else select)
+            out.update(original_image=encode_jpeg(preview.original),
+                       decoded_frames=preview.decoded)
+        if region is not None:
+            preview.set_region(region)
+            self._region = region
+        image = preview.render(strengths)
+        return {**out, "image": encode_jpeg(image), "preview_index": preview.index,
+                "face_found": preview.face, "region": preview.region,
+                "select": preview.select, "faces": preview.faces,
+                "ms": round((time.perf_counter() - started) * 1000)}
+
+    def _move_preview(self, clip: Clip, folder: Path, index: int, region: str,
+                      select: str | None) -> PreviewFrame:
+        """Build the preview of frame ``index`` of the open clip (one at a time), with the
+        open preview's engines."""
+        with self._lock:
+            if self._closing.is_set():
+                raise UiError("the server is stopping")
+            current = self._preview
+            if current is None or self._open != (clip.id, folder):
+                raise UiNotFoundError("another clip was opened meanwhile; move the slider again")
+            preview = PreviewFrame(self._bundles[folder],
+                                   with_region(self.config, region, select),
+                                   clip, index=index, same_model=current)
+            with self._state:
+                if self._open != (clip.id, folder):  # another clip or model opened meanwhile
+                    raise UiNotFoundError("another clip was opened meanwhile; move the slider "
+                                          "again")
+                self._preview = preview
+                if select is not None:  # kept only once a preview was made with it
+                    self._select = select
+        return preview
 
     # -- render ---------------------------------------------------------------------------
 
-    def start_render(self, strengths: dict[str, float]) -> dict:
+    def start_render(self, strengths: dict[str, float], region: object = None,
+                     face: object = None) -> dict:
+        """Render the open clip with ``strengths``, limited to ``region``, editing the faces
+        ``face`` chooses (None: what the last preview used)."""
         from vidinv.latent.editing import CombinedEditor
 
         strengths = _strengths(strengths)
+        if region is not None:
+            self._region = regions_from(region)
+        if face is not None:
+            self._select = select_from(face)
+        config = with_region(self.config, self._region, self._select)
         # the check that no render runs and the start of this one are one step: of requests
         # that arrive together exactly one starts a render, the others are told it runs
         with self._state:
@@ -462,7 +621,8 @@ class UiSession:
             folder_out.mkdir(parents=True)
             job = RenderJob(id=job_id, total=clip.frames, clip_id=clip.id,
                             output=folder_out / f"{Path(clip.name).stem}_edited.mp4")
-            job.thread = threading.Thread(target=self._render, args=(job, clip, bundle, editor),
+            job.thread = threading.Thread(target=self._render,
+                                          args=(job, clip, bundle, editor, config),
                                           name=f"vidinv-ui-render-{job_id}", daemon=True)
             self.jobs[job_id] = job
             job.thread.start()
@@ -478,7 +638,8 @@ class UiSession:
             self._unpublish(job.output)
             shutil.rmtree(job.output.parent, ignore_errors=True)
 
-    def _render(self, job: RenderJob, clip: Clip, bundle: ModelBundle, editor) -> None:
+    def _render(self, job: RenderJob, clip: Clip, bundle: ModelBundle, editor,
+                config: PipelineConfig) -> None:
         from vidinv.pipeline.clip import process_video
 
         def count(frame: Frame) -> None:
@@ -487,7 +648,7 @@ class UiSession:
             job.done += 1
 
         try:
-            process_video(clip.path, job.output, bundle, self.config, editor, progress=False,
+            process_video(clip.path, job.output, bundle, config, editor, progress=False,
                           on_frame=count)
         except RenderCancelled:
             job.error = "the render was stopped (the server is stopping)"
@@ -550,3 +711,53 @@ def _strengths(value: object) -> dict[str, float]:
                           f"±{MAX_STRENGTH:g}")
         out[str(name)] = alpha
     return out
+
+
+#: The most region names a request may list (there are six).
+MAX_REGIONS = 6
+
+
+def regions_from(value: object) -> str:
+    """A ``face.region`` value from a request: a name or a list of names of
+    :data:`vidinv.config.Region` (``["mouth", "eyes"]`` -> ``"mouth,eyes"``)."""
+    from vidinv.config import ConfigError, Region, parse_regions
+
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and len(n) <= 16
+                                              for n in names):
+        raise UiError("region must be a region name or a list of them: "
+                      + ", ".join(typing.get_args(Region)))
+    if not names or len(names) > MAX_REGIONS:
+        raise UiError(f"region must list 1 to {MAX_REGIONS} parts of the face (face: all of it)")
+    try:
+        return ",".join(parse_regions(",".join(names), where="region"))
+    except ConfigError as error:
+        raise UiError(str(error)) from None
+
+
+def frame_index_from(value: object, clip: Clip) -> int:
+    """A frame index of ``clip`` from a request: a whole number in 0 … frames − 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UiError("frame must be a whole number (a frame index of the clip)")
+    if clip.frames <= 0:
+        raise UiError(f"{clip.name} does not say how many frames it has; the preview stays "
+                      "on its first face")
+    if not 0 <= value < clip.frames:
+        raise UiError(f"frame {value} is not in {clip.name}: its frames are 0 to "
+                      f"{clip.frames - 1}")
+    return value
+
+
+def select_from(value: object) -> str:
+    """A ``face.select`` value from a request: ``"largest"``, ``"all"`` or a face's index from
+    the left, 0 … :data:`~vidinv.pipeline.wiring.MAX_FACES` − 1."""
+    from vidinv.pipeline.wiring import MAX_FACES
+
+    if value in ("largest", "all"):
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UiError('face must be "largest", "all" or a face\'s index from the left')
+    if not 0 <= value < MAX_FACES:
+        raise UiError(f"face {value}: the index of a face from the left is 0 to "
+                      f"{MAX_FACES - 1}")
+    return str(value)
