@@ -3,8 +3,8 @@
 Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a checkpoint):
 
 1. data — align the clip's frames (:func:`~vidinv.personalize.data.collect_faces`), hold out
-   the frames asked for, and build the expression set (smile, mouth opening, eye closing, head
-   turn warps plus jitter).
+   the frames asked for, and build the expression set (the FACS warps of
+   :mod:`~vidinv.personalize.warps` plus jitter).
 2. generator — train StyleGAN2 on the set (started from the embedded default model when it has
    the same shape, else from scratch).
 3. encoder — train the Feature-Style Encoder on the generator's samples and the set.
@@ -12,7 +12,7 @@ Steps (each resumable from the run folder ``OUT/.personalize/``; Ctrl-C leaves a
    the mean over training crops of E(warp(x, strongest)) − E(x); then the generator and the
    directions are optimised so that the pipeline's own edit (Eq. 1, strength 3 = the strongest
    warp, scale 1/3) renders the warped crops and the unedited codes still render the crops.
-5. directions — the tuned ones (eyes_open = −eyes_closed), each scaled so that strength 3
+5. directions — the tuned ones (plus eyes_open = −eyes_closed), each scaled so that strength 3
    moves its landmarks as far as the strongest warp (measured with the MediaPipe mesh that
    defined the warps: :mod:`vidinv.personalize.calibrate`), plus 5 SeFa components.
 6. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
@@ -38,7 +38,7 @@ import torch
 
 from vidinv.errors import VidinvError
 from vidinv.models import FEATURE_INDEX
-from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
+from vidinv.personalize.warps import EDIT_OF_WARP, EXTRA_EDITS, WARPS
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,10 @@ class Personalizer:
                       "landmark_response_at_nominal_scale": response[kind],
                       "strength_3_equals": f"the strongest {kind} warp of the training data "
                       "(landmark motion, calibrated)"}))
+        for name, (kind, sign) in EXTRA_EDITS.items():   # eyes_open = −eyes_closed
+            base = found[WARPS.index(kind)]
+            found.append(replace(base, name=name, vector=sign * base.vector,
+                                 meta={**base.meta, "sign": sign}))
         sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
         self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
             f"{kind} response": round(response[kind], 3) for kind in WARPS}))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vidinv.engines.model_graphs import EditRenderGraph
 from vidinv.models import FEATURE_INDEX
-from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, find_mouth_inside, warp_face
 
 #: Amounts of each warp in the bank (yaw also negative).
 BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
@@ -44,10 +44,11 @@ class TuneConfig:
 def expression_bank(crops: np.ndarray, points: np.ndarray, resolution: int
                     ) -> dict[str, np.ndarray]:
     """Every crop warped by each kind at each of :data:`BANK_FRACTIONS` of its range (and the
-    negative side for yaw), resized to ``resolution``."""
+    negative side for the signed ones: gaze, yaw, pitch, roll), resized to ``resolution``."""
     import cv2
 
     images, source, kind, amount = [], [], [], []
+    inside = find_mouth_inside(crops, points)   # the person's own teeth, where the clip has them
     for i, (crop, face) in enumerate(zip(crops, points, strict=True)):
         for k, name in enumerate(WARPS):
             low, high = AMOUNT_RANGE[name]
@@ -55,7 +56,7 @@ def expression_bank(crops: np.ndarray, points: np.ndarray, resolution: int
             if low < 0:
                 values += [f * low for f in BANK_FRACTIONS]
             for value in values:
-                warped = warp_face(crop, face, name, value)
+                warped = warp_face(crop, face, name, value, inside)
                 images.append(cv2.resize(warped, (resolution, resolution),
                                          interpolation=cv2.INTER_AREA))
                 source.append(i)
