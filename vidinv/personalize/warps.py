@@ -116,8 +116,8 @@ MEANING = {
 #: Full-warp amounts, in inter-ocular distances (u) unless said.
 SMILE_RISE, SMILE_OUT = 0.25, 0.12
 TEETH_FROM = 0.45            # smile amount from which the lips part (AU25)
-#: Smile motion grows as amount ** SMILE_CURVE (strength 1 = 46 %, 2 = 75 % of beaming).
-SMILE_CURVE = 0.7
+#: Smile motion grows as amount ** SMILE_CURVE (strength 1 = 55 %, 2 = 80 % of beaming).
+SMILE_CURVE = 0.55
 TOOTH_HEIGHT = 0.10          # the upper teeth's visible height at most
 ROLL_DEGREES = 15.0
 
@@ -216,14 +216,14 @@ def _smile(m: _Moves, u: float, amount: float) -> None:
     for i in CHEEKS:
         near_mouth = i in (205, 425, 187, 411)   # the cheek mass the corner pushes into
         m.set(i, 0.03 * u * a * np.sign(p[i, 0] - p[NOSE_TIP, 0]) * near_mouth,
-              -(0.12 if near_mouth else 0.08) * u * a)
+              -(0.12 if near_mouth else 0.09) * u * a)
     for side in (0, 1):
         for i in UNDER_EYES[side]:
-            m.set(i, 0.0, -0.065 * u * a)
+            m.set(i, 0.0, -0.08 * u * a)
         for i in EYE_LOWER[side]:
-            m.set(i, 0.0, -0.06 * u * a)
+            m.set(i, 0.0, -0.075 * u * a)
         for i in EYE_UPPER[side]:
-            m.set(i, 0.0, 0.02 * u * a)
+            m.set(i, 0.0, 0.025 * u * a)
     m.fix(CHIN + BROWS + EYE_CORNERS + NOSE)
 
 
@@ -272,8 +272,8 @@ def _eyes(m: _Moves, u: float, a: float, closed: bool) -> None:
                 m.set(i, *(0.95 * a * gap))
                 m.set(j, 0.0, -0.05 * a * gap[1])
             else:                                                      # AU5
-                m.set(i, 0.0, -0.07 * u * a)
-                m.set(j, 0.0, 0.015 * u * a)
+                m.set(i, 0.0, -0.09 * u * a)
+                m.set(j, 0.0, 0.02 * u * a)
         for i in UNDER_EYES[side]:
             m.fix((i,))
         # the skin of the upper lid slides down with it (closing) or folds up (AU5)
@@ -581,7 +581,7 @@ def _move_irises(image: np.ndarray, points: np.ndarray, amount: float, axis: int
             radius = float(np.linalg.norm(ring - centre, axis=1).mean())
         else:
             radius = 0.2 * width
-        travel = (0.28 * width if axis == 0 else 0.05 * u)
+        travel = (0.32 * width if axis == 0 else 0.06 * u)
         shift = np.zeros(2)
         shift[axis] = travel * amount
         eye = _polygon_mask(image.shape[:2], contour, 0)
