@@ -134,6 +134,72 @@ class Measure:
                                                                   strict=True)]))}
 
 
+#: dlib 68-point indices each attribute moves (the motion ratio is measured on these).
+MOVING_DLIB = {"smile": tuple(range(48, 68)), "frown": tuple(range(48, 68)) + tuple(range(17, 27)),
+               "mouth_open": tuple(range(48, 68)) + (7, 8, 9), "pout": tuple(range(48, 68)),
+               "brows_raised": tuple(range(17, 27)), "eyes_closed": tuple(range(36, 48)),
+               "eyes_open": tuple(range(36, 48)), "eyes_wide": tuple(range(36, 48)),
+               "yaw": tuple(range(27, 36)) + tuple(range(48, 68)),
+               "pitch": tuple(range(27, 36)) + tuple(range(48, 68)), "roll": tuple(range(68))}
+#: The face is enlarged to about this many pixels across before dlib looks at it.
+DLIB_SIDE = 384
+
+
+def _dlib_points(meter, image: np.ndarray) -> np.ndarray | None:
+    """[68,2] dlib points of ``image`` (found on a copy enlarged to ~DLIB_SIDE px), in
+    ``image`` pixels."""
+    scale = DLIB_SIDE / max(image.shape[:2])
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    points = meter.points(big)
+    return None if points is None else points / scale
+
+
+def edited_frames(bundle, clip: Path, config, editor):
+    """The pipeline's frames for ``clip`` (all stages in this thread), with E, R, the crop map
+    and the output image of each."""
+    from vidinv.pipeline.commands import make_networks
+    from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.wiring import build_pipeline
+    from vidinv.stages.face import _as_uint8_image
+    from vidinv.video.reader import VideoReader
+
+    segments = build_pipeline(config, make_networks(bundle, config, editor), str(clip))
+    for frame in chain([stage for segment in segments for stage in segment], VideoReader(clip)):
+        if frame.rendered is None or frame.reconstruction is None:
+            yield frame.image, None, None, None
+            continue
+        yield (frame.image, _as_uint8_image(frame.rendered),
+               _as_uint8_image(frame.reconstruction), frame.crop_from_frame)
+
+
+def motion_ratio(meter, bundle, clip: Path, config, editor, attribute: str,
+                 inputs: list[np.ndarray]) -> tuple[float, float]:
+    """How much of the model's own motion reaches the output frame: dlib's points on E − R
+    (the model's edit, in its crop, mapped into frame pixels) against the output frame − the
+    input frame, projected: Σ Δ_frame · Δ_model / Σ |Δ_model|² over the attribute's points and
+    all frames (1 = all of it). Also the model's mean motion (frame pixels) for scale."""
+    dot, norm, count = 0.0, 0.0, 0
+    index = list(MOVING_DLIB.get(attribute, range(68)))
+    size = bundle.generator.resolution
+    for (output, edited, rebuilt, crop_from_frame), source in zip(
+            edited_frames(bundle, clip, config, editor), inputs, strict=True):
+        if edited is None:
+            continue
+        points = [_dlib_points(meter, image) for image in (edited, rebuilt, source, output)]
+        if any(p is None for p in points):
+            continue
+        model_from_frame = crop_from_frame[:2, :2] * (size / bundle.crop_size)
+        frame_from_model = np.linalg.inv(model_from_frame)
+        model_motion = ((points[0] - points[1]) @ frame_from_model.T)[index]
+        frame_motion = (points[3] - points[2])[index]
+        dot += float((frame_motion * model_motion).sum())
+        norm += float((model_motion ** 2).sum())
+        count += 1
+    if norm == 0:
+        return float("nan"), 0.0
+    return dot / norm, float(np.sqrt(norm / max(count * len(index), 1)))
+
+
 def _mean(values: list[float | None]) -> float:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else float("nan")

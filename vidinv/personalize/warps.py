@@ -683,3 +683,24 @@ def moved_points(kind: str, points: np.ndarray, amount: float) -> np.ndarray:
     for i, shift in mesh_moves(kind, points, amount).shift.items():
         out[i] = points[i] + shift
     return out
+
+
+#: The one-line scale every attribute's strength follows (``--help``, ``--list-attrs``).
+STRENGTH_SCALE = ("strength 1 = a clear, everyday amount (a smile anyone would call one), 2 = "
+                  "broad, 3 = full (beaming); 0 = the input unchanged; negative = the opposite "
+                  "direction")
+
+
+def attribute_order(names) -> list[str]:
+    """``names`` with the expression edits first, in :data:`WARPS` order (``eyes_open`` after
+    ``eyes_closed``), then the rest (SeFa, files) sorted."""
+    order = [kind for kind in WARPS for kind in ((kind, "eyes_open") if kind == "eyes_closed"
+                                                 else (kind,))]
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def describe_attributes(names) -> list[str]:
+    """One line per attribute, in :func:`attribute_order`, with what its strengths mean."""
+    return [f"{name:<16} {MEANING[name]}" if name in MEANING else name
+            for name in attribute_order(names)]

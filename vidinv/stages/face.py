@@ -28,7 +28,7 @@ from vidinv.face.smoothing import (
     quad_sigmas,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
-from vidinv.face.transfer import EditTransfer
+from vidinv.face.transfer import EditTransfer, appearance_weight
 from vidinv.frame import Frame
 
 
@@ -265,9 +265,13 @@ class PasteBack:
                 crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
                                    @ frame.crop_from_frame)
                 mask = self.paster.mask_for(size, crop_from_frame, frame.landmarks)
-                frame.image = self.transfer(frame.image, _as_uint8_image(face),
-                                            _as_uint8_image(frame.reconstruction),
-                                            frame.crop_from_frame, crop_size, mask)
+                rebuilt = _as_uint8_image(frame.reconstruction)
+                # on a face the model does not know (R is not the source), motion only
+                known = (1.0 if frame.aligned is None
+                         else appearance_weight(frame.aligned, rebuilt))
+                frame.image = self.transfer(frame.image, _as_uint8_image(face), rebuilt,
+                                            frame.crop_from_frame, crop_size, mask,
+                                            appearance=known)
             else:
                 frame.image = self.paster(
                     frame.image, _as_uint8_image(face), frame.crop_from_frame,

@@ -103,12 +103,13 @@ class PreviewFrame:
 
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
                  search_frames: int = PREVIEW_SEARCH_FRAMES) -> None:
+        from vidinv.personalize.warps import attribute_order
         from vidinv.pipeline.commands import available_attributes, make_networks, resolve_edits
         from vidinv.pipeline.wiring import build_pipeline
         from vidinv.stages.model import EncodeFaces
         from vidinv.video.reader import VideoReader
 
-        self.attributes = sorted(available_attributes(bundle))
+        self.attributes = attribute_order(available_attributes(bundle))  # expressions first
         self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
             else None
         config = dataclasses.replace(
