@@ -40,6 +40,10 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
                         help="shares of the time for GAN training, encoder training and "
                         "expression tuning (default 0.2,0.2,0.5; the rest is data and "
                         "directions). 0 skips a step and keeps the --init model's network")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for training (default 2; 1 is faster on a machine "
+                        "that other jobs keep busy: two threads waiting on each other there "
+                        "made a tuning step ten times slower)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
     parser.set_defaults(handler=_personalize, io_reads=("clip", "--init"),
@@ -112,7 +116,8 @@ def _personalize(args: argparse.Namespace) -> int:
     _check_paths(clip, out)
     settings = PersonalizeSettings(minutes=args.minutes, resolution=args.resolution,
                                    device=_device(args.device), heldout=_heldout(args.heldout),
-                                   init=args.init, split=_split(args.split))
+                                   init=args.init, split=_split(args.split),
+                                   threads=args.threads)
     if settings.init not in ("default", "none") and not Path(settings.init).is_dir():
         raise InputFileError(f"--init {settings.init}: no such model folder; use 'default', "
                              "'none' or a folder")

@@ -18,9 +18,9 @@ expression (strength 3 of the model's edit: "beaming" for a smile); 1/3 and 2/3 
 - brows_raised: AU1+2 (inner and outer brows up). eyes_closed: AU43. eyes_wide: AU5 (upper lids
   up). mouth_open: AU26/27 (the jaw drops, the inside of the mouth and the upper teeth show).
   pout: AU18 (lips pushed together and forward: narrower, rounder).
-- gaze_horizontal / gaze_vertical: the iris disk moved inside the eye opening (MediaPipe's
-  refined iris points 468–477 when given, else the eye contour's centre), the sclera filled in
-  behind it.
+- gaze_horizontal / gaze_vertical: the iris moved inside the eye opening (MediaPipe's refined
+  iris points 468–477 when given, else the eye contour's centre) by a smooth displacement bump
+  around it, the sclera squeezed on one side and stretched on the other, the lids unmoved.
 - yaw, pitch: approximate head turns (the face's centre line moves against the outline);
   roll: a rotation of the crop about the face's centre.
 
@@ -566,12 +566,16 @@ def _shade_folds(image: np.ndarray, moves: _Moves, depth: float) -> np.ndarray:
 
 def _move_irises(image: np.ndarray, points: np.ndarray, amount: float, axis: int
                  ) -> np.ndarray:
-    """Shift each iris disk inside its eye opening by ``amount`` of its free travel; the sclera
-    it uncovers is filled in from around it (inpainting)."""
+    """Move each iris inside its eye opening by ``amount`` of its free travel: a smooth bump of
+    displacement centred on the iris (width about its radius, so nothing folds) moves the iris
+    and squeezes / stretches the sclera beside it; only the pixels inside the eye's outline
+    change, so the lids stay where they are."""
     import cv2
 
     u = interocular(points)
-    out = image.copy()
+    size = image.shape[0]
+    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    out = image.astype(np.float32)
     for side, centre in enumerate(iris_centres(points)):
         contour = points[list(EYE_CONTOURS[side])]
         width = float(np.linalg.norm(points[EYE_CORNERS[2 * side + 1]]
@@ -581,29 +585,21 @@ def _move_irises(image: np.ndarray, points: np.ndarray, amount: float, axis: int
             radius = float(np.linalg.norm(ring - centre, axis=1).mean())
         else:
             radius = 0.2 * width
-        travel = (0.32 * width if axis == 0 else 0.06 * u)
-        shift = np.zeros(2)
+        travel = 0.3 * width if axis == 0 else 0.06 * u
+        shift = np.zeros(2, np.float32)
         shift[axis] = travel * amount
-        eye = _polygon_mask(image.shape[:2], contour, 0)
-        if eye.sum() < 2:
+        eye = _polygon_mask(image.shape[:2], contour, 0.4)
+        if eye.max() < 0.5:
             continue
-        disk = np.zeros(image.shape[:2], np.float32)
-        disk_big_centre = tuple(np.round(centre * 4).astype(int))
-        big = np.zeros((image.shape[0] * 4, image.shape[1] * 4), np.float32)
-        cv2.circle(big, disk_big_centre, int(round(radius * 1.1 * 4)), 1.0, -1, cv2.LINE_AA)
-        disk = cv2.resize(big, image.shape[1::-1], interpolation=cv2.INTER_AREA)
-        hole = ((disk * eye) > 0.1).astype(np.uint8)
-        sclera = cv2.inpaint(out, cv2.dilate(hole, np.ones((3, 3), np.uint8)), 3,
-                             cv2.INPAINT_TELEA)
-        matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-        moved = cv2.warpAffine(out, matrix, image.shape[1::-1], flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
-        moved_disk = cv2.warpAffine(disk, matrix, image.shape[1::-1], flags=cv2.INTER_LINEAR)
-        inside = cv2.GaussianBlur(eye, (0, 0), 0.5)[..., None]
-        iris = (moved_disk * cv2.GaussianBlur(eye, (0, 0), 0.4))[..., None]
-        eye_region = sclera.astype(np.float32) * (1 - iris) + moved.astype(np.float32) * iris
-        out = np.clip(out * (1 - inside) + eye_region * inside, 0, 255).astype(np.uint8)
-    return out
+        sigma = max(1.3 * radius, 1.0)
+        moved_centre = centre + shift
+        bump = np.exp(-((xs - moved_centre[0]) ** 2 + (ys - moved_centre[1]) ** 2)
+                      / np.float32(2 * sigma * sigma))
+        bump = bump.astype(np.float32)
+        warped = cv2.remap(image, xs - shift[0] * bump, ys - shift[1] * bump,
+                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out = out * (1 - eye[..., None]) + warped.astype(np.float32) * eye[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def warp_face(image: np.ndarray, points: np.ndarray, kind: str, amount: float,
