@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "opposite); repeat for several edits in one pass (default: "
                       "edit.attribute of the preset). The embedded model has smile, frown, "
                       "brows_raised, eyes_closed, eyes_open, eyes_wide, mouth_open, pout, "
-                      "gaze_horizontal, gaze_vertical, yaw, pitch, roll (--list-attrs)")
+                      "gaze_horizontal, gaze_vertical, yaw, pitch (--list-attrs)")
     edit.add_argument("--strength", type=float,
                       help="strength α of an --attr given without =STRENGTH (default: "
                       "edit.strength of the preset, 1)")

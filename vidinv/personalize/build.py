@@ -350,6 +350,7 @@ class Personalizer:
         from vidinv.latent.compute import sefa_directions
         from vidinv.latent.directions import Direction, generator_fingerprint
         from vidinv.personalize.calibrate import calibrated_scale, edit_response
+        from vidinv.personalize.tune import tuned_kinds
 
         start = time.monotonic()
         self.progress("directions", 0, 1)
@@ -361,6 +362,8 @@ class Personalizer:
         response = edit_response(generator, encoder, crops[pick], points[pick], vectors)
         found = []
         for n, kind in enumerate(WARPS):
+            if kind not in tuned_kinds():   # not taught (tune.KIND_WEIGHT 0): no direction
+                continue
             name, sign = EDIT_OF_WARP[kind]
             found.append(Direction(
                 name=name, vector=sign * vectors[n], kind="tuned-warp",
@@ -371,12 +374,12 @@ class Personalizer:
                       "strength_3_equals": f"the strongest {kind} warp of the training data "
                       "(landmark motion, calibrated)"}))
         for name, (kind, sign) in EXTRA_EDITS.items():   # eyes_open = −eyes_closed
-            base = found[WARPS.index(kind)]
+            base = next(d for d in found if d.meta["warp"] == kind)
             found.append(replace(base, name=name, vector=sign * base.vector,
                                  meta={**base.meta, "sign": sign}))
         sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
         self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
-            f"{kind} response": round(response[kind], 3) for kind in WARPS}))
+            f"{kind} response": round(response[kind], 3) for kind in tuned_kinds()}))
         self.progress("directions", 1, 1)
         return [*found, *sefa]
 

@@ -46,6 +46,7 @@ def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     from vidinv.engines.model_graphs import EditRenderGraph
     from vidinv.face.landmarks import MediaPipeLandmarks
     from vidinv.models.encoder import prepare_input
+    from vidinv.personalize.tune import tuned_kinds
     from vidinv.stages.model import images_to_tensor, tensor_to_images
 
     graph = EditRenderGraph(generator.cpu().eval(), FEATURE_INDEX, with_reconstruction=True)
@@ -55,7 +56,7 @@ def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     ratios: dict[str, float] = {}
     with MediaPipeLandmarks() as detector:
         for n, kind in enumerate(WARPS):
-            if not MOVING_POINTS[kind]:
+            if not MOVING_POINTS[kind] or kind not in tuned_kinds():
                 ratios[kind] = float("nan")
                 continue
             high = AMOUNT_RANGE[kind][1]

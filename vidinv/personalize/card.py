@@ -57,12 +57,12 @@ def model_card(summary: dict[str, Any]) -> str:
         f"device {settings['device']}, held-out frames {settings['heldout']}. Total wall time "
         f"{summary['wall_minutes']:.1f} min.",
         "",
-        "Tuning (`tune`): the generator and all the expression directions were optimised "
-        "together so that the pipeline's own edit (w + α/3 · d with "
-        "the feature correction of Eq. 1) renders the landmark-guided warps of the training "
-        "crops, strength 3 being the strongest warp, while the unedited codes still render the "
-        "crops. Each direction started as the mean change of the encoder's W+ code under that "
-        "warp (agreement of single pairs with that mean, cosine: "
+        "Tuning (`tune`): the generator and the expression directions (all but roll, which is "
+        "not tuned: tune.KIND_WEIGHT) were optimised together so that the pipeline's own edit "
+        "(w + α/3 · d with the feature correction of Eq. 1) renders the landmark-guided warps "
+        "of the training crops, strength 3 being the strongest warp, while the unedited codes "
+        "still render the crops. Each direction started as the mean change of the encoder's W+ "
+        "code under that warp (agreement of single pairs with that mean, cosine: "
         + ", ".join(f"{k} {v:.2f}" for k, v in agreement.items()) + "). `eyes_open` is the "
         "negative of closing the eyes.",
     ]
@@ -71,7 +71,10 @@ def model_card(summary: dict[str, Any]) -> str:
     lines += ["", "## What the strengths mean", "Strength 3 is the full expression of the "
               "training warps; 1 and 2 are graded amounts of it.", "",
               "| attribute | strength 1 / 2 / 3 |", "|---|---|"]
-    lines += [f"| {name} | {text} |" for name, text in MEANING.items()]
+    from vidinv.personalize.tune import tuned_kinds
+
+    taught = set(tuned_kinds()) | {"eyes_open"}
+    lines += [f"| {name} | {text} |" for name, text in MEANING.items() if name in taught]
     if evaluation:
         lines += ["", "## Measured on the held-out frames", "| metric | value |", "|---|---|"]
         for name, value in evaluation.items():

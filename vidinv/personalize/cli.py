@@ -19,8 +19,8 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
         description="Align the clip's frames, add landmark-guided expression warps built on "
         "facial action units (smile, frown, brows_raised, eyes_closed, eyes_wide, mouth_open, "
         "pout, gaze_horizontal, gaze_vertical, yaw, pitch, roll), train a StyleGAN2 generator "
-        "and a Feature-Style Encoder, then tune the generator and all those directions "
-        "together so the edits render those expressions (all within --minutes), add "
+        "and a Feature-Style Encoder, then tune the generator and those directions (all but "
+        "roll) together so the edits render those expressions (all within --minutes), add "
         "SeFa directions, and write a model folder with MODEL_CARD.md. Resumable: run the same "
         "command again after Ctrl-C. Use the folder with `vidinv edit --model FOLDER`.")
     parser.add_argument("clip", help="a video of one person's face (a few seconds or more)")
