@@ -89,7 +89,8 @@ class EditTransfer:
         ``flow`` maps each pixel of E to where the same point is in R (E(p) ≈ R(p + flow(p))),
         attenuated by :func:`motion_support` of ``mask`` so nothing outside the face moves;
         ``residual`` is E − R∘flow (in 0…255 units), masked, low-passed except where it is an
-        appearance change (:data:`CHANGE_LEVEL`), where it keeps E's detail.
+        appearance change (:data:`CHANGE_LEVEL`), where it keeps E's detail; its brightness
+        only (the mean over the channels), so the colours stay the person's.
         """
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -115,7 +116,11 @@ class EditTransfer:
                              0, 1)
             change = cv2.GaussianBlur(cv2.dilate(change, np.ones((3, 3), np.uint8)), (0, 0),
                                       sigma)[..., None]
-            residual = (low + change * (full - low)) * mask[..., None]
+            residual = low + change * (full - low)
+            # Brightness only: teeth are lighter and the mouth's inside darker, but the hue is
+            # the person's (a small model's teeth came out bluish, and were carried as such).
+            residual = residual.mean(axis=2, keepdims=True) * mask[..., None]
+            residual = np.repeat(residual, 3, axis=2)
         return flow, residual
 
     def __call__(self, image: np.ndarray, edited: np.ndarray, reconstruction: np.ndarray,
