@@ -10,7 +10,13 @@ grace_hopper.jpg, moved a little per frame), for each paste mode and strength 0 
   (vidinv.metrics.expression; nothing in vidinv trains or fits against dlib's points);
 - identity: dlib 128-d descriptor distance input ↔ output (< 0.6 = same person);
 - sharpness: Laplacian variance inside the input's face box, output ÷ input;
-- strength 0: whole-frame PSNR against the input, beside a plain x264 re-encode at the same crf.
+- strength 0: whole-frame PSNR against the input, beside a plain x264 re-encode at the same crf;
+- per attribute of the model (transfer paste, real clip, strengths 2 and 3): the change of dlib
+  landmark measures in inter-ocular units (mouth-corner rise relative to the mouth's centre,
+  lower-lid height, eye opening, brow height, lip gap, mouth width, iris shift, nose-tip offset,
+  eye-line tilt: what it names should move, little else) and the motion ratio — how much of the
+  model's own motion (dlib points on E − R, mapped into the frame) reaches the output frame
+  (target ≥ 0.8).
 
 Writes grids (input | 0 | 1 | 2 | 3) as PNG into --out and prints one table.
 """
@@ -134,12 +140,127 @@ class Measure:
                                                                   strict=True)]))}
 
 
+#: dlib 68-point indices each attribute moves (the motion ratio is measured on these).
+MOVING_DLIB = {"smile": tuple(range(48, 68)), "frown": tuple(range(48, 68)) + tuple(range(17, 27)),
+               "mouth_open": tuple(range(48, 68)) + (7, 8, 9), "pout": tuple(range(48, 68)),
+               "brows_raised": tuple(range(17, 27)), "eyes_closed": tuple(range(36, 48)),
+               "eyes_open": tuple(range(36, 48)), "eyes_wide": tuple(range(36, 48)),
+               "yaw": tuple(range(27, 36)) + tuple(range(48, 68)),
+               "pitch": tuple(range(27, 36)) + tuple(range(48, 68)), "roll": tuple(range(68))}
+#: The face is enlarged to about this many pixels across before dlib looks at it.
+DLIB_SIDE = 384
+
+
+def _dlib_points(meter, image: np.ndarray) -> np.ndarray | None:
+    """[68,2] dlib points of ``image`` (found on a copy enlarged to ~DLIB_SIDE px), in
+    ``image`` pixels."""
+    scale = DLIB_SIDE / max(image.shape[:2])
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    points = meter.points(big)
+    return None if points is None else points / scale
+
+
+def edited_frames(bundle, clip: Path, config, editor):
+    """The pipeline's frames for ``clip`` (all stages in this thread), with E, R, the crop map
+    and the output image of each."""
+    from vidinv.pipeline.runner import chain
+    from vidinv.pipeline.wiring import build_pipeline, make_networks
+    from vidinv.stages.face import _as_uint8_image
+    from vidinv.video.reader import VideoReader
+
+    segments = build_pipeline(config, make_networks(bundle, config, editor), str(clip))
+    for frame in chain([stage for segment in segments for stage in segment], VideoReader(clip)):
+        if frame.rendered is None or frame.reconstruction is None:
+            yield frame.image, None, None, None
+            continue
+        yield (frame.image, _as_uint8_image(frame.rendered),
+               _as_uint8_image(frame.reconstruction), frame.crop_from_frame)
+
+
+def measure(meter, image: np.ndarray) -> dict[str, float] | None:
+    """dlib's landmark measures (vidinv.metrics.expression.landmark_measures) of a frame or
+    crop, on a copy enlarged to ~DLIB_SIDE px."""
+    from vidinv.metrics.expression import landmark_measures
+
+    scale = DLIB_SIDE / max(image.shape[:2])
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    points = meter.points(big)
+    return None if points is None else landmark_measures(big, points)
+
+
+def attribute_effect(meter, bundle, clip: Path, config, editor, attribute: str,
+                     inputs: list[np.ndarray]) -> dict[str, float]:
+    """One run of the pipeline with ``editor``: the mean change of each landmark measure on the
+    output frames against the input frames, and ``ratio`` — how much of the model's own motion
+    reaches the output frame: dlib's points on E − R (the model's edit, in its crop, mapped
+    into frame pixels) against the output frame − the input frame, projected:
+    Σ Δ_frame · Δ_model / Σ |Δ_model|² over the attribute's points (:data:`MOVING_DLIB`) and
+    all frames (1 = all of it); ``model_px`` the model's RMS motion of those points in frame
+    pixels."""
+    from vidinv.metrics.expression import MEASURES
+
+    dot, norm, count = 0.0, 0.0, 0
+    index = list(MOVING_DLIB.get(attribute, range(68)))
+    size = bundle.generator.resolution
+    changes: dict[str, list[float]] = {name: [] for name in MEASURES}
+    for (output, edited, rebuilt, crop_from_frame), source in zip(
+            edited_frames(bundle, clip, config, editor), inputs, strict=True):
+        before, after = measure(meter, source), measure(meter, output)
+        if before is not None and after is not None:
+            for name in MEASURES:
+                changes[name].append(after[name] - before[name])
+        if edited is None:
+            continue
+        points = [_dlib_points(meter, image) for image in (edited, rebuilt, source, output)]
+        if any(p is None for p in points):
+            continue
+        frame_from_model = np.linalg.inv(crop_from_frame[:2, :2] * (size / bundle.crop_size))
+        model_motion = ((points[0] - points[1]) @ frame_from_model.T)[index]
+        frame_motion = (points[3] - points[2])[index]
+        dot += float((frame_motion * model_motion).sum())
+        norm += float((model_motion ** 2).sum())
+        count += 1
+    result = {name: _mean(values) for name, values in changes.items()}
+    result["ratio"] = dot / norm if norm > 0 else float("nan")
+    result["model_px"] = float(np.sqrt(norm / max(count * len(index), 1)))
+    return result
+
+
+#: The columns of the per-attribute table (landmark measures, inter-ocular units).
+EFFECT_COLUMNS = ("corner_rise", "lower_lid", "eye_opening", "brow", "lip_gap", "mouth_width",
+                  "iris_x", "iris_y", "nose_x", "nose_y", "tilt")
+
+
+def attribute_table(meter, bundle, clip: Path, inputs: list[np.ndarray], crf: int,
+                    strengths: tuple[float, ...] = (2.0, 3.0)) -> None:
+    """Every expression attribute of the model, transfer paste, at ``strengths``: the change of
+    each landmark measure (what it names should move, little else) and the motion ratio."""
+    from vidinv.config import PipelineConfig
+    from vidinv.personalize.warps import MEANING, attribute_order
+    from vidinv.pipeline.attributes import available_attributes, resolve_editor
+
+    names = [n for n in attribute_order(available_attributes(bundle)) if n in MEANING]
+    config = PipelineConfig().with_overrides(["face.paste=transfer", f"output.crf={crf}"])
+    print("\nper attribute, transfer paste (Δ of dlib landmark measures, inter-ocular units; "
+          "motion ratio = output-frame motion / the model's own E−R motion, target ≥ 0.8)")
+    print(f"{'attribute':<16}{'s':>3}" + "".join(f"{c[:9]:>10}" for c in EFFECT_COLUMNS)
+          + f"{'ratio':>8}{'model px':>9}")
+    for name in names:
+        for strength in strengths:
+            effect = attribute_effect(meter, bundle, clip, config,
+                                      resolve_editor(bundle, name, strength), name, inputs)
+            print(f"{name:<16}{strength:>3g}"
+                  + "".join(f"{effect[c]:>+10.3f}" for c in EFFECT_COLUMNS)
+                  + f"{effect['ratio']:>8.2f}{effect['model_px']:>9.2f}", flush=True)
+
+
 def _mean(values: list[float | None]) -> float:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else float("nan")
 
 
-def run(model: str | None, modes: list[str], out: Path, crf: int) -> int:
+def run(model: str | None, modes: list[str], out: Path, crf: int, attributes: bool = True
+        ) -> int:
     from vidinv.config import PipelineConfig
     from vidinv.models.folder import load_model_bundle, resolve_model_folder
     from vidinv.pipeline.attributes import resolve_editor
@@ -179,6 +300,9 @@ def run(model: str | None, modes: list[str], out: Path, crf: int) -> int:
             image = np.concatenate(rows, 0)
             cv2.imwrite(str(out / f"grid_{clip.stem}_{mode}.png"), image[..., ::-1])
     print(f"\ngrids (input | strength 0 | 1 | 2 | 3, every 5th frame) in {out}")
+    if attributes:
+        clip = real_clip_heldout(out)
+        attribute_table(measure.smile, bundle, clip, _frames(clip), crf)
     return 0
 
 
@@ -188,8 +312,10 @@ def main() -> int:
     parser.add_argument("--paste", nargs="+", default=["transfer", "render"])
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--out", default="build/edit_quality")
+    parser.add_argument("--no-attributes", action="store_true",
+                        help="skip the per-attribute table (landmark effects, motion ratio)")
     args = parser.parse_args()
-    return run(args.model, args.paste, Path(args.out), args.crf)
+    return run(args.model, args.paste, Path(args.out), args.crf, not args.no_attributes)
 
 
 if __name__ == "__main__":

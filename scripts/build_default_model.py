@@ -67,6 +67,8 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--init", default="default")
     parser.add_argument("--split", default=SPLIT)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="training threads (1: robust when other jobs share the cores)")
     parser.add_argument("--work", default=str(REPO / "build" / "default_model"))
     parser.add_argument("--assets", default=str(ASSET_FOLDER),
                         help="where the model is packaged (default: inside the package)")
@@ -77,7 +79,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "vidinv.cli", "personalize", clip, "-o", str(work),
                         "--heldout", HELDOUT, "--minutes", str(args.minutes), "--resolution",
                         str(args.resolution), "--init", args.init, "--split", args.split,
-                        "--keep-work"], check=True)
+                        "--threads", str(args.threads), "--keep-work"], check=True)
     package(work, Path(args.assets))
     return 0
 

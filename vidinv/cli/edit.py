@@ -17,10 +17,15 @@ from vidinv.errors import VidinvError
 
 
 def _print_attributes(bundle) -> None:
+    from vidinv.personalize.warps import STRENGTH_SCALE, describe_attributes
     from vidinv.pipeline.attributes import available_attributes
 
-    names = sorted(available_attributes(bundle))
-    print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
+    names = available_attributes(bundle)
+    if not names:
+        print("attributes: (none stored with this model)")
+        return
+    print(f"attributes ({STRENGTH_SCALE}):")
+    print("\n".join("  " + line for line in describe_attributes(names)))
 
 
 def _edit(args: argparse.Namespace) -> int:
@@ -74,8 +79,12 @@ def add_edit_parsers(commands) -> None:
                       help="input video, picture (.png/.jpg) or folder of pictures")
     edit.add_argument("--attr", action="append", metavar="NAME[=STRENGTH]",
                       help="attribute (a direction of the model, or a direction file) and its "
-                      "strength; repeat for several edits in one pass (default: edit.attribute "
-                      "of the preset)")
+                      "strength: 1 = a clear smile anyone would call one, 2 = broad, 3 = "
+                      "beaming (every attribute: 1 clear, 2 broad, 3 full; negative = the "
+                      "opposite); repeat for several edits in one pass (default: "
+                      "edit.attribute of the preset). The embedded model has smile, frown, "
+                      "brows_raised, eyes_closed, eyes_open, eyes_wide, mouth_open, pout, "
+                      "gaze_horizontal, gaze_vertical, yaw, pitch (--list-attrs)")
     edit.add_argument("--strength", type=float,
                       help="strength α of an --attr given without =STRENGTH (default: "
                       "edit.strength of the preset, 1)")

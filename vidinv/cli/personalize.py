@@ -17,10 +17,11 @@ _BAR_SHARE = {"align": (0.0, 0.05), "generator": (0.05, 0.30), "encoder": (0.30,
 def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "personalize", help="train a model for the face in a clip (no pretrained weights needed)",
-        description="Align the clip's frames, add landmark-guided expression warps (smile, "
-        "mouth opening, eye closing, head turn), train a StyleGAN2 generator and a "
-        "Feature-Style Encoder, then tune the generator and the smile, mouth_open, eyes_open "
-        "and yaw directions so the edits render those expressions (all within --minutes), add "
+        description="Align the clip's frames, add landmark-guided expression warps built on "
+        "facial action units (smile, frown, brows_raised, eyes_closed, eyes_wide, mouth_open, "
+        "pout, gaze_horizontal, gaze_vertical, yaw, pitch, roll), train a StyleGAN2 generator "
+        "and a Feature-Style Encoder, then tune the generator and those directions (all but "
+        "roll) together so the edits render those expressions (all within --minutes), add "
         "SeFa directions, and write a model folder with MODEL_CARD.md. Resumable: run the same "
         "command (same clip and settings) again after Ctrl-C; --restart starts over. Use "
         "the folder with `vidinv edit --model FOLDER`.")
@@ -42,6 +43,10 @@ def add_personalize_parser(commands: Any) -> argparse.ArgumentParser:
                         "expression tuning (default 0.2,0.2,0.5; the rest is data and "
                         "directions). 0 skips a step and keeps the --init model's network")
     add_face_options(parser)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for training (default 2; 1 is faster on a machine "
+                        "that other jobs keep busy: two threads waiting on each other there "
+                        "made a tuning step ten times slower)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the resumable training state (FOLDER/.personalize)")
     parser.add_argument("--restart", action="store_true",
@@ -136,7 +141,8 @@ def _personalize(args: argparse.Namespace) -> int:
                                    init=args.init, split=_split(args.split),
                                    face=args.face or "largest",
                                    face_reference=str(Path(args.face_ref).resolve())
-                                   if args.face_ref else "")
+                                   if args.face_ref else "",
+                                   threads=args.threads)
     _check_face(settings)
     if settings.init not in ("default", "none") and not Path(settings.init).is_dir():
         raise InputFileError(f"--init {settings.init}: no such model folder; use 'default', "

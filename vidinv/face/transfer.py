@@ -2,18 +2,26 @@
 
 The model renders the reconstruction R = G(w, F) and the edit E = G(w̃, F̃) of the same face.
 Instead of pasting E (whose detail is the model's, blurred at a small model's resolution), this
-estimates the dense motion from E back to R (DIS optical flow, on both images enlarged to
-``flow_size``), carries that field into the frame through the crop transform, resamples the
-frame's face region along it at full resolution, adds what motion cannot explain — E minus R
-warped by the same field, low-passed so none of the model's blur or texture reaches the frame —
-and blends the result in with the feathered face mask. Where E equals R (strength 0) the frame
-comes back bit for bit.
+estimates the dense motion from E back to R (DIS optical flow at the finest pyramid level with
+small patches, on both images enlarged to ``flow_size``: the coarser default preset found only
+about a third to a half of a smile's motion), carries that field into the frame through the crop
+transform, resamples the frame's face region along it at full resolution, adds what motion
+cannot explain — E minus R warped by the same field — and blends the result in with the
+feathered face mask (at full strength from the middle of its feather inwards). That appearance
+residual is low-passed where it is small (so none of the model's blur or texture reaches the
+frame) and kept at E's full detail where it is large (teeth, the inside of the mouth, folds:
+:data:`CHANGE_LEVEL`); it is scaled by ``appearance`` — the caller passes 0 on a face the model
+does not know (:func:`appearance_weight`: R far from the source), whose appearance would be the
+model's person, so only the motion is carried. Where E equals R (strength 0) the frame comes
+back bit for bit.
 
 Shapes: frames [H,W,3] uint8 RGB; faces [S,S,3] uint8 RGB at the generator's resolution; masks
 [U,U] float32 in [0,1] at ``flow_size`` U; flows [U,U,2] float32 (x, y) in U-pixels.
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -30,6 +38,17 @@ FLOW_SIGMA = 0.01
 #: Flow below this many U-pixels is taken as no motion (DIS noise; resampling along it would
 #: only soften the frame).
 MIN_MOTION = 0.15
+#: DIS settings: the finest pyramid level (0) and 4-pixel patches every 2 pixels. The FAST
+#: preset's defaults (level 2, 8-pixel patches) carried ~35 % of the model's smile motion on the
+#: real clip (dlib points of R warped by the flow vs E); these ~70 %.
+DIS_FINEST_SCALE = 0
+DIS_PATCH = (4, 2)
+#: A residual whose low-passed magnitude exceeds this (0…255 levels) is an appearance change
+#: (teeth, mouth inside, folds): there E's change is carried at full detail, not low-passed.
+CHANGE_LEVEL = (6.0, 16.0)
+#: PSNR (dB) of R against the source crop below which the model does not know the face (its
+#: appearance would be another person's): appearance weight 0 at the first, 1 at the second.
+KNOWN_PSNR = (17.0, 21.0)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -59,7 +78,11 @@ class EditTransfer:
 
     def _flow(self) -> cv2.DISOpticalFlow:
         if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            dis.setFinestScale(DIS_FINEST_SCALE)
+            dis.setPatchSize(DIS_PATCH[0])
+            dis.setPatchStride(DIS_PATCH[1])
+            self._dis = dis
         return self._dis
 
     def motion(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
@@ -67,8 +90,10 @@ class EditTransfer:
         """(flow [U,U,2], residual [U,U,3] float32) in the crop's geometry at U.
 
         ``flow`` maps each pixel of E to where the same point is in R (E(p) ≈ R(p + flow(p))),
-        attenuated by ``mask`` so nothing outside the face moves; ``residual`` is E − R∘flow,
-        low-passed and masked (in 0…255 units).
+        attenuated by :func:`motion_support` of ``mask`` so nothing outside the face moves;
+        ``residual`` is E − R∘flow (in 0…255 units), masked, low-passed except where it is an
+        appearance change (:data:`CHANGE_LEVEL`), where it keeps E's detail; its brightness
+        only (the mean over the channels), so the colours stay the person's.
         """
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -77,7 +102,8 @@ class EditTransfer:
         if self.flow_sigma > 0:
             flow = cv2.GaussianBlur(flow, (0, 0), self.flow_sigma * size)
         magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
-        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1) * mask[..., None]
+        support = motion_support(mask)
+        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1) * support[..., None]
         flow = flow.astype(np.float32)
         residual = np.zeros((size, size, 3), np.float32)
         if self.residual_sigma is not None:
@@ -85,14 +111,24 @@ class EditTransfer:
                                  np.arange(size, dtype=np.float32))
             moved = cv2.remap(up_r, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
-            residual = up_e.astype(np.float32) - moved.astype(np.float32)
-            residual = cv2.GaussianBlur(residual, (0, 0), self.residual_sigma * size)
-            residual *= mask[..., None]
+            full = up_e.astype(np.float32) - moved.astype(np.float32)
+            sigma = self.residual_sigma * size
+            low = cv2.GaussianBlur(full, (0, 0), sigma)
+            low_level, high_level = CHANGE_LEVEL
+            change = np.clip((np.abs(low).max(axis=2) - low_level) / (high_level - low_level),
+                             0, 1)
+            change = cv2.GaussianBlur(cv2.dilate(change, np.ones((3, 3), np.uint8)), (0, 0),
+                                      sigma)[..., None]
+            residual = low + change * (full - low)
+            # Brightness only: teeth are lighter and the mouth's inside darker, but the hue is
+            # the person's (a small model's teeth came out bluish, and were carried as such).
+            residual = residual.mean(axis=2, keepdims=True) * mask[..., None]
+            residual = np.repeat(residual, 3, axis=2)
         return flow, residual
 
     def __call__(self, image: np.ndarray, edited: np.ndarray, reconstruction: np.ndarray,
                  crop_from_frame: np.ndarray, crop_size: int, mask: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, appearance: float = 1.0) -> np.ndarray:
         """The frame with the edit transferred.
 
         Args:
@@ -100,6 +136,8 @@ class EditTransfer:
             edited, reconstruction: E and R, [S,S,3] uint8 RGB in the aligned crop's geometry.
             crop_from_frame: 3×3 frame → crop map for a crop of side ``crop_size``.
             mask: [U,U] float32 in [0,1], the face mask at ``flow_size``.
+            appearance: how much of E's appearance change to carry (0: motion only, for a
+                face the model does not know; see :func:`appearance_weight`).
         """
         if out is None:
             out = image.copy()
@@ -150,10 +188,36 @@ class EditTransfer:
         def to_box(field: np.ndarray) -> np.ndarray:
             return to_frame(field, bx0, by0, bx1, by1)
 
-        if self.residual_sigma is not None:
-            moved = cv2.add(moved, to_box(residual), dtype=cv2.CV_8U)  # saturating, rounded
-        alpha = to_box(mask)
+        if self.residual_sigma is not None and appearance > 0:
+            carried = residual if appearance >= 1 else residual * np.float32(appearance)
+            moved = cv2.add(moved, to_box(carried), dtype=cv2.CV_8U)  # saturating, rounded
+        # The moved pixels are the frame's own, so the motion may reach the mask's feather at
+        # full strength (a jaw that drops crosses it); the residual keeps the face mask.
+        alpha = to_box(motion_support(mask))
         # alpha·moved + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
         out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
             image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
+
+
+def motion_support(mask: np.ndarray) -> np.ndarray:
+    """Where the motion is carried at full strength: the face mask [U,U] doubled and clipped
+    (1 from the middle of its feather inwards, fading to 0 where the mask does). Multiplying
+    the flow by the mask and blending by it again carried mask² of the motion at the chin and
+    cheeks (a dropping jaw kept about half its motion)."""
+    return np.minimum(mask * np.float32(2.0), np.float32(1.0))
+
+
+def appearance_weight(source: np.ndarray, reconstruction: np.ndarray) -> float:
+    """How far to trust the model's appearance on this face, 0…1: the PSNR of R against the
+    source crop ``source`` [S,S,3] (area-resized to R's side) ramped over :data:`KNOWN_PSNR`.
+    A model that reconstructs the face knows it; one that renders someone else does not, and
+    then only the motion of its edit is carried (its teeth or lips would be that person's).
+    Both uint8; the PSNR is for data range 255 (face/ sits below metrics/, so it is here)."""
+    side = reconstruction.shape[0]
+    small = (source if source.shape[0] == side else
+             cv2.resize(source, (side, side), interpolation=cv2.INTER_AREA))
+    error = float(np.mean((small.astype(np.float64) - reconstruction.astype(np.float64)) ** 2))
+    quality = math.inf if error <= 0.0 else 10.0 * math.log10(255.0 ** 2 / error)
+    low, high = KNOWN_PSNR
+    return float(np.clip((quality - low) / (high - low), 0.0, 1.0))

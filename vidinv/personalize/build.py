@@ -6,8 +6,8 @@ sha256, and every setting that shapes the model); a resume with another clip or 
 is refused in one line (:class:`ResumeMismatchError`) rather than continued with the old data:
 
 1. data — align the clip's frames (:func:`~vidinv.personalize.data.collect_faces`), hold out
-   the frames asked for, and build the expression set (smile, mouth opening, eye closing, head
-   turn warps plus jitter).
+   the frames asked for, and build the expression set (the FACS warps of
+   :mod:`~vidinv.personalize.warps` plus jitter).
 2. generator — train StyleGAN2 on the set (started from the embedded default model when it has
    the same shape, else from scratch).
 3. encoder — train the Feature-Style Encoder on the generator's samples and the set.
@@ -15,7 +15,7 @@ is refused in one line (:class:`ResumeMismatchError`) rather than continued with
    the mean over training crops of E(warp(x, strongest)) − E(x); then the generator and the
    directions are optimised so that the pipeline's own edit (Eq. 1, strength 3 = the strongest
    warp, scale 1/3) renders the warped crops and the unedited codes still render the crops.
-5. directions — the tuned ones (eyes_open = −eyes_closed), each scaled so that strength 3
+5. directions — the tuned ones (plus eyes_open = −eyes_closed), each scaled so that strength 3
    moves its landmarks as far as the strongest warp (measured with the MediaPipe mesh that
    defined the warps: :mod:`vidinv.personalize.calibrate`), plus 5 SeFa components.
 6. package — weights, directions, evaluation.json and MODEL_CARD.md into ``OUT``.
@@ -53,7 +53,7 @@ from vidinv.models.folder import (
     save_model_folder,
     write_manifest,
 )
-from vidinv.personalize.warps import EDIT_OF_WARP, WARPS
+from vidinv.personalize.warps import EDIT_OF_WARP, EXTRA_EDITS, WARPS
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +435,7 @@ class Personalizer:
         from vidinv.latent.directions import Direction, generator_fingerprint
         from vidinv.latent.fit import sefa_directions
         from vidinv.personalize.calibrate import calibrated_scale, edit_response
+        from vidinv.personalize.tune import tuned_kinds
 
         start = time.monotonic()
         self.progress("directions", 0, 1)
@@ -446,6 +447,8 @@ class Personalizer:
         response = edit_response(generator, encoder, crops[pick], points[pick], vectors)
         found = []
         for n, kind in enumerate(WARPS):
+            if kind not in tuned_kinds():   # not taught (tune.KIND_WEIGHT 0): no direction
+                continue
             name, sign = EDIT_OF_WARP[kind]
             found.append(Direction(
                 name=name, vector=sign * vectors[n], kind="tuned-warp",
@@ -455,9 +458,13 @@ class Personalizer:
                       "landmark_response_at_nominal_scale": response[kind],
                       "strength_3_equals": f"the strongest {kind} warp of the training data "
                       "(landmark motion, calibrated)"}))
+        for name, (kind, sign) in EXTRA_EDITS.items():   # eyes_open = −eyes_closed
+            base = next(d for d in found if d.meta["warp"] == kind)
+            found.append(replace(base, name=name, vector=sign * base.vector,
+                                 meta={**base.meta, "sign": sign}))
         sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
         self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
-            f"{kind} response": round(response[kind], 3) for kind in WARPS}))
+            f"{kind} response": round(response[kind], 3) for kind in tuned_kinds()}))
         self.progress("directions", 1, 1)
         return [*found, *sefa]
 

@@ -24,8 +24,11 @@ from vidinv.models import FEATURE_INDEX
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 
 #: The landmarks each warp is about (MediaPipe mesh indices).
-MOVING_POINTS = {"smile": (61, 291), "mouth_open": (14, 17, 152), "eyes_closed": (159, 386),
-                 "yaw": (1, 4, 5)}
+#: (Gaze moves the irises, which this 468-point mesh does not have: its scale stays nominal.)
+MOVING_POINTS = {"smile": (61, 291, 17), "frown": (61, 291, 105, 334), "brows_raised": (105, 334),
+                 "eyes_closed": (159, 386), "eyes_wide": (159, 386), "mouth_open": (14, 17, 152),
+                 "pout": (61, 291), "gaze_horizontal": (), "gaze_vertical": (),
+                 "yaw": (1, 4, 5), "pitch": (1, 4, 5), "roll": (33, 263, 61, 291)}
 NOMINAL_SCALE = 1.0 / 3.0
 MAX_BOOST = 2.0
 MESH_SIDE = 256
@@ -43,6 +46,7 @@ def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     from vidinv.engines.model_graphs import EditRenderGraph
     from vidinv.face.landmarks import MediaPipeLandmarks
     from vidinv.models.encoder import prepare_input
+    from vidinv.personalize.tune import tuned_kinds
     from vidinv.stages.model import images_to_tensor, tensor_to_images
 
     graph = EditRenderGraph(generator.cpu().eval(), FEATURE_INDEX, with_reconstruction=True)
@@ -52,6 +56,9 @@ def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     ratios: dict[str, float] = {}
     with MediaPipeLandmarks() as detector:
         for n, kind in enumerate(WARPS):
+            if not MOVING_POINTS[kind] or kind not in tuned_kinds():
+                ratios[kind] = float("nan")
+                continue
             high = AMOUNT_RANGE[kind][1]
             offset = (high * vectors[n])[None].expand_as(w)
             with torch.no_grad():

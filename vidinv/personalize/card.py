@@ -22,9 +22,12 @@ def model_card(summary: dict[str, Any]) -> str:
         "",
         "Built by `vidinv personalize` on this machine: a StyleGAN2 generator and a "
         "Feature-Style Encoder trained on the clip's own aligned frames, plus landmark-guided "
-        "expression warps of them (smile, mouth opening, eye closing, head turn) so that those "
-        "edits exist in the model. It knows this one face; other faces are rendered as this "
-        "person (the edit's motion still transfers in the default paste mode).",
+        "expression warps of them built on facial action units (smile = AU12 + AU6, with AU25 "
+        "teeth and deeper nasolabial folds from strength 2; frown = AU15 + AU4; brows_raised "
+        "AU1+2; eyes_closed AU43; eyes_wide AU5; mouth_open AU26/27; pout AU18; gaze; head "
+        "yaw, pitch, roll) so that those edits exist in the model. It knows this one face; "
+        "other faces are rendered as this person (the edit's motion still transfers in the "
+        "default paste mode).",
         "",
         "## Data",
         "| what | count |",
@@ -54,15 +57,24 @@ def model_card(summary: dict[str, Any]) -> str:
         f"device {settings['device']}, held-out frames {settings['heldout']}. Total wall time "
         f"{summary['wall_minutes']:.1f} min.",
         "",
-        "Tuning (`tune`): the generator and the smile, mouth_open, eyes_open and yaw "
-        "directions were optimised together so that the pipeline's own edit (w + α/3 · d with "
-        "the feature correction of Eq. 1) renders the landmark-guided warps of the training "
-        "crops, strength 3 being the strongest warp, while the unedited codes still render the "
-        "crops. Each direction started as the mean change of the encoder's W+ code under that "
-        "warp (agreement of single pairs with that mean, cosine: "
+        "Tuning (`tune`): the generator and the expression directions (all but roll, which is "
+        "not tuned: tune.KIND_WEIGHT) were optimised together so that the pipeline's own edit "
+        "(w + α/3 · d with the feature correction of Eq. 1) renders the landmark-guided warps "
+        "of the training crops, strength 3 being the strongest warp, while the unedited codes "
+        "still render the crops. Each direction started as the mean change of the encoder's W+ "
+        "code under that warp (agreement of single pairs with that mean, cosine: "
         + ", ".join(f"{k} {v:.2f}" for k, v in agreement.items()) + "). `eyes_open` is the "
         "negative of closing the eyes.",
     ]
+    from vidinv.personalize.warps import MEANING
+
+    lines += ["", "## What the strengths mean", "Strength 3 is the full expression of the "
+              "training warps; 1 and 2 are graded amounts of it.", "",
+              "| attribute | strength 1 / 2 / 3 |", "|---|---|"]
+    from vidinv.personalize.tune import tuned_kinds
+
+    taught = set(tuned_kinds()) | {"eyes_open"}
+    lines += [f"| {name} | {text} |" for name, text in MEANING.items() if name in taught]
     if evaluation:
         lines += ["", "## Measured on the held-out frames", "| metric | value |", "|---|---|"]
         for name, value in evaluation.items():

@@ -2,7 +2,7 @@
 
 :func:`collect_faces` aligns every frame of a clip (the pipeline's own face stages) and checks
 that the clip is usable before any training; :func:`expression_set` turns the training crops
-into a set in which smile, mouth opening, eye closing and head turn actually vary.
+into a set in which the expressions of :mod:`~vidinv.personalize.warps` actually vary.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from vidinv.errors import VidinvError
 from vidinv.face.identities import FaceChoice
-from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, find_mouth_inside, warp_face
 
 #: Fewer usable face frames than this cannot train a model.
 MIN_FACE_FRAMES = 24
@@ -32,9 +32,9 @@ class PersonalizeInputError(VidinvError):
 class ClipFaces:
     """The aligned faces of a clip.
 
-    ``crops`` [N,S,S,3] uint8 RGB, ``points`` [N,468,2] float (MediaPipe mesh in crop pixels,
-    found again on the crop), ``indices`` the frame index of each crop; ``heldout`` marks the
-    crops kept out of training.
+    ``crops`` [N,S,S,3] uint8 RGB, ``points`` [N,478,2] float (MediaPipe mesh in crop pixels,
+    found again on the crop, with the refined iris points 468–477), ``indices`` the frame
+    index of each crop; ``heldout`` marks the crops kept out of training.
     """
 
     crops: np.ndarray
@@ -112,6 +112,7 @@ def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None
                 points.append(faces[0].points[:468].astype(np.float64))
                 keep.append(i)
     crops_array = np.stack([crops[i] for i in keep])
+    points = list(with_irises(crops_array, np.stack(points)))
     index_array = np.array([indices[i] for i in keep])
     held = (np.isin(index_array, list(heldout)) if heldout is not None
             else np.zeros(len(keep), bool))
@@ -120,6 +121,38 @@ def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None
                                     f"holding some out; need {MIN_FACE_FRAMES}")
     return ClipFaces(crops=crops_array, points=np.stack(points), indices=index_array,
                      heldout=held, frame_count=frame_count)
+
+
+def with_irises(crops: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """[N,478,2]: ``points`` [N,468,2] with MediaPipe's refined iris points (468–477, found by
+    Face Mesh with ``refine_landmarks=True`` on each crop enlarged to 256 px); where it finds
+    no face, each eye's centre and a ring of a fifth of the eye's width around it."""
+    import cv2
+
+    from vidinv.face.landmarks import _import_mediapipe
+    from vidinv.personalize.warps import EYE_CORNERS, eye_centres
+
+    side = 256
+    out = np.concatenate([points, np.zeros((len(points), 10, 2))], 1)
+    mesh = _import_mediapipe().face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                  refine_landmarks=True)
+    ring = np.array([[1, 0], [0, -1], [-1, 0], [0, 1]], np.float64)
+    try:
+        for n, (crop, face) in enumerate(zip(crops, points, strict=True)):
+            scale = crop.shape[0] / side
+            found = mesh.process(cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC))
+            if found.multi_face_landmarks:
+                marks = found.multi_face_landmarks[0].landmark
+                out[n, 468:] = [[marks[i].x * side * scale, marks[i].y * side * scale]
+                                for i in range(468, 478)]
+                continue
+            for k, centre in enumerate(eye_centres(face)):
+                width = np.linalg.norm(face[EYE_CORNERS[2 * k + 1]] - face[EYE_CORNERS[2 * k]])
+                out[n, 468 + 5 * k] = centre
+                out[n, 469 + 5 * k:473 + 5 * k] = centre + 0.2 * width * ring
+    finally:
+        mesh.close()
+    return out
 
 
 def jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -138,9 +171,11 @@ def jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def expression_set(crops: np.ndarray, points: np.ndarray, copies: int = 1,
                    seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Training images: each crop as it is, jittered, and ``copies`` random warps of each kind
-    (smile, mouth_open, eyes_closed, yaw; amounts drawn over each warp's range, smile and mouth
-    sometimes together). Returns ([M,S,S,3] uint8, a label per image)."""
+    (the FACS set of :mod:`~vidinv.personalize.warps`; amounts drawn over each warp's range,
+    smile and mouth sometimes together; teeth from the clip's own open mouth where it has one).
+    Returns ([M,S,S,3] uint8, a label per image)."""
     rng = np.random.default_rng(seed)
+    inside = find_mouth_inside(crops, points)
     images, labels = [], []
     for crop, face in zip(crops, points, strict=True):
         images += [crop, jitter(crop, rng)]
@@ -148,9 +183,9 @@ def expression_set(crops: np.ndarray, points: np.ndarray, copies: int = 1,
         for _ in range(copies):
             for kind in WARPS:
                 low, high = AMOUNT_RANGE[kind]
-                warped = warp_face(crop, face, kind, rng.uniform(low, high))
+                warped = warp_face(crop, face, kind, rng.uniform(low, high), inside)
                 if kind == "smile" and rng.random() < 0.3:
-                    warped = warp_face(warped, face, "mouth_open", rng.uniform(0, 0.6))
+                    warped = warp_face(warped, face, "mouth_open", rng.uniform(0, 0.6), inside)
                 images.append(warped)
                 labels.append(kind)
     return np.stack(images), labels

@@ -3,16 +3,18 @@
 A GAN trained for minutes on a CPU learns little of the expressions in the warped data, so
 the directions found in its latent space move little. This step makes the edits exist: with the
 encoder frozen, the codes (w, F) of each training crop x are fixed; for a warp of x of kind k and
-amount a (the expression set of :mod:`vidinv.personalize.warps`), the pipeline's own edit —
-w̃ = w + a · d_k, F̃ = F + G_k(w̃) − G_k(w) (Eq. 1 of paper 003), i.e. strength α = 3a with
-scale 1/3 — must render the warp, while the unedited codes must still render x. The generator's
-weights and the four direction vectors d_k (started from the paired-code means) are optimised
-together on that reconstruction loss (pixel MSE + the multi-scale structure loss): generator
-tuning in the sense of the papers' PTI, over the whole clip and its expressions.
+amount a (the FACS expression set of :mod:`vidinv.personalize.warps`), the pipeline's own
+edit — w̃ = w + a · d_k, F̃ = F + G_k(w̃) − G_k(w) (Eq. 1 of paper 003), i.e. strength α = 3a
+with scale 1/3 — must render the warp, while the unedited codes must still render x. The
+generator's weights and all the direction vectors d_k (one [K,L,512] tensor, started from the
+paired-code means) are optimised together on that reconstruction loss (pixel MSE + the
+multi-scale structure loss): generator tuning in the sense of the papers' PTI, over the
+whole clip and its expressions.
 
 Shapes: crops [N,S,S,3] uint8; codes w [N,L,512], F [N,C,h,h]; bank images [M,R,R,3] uint8 at
 the generator's resolution R with ``bank_source`` [M] (index into the crops), ``bank_kind`` [M]
-(index into :data:`~vidinv.personalize.warps.WARPS`) and ``bank_amount`` [M].
+(index into :data:`~vidinv.personalize.warps.WARPS`) and ``bank_amount`` [M]. All the kinds
+are tuned together, each drawn by its :data:`KIND_WEIGHT` share of the steps.
 """
 
 from __future__ import annotations
@@ -25,10 +27,24 @@ import torch.nn.functional as F
 
 from vidinv.engines.model_graphs import EditRenderGraph
 from vidinv.models import FEATURE_INDEX
-from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, find_mouth_inside, warp_face
 
-#: Amounts of each warp in the bank (yaw also negative).
+#: Amounts of each warp in the bank (the signed ones also negative).
 BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)
+#: How often each kind's targets are drawn, relative to the others (each kind's share of the
+#: steps, whatever its number of bank images): the smile — the edit users ask for first, and
+#: the one with the most to learn (lips, cheeks, lids, teeth) — gets five shares; the head
+#: turns, whose targets change most of the crop and so dominate the pixel loss, half a share;
+#: roll none: rotating the whole crop is not something a few thousand CPU steps teach the
+#: latent space (after 1200 steps its edit was a smear, and its large pixel change drowned
+#: the smile's), so a kind with weight 0 is not tuned and gets no direction.
+KIND_WEIGHT = {"smile": 5.0, "mouth_open": 1.5, "frown": 1.5, "yaw": 0.5, "pitch": 0.5,
+               "roll": 0.0}
+
+
+def tuned_kinds() -> tuple[str, ...]:
+    """The warp kinds that tuning teaches (weight > 0), in :data:`WARPS` order."""
+    return tuple(kind for kind in WARPS if KIND_WEIGHT.get(kind, 1.0) > 0)
 
 
 @dataclass(frozen=True)
@@ -44,10 +60,11 @@ class TuneConfig:
 def expression_bank(crops: np.ndarray, points: np.ndarray, resolution: int
                     ) -> dict[str, np.ndarray]:
     """Every crop warped by each kind at each of :data:`BANK_FRACTIONS` of its range (and the
-    negative side for yaw), resized to ``resolution``."""
+    negative side for the signed ones: gaze, yaw, pitch, roll), resized to ``resolution``."""
     import cv2
 
     images, source, kind, amount = [], [], [], []
+    inside = find_mouth_inside(crops, points)   # the person's own teeth, where the clip has them
     for i, (crop, face) in enumerate(zip(crops, points, strict=True)):
         for k, name in enumerate(WARPS):
             low, high = AMOUNT_RANGE[name]
@@ -55,7 +72,7 @@ def expression_bank(crops: np.ndarray, points: np.ndarray, resolution: int
             if low < 0:
                 values += [f * low for f in BANK_FRACTIONS]
             for value in values:
-                warped = warp_face(crop, face, name, value)
+                warped = warp_face(crop, face, name, value, inside)
                 images.append(cv2.resize(warped, (resolution, resolution),
                                          interpolation=cv2.INTER_AREA))
                 source.append(i)
@@ -91,6 +108,9 @@ class ExpressionTuner:
         self.source = torch.from_numpy(bank["bank_source"]).long()
         self.kind = torch.from_numpy(bank["bank_kind"]).long()
         self.amount = torch.from_numpy(bank["bank_amount"]).float()
+        counts = torch.bincount(self.kind, minlength=len(WARPS)).clamp(min=1).float()
+        weight = torch.tensor([KIND_WEIGHT.get(name, 1.0) for name in WARPS])
+        self.draw_weight = (weight / counts)[self.kind]        # [M]: P(draw) ∝ this
         self.directions = torch.nn.Parameter(directions.clone().to(self.device))
         self.structure = MultiScaleStructureLoss().to(self.device)
         self.optimizer = torch.optim.Adam([
@@ -110,7 +130,8 @@ class ExpressionTuner:
         weighted by ``change_weight`` — E − R ≈ T − X, the change alone (without it the shared
         reconstruction error drowns the few pixels an expression moves)."""
         config = self.config
-        pick = torch.randint(len(self.source), (config.batch,), generator=self.rng)
+        pick = torch.multinomial(self.draw_weight, config.batch, replacement=True,
+                                 generator=self.rng)
         src = self.source[pick].to(self.device)
         w, features = self.w[src], self.features[src]
         offset = self.amount[pick].to(self.device)[:, None, None] * self.directions[

@@ -42,7 +42,7 @@ from vidinv.face.smoothing import (
     smooth_each_face_centred,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
-from vidinv.face.transfer import EditTransfer
+from vidinv.face.transfer import EditTransfer, appearance_weight
 from vidinv.frame import FaceLandmarks, FaceSlot, Frame
 
 
@@ -393,9 +393,11 @@ class PasteBack:
             crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
                                @ slot.crop_from_frame)
             mask = _limited(self.paster.mask_for(size, crop_from_frame, slot.landmarks), keep)
-            image = self.transfer(image, _as_uint8_image(face),
-                                  _as_uint8_image(slot.reconstruction),
-                                  slot.crop_from_frame, crop_size, mask)
+            rebuilt = _as_uint8_image(slot.reconstruction)
+            # on a face the model does not know (R is not the source), motion only
+            known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
+            image = self.transfer(image, _as_uint8_image(face), rebuilt,
+                                  slot.crop_from_frame, crop_size, mask, appearance=known)
         elif keep is None:
             return self.paster(image, _as_uint8_image(face), slot.crop_from_frame,
                                crop_size=slot.crop_size, landmarks=slot.landmarks)

@@ -177,6 +177,7 @@ class PreviewFrame:
     def __init__(self, bundle: ModelBundle, config: PipelineConfig, clip: Clip,
                  search_frames: int = PREVIEW_SEARCH_FRAMES, index: int | None = None,
                  same_model: PreviewFrame | None = None) -> None:
+        from vidinv.personalize.warps import attribute_order
         from vidinv.pipeline.attributes import available_attributes, resolve_edits
         from vidinv.pipeline.wiring import make_networks
         from vidinv.stages.face import RequireFace
@@ -189,7 +190,7 @@ class PreviewFrame:
             self.attributes, self.editor = same_model.attributes, same_model.editor
             self._networks, self._lock = same_model._networks, same_model._lock
         else:
-            self.attributes = sorted(available_attributes(bundle))
+            self.attributes = attribute_order(available_attributes(bundle))  # expressions first
             self.editor = resolve_edits(bundle, {}, extra=self.attributes) if self.attributes \
                 else None
             self._networks = make_networks(bundle, self._config, self.editor)
