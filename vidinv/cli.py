@@ -189,15 +189,14 @@ def _load_bundle(args: argparse.Namespace):
 
 
 def _print_attributes(bundle) -> None:
-    from vidinv.personalize.warps import STRENGTH_SCALE, describe_attributes
+    from vidinv.personalize.warps import STRENGTH_SCALE, attribute_order, describe_attributes
     from vidinv.pipeline.commands import available_attributes
 
-    names = available_attributes(bundle)
-    if not names:
-        print("attributes: (none stored with this model)")
-        return
-    print(f"attributes ({STRENGTH_SCALE}):")
-    print("\n".join("  " + line for line in describe_attributes(names)))
+    names = attribute_order(available_attributes(bundle))
+    print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
+    if names:
+        print(STRENGTH_SCALE + ":")
+        print("\n".join("  " + line for line in describe_attributes(names)))
 
 
 def _edits(args: argparse.Namespace, config) -> dict[str, float]:
