@@ -17,15 +17,14 @@ from vidinv.errors import VidinvError
 
 
 def _print_attributes(bundle) -> None:
-    from vidinv.personalize.warps import STRENGTH_SCALE, describe_attributes
+    from vidinv.personalize.warps import STRENGTH_SCALE, attribute_order, describe_attributes
     from vidinv.pipeline.attributes import available_attributes
 
-    names = available_attributes(bundle)
-    if not names:
-        print("attributes: (none stored with this model)")
-        return
-    print(f"attributes ({STRENGTH_SCALE}):")
-    print("\n".join("  " + line for line in describe_attributes(names)))
+    names = attribute_order(available_attributes(bundle))
+    print("attributes: " + (", ".join(names) if names else "(none stored with this model)"))
+    if names:
+        print(STRENGTH_SCALE + ":")
+        print("\n".join("  " + line for line in describe_attributes(names)))
 
 
 def _edit(args: argparse.Namespace) -> int:
