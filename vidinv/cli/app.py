@@ -45,11 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message, not as it was when the handler was
+    made: ``main`` may run many times in one process (the page, tests), each with its own
+    stderr, and a handler holding the first one would write into a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _configure_logging(verbose: bool) -> None:
     """Show vidinv's own messages; other libraries keep their default (warnings only)."""
     logger = logging.getLogger("vidinv")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("vidinv: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
