@@ -4,6 +4,7 @@ live sources (drop-oldest, bounded latency) and image folders. Media is synthesi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -533,6 +534,40 @@ def test_decord_backend_matches_pyav_or_names_the_install(tmp_path):
     rotated = make_video(tmp_path / "phone.mp4", n_frames=3, rotation=90)
     with pytest.raises(BackendUnavailableError, match="pyav"):
         open_video(rotated.path, backend="decord")
+
+
+def test_decord_reads_the_file_that_was_checked_not_one_renamed_over_it(tmp_path, monkeypatch):
+    """The whitelist check and decord's read see the same open file (no swap in between)."""
+    import types
+
+    checked = make_video(tmp_path / "clip.mp4", n_frames=4, size=(64, 48))
+    other = make_video(tmp_path / "other.mp4", n_frames=9, size=(96, 64))
+    opened = []
+
+    class StandInVideoReader:  # decord's surface DecordReader uses, reading with PyAV
+        def __init__(self, uri, ctx=None, num_threads=0):
+            opened.append(uri)
+            self._frames = [f.image for f in VideoReader(uri)]
+            self._next = iter(self._frames)
+
+        def __len__(self):
+            return len(self._frames)
+
+        def get_frame_timestamp(self, index):
+            return (index / 25.0, (index + 1) / 25.0)
+
+        def next(self):
+            image = next(self._next)
+            return types.SimpleNamespace(asnumpy=lambda: image)
+
+    stand_in = types.SimpleNamespace(VideoReader=StandInVideoReader, cpu=lambda i: i,
+                                     DECORDError=RuntimeError)
+    monkeypatch.setitem(sys.modules, "decord", stand_in)
+    reader = open_video(checked.path, backend="decord")
+    os.replace(other.path, checked.path)  # a different video renamed over the checked name
+    frames = list(reader)
+    assert opened and opened[0] != str(checked.path)
+    assert len(frames) == 4 and frames[0].image.shape == (48, 64, 3)
 
 
 def test_importing_vidinv_video_does_no_work():

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -522,6 +523,22 @@ def _damage_report(
     return ""
 
 
+def _pin_file(path: Path, owner: object) -> Path:
+    """A name for the file ``path`` names now, that keeps naming it while ``owner`` lives.
+
+    On Linux, ``/proc/self/fd/N`` of a descriptor opened here (closed when ``owner`` is
+    collected): a file renamed over ``path`` later is not what gets read. Elsewhere, ``path``.
+    """
+    if not Path("/proc/self/fd").is_dir():
+        return path
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise VideoInputError(f"{path}: cannot be opened ({e.strerror}); check the path") from e
+    weakref.finalize(owner, os.close, descriptor)
+    return Path(f"/proc/self/fd/{descriptor}")
+
+
 class DecordReader:
     """The ``VideoReader`` interface on decord (``pip install decord``), imported when built.
 
@@ -543,7 +560,11 @@ class DecordReader:
             ) from e
         self.path = Path(path)
         self.num_threads = num_threads
-        self.info = probe(self.path)
+        probe(self.path)  # the user's errors, named by the user's path
+        self._source = _pin_file(self.path, self)
+        # What decord reads is what was checked: the same open file, probed again (the file
+        # protocol and container whitelist), however the path changes meanwhile.
+        self.info = probe(self._source)
         if self.info.display_matrix is not None:
             raise BackendUnavailableError(
                 f"decord cannot read {self.path.name} correctly (it has rotation metadata, "
@@ -562,7 +583,7 @@ class DecordReader:
 
         try:
             reader = decord.VideoReader(
-                str(self.path), ctx=decord.cpu(0), num_threads=self.num_threads
+                str(self._source), ctx=decord.cpu(0), num_threads=self.num_threads
             )
         except decord.DECORDError as e:
             raise UndecodableVideoError(
