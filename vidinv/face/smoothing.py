@@ -22,6 +22,7 @@ import numpy as np
 from vidinv.frame import FaceSlot, Frame
 
 Item = TypeVar("Item")
+Value = TypeVar("Value")
 
 AXES = slice(2, 6)
 
@@ -48,25 +49,19 @@ def reflect_index(index: int, length: int) -> int:
     return period - 1 - index if index >= length else index
 
 
-class CentredGaussianWindow(Generic[Item]):
-    """Streaming centred Gaussian smoothing of vectors, one σ per component.
+class CentredWindow(Generic[Item, Value]):
+    """The streaming of a centred window over a run, whatever the values are.
 
-    :meth:`push` takes an item and its vector and returns the (item, smoothed vector) pairs that
+    :meth:`push` takes an item and its value and returns the (item, smoothed value) pairs that
     became ready — each item comes out ``radius`` pushes later; :meth:`end_run` ends a run
     (a frame without a face, or the end of the clip) and returns the held items, smoothed with
     the run's end reflected. Nothing is dropped or added; at most ``radius`` items are held.
+    Subclasses say how the ``2·radius+1`` values around a position combine (:meth:`_combine`).
     """
 
-    def __init__(self, sigmas: Sequence[float] | np.ndarray, radius: int | None = None,
-                 truncate: float = 3.0) -> None:
-        self.sigmas = np.asarray(sigmas, dtype=np.float64)
-        if radius is None:
-            radius = int(math.ceil(truncate * float(self.sigmas.max())))
+    def __init__(self, radius: int) -> None:
         self.radius = max(int(radius), 0)
-        unique, which = np.unique(self.sigmas, return_inverse=True)  # few distinct σ, many dims
-        kernels = np.stack([gaussian_kernel(s, self.radius) for s in unique], axis=1)
-        self._kernels = kernels[:, which.ravel()]
-        self._values: deque[np.ndarray] = deque()  # run positions [self._first, ...]
+        self._values: deque[Value] = deque()  # run positions [self._first, ...]
         self._items: deque[Item] = deque()  # run positions [self._next, ...]
         self._first = 0  # run position of self._values[0]
         self._next = 0  # run position of the next item to emit
@@ -76,23 +71,29 @@ class CentredGaussianWindow(Generic[Item]):
     def latency(self) -> int:
         return self.radius
 
-    def _smoothed(self, position: int, length: int | None) -> np.ndarray:
-        r = self.radius
+    def _combine(self, values: list[Value]) -> Value:
+        """The smoothed value from the window's values, oldest first (2·radius+1 of them)."""
+        raise NotImplementedError
+
+    def _prepare(self, value: Value) -> Value:
+        return value
+
+    def _smoothed(self, position: int, length: int | None) -> Value:
         rows = []
-        for offset in range(-r, r + 1):
+        for offset in range(-self.radius, self.radius + 1):
             index = position + offset
             if index < 0 or (length is not None and index >= length):
                 index = reflect_index(index, length if length is not None else self._count)
             rows.append(self._values[index - self._first])
-        return np.einsum("kd,kd->d", self._kernels, np.stack(rows))
+        return self._combine(rows)
 
     def _drop_old(self) -> None:
         while self._first < self._next - self.radius:
             self._values.popleft()
             self._first += 1
 
-    def push(self, item: Item, vector: np.ndarray) -> list[tuple[Item, np.ndarray]]:
-        self._values.append(np.asarray(vector, dtype=np.float64))
+    def push(self, item: Item, value: Value) -> list[tuple[Item, Value]]:
+        self._values.append(self._prepare(value))
         self._items.append(item)
         self._count += 1
         ready = []
@@ -102,7 +103,7 @@ class CentredGaussianWindow(Generic[Item]):
             self._drop_old()
         return ready
 
-    def end_run(self) -> list[tuple[Item, np.ndarray]]:
+    def end_run(self) -> list[tuple[Item, Value]]:
         ready = []
         while self._items:
             ready.append((self._items.popleft(), self._smoothed(self._next, self._count)))
@@ -110,6 +111,27 @@ class CentredGaussianWindow(Generic[Item]):
         self._values.clear()
         self._first = self._next = self._count = 0
         return ready
+
+
+class CentredGaussianWindow(CentredWindow[Item, np.ndarray]):
+    """Streaming centred Gaussian smoothing of vectors, one σ per component
+    (the streaming of :class:`CentredWindow`; values are float64 vectors [D])."""
+
+    def __init__(self, sigmas: Sequence[float] | np.ndarray, radius: int | None = None,
+                 truncate: float = 3.0) -> None:
+        self.sigmas = np.asarray(sigmas, dtype=np.float64)
+        if radius is None:
+            radius = int(math.ceil(truncate * float(self.sigmas.max())))
+        super().__init__(radius)
+        unique, which = np.unique(self.sigmas, return_inverse=True)  # few distinct σ, many dims
+        kernels = np.stack([gaussian_kernel(s, self.radius) for s in unique], axis=1)
+        self._kernels = kernels[:, which.ravel()]
+
+    def _prepare(self, value: np.ndarray) -> np.ndarray:
+        return np.asarray(value, dtype=np.float64)
+
+    def _combine(self, values: list[np.ndarray]) -> np.ndarray:
+        return np.einsum("kd,kd->d", self._kernels, np.stack(values))
 
 
 def smooth_centred(vectors: np.ndarray, sigmas: Sequence[float] | np.ndarray,

@@ -16,7 +16,6 @@ clip, which a streaming stage approximates by the mean of the frames seen so far
 from __future__ import annotations
 
 import typing
-from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -25,10 +24,10 @@ import torch
 from vidinv.config import Smoothing
 from vidinv.face.smoothing import (
     CentredGaussianWindow,
+    CentredWindow,
     EmaFilter,
     FilterPerFace,
     gaussian_kernel,
-    reflect_index,
     smooth_each_face_centred,
 )
 from vidinv.frame import FaceSlot, Frame
@@ -65,55 +64,21 @@ def _set_codes(face: FaceSlot | Frame, codes: Codes) -> None:
         face.features = codes[1]
 
 
-class _DeviceWindow:
-    """:class:`~vidinv.face.smoothing.CentredGaussianWindow` for one σ over torch tensors where
-    they are: the same streaming (``radius`` frames held, run ends reflected), in the tensors'
-    own dtype on their own device."""
+class _DeviceWindow(CentredWindow[object, Codes]):
+    """The centred Gaussian of :class:`~vidinv.face.smoothing.CentredGaussianWindow` for one σ
+    over torch tensors where they are (its streaming, from :class:`CentredWindow`), in the
+    tensors' own dtype on their own device."""
 
     def __init__(self, sigma: float, radius: int) -> None:
-        self.radius = max(int(radius), 0)
+        super().__init__(radius)
         self._weights = [float(w) for w in gaussian_kernel(sigma, self.radius)]
-        self._values: deque[Codes] = deque()  # run positions [self._first, ...]
-        self._items: deque = deque()
-        self._first = self._next = self._count = 0
 
-    def _smoothed(self, position: int, length: int | None) -> Codes:
-        total: list[torch.Tensor] | None = None
-        for offset, weight in zip(range(-self.radius, self.radius + 1), self._weights,
-                                  strict=True):
-            index = position + offset
-            if index < 0 or (length is not None and index >= length):
-                index = reflect_index(index, length if length is not None else self._count)
-            values = self._values[index - self._first]
-            if total is None:
-                total = [weight * value for value in values]
-            else:
-                for part, value in zip(total, values, strict=True):
-                    part.add_(value, alpha=weight)
-        assert total is not None
+    def _combine(self, values: list[Codes]) -> Codes:
+        total = [self._weights[0] * part for part in values[0]]
+        for weight, codes in zip(self._weights[1:], values[1:], strict=True):
+            for part, value in zip(total, codes, strict=True):
+                part.add_(value, alpha=weight)
         return tuple(total)
-
-    def push(self, item, codes: Codes) -> list[tuple[object, Codes]]:
-        self._values.append(codes)
-        self._items.append(item)
-        self._count += 1
-        ready = []
-        while self._items and self._next + self.radius < self._count:
-            ready.append((self._items.popleft(), self._smoothed(self._next, None)))
-            self._next += 1
-            while self._first < self._next - self.radius:
-                self._values.popleft()
-                self._first += 1
-        return ready
-
-    def end_run(self) -> list[tuple[object, Codes]]:
-        ready = []
-        while self._items:
-            ready.append((self._items.popleft(), self._smoothed(self._next, self._count)))
-            self._next += 1
-        self._values.clear()
-        self._first = self._next = self._count = 0
-        return ready
 
 
 class SmoothLatents:
