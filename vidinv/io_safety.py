@@ -24,7 +24,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from vidinv.errors import InputFileError, VidinvError
 
@@ -223,6 +224,32 @@ def give_umask_permissions(file: int | str | os.PathLike[str]) -> None:
         os.chmod(file, mode)
     except OSError:  # a file system without modes (vfat): the rename still happens
         pass
+
+
+class FinishedOrAbandoned:
+    """A writer used as ``with``: :meth:`open` on entry, then :meth:`close` (the output put in
+    place) when the block ends normally, :meth:`abort` (nothing left looking complete) when it
+    raises."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes | str) -> None:

@@ -15,14 +15,13 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from vidinv.errors import BackendUnavailableError
 from vidinv.frame import Frame
-from vidinv.io_safety import move_folder_into_place, write_atomically
+from vidinv.io_safety import FinishedOrAbandoned, move_folder_into_place, write_atomically
 from vidinv.native_log import native_stderr_guard
 from vidinv.video.errors import NotAVideoError, VideoInputError, VideoWriteError
 
@@ -212,7 +211,7 @@ class ImageWriter:
         self.frame = frame
 
 
-class ImageFolderWriter:
+class ImageFolderWriter(FinishedOrAbandoned):
     """Write ``Frame`` records as numbered pictures into a new folder; a context manager.
 
     Files are named ``name_pattern.format(index=frame.index)`` plus ``.png``/``.jpg``
@@ -240,21 +239,6 @@ class ImageFolderWriter:
         self.overwrite = overwrite
         self.frames_written = 0
         self._tmp: Path | None = None
-
-    def __enter__(self) -> ImageFolderWriter:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def open(self) -> None:
         if self._tmp is not None:

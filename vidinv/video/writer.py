@@ -21,7 +21,6 @@ import secrets
 import weakref
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import av
@@ -30,7 +29,7 @@ import cv2
 import numpy as np
 
 from vidinv.frame import Frame
-from vidinv.io_safety import put_in_place
+from vidinv.io_safety import FinishedOrAbandoned, put_in_place
 from vidinv.video.errors import VideoWriteError
 from vidinv.video.reader import VideoInfo, open_input_container
 
@@ -78,7 +77,7 @@ def _pad_to_even(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-class VideoWriter:
+class VideoWriter(FinishedOrAbandoned):
     """H.264 writer for ``Frame`` records; use it as a context manager.
 
     Args:
@@ -157,21 +156,6 @@ class VideoWriter:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> VideoWriter:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     @property
     def is_open(self) -> bool:
