@@ -194,6 +194,20 @@ class StructureLoss(ImageLoss):
         return structure + self.gradient_weight * edges
 
 
+def fitting_setup(generator: nn.Module, target: torch.Tensor, perceptual: ImageLoss | None
+                  ) -> tuple[nn.Module, ImageLoss]:
+    """The frozen generator in eval mode and the perceptual loss on ``target``'s device, for
+    fitting codes to ``target`` [B,3,R,R] (R the generator's resolution, else ValueError);
+    ``perceptual`` defaults to the single-scale :class:`StructureLoss`."""
+    G = generator.eval().requires_grad_(False)
+    if target.shape[-1] != G.resolution:
+        raise ValueError(f"target must be {G.resolution} px like the generator, got "
+                         f"{tuple(target.shape)}")
+    if perceptual is None:
+        perceptual = StructureLoss()
+    return G, perceptual.to(target.device)
+
+
 class MultiScaleStructureLoss(MultiScale):
     """:class:`StructureLoss` summed over an image pyramid (full, ×0.5, ×0.25 by default)."""
 

@@ -24,7 +24,7 @@ import torch
 
 from vidinv.models import FEATURE_INDEX
 from vidinv.models.stylegan2 import StyleGAN2Generator
-from vidinv.train.losses import ImageLoss, StructureLoss, mse
+from vidinv.train.losses import ImageLoss, fitting_setup, mse
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,7 @@ def refine_pivot(generator: StyleGAN2Generator, target: torch.Tensor, w_init: to
     the single-scale :class:`StructureLoss` (pass LPIPS when its weights exist).
     """
     config = config or RefineConfig()
-    G = generator.eval().requires_grad_(False)
-    if target.shape[-1] != G.resolution:
-        raise ValueError(f"target must be {G.resolution} px like the generator, got "
-                         f"{tuple(target.shape)}")
-    if perceptual is None:
-        perceptual = StructureLoss()
-    perceptual = perceptual.to(target.device)
+    G, perceptual = fitting_setup(generator, target, perceptual)
     w_init = w_init.detach().to(target.device, target.dtype)
     space = config.space
     if space == "auto":

@@ -22,7 +22,7 @@ import torch
 
 from vidinv.models import FEATURE_INDEX
 from vidinv.models.stylegan2 import StyleGAN2Generator
-from vidinv.train.losses import ImageLoss, StructureLoss, mse
+from vidinv.train.losses import ImageLoss, fitting_setup, mse
 
 
 def project_to_sphere(z: torch.Tensor) -> torch.Tensor:
@@ -73,13 +73,7 @@ def invert_zplus(generator: StyleGAN2Generator, target: torch.Tensor, steps: int
     ``features_init`` [B,C,h,w] defaults to G(w₀^{1:k}) of the initial code. ``perceptual``
     defaults to the single-scale :class:`StructureLoss` (the reference uses LPIPS).
     """
-    G = generator.eval().requires_grad_(False)
-    if target.shape[-1] != G.resolution:
-        raise ValueError(f"target must be {G.resolution} px like the generator, got "
-                         f"{tuple(target.shape)}")
-    if perceptual is None:
-        perceptual = StructureLoss()
-    perceptual = perceptual.to(target.device)
+    G, perceptual = fitting_setup(generator, target, perceptual)
     batch = target.shape[0]
     if z_init is None:
         rng = torch.Generator().manual_seed(seed)
