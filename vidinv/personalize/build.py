@@ -404,6 +404,9 @@ class Personalizer:
         state_file = run / "state.safetensors"
         initial, agreement = self.paired_directions(encoder, data)
         self._note_extra("tune", paired_agreement=dict(zip(WARPS, agreement, strict=True)))
+        continued = self._continue_init_directions(initial)
+        if continued:
+            self._note_extra("tune", directions_from_init=continued)
         with torch.no_grad():
             w, features = encoder.cpu().eval()(prepare_input(_to_unit(data["train_crops"]),
                                                              encoder.input_size))
@@ -427,6 +430,33 @@ class Personalizer:
 
         self._train_for_budget("tune", _Checkpointing())
         return tuner.generator.eval().requires_grad_(False), tuner.directions.detach().cpu()
+
+    def _continue_init_directions(self, initial: torch.Tensor) -> list[str]:
+        """Start each kind's direction in ``initial`` [K,L,512] (changed in place) from the
+        init model's tuned one when the generator was warm-started from that model: its
+        generator was tuned together with those directions, so the paired-code means (made for
+        an untuned latent space) would throw that tuning away for the first thousand steps.
+        Returns the kinds continued (none with ``--init none`` or a generator trained here)."""
+        from vidinv.latent.directions import direction_files, load_directions
+
+        folder = self._init_folder()
+        if folder is None or self.settings.share("generator") > 0:
+            return []
+        tuned = {}
+        for file in direction_files(folder):
+            for direction in load_directions(file).directions:
+                meta = direction.meta
+                if meta.get("source") == "vidinv personalize" and "warp" in meta:
+                    # stored as sign × the tuned vector (eyes_open = −eyes_closed)
+                    tuned.setdefault(meta["warp"], float(meta.get("sign", 1.0)) *
+                                     direction.vector)
+        continued = []
+        for n, kind in enumerate(WARPS):
+            vector = tuned.get(kind)
+            if vector is not None and tuple(vector.shape) == tuple(initial[n].shape):
+                initial[n] = vector.to(initial.dtype)
+                continued.append(kind)
+        return continued
 
     def directions(self, generator: Any, encoder: Any, vectors: torch.Tensor,
                    data: dict[str, np.ndarray]) -> list:
