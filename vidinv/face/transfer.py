@@ -4,16 +4,24 @@ The model renders the reconstruction R = G(w, F) and the edit E = G(w̃, F̃) of
 Instead of pasting E (whose detail is the model's, blurred at a small model's resolution), this
 estimates the dense motion from E back to R (DIS optical flow at the finest pyramid level with
 small patches, on both images enlarged to ``flow_size``: the coarser default preset found only
-about a third to a half of a smile's motion), carries that field into the frame through the crop
-transform, resamples the frame's face region along it at full resolution, adds what motion
-cannot explain — E minus R warped by the same field — and blends the result in with the
-feathered face mask (at full strength from the middle of its feather inwards). That appearance
-residual is low-passed where it is small (so none of the model's blur or texture reaches the
-frame) and kept at E's full detail where it is large (teeth, the inside of the mouth, folds:
-:data:`CHANGE_LEVEL`); it is scaled by ``appearance`` — the caller passes 0 on a face the model
+about a third to a half of a smile's motion), smooths it at the model's own scale by a
+normalised convolution that trusts the flow where the face has edges (:func:`smooth_flow`),
+carries that field into the frame through the crop transform, resamples the frame's face
+region along it at full resolution, adds the shading that motion cannot explain — E minus R
+warped by the same field, low-passed and limited to :data:`SHADING_LIMIT` levels — and blends
+the result in with the feathered face mask (at full strength from the middle of its feather
+inwards). The shading is scaled by ``appearance`` — the caller passes 0 on a face the model
 does not know (:func:`appearance_weight`: R far from the source), whose appearance would be the
 model's person, so only the motion is carried. Where E equals R (strength 0) the frame comes
 back bit for bit.
+
+Why shading only: the last version carried large appearance changes (teeth, the mouth's inside,
+folds) at E's full detail. On the embedded 64-px model those are blotches — the smile's
+"folds" are wide dark patches beside the mouth, its teeth a bluish-pink blur — and pasted into a
+sharp frame they smeared the lower face of every strong smile (frames of the real clip, looked
+at side by side: motion with limited shading read as a smile, the full residual as a smear).
+A model that renders teeth well would change this; the teeth the person shows then come from
+the motion of their own lips.
 
 Shapes: frames [H,W,3] uint8 RGB; faces [S,S,3] uint8 RGB at the generator's resolution; masks
 [U,U] float32 in [0,1] at ``flow_size`` U; flows [U,U,2] float32 (x, y) in U-pixels.
@@ -33,8 +41,9 @@ from vidinv.face.paste import frame_box
 FLOW_SIZE = 128
 #: σ of the low-pass on the appearance residual, as a fraction of the face side.
 RESIDUAL_SIGMA = 0.02
-#: σ of the smoothing of the flow field, as a fraction of the face side.
-FLOW_SIGMA = 0.01
+#: σ of the smoothing of the flow field, as a fraction of the face side: about two pixels of a
+#: 64-px model (motion finer than that is the flow's guessing; at 0.01 the lips zig-zagged).
+FLOW_SIGMA = 0.03
 #: Flow below this many U-pixels is taken as no motion (DIS noise; resampling along it would
 #: only soften the frame).
 MIN_MOTION = 0.15
@@ -43,9 +52,9 @@ MIN_MOTION = 0.15
 #: real clip (dlib points of R warped by the flow vs E); these ~70 %.
 DIS_FINEST_SCALE = 0
 DIS_PATCH = (4, 2)
-#: A residual whose low-passed magnitude exceeds this (0…255 levels) is an appearance change
-#: (teeth, mouth inside, folds): there E's change is carried at full detail, not low-passed.
-CHANGE_LEVEL = (6.0, 16.0)
+#: The appearance residual carried into the frame is shading: low-passed and limited to this
+#: many levels (0…255) either way.
+SHADING_LIMIT = 6.0
 #: PSNR (dB) of R against the source crop below which the model does not know the face (its
 #: appearance would be another person's): appearance weight 0 at the first, 1 at the second.
 KNOWN_PSNR = (17.0, 21.0)
@@ -91,16 +100,16 @@ class EditTransfer:
 
         ``flow`` maps each pixel of E to where the same point is in R (E(p) ≈ R(p + flow(p))),
         attenuated by :func:`motion_support` of ``mask`` so nothing outside the face moves;
-        ``residual`` is E − R∘flow (in 0…255 units), masked, low-passed except where it is an
-        appearance change (:data:`CHANGE_LEVEL`), where it keeps E's detail; its brightness
-        only (the mean over the channels), so the colours stay the person's.
+        ``residual`` is E − R∘flow (in 0…255 units), masked, low-passed and limited to
+        ±:data:`SHADING_LIMIT`; its brightness only (the mean over the channels), so the
+        colours stay the person's.
         """
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
         flow = self._flow().calc(_grey(up_e), _grey(up_r), None)
         if self.flow_sigma > 0:
-            flow = cv2.GaussianBlur(flow, (0, 0), self.flow_sigma * size)
+            flow = smooth_flow(flow, _grey(up_e), self.flow_sigma * size)
         magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
         support = motion_support(mask)
         flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1) * support[..., None]
@@ -114,15 +123,10 @@ class EditTransfer:
             full = up_e.astype(np.float32) - moved.astype(np.float32)
             sigma = self.residual_sigma * size
             low = cv2.GaussianBlur(full, (0, 0), sigma)
-            low_level, high_level = CHANGE_LEVEL
-            change = np.clip((np.abs(low).max(axis=2) - low_level) / (high_level - low_level),
-                             0, 1)
-            change = cv2.GaussianBlur(cv2.dilate(change, np.ones((3, 3), np.uint8)), (0, 0),
-                                      sigma)[..., None]
-            residual = low + change * (full - low)
-            # Brightness only: teeth are lighter and the mouth's inside darker, but the hue is
-            # the person's (a small model's teeth came out bluish, and were carried as such).
-            residual = residual.mean(axis=2, keepdims=True) * mask[..., None]
+            # Brightness only: the hue is the person's (a small model's teeth came out
+            # bluish, and were carried as such).
+            residual = np.clip(low.mean(axis=2, keepdims=True), -SHADING_LIMIT, SHADING_LIMIT)
+            residual = residual * mask[..., None]
             residual = np.repeat(residual, 3, axis=2)
         return flow, residual
 
@@ -198,6 +202,23 @@ class EditTransfer:
         out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
             image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
+
+
+def smooth_flow(flow: np.ndarray, image: np.ndarray, sigma: float) -> np.ndarray:
+    """``flow`` [U,U,2] smoothed by a normalised convolution of width ``sigma`` (U-pixels),
+    weighted by how well each pixel's motion is measured: the squared gradient of ``image``
+    [U,U] uint8 (the edited face, where the flow is anchored). Optical flow on a small model's
+    soft renders is right at edges (lips, lids, the nose's outline) and guessed between them;
+    a plain blur wide enough to remove the guesses' ripples (zig-zag lips) also shrank the
+    edges' motion; this keeps it and carries it into the smooth skin around."""
+    grey = image.astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    weight = gx * gx + gy * gy
+    weight += np.float32(1e-3 * float(weight.mean()) + 1e-6)   # flat images: a plain blur
+    spread = cv2.GaussianBlur(flow * weight[..., None], (0, 0), sigma)
+    total = cv2.GaussianBlur(weight, (0, 0), sigma)
+    return (spread / total[..., None]).astype(np.float32)
 
 
 def motion_support(mask: np.ndarray) -> np.ndarray:
