@@ -231,6 +231,35 @@ def test_an_occluder_keeps_its_pixels(model, cat_clip):
     assert pasted_over >= checked - 2
 
 
+@pytest.fixture(scope="module")
+def skin_hand_clip(tmp_path_factory):
+    return make_occluded_clip(tmp_path_factory.mktemp("occ") / "skin_hand.mp4",
+                              kind="skin_hand", n_frames=40, start=8, stop=34)
+
+
+def test_a_skin_toned_hand_keeps_its_pixels(model, skin_hand_clip):
+    """A hand of real skin moved to the face's own tone (tests/occluded.py) slides over the
+    mouth, rests there and slides off: ≥ 90 % of its pixels (over all its frames) keep the
+    source's exactly, and the frames without it are still edited. Without the occlusion mask
+    the paste moves nearly all of them."""
+    clip = skin_hand_clip
+    frames = _run(model, clip, 3.0)
+    plain = _run(model, clip, 3.0, "face.occlusion=false")
+    kept = moved = total = 0
+    for index, ((source, out), (_, out_plain)) in enumerate(zip(frames, plain, strict=True)):
+        alpha = clip.alphas[index]
+        if alpha.max() == 0:
+            assert not np.array_equal(out, source), f"frame {index}: not edited"
+            continue
+        hand = cv2.erode((alpha > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        total += hand.sum()
+        kept += np.all(out == source, axis=2)[hand].sum()
+        moved += (~np.all(out_plain == source, axis=2))[hand].sum()
+    assert total > 0
+    assert kept / total >= 0.9, kept / total
+    assert moved / total >= 0.5, moved / total
+
+
 def test_strength_zero_still_returns_the_input(model, cat_clip):
     frames = _run(model, cat_clip, 0.0, "face.region=mouth,eyes")
     assert all(np.array_equal(source, out) for source, out in frames)

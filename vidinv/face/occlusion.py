@@ -2,29 +2,41 @@
 how strongly the edit shows in each frame.
 
 :class:`OcclusionDetector` looks at the aligned crop of each frame, in order, at a small side U
-(the crop follows the face, so the face itself stays nearly still in it). Two cues flag a pixel
-of the face as covered:
+(the crop follows the face, so the face itself stays nearly still in it). Three cues flag a
+pixel of the face as covered:
 
 * **motion that disagrees with the face's**: DIS optical flow between the previous and this
-  crop; the face's own motion there is close to affine (what is left of the head's motion after
-  the landmark-driven alignment), so an affine fit to the flow over the face, refitted on its
+  crop (at ``flow_scale`` × U: a skin-smooth hand has too little texture at U); the face's
+  own motion there is close to affine (what is left of the head's motion after the
+  landmark-driven alignment), so an affine fit to the flow over the face, refitted on its
   inliers, leaves a residual that is small on the face (lips and lids move a little) and large
   on a hand or an object moving across it;
 * **appearance that the face never had**: a running reference of the crop (Lab) with a
-  per-pixel spread, learned per clip from the pixels not flagged; a pixel far from its
-  reference, more than ``appearance_threshold`` spreads (after removing the frame's median
-  change, i.e. lighting), is covered. Where the pixel's colour is also unlike the face's skin
-  (a chroma Gaussian learned from the cheeks and forehead, the features left out) the
-  threshold is lowered, so a dark microphone or a piece of fur is caught earlier than a
-  skin-toned hand. This cue also keeps an occluder that stopped moving flagged.
+  per-pixel spread, learned per clip from the pixels not flagged and moved along with the
+  face's affine motion in the crop; a pixel far from its reference, more than
+  ``appearance_threshold`` spreads (after removing the frame's median change, i.e.
+  lighting), and unlike the face's skin (a chroma Gaussian learned from the cheeks and
+  forehead, the features left out; ``skin_factor`` lowers the threshold there) is covered.
+  A change towards the skin's own colour counts only in a frame where another cue found a
+  cover (alone, a face turning would keep a stale reference flagged for ever);
+* **a mouth that is no mouth**: the face mesh places the lips even under a hand; where it
+  places them, this face's lips are redder (Lab a*) than its skin by a margin learned per
+  clip. When that margin drops under ``lip_ratio`` of the usual, the lips' region is covered
+  — the cue that catches a skin-toned hand or sleeve, whose colour and texture are too close
+  to the face's for the others while it rests.
 
-The flagged pixels are cleaned (opening, small blobs dropped), held for a few frames (a
-detection decays by ``memory`` per frame), widened by ``margin`` and feathered: the result is
-the covered map, [U,U] float32 in [0,1] (1 = covered), in the crop's geometry.
+The flagged pixels are cleaned (opening, small blobs dropped), grown into the neighbouring
+pixels that look like them and changed, held for a few frames (a detection decays by
+``memory`` per frame and moves with the flow, i.e. with what covers the face), widened by
+``margin`` and feathered: the result is the covered map, [U,U] float32 in [0,1] (1 =
+covered), in the crop's geometry. The part of the crop that is padding beyond the frame's
+border is never flagged, learned or counted; after a frame without the face the reference is
+learned afresh.
 
 :func:`fade_weights` turns "is the face seen in this frame" into a per-frame edit weight that
 ramps linearly over ``fade_frames`` frames towards every frame where it is not (face lost,
-mostly covered), so the edit fades out and back in instead of popping.
+mostly covered), so the edit fades out and back in instead of popping; :class:`EditFade`
+streams it for one face.
 """
 
 from __future__ import annotations
@@ -103,7 +115,8 @@ class OcclusionDetector:
                  skin_threshold: float = 3.5, memory: float = 0.6, margin: float = 0.02,
                  feather: float = 0.02, learn_rate: float = 0.05,
                  min_blob: float = 0.006, grow: float = 0.2, grow_change: float = 1.5,
-                 occluder_distance: float = 3.0) -> None:
+                 occluder_distance: float = 3.0, lip_ratio: float = 0.45,
+                 min_lip_contrast: float = 2.0, flow_scale: int = 2) -> None:
         self.size = int(size)
         self.motion_threshold = float(motion_threshold)
         self.appearance_threshold = float(appearance_threshold)
@@ -117,6 +130,9 @@ class OcclusionDetector:
         self.grow = float(grow)
         self.grow_change = float(grow_change)
         self.occluder_distance = float(occluder_distance)
+        self.lip_ratio = float(lip_ratio)
+        self.min_lip_contrast = float(min_lip_contrast)
+        self.flow_scale = int(flow_scale)
         self.face_zone = ellipse_mask(self.size, erode=0.0, feather=0.0) > 0.5
         self._dis: cv2.DISOpticalFlow | None = None
         self.reset()
@@ -129,6 +145,7 @@ class OcclusionDetector:
         self._held = np.zeros((self.size, self.size), np.float32)
         self._known = np.zeros((self.size, self.size), bool)  # reference from the frame
         self._skin: tuple[np.ndarray, np.ndarray] | None = None
+        self._lip_contrast: float | None = None  # lips' redness over the skin's (a*, Lab)
         self._frames = 0
         #: fraction of the face zone covered in the last update
         self.covered_fraction = 0.0
@@ -187,6 +204,32 @@ class OcclusionDetector:
             cov = (1 - rate) * np.linalg.inv(old_inverse) + rate * cov
         self._skin = (mean, np.linalg.inv(cov))
 
+    def _lips_redness(self, lab: np.ndarray, lips: np.ndarray) -> float | None:
+        """How much redder (a*) the lips are than the face's skin, or None (no model yet):
+        the 80th percentile over the mouth's region, so teeth or a dark mouth between parted
+        lips do not count."""
+        if self._skin is None or lips.sum() < 4:
+            return None
+        return float(np.percentile(lab[..., 1][lips], 80) - self._skin[0][0])
+
+    def _mouth_covered(self, lab: np.ndarray, lips: np.ndarray) -> bool:
+        """The mesh's mouth is not a mouth: where its lips are, the colour has lost the lips'
+        redness over the skin that this face's lips have (a skin-toned hand, a sleeve over the
+        mouth: its appearance alone is too close to the face's to be flagged)."""
+        contrast = self._lips_redness(lab, lips)
+        usual = self._lip_contrast
+        if contrast is None or usual is None or usual < self.min_lip_contrast:
+            return False
+        return contrast < self.lip_ratio * usual
+
+    def _learn_lips(self, lab: np.ndarray, lips: np.ndarray) -> None:
+        contrast = self._lips_redness(lab, lips)
+        if contrast is None:
+            return
+        rate = max(self.learn_rate, 1.0 / (self._frames + 1))
+        self._lip_contrast = contrast if self._lip_contrast is None else (
+            (1 - rate) * self._lip_contrast + rate * contrast)
+
     def _clean(self, flagged: np.ndarray) -> np.ndarray:
         """Opening, then blobs below ``min_blob`` of the crop dropped; uint8 0/1."""
         size = self.size
@@ -236,7 +279,9 @@ class OcclusionDetector:
         size = self.size
         small = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        flow_size = self.flow_scale * size
+        grey = cv2.cvtColor(cv2.resize(crop, (flow_size, flow_size), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_RGB2GRAY)
         inside = np.ones((size, size), bool)
         if crop_from_frame is not None and frame_shape is not None:
             inside = self.inside_frame(crop_from_frame, crop.shape[0], frame_shape)
@@ -245,21 +290,34 @@ class OcclusionDetector:
             self._grey = None
             self.covered_fraction = 0.0
             return np.zeros((size, size), np.float32)
-        features = np.zeros((size, size), bool)
+        features = lips = np.zeros((size, size), bool)
         if landmarks is not None and crop_from_frame is not None:
             scale = np.diag([size / crop.shape[1], size / crop.shape[0], 1.0])
             features = region_mask(size, landmarks, scale @ crop_from_frame,
                                    ("eyes", "brows", "mouth")) > 0
+            lips = region_mask(size, landmarks, scale @ crop_from_frame, ("mouth",)) > 0.5
+            lips &= zone
         flagged = np.zeros((size, size), bool)
+        mouth_covered = self._mouth_covered(lab, lips)
+        if mouth_covered:
+            flagged |= lips
 
         if self._grey is not None:
             flow = self._flow().calc(self._grey, grey, None)
-            residual, motion = _affine_residual(flow, zone)
-            flagged |= residual > self.motion_threshold * size
+            residual, motion = _affine_residual(flow, cv2.resize(
+                zone.astype(np.uint8), (flow_size, flow_size),
+                interpolation=cv2.INTER_NEAREST) > 0)
+            def working(array: np.ndarray) -> np.ndarray:  # flow pixels → working pixels
+                return cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA) \
+                    / self.flow_scale
+
+            flagged |= working(residual) > self.motion_threshold * size
             if self._reference is not None:  # the reference moves with the face in the crop
+                motion = working(motion)
                 self._reference = _follow(self._reference, motion)
                 self._spread = _follow(self._spread, motion)
-                self._held = _follow(self._held, motion)
+                # and a cover with what covers it (the flow itself: a hand moving on)
+                self._held = _follow(self._held, working(flow))
         if self._reference is None:
             self._reference = lab.copy()
             self._spread = np.full((size, size), 6.0, np.float32)
@@ -273,10 +331,16 @@ class OcclusionDetector:
         change = np.maximum(change - float(np.median(change[zone])), 0.0)
         threshold = self.appearance_threshold * self._spread
         skin = self._skin_distance(lab)
+        changed = change > threshold
         if skin is not None:
-            threshold = np.where(skin > self.skin_threshold, threshold * self.skin_factor,
-                                 threshold)
-        flagged |= change > threshold
+            unlike_skin = skin > self.skin_threshold
+            changed = change > np.where(unlike_skin, threshold * self.skin_factor, threshold)
+            # a change to a colour of the face's own skin counts only in a frame where
+            # another cue found a cover (the face turning, light moving: a skin-toned
+            # reference gone stale would otherwise be held for ever)
+            if not self._clean((flagged | (changed & unlike_skin)) & zone).any():
+                changed &= unlike_skin
+        flagged |= changed
         flagged &= zone
 
         cleaned = self._clean(flagged)
@@ -295,6 +359,8 @@ class OcclusionDetector:
         self._spread += rates * (np.minimum(change, 40.0) - self._spread)
         np.maximum(self._spread, 3.0, out=self._spread)
         self._learn_skin(lab, zone & ~features & ~widened)
+        if not mouth_covered and not (lips & widened).any():
+            self._learn_lips(lab, lips)
         self._grey = grey
         self._frames += 1
 
