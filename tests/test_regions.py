@@ -106,7 +106,8 @@ def _slot(identity: int, cx: float, cy: float = 120.0, size: float = 60.0):
     return FaceSlot(identity=identity, landmarks=face, crop_from_frame=np.eye(3), crop_size=128)
 
 
-def _mask_weights(frames_slots: list[list], fade: int = 5) -> dict[int, list[float]]:
+def _mask_weights(frames_slots: list[list], fade: int = 5, live: bool = False
+                  ) -> dict[int, list[float]]:
     """Each identity's edit weight per frame ({identity: [weight or nan per frame]})."""
     from vidinv.frame import Frame
     from vidinv.stages.face import MaskEdit
@@ -117,7 +118,7 @@ def _mask_weights(frames_slots: list[list], fade: int = 5) -> dict[int, list[flo
         frame.slots, frame.face_found = slots, bool(slots)
         frame.faces = [slot.landmarks for slot in slots]
         frames.append(frame)
-    out = list(MaskEdit(occlusion=False, fade_frames=fade)(iter(frames)))
+    out = list(MaskEdit(occlusion=False, fade_frames=fade, live=live)(iter(frames)))
     assert [f.index for f in out] == list(range(len(frames)))
     identities = {slot.identity for slots in frames_slots for slot in slots}
     return {i: [next((float(s.edit_mask.max()) for s in f.slots if s.identity == i), np.nan)
@@ -138,6 +139,10 @@ def test_each_face_fades_on_its_own_and_not_at_the_frame_border():
     assert np.allclose(weights[1][5:10], [1.0, 0.8, 0.6, 0.4, 0.2])
     assert np.allclose(weights[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
     assert np.allclose(np.array(weights[2])[[*range(10), *range(20, 30)]], 1.0)
+    live = _mask_weights(frames, live=True)  # causal: no fade-out, the same fade-in
+    assert live[0] == [1.0] * 30 and live[1][:10] == [1.0] * 10
+    assert np.allclose(live[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
+    assert np.allclose(np.array(live[2])[[*range(10), *range(20, 30)]], 1.0)
 
 
 def test_a_face_that_goes_behind_another_does_not_fade():
