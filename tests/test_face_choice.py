@@ -302,12 +302,9 @@ def _face_change(clip, source, output, name: str, k: int) -> float | None:
     return float(np.abs(output[k] - source[k]).mean(axis=-1)[area].mean())
 
 
-#: These tests measure who is edited, so the occlusion mask and the fade are off: with them on
-#: (the defaults), the fade dims the edit over the frames beside an exit, a return or a face
-#: hidden behind another (and, as the fade is per frame, every face's edit with it), and the
-#: occlusion detector takes a face at the frame's edge for covered in a frame or two: 89-90 %
-#: of the chosen person's frames are then edited. Their own tests are in test_regions.py.
-TRACKER_ONLY = ("--no-occlusion", "--set", "face.fade_frames=0")
+#: These tests run with the defaults (occlusion on, a fade of 5 frames): each face fades on its
+#: own, a face that leaves through the frame's border or goes behind someone does not fade
+#: (MaskEdit), and the crop's padding beyond the border is never taken for a cover.
 
 
 def _edit(clip, *choice: str) -> np.ndarray:
@@ -332,8 +329,7 @@ def test_face_ref_finds_the_person_again_when_she_comes_back(three):
     # the astronaut walks out of the left edge (frames ~4-45) and back in; of three people
     # only she is edited, before she leaves and after she is back
     source = _rewritten(three)
-    # The tracker alone (see TRACKER_ONLY).
-    output = _edit(three, "--face-ref", str(three.path.with_name("astronaut.png")), *TRACKER_ONLY)
+    output = _edit(three, "--face-ref", str(three.path.with_name("astronaut.png")))
     shown = np.flatnonzero(three.visible["astronaut"])
     assert shown.min() < 4 and shown.max() > 45
     edited = [_face_change(three, source, output, "astronaut", k) > EDITED for k in shown]
@@ -345,14 +341,14 @@ def test_face_ref_finds_the_person_again_when_she_comes_back(three):
 
 
 def test_face_all_edits_everyone_and_an_index_stays_with_its_person(crossing, source):
-    everyone = _edit(crossing, "--face", "all", *TRACKER_ONLY)
+    everyone = _edit(crossing, "--face", "all")
     for name in crossing.people:
         shown = np.flatnonzero(crossing.visible[name])
         edited = [_face_change(crossing, source, everyone, name, k) > EDITED for k in shown]
         assert np.mean(edited) >= 0.98, name
     # at frame 0 the man on the phone is the second from the left; he stays chosen after
     # he has walked behind the astronaut to the left of her
-    second = _edit(crossing, "--face", "1", *TRACKER_ONLY)
+    second = _edit(crossing, "--face", "1")
     shown = np.flatnonzero(crossing.visible["carphone"])
     assert shown.min() < 20 and shown.max() > 40
     edited = [_face_change(crossing, source, second, "carphone", k) > EDITED for k in shown]

@@ -76,6 +76,114 @@ def test_fade_ramps_over_the_frames_around_a_loss_and_streams_the_same():
     assert live[9] == 1 and live[10] == 0 and np.allclose(live[13:18], weights[13:18])
 
 
+def test_a_face_gone_without_a_loss_does_not_fade_and_one_back_in_the_open_fades_in():
+    fade = EditFade(5)
+    states = [True] * 8 + [None] * 4 + [True] * 8  # left through the border and came back
+    weights = [w for s in states for w in fade.push(s)] + fade.finish()
+    assert weights[:8] == [1.0] * 8 and weights[12:] == [1.0] * 8
+    fade = EditFade(5, start=30)  # came back in the open: the frame before it is a loss
+    fade.lost_before()
+    weights = [w for _ in range(8) for w in fade.push(True)] + fade.finish()
+    assert np.allclose(weights[:6], [0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    fade = EditFade(5)
+    weights = [w for s in [True] * 8 + [None] for w in fade.push(s)]
+    fade.lost_before()  # after the fact: the last frame pushed becomes the loss
+    weights += fade.finish()
+    assert np.allclose(weights[3:8], [1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def _slot(identity: int, cx: float, cy: float = 120.0, size: float = 60.0):
+    """A face of ``size`` at (cx, cy) in a 480×270 frame, as TrackFace and AlignFace leave it."""
+    from vidinv.frame import FaceLandmarks, FaceSlot
+
+    eye_y, mouth_y = cy - 0.1 * size, cy + 0.25 * size
+    points = np.array([[cx - 0.2 * size, eye_y], [cx + 0.2 * size, eye_y],
+                       [cx - 0.15 * size, mouth_y], [cx + 0.15 * size, mouth_y]])
+    face = FaceLandmarks(eye_left=points[0], eye_right=points[1], mouth_left=points[2],
+                         mouth_right=points[3], points=points,
+                         box=(cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2),
+                         backend="test", score=1.0)
+    return FaceSlot(identity=identity, landmarks=face, crop_from_frame=np.eye(3), crop_size=128)
+
+
+def _mask_weights(frames_slots: list[list], fade: int = 5, live: bool = False
+                  ) -> dict[int, list[float]]:
+    """Each identity's edit weight per frame ({identity: [weight or nan per frame]})."""
+    from vidinv.frame import Frame
+    from vidinv.stages.face import MaskEdit
+
+    frames = []
+    for index, slots in enumerate(frames_slots):
+        frame = Frame(index=index, image=np.zeros((270, 480, 3), np.uint8))
+        frame.slots, frame.face_found = slots, bool(slots)
+        frame.faces = [slot.landmarks for slot in slots]
+        frames.append(frame)
+    out = list(MaskEdit(occlusion=False, fade_frames=fade, live=live)(iter(frames)))
+    assert [f.index for f in out] == list(range(len(frames)))
+    identities = {slot.identity for slots in frames_slots for slot in slots}
+    return {i: [next((float(s.edit_mask.max()) for s in f.slots if s.identity == i), np.nan)
+                for f in out] for i in identities}
+
+
+def test_each_face_fades_on_its_own_and_not_at_the_frame_border():
+    # face 0 stays; face 1 is lost in the open (frames 10-19); face 2 walks out through the
+    # right border (gone 10-19) and back
+    frames = []
+    for k in range(30):
+        slots = [_slot(0, 60)]
+        if not 10 <= k < 20:
+            slots += [_slot(1, 240), _slot(2, 450)]
+        frames.append(slots)
+    weights = _mask_weights(frames)
+    assert weights[0] == [1.0] * 30  # another face's loss dims nobody else
+    assert np.allclose(weights[1][5:10], [1.0, 0.8, 0.6, 0.4, 0.2])
+    assert np.allclose(weights[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
+    assert np.allclose(np.array(weights[2])[[*range(10), *range(20, 30)]], 1.0)
+    live = _mask_weights(frames, live=True)  # causal: no fade-out, the same fade-in
+    assert live[0] == [1.0] * 30 and live[1][:10] == [1.0] * 10
+    assert np.allclose(live[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
+    assert np.allclose(np.array(live[2])[[*range(10), *range(20, 30)]], 1.0)
+
+
+def test_a_face_that_goes_behind_another_does_not_fade():
+    frames = [[_slot(0, 200), *([_slot(1, 200 + 6 * (k - 12))] if not 10 <= k < 20 else [])]
+              for k in range(30)]  # face 1 vanishes right beside face 0
+    weights = _mask_weights(frames)
+    assert np.allclose(np.array(weights[1])[[*range(10), *range(20, 30)]], 1.0)
+
+
+def test_the_crop_beyond_the_frame_border_is_never_covered():
+    """The carphone man's face walks out through the left border: the crop's blurred padding
+    moves over the crop's left side, and none of it is taken for a cover."""
+    from tests.media import real_clip_path
+    from vidinv.face.align import align_from_quad, quad_from_landmarks
+    from vidinv.face.landmarks import create_landmark_detector
+    from vidinv.face.occlusion import OcclusionDetector
+    from vidinv.video.reader import VideoReader
+
+    detector = create_landmark_detector("mediapipe")
+    occlusion = OcclusionDetector()
+    covered = []
+    for frame in VideoReader(real_clip_path()):
+        if frame.index >= 30:
+            break
+        image = cv2.resize(frame.image, (352, 288), interpolation=cv2.INTER_CUBIC)
+        shift = 40 - 8 * frame.index  # slides left, the face half out by the end
+        canvas = np.roll(image, shift, axis=1)
+        if shift < 0:
+            canvas[:, shift:] = 90
+        faces = detector.detect(canvas)
+        if not faces:
+            occlusion.lost()
+            continue
+        crop, crop_from_frame = align_from_quad(canvas, quad_from_landmarks(faces[0]), 256)
+        occlusion.update(crop, faces[0], crop_from_frame, canvas.shape)
+        covered.append(occlusion.covered_fraction)
+    detector.close()
+    assert len(covered) >= 20
+    assert max(covered) == 0.0, covered
+
+
 def _eye_box(eyes: np.ndarray, shape) -> tuple[slice, slice]:
     span = float(np.hypot(*(eyes[1] - eyes[0])))
     x0, x1 = eyes[:, 0].min() - 0.35 * span, eyes[:, 0].max() + 0.35 * span
@@ -126,6 +234,35 @@ def test_an_occluder_keeps_its_pixels(model, cat_clip):
         pasted_over += np.abs(plain[index][1].astype(int) - source)[covered].max() > 30
     assert checked >= 20
     assert pasted_over >= checked - 2
+
+
+@pytest.fixture(scope="module")
+def skin_hand_clip(tmp_path_factory):
+    return make_occluded_clip(tmp_path_factory.mktemp("occ") / "skin_hand.mp4",
+                              kind="skin_hand", n_frames=40, start=8, stop=34)
+
+
+def test_a_skin_toned_hand_keeps_its_pixels(model, skin_hand_clip):
+    """A hand of real skin moved to the face's own tone (tests/occluded.py) slides over the
+    mouth, rests there and slides off: ≥ 90 % of its pixels (over all its frames) keep the
+    source's exactly, and the frames without it are still edited. Without the occlusion mask
+    the paste moves nearly all of them."""
+    clip = skin_hand_clip
+    frames = _run(model, clip, 3.0)
+    plain = _run(model, clip, 3.0, "face.occlusion=false")
+    kept = moved = total = 0
+    for index, ((source, out), (_, out_plain)) in enumerate(zip(frames, plain, strict=True)):
+        alpha = clip.alphas[index]
+        if alpha.max() == 0:
+            assert not np.array_equal(out, source), f"frame {index}: not edited"
+            continue
+        hand = cv2.erode((alpha > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        total += hand.sum()
+        kept += np.all(out == source, axis=2)[hand].sum()
+        moved += (~np.all(out_plain == source, axis=2))[hand].sum()
+    assert total > 0
+    assert kept / total >= 0.9, kept / total
+    assert moved / total >= 0.5, moved / total
 
 
 def test_strength_zero_still_returns_the_input(model, cat_clip):

@@ -292,6 +292,40 @@ def test_the_face_choice_edits_the_face_clicked(session, tmp_path, monkeypatch):
     assert seen == [("1", "")]
 
 
+def test_cli_ui_takes_the_face_choice_of_edit(tmp_path, monkeypatch, capsys, model):
+    """`vidinv ui --face/--face-ref` parse as `edit`'s do, and the page starts from them: with
+    --face-ref of the man on the phone, only he is edited in the preview."""
+    import cv2
+
+    import vidinv.ui.server
+    from tests.media import people_photos
+    from vidinv.cli import main
+
+    served = []
+    monkeypatch.setattr(vidinv.ui.server, "serve", lambda **kw: served.append(kw) or 0)
+    assert main(["ui", "--no-browser", "--face", "1"]) == 0
+    assert served[-1]["config"].face.select == "1"
+    for bad, said in ((["--face", "left"], "face.select"),
+                      (["--face-ref", str(tmp_path / "nobody.jpg")], "no such file")):
+        capsys.readouterr()
+        assert main(["ui", "--no-browser", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and said in err, err
+    photo = tmp_path / "carphone.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(people_photos()["carphone"], cv2.COLOR_RGB2BGR))
+    assert main(["ui", "--no-browser", "--face-ref", str(photo)]) == 0
+    config = served[-1]["config"]
+    assert config.face.reference == str(photo)
+
+    session = UiSession(tmp_path / "ui", default_model=str(model), config=config)
+    try:
+        _, clip = _people_upload(session, tmp_path)
+        opened = session.open(clip.id, None)
+        assert [face["edited"] for face in opened["faces"]] == [False, True]  # left to right
+    finally:
+        session.close()
+
+
 def test_the_chosen_region_reaches_the_render(session, monkeypatch):
     import vidinv.pipeline.clip
 

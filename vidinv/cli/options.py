@@ -134,7 +134,8 @@ def pipeline_config(args: argparse.Namespace):
     ``--face`` or ``--face-ref`` is a one-line error here, before any work."""
     from vidinv.config import PipelineConfig, load_preset
 
-    config = load_preset(args.preset) if args.preset else PipelineConfig()
+    preset = getattr(args, "preset", None)  # `ui` has the face options only
+    config = load_preset(preset) if preset else PipelineConfig()
     config = config.with_overrides(setting_overrides(args))
     check_face_choice(config)
     return config

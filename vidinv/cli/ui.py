@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from vidinv.cli.options import add_face_options, pipeline_config
+
 
 def _ui(args: argparse.Namespace) -> int:
     from vidinv.ui.server import serve
 
+    config = pipeline_config(args)  # --face / --face-ref: the page's first face choice
     return serve(port=args.port, model=args.model, open_browser=not args.no_browser,
-                 max_upload_bytes=args.max_upload_mb << 20)
+                 max_upload_bytes=args.max_upload_mb << 20, config=config)
 
 
 def _megabytes(text: str) -> int:
@@ -31,5 +34,6 @@ def add_ui_parser(commands) -> argparse.ArgumentParser:
     ui.add_argument("--max-upload-mb", type=_megabytes, default=512, metavar="MB",
                     help="the largest clip the page accepts (default 512)")
     ui.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    ui.set_defaults(handler=_ui)
+    add_face_options(ui)
+    ui.set_defaults(handler=_ui, io_reads=("--face-ref",))
     return ui

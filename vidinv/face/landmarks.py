@@ -211,7 +211,9 @@ class MediaPipeLandmarks(LandmarkDetector):
         ``"tracking"``: a face found in the previous image is meshed again in a crop around its
         previous landmarks by a Face Mesh in tracking mode, without running the detector; the
         detector runs when no face is tracked, or every ``redetect_every`` images while fewer
-        than ``max_faces`` faces are tracked.
+        than ``max_faces`` faces are tracked, and on every image for ``search_after_loss``
+        images after the mesh lost a face (a face that comes back from behind something or
+        from beyond the border is found the frame it shows again).
 
     A wide frame in which the whole-frame detector finds nothing is searched again in square
     tiles (``tile_search``), which finds ~50 px faces in 1280×720 frames.
@@ -229,6 +231,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         crop_size: int = 256,
         crop_scale: float = 2.0,
         redetect_every: int = 30,
+        search_after_loss: int = 60,
         tile_search: bool = True,
     ) -> None:
         if mode not in ("static", "tracking"):
@@ -242,6 +245,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         self.crop_size = int(crop_size)
         self.crop_scale = float(crop_scale)
         self.redetect_every = int(redetect_every)
+        self.search_after_loss = int(search_after_loss)
         self.tile_search = bool(tile_search)
         self._solutions: Any = None
         self._detector: _Graph | None = None
@@ -249,6 +253,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         self._tracks: list[_Track] = []
         self._spare_meshes: list[_Graph] = []
         self._since_detect = 0
+        self._since_loss = math.inf
 
     # -- model handling --
 
@@ -292,6 +297,7 @@ class MediaPipeLandmarks(LandmarkDetector):
         self._tracks = []
         self._spare_meshes = []
         self._since_detect = 0
+        self._since_loss = math.inf
 
     def close(self) -> None:
         self.reset()
@@ -377,6 +383,7 @@ class MediaPipeLandmarks(LandmarkDetector):
                                           self.crop_scale / 1.2 * _box_side(box), track.mesh)
             if points is None:
                 self._spare_meshes.append(track.mesh)
+                self._since_loss = 0
                 continue
             track.landmarks = landmarks_from_points(points, self.name, track.landmarks.score)
             if any(box_iou(track.landmarks.box, other.landmarks.box) > 0.5 for other in kept):
@@ -385,8 +392,11 @@ class MediaPipeLandmarks(LandmarkDetector):
             kept.append(track)
         self._tracks = kept
         self._since_detect += 1
+        self._since_loss += 1
         wants_more = len(self._tracks) < self.max_faces
-        if not self._tracks or (wants_more and self._since_detect >= self.redetect_every):
+        if not self._tracks or (wants_more and (
+                self._since_detect >= self.redetect_every
+                or self._since_loss <= self.search_after_loss)):
             self._since_detect = 0
             for box, score in self.detect_boxes(image):
                 if len(self._tracks) >= self.max_faces:

@@ -10,7 +10,9 @@ fields (``faces``, ``landmarks``, ``face_found``, ``crop_quad``, ``crop_quad_raw
 
 from __future__ import annotations
 
+import math
 import typing
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -28,7 +30,7 @@ from vidinv.face.align import (
 )
 from vidinv.face.errors import NoFaceError
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
-from vidinv.face.landmarks import LandmarkDetector, create_landmark_detector
+from vidinv.face.landmarks import LandmarkDetector, box_iou, create_landmark_detector
 from vidinv.face.occlusion import EditFade, OcclusionDetector
 from vidinv.face.paste import FacePaster, frame_box, paste_back
 from vidinv.face.regions import is_whole_face, region_mask
@@ -256,19 +258,49 @@ class AlignFace:
 EDIT_MASK_SIZE = 128
 #: A face more covered than this counts as lost for the fade.
 LOST_WHEN_COVERED = 0.5
+#: A face covered by more than this when it goes or comes back is going behind something or
+#: coming out from behind it (no fade: the covered map already hides the edit there).
+PARTLY_COVERED = 0.15
+
+
+def in_the_open(face: FaceLandmarks, others: Iterable[FaceLandmarks],
+                frame_shape: tuple[int, ...], *, border: float = 0.25,
+                reach: float = 1.0) -> bool:
+    """Whether a face stands clear of the frame's border (by ``border`` face sizes) and of
+    the other faces (by ``reach`` face sizes, box to box): where a face that is lost from one
+    frame to the next was really lost, not gone out of the picture or behind someone."""
+    x0, y0, x1, y1 = face.box
+    size = math.sqrt(max((x1 - x0) * (y1 - y0), 1.0))
+    height, width = frame_shape[:2]
+    margin = border * size
+    if x0 < margin or y0 < margin or x1 > width - margin or y1 > height - margin:
+        return False
+    for other in others:
+        if other is face or box_iou(other.box, face.box) > 0.9:  # the face itself
+            continue
+        ox0, oy0, ox1, oy1 = other.box
+        gap = max(ox0 - x1, x0 - ox1, oy0 - y1, y0 - oy1)
+        if gap < reach * size:
+            return False
+    return True
 
 
 class MaskEdit:
-    """Where and how strongly the edit shows: sets ``edit_mask`` [M,M] float32 in [0,1] in the
-    crop's geometry (M = :data:`EDIT_MASK_SIZE`; 1 = the edit shows, 0 = the source's pixels).
+    """Where and how strongly the edit shows: sets each face's ``edit_mask`` [M,M] float32 in
+    [0,1] in its crop's geometry (M = :data:`EDIT_MASK_SIZE`; 1 = the edit shows, 0 = the
+    source's pixels).
 
     It is the product of the ``regions`` mask (:func:`~vidinv.face.regions.region_mask`), one
     minus the covered map (:class:`~vidinv.face.occlusion.OcclusionDetector`, with
-    ``occlusion``) and the frame's fade weight (:class:`~vidinv.face.occlusion.EditFade`): a
-    frame whose face is lost or more than half covered has weight 0 and the ``fade_frames``
-    around it ramp to 1. Offline the ramp is two-sided (latency ``fade_frames``); ``live``
-    makes it causal (latency 0: the edit fades back in after a loss). Frames without a face
-    pass through.
+    ``occlusion``) and the face's fade weight (:class:`~vidinv.face.occlusion.EditFade`). Each
+    face (identity) has its own detector and its own fade, so one face lost dims no other.
+    A face is lost in a frame where it is more than half covered, and where it vanishes or
+    comes back in the open (:func:`in_the_open`, and not partly covered); its edit ramps to 0
+    over the ``fade_frames`` around such a frame. A face that leaves through the frame's
+    border or goes behind someone (and comes back that way) does not fade: the picture, or
+    the covered map, hides its edit as it goes. Offline the ramp is two-sided (latency
+    ``fade_frames``); ``live`` makes it causal (latency 0: the edit fades back in after a
+    loss). Frames without a face pass through.
     """
 
     def __init__(self, regions: tuple[str, ...] = ("face",), *, occlusion: bool = True,
@@ -282,9 +314,9 @@ class MaskEdit:
     def latency(self) -> int:
         return 0 if self.live else self.fade_frames
 
-    def _mask(self, slot: FaceSlot, detector: OcclusionDetector | None
-              ) -> tuple[np.ndarray, bool]:
-        """One face's mask ([M,M] float32) and whether it counts as seen (not mostly covered)."""
+    def _mask(self, slot: FaceSlot, detector: OcclusionDetector | None,
+              frame_shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+        """One face's mask ([M,M] float32) and the fraction of it that is covered."""
         size = EDIT_MASK_SIZE
         crop_size = slot.crop_size or size
         crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ slot.crop_from_frame
@@ -292,46 +324,81 @@ class MaskEdit:
             mask = np.ones((size, size), np.float32)
         else:
             mask = region_mask(size, slot.landmarks, crop_from_frame, self.regions)
-        seen = True
+        covered_fraction = 0.0
         if detector is not None and slot.aligned is not None:
-            covered = detector.update(slot.aligned, slot.landmarks, slot.crop_from_frame)
+            covered = detector.update(slot.aligned, slot.landmarks, slot.crop_from_frame,
+                                      frame_shape)
             mask *= 1.0 - cv2.resize(covered, (size, size), interpolation=cv2.INTER_LINEAR)
-            seen = detector.covered_fraction <= LOST_WHEN_COVERED
-        return mask, seen
+            covered_fraction = detector.covered_fraction
+        return mask, covered_fraction
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """Each edited face gets its own mask and occlusion detector (per identity); the fade
-        weight is the frame's: it drops when any edited face is lost or mostly covered."""
         detectors: dict[int, OcclusionDetector] = {}
-        fade = EditFade(self.fade_frames, 0 if self.live else None)
-        held: list[Frame] = []
+        fades: dict[int, EditFade] = {}   # identity -> its fade (while it has frames held)
+        gone_since: dict[int, int] = {}   # identity -> first position of its absence
+        last_open: dict[int, bool] = {}   # identity -> in the open in the last frame it was in
+        held: deque[tuple[int, Frame]] = deque()
+        ready: dict[int, dict[int, float]] = {}  # position -> identity -> weight
 
-        def release(weights: list[float]) -> Iterator[Frame]:
-            for weight in weights:
-                done = held.pop(0)
+        def push(identity: int, state: bool | None) -> None:
+            fade = fades[identity]
+            first = fade.next_given
+            for offset, weight in enumerate(fade.push(state)):
+                ready.setdefault(first + offset, {})[identity] = weight
+
+        def give(until: int) -> Iterator[Frame]:
+            while held and held[0][0] <= until:
+                position, done = held.popleft()
+                weights = ready.pop(position, {})
                 for slot in done.slots:
                     if slot.edit_mask is not None:
-                        slot.edit_mask = slot.edit_mask * np.float32(weight)
+                        slot.edit_mask = slot.edit_mask * np.float32(
+                            weights.get(slot.identity, 0.0))
                 yield done
 
-        for frame in frames:
-            faces = [slot for slot in frame.slots if slot.crop_from_frame is not None]
-            seen = bool(frame.face_found) and bool(faces)
-            present = set()
-            if seen:
-                for slot in faces:
-                    detector = None
-                    if self.occlusion:
-                        detector = detectors.setdefault(slot.identity, OcclusionDetector())
-                    present.add(slot.identity)
-                    slot.edit_mask, slot_seen = self._mask(slot, detector)
-                    seen = seen and slot_seen
-            for identity, detector in detectors.items():
-                if identity not in present:
-                    detector.lost()
-            held.append(frame)
-            yield from release(fade.push(seen))
-        yield from release(fade.finish())
+        position = -1
+        for position, frame in enumerate(frames):
+            faces = ([slot for slot in frame.slots if slot.crop_from_frame is not None]
+                     if frame.face_found else [])
+            for slot in faces:
+                identity = slot.identity
+                detector = None
+                if self.occlusion:
+                    detector = detectors.setdefault(identity, OcclusionDetector())
+                slot.edit_mask, covered = self._mask(slot, detector, frame.image.shape)
+                open_now = covered <= PARTLY_COVERED and (
+                    slot.landmarks is None
+                    or in_the_open(slot.landmarks, _detections(frame), frame.image.shape))
+                # a face that appears (after the first frame) or comes back in the open
+                appears = identity in gone_since or (identity not in fades and position > 0)
+                if identity not in fades:
+                    fades[identity] = EditFade(self.fade_frames, 0 if self.live else None,
+                                               start=position)
+                if appears and open_now:
+                    fades[identity].lost_before()  # the edit fades in
+                gone_since.pop(identity, None)
+                last_open[identity] = open_now
+                push(identity, covered <= LOST_WHEN_COVERED)
+            present = {slot.identity for slot in faces}
+            for identity in [i for i in fades if i not in present]:
+                if identity in detectors:
+                    detectors[identity].lost()
+                if identity not in gone_since:
+                    # gone in the open: a loss the edit fades out before; else no ramp
+                    gone_since[identity] = position
+                    push(identity, False if last_open[identity] else None)
+                else:
+                    push(identity, None)
+                if position - gone_since[identity] > 2 * self.fade_frames + 1:
+                    del fades[identity]  # all its frames given; a new fade if it comes back
+            held.append((position, frame))
+            yield from give(position - self.latency)
+        for identity in fades:
+            fade = fades[identity]
+            first = fade.next_given
+            for offset, weight in enumerate(fade.finish()):
+                ready.setdefault(first + offset, {})[identity] = weight
+        yield from give(position)
 
 
 class PasteBack:

@@ -511,10 +511,11 @@ def _can_open_browser() -> bool:
 
 
 def serve(port: int | None = None, model: str | None = None, open_browser: bool = True,
-          max_upload_bytes: int = MAX_UPLOAD_BYTES) -> int:
+          max_upload_bytes: int = MAX_UPLOAD_BYTES, config=None) -> int:
     """Serve the page until Ctrl-C (``vidinv ui``; returns 0) or SIGTERM (re-raised once the
     server has stopped). Either way a running render stops at its next frame and every file
-    of the run is deleted before this returns."""
+    of the run is deleted before this returns. ``config`` (a PipelineConfig; default the
+    defaults) is the page's starting point, e.g. the face choice of ``--face``/``--face-ref``."""
     import signal
 
     check_port(port)
@@ -527,7 +528,7 @@ def serve(port: int | None = None, model: str | None = None, open_browser: bool 
     # One intra-op thread: a preview and a render may run at once, one core each; on a busy
     # 2-core machine two spinning OpenMP threads per call made updates ~10× slower.
     torch.set_num_threads(1)
-    server = make_server(port, model, max_upload_bytes=max_upload_bytes)
+    server = make_server(port, model, config=config, max_upload_bytes=max_upload_bytes)
     try:
         print(f"vidinv ui: {server.url}  (Ctrl-C to stop)", flush=True)
         if open_browser and _can_open_browser():
