@@ -208,8 +208,11 @@ def effects(meter, embedded, heldout_clip, tmp_path_factory) -> _Effects:
 
 
 #: Thresholds on the embedded model: what it gave on frames 100–119 (benchmarks/edit_quality.py,
-#: transfer paste), with margin. Smile at strength 2: corner rise +0.12 (3: +0.17).
-SMILE_RISE_AT_2 = 0.06
+#: transfer paste), with margin. Smile at strength 1 / 2 / 3: corner rise +0.026 / +0.059 /
+#: +0.066 since the transfer carries shading only (with the model's full-detail residual it was
+#: +0.12 at 2, but much of that was dlib reading the 64-px model's blotches pasted beside the
+#: mouth, which by eye were a smear); strength 0 gives +0.00.
+SMILE_RISE_AT_2 = 0.045
 
 
 def test_embedded_smile_lifts_the_corners_on_held_out_frames_and_grows_with_strength(effects):

@@ -49,6 +49,13 @@ def model_card(summary: dict[str, Any]) -> str:
                      f"{record.get('extra', {}).get('init', '—')} |")
     directions = steps.get("directions", {})
     agreement = steps.get("tune", {}).get("extra", {}).get("paired_agreement", {})
+    continued = steps.get("tune", {}).get("extra", {}).get("directions_from_init", [])
+    start = ("Each direction started as the mean change of the encoder's W+ code under that "
+             "warp (agreement of single pairs with that mean, cosine: "
+             + ", ".join(f"{k} {v:.2f}" for k, v in agreement.items()) + ")")
+    if continued:
+        start += (f"; {', '.join(continued)} continued instead from the init model's tuned "
+                  "directions, with whose generator they had been tuned")
     lines += [
         f"| directions (tuned warps + SeFa) | — | {directions.get('seconds', 0) / 60:.1f} min "
         "| — |",
@@ -61,10 +68,8 @@ def model_card(summary: dict[str, Any]) -> str:
         "not tuned: tune.KIND_WEIGHT) were optimised together so that the pipeline's own edit "
         "(w + α/3 · d with the feature correction of Eq. 1) renders the landmark-guided warps "
         "of the training crops, strength 3 being the strongest warp, while the unedited codes "
-        "still render the crops. Each direction started as the mean change of the encoder's W+ "
-        "code under that warp (agreement of single pairs with that mean, cosine: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in agreement.items()) + "). `eyes_open` is the "
-        "negative of closing the eyes.",
+        "still render the crops. " + start + ". `eyes_open` is the negative of closing the "
+        "eyes.",
     ]
     from vidinv.personalize.warps import MEANING
 
