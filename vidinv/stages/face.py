@@ -539,7 +539,10 @@ def keep_source_where_masked(image: np.ndarray, source: np.ndarray, keep: np.nda
                              crop_from_frame: np.ndarray, crop_size: int | None) -> None:
     """Put ``source``'s pixels back into ``image`` (in place; both [H,W,3] uint8) wherever
     ``keep`` ([M,M] in the geometry of a crop of side ``crop_size``), warped into the frame, is
-    0 — a guarantee that does not depend on how the paste used its mask."""
+    0 — a guarantee that does not depend on how the paste used its mask. A ``keep`` without
+    a 0 leaves nothing to do: its warp is 0 only outside the crop, where no paste writes."""
+    if keep.min() > 0:
+        return
     size = keep.shape[0]
     crop_size = crop_size if crop_size is not None else size
     crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame

@@ -31,6 +31,7 @@ from vidinv.face.smoothing import (
     EmaFilter,
     FilterPerFace,
     gaussian_kernel,
+    reflect_index,
     smooth_each_face_centred,
 )
 from vidinv.frame import FaceSlot, Frame
@@ -87,25 +88,42 @@ class _DeviceWindow(CentredWindow[object, Codes]):
 class _TimedWindow(CentredWindow[object, tuple[int, object]]):
     """A centred Gaussian over values that come at uneven frames: each value is (frame index,
     codes: a float64 vector or a tuple of tensors); the ``2·radius+1`` values around a
-    position weigh by their distance in frames from it (σ frames; 0 beyond ``radius``)."""
+    position weigh by their distance in frames from it (σ frames; 0 beyond ``radius``). A
+    run's end is reflected in time too, so on consecutive frames this is the plain window."""
 
     def __init__(self, sigma: float, radius: int) -> None:
         super().__init__(radius)
         self.sigma = float(sigma)
 
-    def _combine(self, values: list[tuple[int, object]]) -> object:
-        offsets = np.array([index for index, _ in values], np.float64) - values[self.radius][0]
+    def _smoothed(self, position: int, length: int | None) -> object:
+        count = length if length is not None else self._count
+        rows, times = [], []
+        for offset in range(-self.radius, self.radius + 1):
+            index = position + offset
+            source = index
+            if index < 0 or (length is not None and index >= length):
+                source = reflect_index(index, count)
+            time, codes = self._values[source - self._first]
+            if index < 0:  # half-sample reflection of the times about the run's start
+                time = 2 * self._values[0 - self._first][0] - time - 1
+            elif source != index:  # … and about its end
+                time = 2 * self._values[count - 1 - self._first][0] - time + 1
+            rows.append(codes)
+            times.append(time)
+        offsets = np.array(times, np.float64) - times[self.radius]
         if self.sigma > 0:
             weights = np.exp(-0.5 * (offsets / self.sigma) ** 2)
         else:
             weights = (offsets == 0).astype(np.float64)
         weights[np.abs(offsets) > self.radius] = 0.0
-        weights /= weights.sum()
-        codes = [value for _, value in values]
-        if isinstance(codes[0], np.ndarray):
-            return np.einsum("k,kd->d", weights, np.stack(codes))
-        total = [float(weights[0]) * part for part in codes[0]]
-        for weight, value in zip(weights[1:], codes[1:], strict=True):
+        weights = weights / weights.sum()
+        if isinstance(rows[0], np.ndarray):
+            stacked = np.stack(rows)
+            # the plain window's contraction, [K,D] weights and all (the same sums, bit for bit)
+            kernels = np.ascontiguousarray(np.broadcast_to(weights[:, None], stacked.shape))
+            return np.einsum("kd,kd->d", kernels, stacked)
+        total = [float(weights[0]) * part for part in rows[0]]
+        for weight, value in zip(weights[1:], rows[1:], strict=True):
             for part, add in zip(total, value, strict=True):
                 part.add_(add, alpha=float(weight))
         return tuple(total)
@@ -125,7 +143,8 @@ class SmoothLatents:
         timed: σ and α count frames, not coded frames (for key frames: a face's codes come
             on its key frames only). The centred window weighs the codes around a key frame
             by their distance in frames (Gaussian of σ frames, none beyond ``radius`` frames;
-            a reflected run end weighs as its source), the EMA moves by 1 − (1 − α)^gap.
+            run ends reflected in time), the EMA moves by 1 − (1 − α)^gap. On consecutive
+            frames (every frame coded) the results are those of ``timed=False``.
     """
 
     def __init__(self, mode: Smoothing = "none", *, alpha: float = 0.5,
