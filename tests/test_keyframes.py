@@ -96,6 +96,65 @@ def test_key_frame_settings_are_checked():
             PipelineConfig().with_overrides([bad])
 
 
+def _coded_run(keys: list[int], count: int, absent: tuple[int, ...] = ()) -> list[Frame]:
+    """``count`` frames of one face; on ``keys`` it is coded with w = index² (a [1,1] code),
+    elsewhere carried, and on ``absent`` frames it is not there."""
+    import torch
+
+    frames = []
+    for index in range(count):
+        slots = [] if index in absent else [FaceSlot(
+            identity=0, carried=index not in keys,
+            w=torch.tensor([[float(index ** 2)]]) if index in keys else None)]
+        frames.append(Frame(index=index, image=np.zeros((2, 2, 3), np.uint8), slots=slots,
+                            face_found=bool(slots)))
+    return frames
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_latent_smoothing_runs_on_across_carried_frames_weighing_by_frames(on_device):
+    from vidinv.stages.latent import SmoothLatents
+
+    stage = SmoothLatents("centred", sigma=1.5, timed=True, on_device=on_device)
+    out = list(stage(_coded_run([0, 3, 6, 9], 10)))
+    assert [f.index for f in out] == list(range(10))
+    # around frame 3: frames 0 and 6 (3 away) and, the run's start reflected, frame 0's code
+    # at frame −1 (4 away); frame 9 is beyond the window's 5 frames
+    weights = np.exp(-0.5 * (np.array([-4.0, -3.0, 0.0, 3.0]) / 1.5) ** 2)
+    codes = np.array([0.0, 0.0, 9.0, 36.0])
+    assert float(out[3].slots[0].w) == pytest.approx(weights @ codes / weights.sum(), rel=1e-6)
+    assert all(f.slots[0].w is None for f in out if f.index not in (0, 3, 6, 9))
+    # a frame without the face ends its run: the key frames after it are not mixed in (the
+    # run 0..3 ends at 3, both ends reflected: frame "−1" is 0's code, "4" is 3's, "7" and
+    # "8" are 0's)
+    out = list(SmoothLatents("centred", sigma=1.5, timed=True, on_device=on_device)(
+        _coded_run([0, 3, 6, 9], 10, absent=(4,))))
+    weights = np.exp(-0.5 * (np.array([-4.0, -3.0, 0.0, 1.0, 4.0, 5.0]) / 1.5) ** 2)
+    codes = np.array([0.0, 0.0, 9.0, 9.0, 0.0, 0.0])
+    assert float(out[3].slots[0].w) == pytest.approx(weights @ codes / weights.sum(), rel=1e-6)
+
+
+@pytest.mark.parametrize("count", [2, 4, 12])  # runs shorter and longer than the window
+@pytest.mark.parametrize("on_device", [False, True])
+def test_timed_smoothing_of_consecutive_frames_is_the_plain_window_bit_for_bit(count, on_device):
+    from vidinv.stages.latent import SmoothLatents
+
+    def smoothed(timed: bool) -> list:
+        stage = SmoothLatents("centred", sigma=1.5, timed=timed, on_device=on_device)
+        return [f.slots[0].w for f in stage(_coded_run(list(range(count)), count))]
+
+    assert all(np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(smoothed(False), smoothed(True), strict=True))
+
+
+def test_the_timed_ema_moves_as_far_over_a_gap_as_over_the_frames_in_it():
+    from vidinv.stages.latent import SmoothLatents
+
+    out = list(SmoothLatents("causal", alpha=0.5, timed=True)(_coded_run([0, 3], 4)))
+    # w: 0 then 9 after 3 frames: 1 − (1 − α)³ of the way
+    assert float(out[3].slots[0].w) == pytest.approx(9.0 * (1 - 0.5 ** 3))
+
+
 # --- carrying the field ---------------------------------------------------------------------
 
 

@@ -265,8 +265,10 @@ class ChooseKeyFrames:
     the encoder and the render skip them and the transfer paste carries the last key frame's
     edit field to them. Each identity has its own key frames: the first frame of its run, a
     frame whose landmarks moved more than ``motion`` inter-ocular distances in the crop since
-    its last key frame, and at least every ``every`` frames. Needs ``crop_from_frame``
-    (after AlignFace). Latency 0."""
+    its last key frame beyond what an affine map of the whole face explains, and at least
+    every ``every`` frames. Needs ``crop_from_frame`` (after AlignFace). Latency 0 (the
+    stages after it batch and smooth key frames only, so they hold up to ``every`` times
+    their own latency in frames)."""
 
     latency = 0
 

@@ -9,7 +9,8 @@ Modes (the same as the crop's, see :mod:`vidinv.face.smoothing`):
   without it ends its run. Frames without a face pass through.
 
 A face between key frames (``carried``, :class:`~vidinv.stages.face.ChooseKeyFrames`) has no
-codes: its run goes on, and the filters see its key frames only (σ and α count key frames).
+codes: its run goes on, and the filters see its key frames only; with ``timed`` (how the wiring
+builds it when key frames are on) σ and α still count frames.
 
 ``fine_layers_from``: optionally replace the W+ codes of layers ≥ L by their running mean since
 the start of the clip (fine layers carry texture and flicker most; STIT averages them over the
@@ -95,6 +96,16 @@ class _TimedWindow(CentredWindow[object, tuple[int, object]]):
         super().__init__(radius)
         self.sigma = float(sigma)
 
+    def _time(self, index: int, count: int) -> int:
+        """The frame of run position ``index``; beyond the run's ends, reflected as the values
+        are (half-sample, about position −½ and ``count`` − ½)."""
+        if index < 0:
+            return 2 * self._values[0 - self._first][0] - 1 - self._time(-index - 1, count)
+        if index >= count:
+            return (2 * self._values[count - 1 - self._first][0] + 1
+                    - self._time(2 * count - 1 - index, count))
+        return self._values[index - self._first][0]
+
     def _smoothed(self, position: int, length: int | None) -> object:
         count = length if length is not None else self._count
         rows, times = [], []
@@ -103,13 +114,8 @@ class _TimedWindow(CentredWindow[object, tuple[int, object]]):
             source = index
             if index < 0 or (length is not None and index >= length):
                 source = reflect_index(index, count)
-            time, codes = self._values[source - self._first]
-            if index < 0:  # half-sample reflection of the times about the run's start
-                time = 2 * self._values[0 - self._first][0] - time - 1
-            elif source != index:  # … and about its end
-                time = 2 * self._values[count - 1 - self._first][0] - time + 1
-            rows.append(codes)
-            times.append(time)
+            rows.append(self._values[source - self._first][1])
+            times.append(self._time(index, count))
         offsets = np.array(times, np.float64) - times[self.radius]
         if self.sigma > 0:
             weights = np.exp(-0.5 * (offsets / self.sigma) ** 2)
