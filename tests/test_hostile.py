@@ -281,7 +281,7 @@ def test_writer_verifies_what_it_wrote_and_leaves_nothing_when_it_does_not_decod
             Path(writer._tmp_path).write_bytes(data[: len(data) // 3])
 
     writer._container = _Damaging(writer._container)
-    with pytest.raises(VideoWriteError, match="decode back|cannot be read back"):
+    with pytest.raises(VideoWriteError, match="read back"):
         writer.close()
     assert _files(tmp_path) == set()
 

@@ -186,8 +186,9 @@ def test_strength_zero_without_smoothing_equals_invert(model, talking_head, tmp_
     from vidinv.pipeline.clip import process_video
 
     bundle = load_model_bundle(model)
+    # every frame rendered (key frames would leave the carried frames unrendered)
     config = PipelineConfig().with_overrides(["face.crop_smoothing=none",
-                                              "latent.smoothing=none"])
+                                              "latent.smoothing=none", "face.key_frames=false"])
     faces: dict[str, list[np.ndarray]] = {"edit": [], "invert": []}
     for name, editor in (("edit", resolve_editor(bundle, "smile", 0.0)), ("invert", None)):
         process_video(talking_head, tmp_path / f"{name}.mp4", bundle, config, editor,

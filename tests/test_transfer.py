@@ -180,7 +180,8 @@ def _run(model: Path, clip: Path, out: Path, strength: float, paste: str) -> lis
     process_video(clip, out, bundle, config, resolve_editor(bundle, "smile", strength),
                   progress=False, on_frame=lambda f: (images.append(f.image),
                                                       renders.append((f.rendered,
-                                                                      f.reconstruction))))
+                                                                      f.reconstruction,
+                                                                      f.slots[0].carried))))
     return images, renders
 
 
@@ -197,7 +198,7 @@ def test_pipeline_strength_zero_gives_back_the_input_in_transfer_mode(model, cli
     images, renders = _run(model, clip, tmp_path / "s0.mp4", 0.0, "transfer")
     assert all(np.array_equal(a, b) for a, b in zip(images, source, strict=True))
     # strength 0: R is not rendered separately, it is E
-    assert all(e is r for e, r in renders)
+    assert all(e is r for e, r, _ in renders)
     rendered, _ = _run(model, clip, tmp_path / "render.mp4", 0.0, "render")
     assert not np.array_equal(rendered[5], source[5])  # render mode pastes the model's face
 
@@ -207,7 +208,11 @@ def test_pipeline_transfer_keeps_the_source_where_render_pastes_the_model(model,
 
     source = [f.image for f in VideoReader(clip)]
     transfer, renders = _run(model, clip, tmp_path / "t.mp4", 3.0, "transfer")
-    assert all(r is not None and not np.array_equal(e, r) for e, r in renders)
+    # the key frames (face.key_frames, on by default) are rendered, E and R; the frames
+    # between them are not, and carry the key frame's field
+    assert all(r is not None and not np.array_equal(e, r) for e, r, carried in renders
+               if not carried)
+    assert all(e is None for e, _, carried in renders if carried)
     render, _ = _run(model, clip, tmp_path / "r.mp4", 3.0, "render")
     box = (60, 30, 120, 110)  # the face in the 176×144 clip
     sharp_in = np.mean([laplacian_variance(s, box) for s in source])

@@ -65,6 +65,11 @@ class FaceSettings:
     occlusion: bool = True              # keep the source where something covers the face
     fade_frames: int = 5                # the edit fades out/in over this many frames around
     #                                     frames where the face is lost or mostly covered
+    key_frames: bool = True             # transfer paste: encode, render and estimate the
+    #                                     edit's flow only on key frames, carry it between
+    key_motion: float = 0.05            # a key frame when a landmark moved this much in the
+    #                                     crop since the last (× the inter-ocular distance)
+    key_every: int = 4                  # and at least every this many frames
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "face.max_gap": (0, 10_000, True, True),
     "face.fade_frames": (0, 1_000, True, True),
+    "face.key_motion": (0, 10, False, True),
+    "face.key_every": (1, 1_000, True, True),
     "latent.sigma": (0, 1_000, False, True),
     "latent.alpha": (0, 1, False, True),
     "latent.fine_layers_from": (-1, 63, True, True),

@@ -151,6 +151,7 @@ class FaceSlot:
     rendered: np.ndarray | None = None
     reconstruction: np.ndarray | None = None
     edit_mask: np.ndarray | None = None
+    carried: bool = False
 
 
 def _first_slot_field(name: str) -> property:
@@ -202,6 +203,8 @@ class Frame:
     * ``edit_mask``: [M,M] float32 in [0,1] in the crop's geometry, where and how strongly the
       edit shows (1: the edit, 0: the source's pixels): the region, minus what covers the face,
       times the frame's fade weight (MaskEdit; PasteBack applies it);
+    * ``carried``: True when this face is between key frames (ChooseKeyFrames): it is not
+      encoded or rendered, and the paste carries its last key frame's edit field to it;
 
     The per-face fields are also the Frame's own (``frame.w`` …): those of the first slot, for
     code that handles one face (the probe, metrics, personalize's data pass). Then:

@@ -99,13 +99,15 @@ def variant_name(config, edit: str | None = None, strength: float = 1.0) -> str:
 
 def base_config(options: BenchOptions):
     """The PipelineConfig every variant starts from: preset, user overrides, a fast x264
-    preset for the (temporary) output file, whose encoding the metrics never see, and no
-    side-by-side output (the output frame must be comparable with the input frame)."""
+    preset for the (temporary) output file, whose encoding the metrics never see, no
+    side-by-side output (the output frame must be comparable with the input frame), and
+    unless an override says otherwise no key frames (the crop metrics score the model's
+    rendering of every frame; ``--set face.key_frames=true`` scores the output users get)."""
     from vidinv.config import PipelineConfig, load_preset
 
     config = load_preset(options.preset) if options.preset else PipelineConfig()
-    return config.with_overrides(["output.preset=ultrafast", *options.overrides,
-                                  "output.side_by_side=false"])
+    return config.with_overrides(["output.preset=ultrafast", "face.key_frames=false",
+                                  *options.overrides, "output.side_by_side=false"])
 
 
 def make_variants(options: BenchOptions, compare: str | None) -> list[tuple[Variant, Any]]:

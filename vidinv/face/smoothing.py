@@ -236,13 +236,15 @@ def smooth_each_face_centred(
     faces_of: Callable[[Frame], list[tuple[FaceSlot, np.ndarray]]],
     make_window: Callable[[np.ndarray], CentredGaussianWindow],
     finish: Callable[[FaceSlot, np.ndarray], None],
+    passed_over: Callable[[Frame], Iterable[int]] | None = None,
 ) -> Iterator[Frame]:
     """Centred smoothing of every face over the run of frames it is in, one window per identity.
 
     ``faces_of(frame)`` gives the frame's faces to smooth with their vectors (a face left out
-    ends its run), ``make_window(vector)`` a fresh window for a new run, ``finish(slot,
-    smoothed)`` writes the result back. Frames come out in order, each once every face in it
-    is smoothed: at most the windows' radius frames later.
+    ends its run, unless ``passed_over(frame)`` names its identity: a face in the frame without
+    a value, which the window skips), ``make_window(vector)`` a fresh window for a new run,
+    ``finish(slot, smoothed)`` writes the result back. Frames come out in order, each once
+    every face in it is smoothed: at most the windows' radius values later.
     """
     windows: dict[int, CentredGaussianWindow] = {}
     held: deque[tuple[Frame, list[int]]] = deque()  # frame, [its faces still in a window]
@@ -255,6 +257,8 @@ def smooth_each_face_centred(
     for frame in frames:
         faces = faces_of(frame)
         present = {slot.identity for slot, _ in faces}
+        if passed_over is not None:
+            present.update(passed_over(frame))
         for identity in [i for i in windows if i not in present]:
             done(windows.pop(identity).end_run())
         waiting = [len(faces)]

@@ -104,6 +104,14 @@ class EditTransfer:
         ±:data:`SHADING_LIMIT`; its brightness only (the mean over the channels), so the
         colours stay the person's.
         """
+        return self.field(edited, reconstruction, mask).masked(mask)
+
+    def field(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
+              ) -> EditField:
+        """The edit's field before the face mask limits it (:meth:`motion` is
+        ``field(...).masked(mask)``). ``mask`` [U,U] is the one the residual is measured
+        through (R is moved by the masked flow); a later frame may apply the field with its
+        own mask, since the field lives in the aligned crop's geometry."""
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -111,24 +119,22 @@ class EditTransfer:
         if self.flow_sigma > 0:
             flow = smooth_flow(flow, _grey(up_e), self.flow_sigma * size)
         magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
-        support = motion_support(mask)
-        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1) * support[..., None]
-        flow = flow.astype(np.float32)
-        residual = np.zeros((size, size, 3), np.float32)
+        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1)
+        field = EditField(flow, None)
         if self.residual_sigma is not None:
+            masked_flow = field.masked_flow(mask)
             xs, ys = np.meshgrid(np.arange(size, dtype=np.float32),
                                  np.arange(size, dtype=np.float32))
-            moved = cv2.remap(up_r, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+            moved = cv2.remap(up_r, xs + masked_flow[..., 0], ys + masked_flow[..., 1],
+                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             full = up_e.astype(np.float32) - moved.astype(np.float32)
             sigma = self.residual_sigma * size
             low = cv2.GaussianBlur(full, (0, 0), sigma)
             # Brightness only: the hue is the person's (a small model's teeth came out
             # bluish, and were carried as such).
-            residual = np.clip(low.mean(axis=2, keepdims=True), -SHADING_LIMIT, SHADING_LIMIT)
-            residual = residual * mask[..., None]
-            residual = np.repeat(residual, 3, axis=2)
-        return flow, residual
+            field.brightness = np.clip(low.mean(axis=2, keepdims=True), -SHADING_LIMIT,
+                                       SHADING_LIMIT)
+        return field
 
     def __call__(self, image: np.ndarray, edited: np.ndarray, reconstruction: np.ndarray,
                  crop_from_frame: np.ndarray, crop_size: int, mask: np.ndarray,
@@ -143,14 +149,28 @@ class EditTransfer:
             appearance: how much of E's appearance change to carry (0: motion only, for a
                 face the model does not know; see :func:`appearance_weight`).
         """
-        if out is None:
-            out = image.copy()
         if np.array_equal(edited, reconstruction):
-            return out
+            return image.copy() if out is None else out
+        self._check_mask(mask)
+        return self.apply(image, self.field(edited, reconstruction, mask), crop_from_frame,
+                          crop_size, mask, out=out, appearance=appearance)
+
+    def _check_mask(self, mask: np.ndarray) -> None:
         size = self.flow_size
         if mask.shape != (size, size):
             raise ValueError(f"mask {mask.shape} must be {size}×{size} (flow_size)")
-        flow, residual = self.motion(edited, reconstruction, mask)
+
+    def apply(self, image: np.ndarray, field: EditField, crop_from_frame: np.ndarray,
+              crop_size: int, mask: np.ndarray, out: np.ndarray | None = None,
+              appearance: float = 1.0) -> np.ndarray:
+        """The frame with ``field`` (from :meth:`field`, of this frame or of an earlier one:
+        it is in the crop's geometry) applied through this frame's ``crop_from_frame`` and
+        limited by this frame's ``mask`` [U,U]; the other arguments as in :meth:`__call__`."""
+        if out is None:
+            out = image.copy()
+        self._check_mask(mask)
+        size = self.flow_size
+        flow, residual = field.masked(mask)
         crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame
         box = frame_box(mask, crop_from_frame, image.shape)
         if box is None:
@@ -158,12 +178,12 @@ class EditTransfer:
         bx0, by0, bx1, by1 = box
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
-        def to_frame(field: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-            """``field`` (crop geometry at U) resampled onto the frame's [y0:y1, x0:x1]."""
+        def to_frame(values: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+            """``values`` (crop geometry at U) resampled onto the frame's [y0:y1, x0:x1]."""
             crop_from_box = crop_from_frame @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]],
                                                        np.float64)
             inverse = cv_inverse_map(np.linalg.inv(crop_from_box))
-            return cv2.warpAffine(field, inverse, (x1 - x0, y1 - y0), flags=flags,
+            return cv2.warpAffine(values, inverse, (x1 - x0, y1 - y0), flags=flags,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
         # Resample only where something moves (the mouth and cheeks for a smile, a fraction
@@ -189,8 +209,8 @@ class EditTransfer:
                     image, xs + frame_flow[..., 0], ys + frame_flow[..., 1], cv2.INTER_CUBIC,
                     borderMode=cv2.BORDER_REPLICATE)
 
-        def to_box(field: np.ndarray) -> np.ndarray:
-            return to_frame(field, bx0, by0, bx1, by1)
+        def to_box(values: np.ndarray) -> np.ndarray:
+            return to_frame(values, bx0, by0, bx1, by1)
 
         if self.residual_sigma is not None and appearance > 0:
             carried = residual if appearance >= 1 else residual * np.float32(appearance)
@@ -202,6 +222,29 @@ class EditTransfer:
         out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
             image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
+
+
+class EditField:
+    """An edit's field in the aligned crop's geometry at the flow size U, before a face mask
+    limits it: ``flow`` [U,U,2] float32 (E → R, small motions already zeroed) and
+    ``brightness`` [U,U,1] float32 (the appearance residual's brightness, 0…255 units; None
+    without a residual). :meth:`masked` gives what :meth:`EditTransfer.motion` returns."""
+
+    def __init__(self, flow: np.ndarray, brightness: np.ndarray | None) -> None:
+        self.flow = flow
+        self.brightness = brightness
+
+    def masked_flow(self, mask: np.ndarray) -> np.ndarray:
+        """[U,U,2] float32: the flow attenuated by :func:`motion_support` of ``mask``."""
+        return (self.flow * motion_support(mask)[..., None]).astype(np.float32)
+
+    def masked(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flow [U,U,2], residual [U,U,3]) float32 limited by ``mask`` [U,U]."""
+        size = self.flow.shape[0]
+        if self.brightness is None:
+            return self.masked_flow(mask), np.zeros((size, size, 3), np.float32)
+        residual = self.brightness * mask[..., None]
+        return self.masked_flow(mask), np.repeat(residual, 3, axis=2)
 
 
 def smooth_flow(flow: np.ndarray, image: np.ndarray, sigma: float) -> np.ndarray:

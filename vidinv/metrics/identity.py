@@ -102,7 +102,6 @@ class IdentityEmbedder:
         self._shape = dlib.shape_predictor(str(face_recognition_model_file(SHAPE_FILE)))
         self._recognition = dlib.face_recognition_model_v1(
             str(face_recognition_model_file(RECOGNITION_FILE)))
-        self._detector = dlib.get_frontal_face_detector()
 
     @staticmethod
     def _is_flat(image: np.ndarray) -> bool:
@@ -123,6 +122,8 @@ class IdentityEmbedder:
         factor = max(1.0, self.min_side / short)
         factor = min(factor, self.max_side / long) if long * factor > self.max_side else factor
         work = _resize(image, factor)
+        if self._detector is None:  # aligned crops (the familiarity check) need none
+            self._detector = dlib.get_frontal_face_detector()
         rects = self._detector(work, 0)
         if len(rects) == 0:
             return None

@@ -115,12 +115,25 @@ def load_native_module(path: Path, kind: str, build: Callable[..., torch.nn.Modu
     # allocated: built on the meta device (shapes only, no memory), the module must expect
     # exactly the file's tensors. A few hundred bytes asking for style_dim 20000 would
     # otherwise allocate gigabytes before the first shape check.
+    # The package's own files (the embedded model) are not a stranger's: they skip the
+    # meta-device build, which cost a second of CPU at every start (torch's meta kernels pull
+    # in its compiler stack); the strict load below still checks every key and shape.
     _check_config_limits(checkpoint.config, path)
-    skeleton = _build_checked(build, checkpoint.config, path, kind, device="meta")
-    check_state_shapes(skeleton, checkpoint.tensors, str(path))
+    if not is_package_file(path):
+        skeleton = _build_checked(build, checkpoint.config, path, kind, device="meta")
+        check_state_shapes(skeleton, checkpoint.tensors, str(path))
     module = _build_checked(build, checkpoint.config, path, kind, device=None)
     load_state_strict(module, checkpoint.tensors, str(path))
     return module
+
+
+#: The folder of the files shipped inside the package.
+PACKAGE_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def is_package_file(path: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) is one of the package's own files."""
+    return Path(path).resolve().is_relative_to(PACKAGE_ASSETS)
 
 
 #: Largest number and longest list a constructor JSON may hold (resolutions, widths and layer

@@ -3,6 +3,7 @@ each), a sink.
 
     source:         VideoReader (PyAV) | ImageSequenceReader (a picture or a folder of them)
     face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
+                    → (ChooseKeyFrames)
     model segment:  EncodeFaces → SmoothLatents → RenderFaces (the edit and the render: one graph)
     output segment: MaskEdit → PasteBack → (SideBySide)
     sink:           VideoWriter (re-encode, audio copied) | ImageWriter | ImageFolderWriter
@@ -42,6 +43,7 @@ from vidinv.pipeline.runner import Stage
 from vidinv.pipeline.runtime import codec_threads
 from vidinv.stages.face import (
     AlignFace,
+    ChooseKeyFrames,
     DetectLandmarks,
     MaskEdit,
     PasteBack,
@@ -136,6 +138,15 @@ MAX_FACES = 8
 REDETECT_EVERY = 5
 
 
+def uses_key_frames(config: PipelineConfig, networks: Networks) -> bool:
+    """Whether the networks run on key frames only and the paste carries the edit between
+    them: ``face.key_frames``, a transfer paste (the field it carries lives in the crop; a
+    pasted rendering would be a stale face) and an edit (an inversion keeps every frame's
+    codes)."""
+    return (config.face.key_frames and config.face.paste == "transfer"
+            and networks.edit is not None)
+
+
 def face_choice(config: PipelineConfig) -> FaceChoice:
     """The faces ``config`` edits (face.select, face.reference; errors are one line)."""
     face = config.face
@@ -186,19 +197,23 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
 
     face_segment = face_stages(config, networks.crop_size, None if live else source_name,
                                live=live)
+    key_frames = uses_key_frames(config, networks)
+    if key_frames:
+        face_segment.append(ChooseKeyFrames(face.key_motion, face.key_every))
 
     model_segment: list[Stage] = [
         EncodeFaces(networks.encode, batch_size),
         SmoothLatents(latent_smoothing, alpha=latent.alpha, sigma=latent.sigma,
                       fine_layers_from=(latent.fine_layers_from
-                                        if latent.fine_layers_from >= 0 else None)),
+                                        if latent.fine_layers_from >= 0 else None),
+                      timed=key_frames),
         RenderFaces(networks.edit_render, networks.edit, batch_size,
                     with_reconstruction=needs_reconstruction(config)),
     ]
     output_segment: list[Stage] = [
         MaskEdit(parse_regions(face.region), occlusion=face.occlusion,
                  fade_frames=face.fade_frames, live=live),
-        PasteBack(face.mask, color_match=face.color_match, mode=face.paste),
+        PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

@@ -14,6 +14,7 @@ import math
 import typing
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -30,6 +31,13 @@ from vidinv.face.align import (
 )
 from vidinv.face.errors import NoFaceError
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
+from vidinv.face.keyframes import (
+    KeyFrameChooser,
+    affine_map,
+    crop_landmarks,
+    crop_points,
+    follow_face,
+)
 from vidinv.face.landmarks import LandmarkDetector, box_iou, create_landmark_detector
 from vidinv.face.occlusion import EditFade, OcclusionDetector
 from vidinv.face.paste import FacePaster, frame_box, paste_back
@@ -44,7 +52,7 @@ from vidinv.face.smoothing import (
     smooth_each_face_centred,
 )
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
-from vidinv.face.transfer import EditTransfer, appearance_weight
+from vidinv.face.transfer import EditField, EditTransfer, appearance_weight
 from vidinv.frame import FaceLandmarks, FaceSlot, Frame
 
 
@@ -254,6 +262,35 @@ class AlignFace:
             yield frame
 
 
+class ChooseKeyFrames:
+    """Marks the faces between key frames ``carried`` (see :mod:`vidinv.face.keyframes`):
+    the encoder and the render skip them and the transfer paste carries the last key frame's
+    edit field to them. Each identity has its own key frames: the first frame of its run, a
+    frame whose landmarks moved more than ``motion`` inter-ocular distances in the crop since
+    its last key frame beyond what an affine map of the whole face explains, and at least
+    every ``every`` frames. Needs ``crop_from_frame`` (after AlignFace). Latency 0 (the
+    stages after it batch and smooth key frames only, so they hold up to ``every`` times
+    their own latency in frames)."""
+
+    latency = 0
+
+    def __init__(self, motion: float = 0.05, every: int = 4) -> None:
+        self.motion = float(motion)
+        self.every = int(every)
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        chooser = KeyFrameChooser(self.motion, self.every)
+        for frame in frames:
+            faces = [slot for slot in frame.slots if slot.crop_from_frame is not None
+                     and frame.face_found]
+            chooser.keep_only({slot.identity for slot in faces})
+            for slot in faces:
+                points = (None if slot.landmarks is None
+                          else crop_landmarks(slot.landmarks, slot.crop_from_frame))
+                slot.carried = not chooser.is_key(slot.identity, points)
+            yield frame
+
+
 #: Side of ``Frame.edit_mask``.
 EDIT_MASK_SIZE = 128
 #: A face more covered than this counts as lost for the fade.
@@ -415,6 +452,11 @@ class PasteBack:
     motion stops where it is 0; as a final step the source's pixels are put back wherever the
     edit mask is 0, whatever the paste did (all zeros: the frame passes through).
 
+    With ``carry`` (transfer only; :class:`ChooseKeyFrames` upstream), the edit field of each
+    face's last key frame (:meth:`~vidinv.face.transfer.EditTransfer.field`, in the aligned
+    crop's geometry) is applied to its ``carried`` frames through their own crop transform
+    and their own masks, so it follows the face; a face's field is forgotten when it leaves.
+
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0.
     """
@@ -424,47 +466,76 @@ class PasteBack:
     def __init__(self, mask: FaceMask = "ellipse", *, erode: float = 0.02,
                  feather: float = 0.04, color_match: ColorMatch = "none",
                  source: Literal["rendered", "aligned"] = "rendered",
-                 mode: PasteMode = "render") -> None:
+                 mode: PasteMode = "render", carry: bool = False) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
+        if carry and mode != "transfer":
+            raise ValueError("only the transfer paste carries an edit field between key "
+                             "frames; turn key frames off (face.key_frames=false) to render")
+        self.carry = bool(carry)
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
         self.transfer = EditTransfer() if mode == "transfer" else None
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        # identity -> its last key frame's edit field (only when faces may be carried)
+        fields: dict[int, _KeyField] | None = {} if self.carry else None
         for frame in frames:
-            if frame.face_found:
-                for slot in frame.slots:
-                    frame.image = self._paste(frame.image, slot)
+            faces = frame.slots if frame.face_found else []
+            if fields is not None:
+                present = {slot.identity for slot in faces}
+                for identity in [i for i in fields if i not in present]:
+                    del fields[identity]
+            for slot in faces:
+                frame.image = self._paste(frame.image, slot, fields)
             yield frame
 
-    def _paste(self, image: np.ndarray, slot: FaceSlot) -> np.ndarray:
+    def _paste(self, image: np.ndarray, slot: FaceSlot,
+               fields: dict[int, _KeyField] | None = None) -> np.ndarray:
         """``image`` with one face's edit put back (``image`` itself when it has none), limited
-        to the slot's ``edit_mask`` (region, occlusion, fade) when MaskEdit made one."""
+        to the slot's ``edit_mask`` (region, occlusion, fade) when MaskEdit made one. With
+        ``fields`` (a transfer paste that carries), each key frame's edit field is kept there
+        by identity and applied to the face's ``carried`` frames."""
+        if slot.crop_from_frame is None:
+            return image
+        carried = fields.get(slot.identity) if fields is not None and slot.carried else None
         face = getattr(slot, self.source)
-        if face is None or slot.crop_from_frame is None:
+        if face is None and carried is None:
             return image
         keep = slot.edit_mask
-        if keep is not None and not keep.any():
+        hidden = keep is not None and not keep.any()
+        if hidden and (fields is None or carried is not None):
             return image
         source_image = image
         if self.transfer is not None:
-            if slot.reconstruction is None:
-                raise ValueError("transfer paste needs the reconstruction: render with "
-                                 "RenderFaces(with_reconstruction=True)")
             size = self.transfer.flow_size
             crop_size = (slot.crop_size if slot.crop_size is not None
+                         else carried.crop_size if carried is not None
                          else _as_uint8_image(face).shape[0])
             crop_from_frame = (np.diag([size / crop_size, size / crop_size, 1.0])
                                @ slot.crop_from_frame)
-            mask = _limited(self.paster.mask_for(size, crop_from_frame, slot.landmarks), keep)
-            rebuilt = _as_uint8_image(slot.reconstruction)
-            # on a face the model does not know (R is not the source), motion only
-            known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
-            image = self.transfer(image, _as_uint8_image(face), rebuilt,
-                                  slot.crop_from_frame, crop_size, mask, appearance=known)
+            face_mask = self.paster.mask_for(size, crop_from_frame, slot.landmarks)
+            mask = _limited(face_mask, keep)
+            points = (None if slot.landmarks is None
+                      else crop_points(slot.landmarks, crop_from_frame))
+            field = None if carried is None else carried.followed(points)
+            if carried is None:
+                # a hidden key frame (faded out) still measures its field, with the face's
+                # own mask, for the carried frames that fade back in after it
+                carried = self._key_field(slot, face, face_mask if hidden else mask,
+                                          crop_size, points)
+                field = carried.field
+                if fields is not None:
+                    fields[slot.identity] = carried
+                if hidden:
+                    return image
+            if field is None:
+                image = image.copy()
+            else:
+                image = self.transfer.apply(image, field, slot.crop_from_frame,
+                                            crop_size, mask, appearance=carried.appearance)
         elif keep is None:
             return self.paster(image, _as_uint8_image(face), slot.crop_from_frame,
                                crop_size=slot.crop_size, landmarks=slot.landmarks)
@@ -482,6 +553,47 @@ class PasteBack:
                                      slot.crop_size)
         return image
 
+    def _key_field(self, slot: FaceSlot, face: object, mask: np.ndarray,
+                   crop_size: int, points: np.ndarray | None) -> _KeyField:
+        """The transfer's edit field of a rendered face (None when E is R: nothing moves),
+        measured through ``mask`` [U,U]; ``points`` are its landmarks in the crop at U."""
+        assert self.transfer is not None
+        if slot.reconstruction is None:
+            raise ValueError("transfer paste needs the reconstruction: render with "
+                             "RenderFaces(with_reconstruction=True)")
+        edited, rebuilt = _as_uint8_image(face), _as_uint8_image(slot.reconstruction)
+        if np.array_equal(edited, rebuilt):
+            return _KeyField(None, 1.0, crop_size, points)
+        # on a face the model does not know (R is not the source), motion only
+        known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
+        return _KeyField(self.transfer.field(edited, rebuilt, mask), known, crop_size, points)
+
+
+@dataclass(frozen=True)
+class _KeyField:
+    """A key frame's transfer field (None: the edit moves nothing), the appearance weight it
+    was applied with, the side of the crop it was measured for and the face's landmarks
+    [N,2] in that crop at the flow size (None: unknown)."""
+
+    field: EditField | None
+    appearance: float
+    crop_size: int
+    points: np.ndarray | None
+
+    def followed(self, points: np.ndarray | None) -> EditField | None:
+        """The field moved with the face to a carried frame whose landmarks (same crop
+        geometry) are ``points`` (:func:`~vidinv.face.keyframes.follow_face`); the flow's
+        vectors turn and scale with the face. As measured without both point sets."""
+        if (self.field is None or points is None or self.points is None
+                or points.shape != self.points.shape):
+            return self.field
+        flow = follow_face(self.field.flow, self.points, points)
+        linear = affine_map(points, self.points)[:, :2]  # this crop -> the key's, 2×2
+        flow = (flow @ np.linalg.inv(linear).T.astype(np.float32)).astype(np.float32)
+        brightness = (None if self.field.brightness is None
+                      else follow_face(self.field.brightness, self.points, points))
+        return EditField(flow, brightness)
+
 
 def _limited(mask: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     """``mask`` times ``keep`` resized to it (both [S,S] / [M,M] float32)."""
@@ -496,7 +608,10 @@ def keep_source_where_masked(image: np.ndarray, source: np.ndarray, keep: np.nda
                              crop_from_frame: np.ndarray, crop_size: int | None) -> None:
     """Put ``source``'s pixels back into ``image`` (in place; both [H,W,3] uint8) wherever
     ``keep`` ([M,M] in the geometry of a crop of side ``crop_size``), warped into the frame, is
-    0 — a guarantee that does not depend on how the paste used its mask."""
+    0 — a guarantee that does not depend on how the paste used its mask. A ``keep`` without
+    a 0 leaves nothing to do: its warp is 0 only outside the crop, where no paste writes."""
+    if keep.min() > 0:
+        return
     size = keep.shape[0]
     crop_size = crop_size if crop_size is not None else size
     crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame

@@ -8,6 +8,10 @@ Modes (the same as the crop's, see :mod:`vidinv.face.smoothing`):
   reflected (files). Each face (identity of ``Frame.slots``) is smoothed on its own; a frame
   without it ends its run. Frames without a face pass through.
 
+A face between key frames (``carried``, :class:`~vidinv.stages.face.ChooseKeyFrames`) has no
+codes: its run goes on, and the filters see its key frames only; with ``timed`` (how the wiring
+builds it when key frames are on) σ and α still count frames.
+
 ``fine_layers_from``: optionally replace the W+ codes of layers ≥ L by their running mean since
 the start of the clip (fine layers carry texture and flicker most; STIT averages them over the
 clip, which a streaming stage approximates by the mean of the frames seen so far).
@@ -28,6 +32,7 @@ from vidinv.face.smoothing import (
     EmaFilter,
     FilterPerFace,
     gaussian_kernel,
+    reflect_index,
     smooth_each_face_centred,
 )
 from vidinv.frame import FaceSlot, Frame
@@ -81,6 +86,55 @@ class _DeviceWindow(CentredWindow[object, Codes]):
         return tuple(total)
 
 
+class _TimedWindow(CentredWindow[object, tuple[int, object]]):
+    """A centred Gaussian over values that come at uneven frames: each value is (frame index,
+    codes: a float64 vector or a tuple of tensors); the ``2·radius+1`` values around a
+    position weigh by their distance in frames from it (σ frames; 0 beyond ``radius``). A
+    run's end is reflected in time too, so on consecutive frames this is the plain window."""
+
+    def __init__(self, sigma: float, radius: int) -> None:
+        super().__init__(radius)
+        self.sigma = float(sigma)
+
+    def _time(self, index: int, count: int) -> int:
+        """The frame of run position ``index``; beyond the run's ends, reflected as the values
+        are (half-sample, about position −½ and ``count`` − ½)."""
+        if index < 0:
+            return 2 * self._values[0 - self._first][0] - 1 - self._time(-index - 1, count)
+        if index >= count:
+            return (2 * self._values[count - 1 - self._first][0] + 1
+                    - self._time(2 * count - 1 - index, count))
+        return self._values[index - self._first][0]
+
+    def _smoothed(self, position: int, length: int | None) -> object:
+        count = length if length is not None else self._count
+        rows, times = [], []
+        for offset in range(-self.radius, self.radius + 1):
+            index = position + offset
+            source = index
+            if index < 0 or (length is not None and index >= length):
+                source = reflect_index(index, count)
+            rows.append(self._values[source - self._first][1])
+            times.append(self._time(index, count))
+        offsets = np.array(times, np.float64) - times[self.radius]
+        if self.sigma > 0:
+            weights = np.exp(-0.5 * (offsets / self.sigma) ** 2)
+        else:
+            weights = (offsets == 0).astype(np.float64)
+        weights[np.abs(offsets) > self.radius] = 0.0
+        weights = weights / weights.sum()
+        if isinstance(rows[0], np.ndarray):
+            stacked = np.stack(rows)
+            # the plain window's contraction, [K,D] weights and all (the same sums, bit for bit)
+            kernels = np.ascontiguousarray(np.broadcast_to(weights[:, None], stacked.shape))
+            return np.einsum("kd,kd->d", kernels, stacked)
+        total = [float(weights[0]) * part for part in rows[0]]
+        for weight, value in zip(weights[1:], rows[1:], strict=True):
+            for part, add in zip(total, value, strict=True):
+                part.add_(add, alpha=float(weight))
+        return tuple(total)
+
+
 class SmoothLatents:
     """Smooths each face's ``w`` and ``features`` over time; never drops or adds frames.
 
@@ -92,11 +146,17 @@ class SmoothLatents:
         on_device: smooth the codes as torch tensors where they are, in their dtype (no copy
             to the host); None (default): for codes on a CUDA device, while CPU codes take the
             float64 NumPy path (the results of earlier releases, bit for bit).
+        timed: σ and α count frames, not coded frames (for key frames: a face's codes come
+            on its key frames only). The centred window weighs the codes around a key frame
+            by their distance in frames (Gaussian of σ frames, none beyond ``radius`` frames;
+            run ends reflected in time), the EMA moves by 1 − (1 − α)^gap. On consecutive
+            frames (every frame coded) the results are those of ``timed=False``.
     """
 
     def __init__(self, mode: Smoothing = "none", *, alpha: float = 0.5,
                  sigma: float = 1.5, radius: int | None = None,
-                 fine_layers_from: int | None = None, on_device: bool | None = None) -> None:
+                 fine_layers_from: int | None = None, on_device: bool | None = None,
+                 timed: bool = False) -> None:
         if mode not in typing.get_args(Smoothing):
             raise ValueError(f"latent smoothing must be one of "
                              f"{', '.join(typing.get_args(Smoothing))}, not {mode!r}")
@@ -106,6 +166,7 @@ class SmoothLatents:
         self.radius = radius if radius is not None else int(np.ceil(3 * sigma))
         self.fine_layers_from = fine_layers_from
         self.on_device = on_device
+        self.timed = bool(timed)
 
     @property
     def latency(self) -> int:
@@ -143,30 +204,45 @@ class SmoothLatents:
     def _causal(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         filters = FilterPerFace(lambda: EmaFilter(self.alpha))
         states: dict[int, Codes] = {}  # the device path's EMA, per face
+        last_coded: dict[int, int] = {}  # timed: the frame each face was last coded in
         for frame in frames:
             faces = _coded_faces(frame)
-            present = {face.identity for face in faces}
+            present = {face.identity for face in faces} | _carried_identities(frame)
             filters.keep_only(present)
             for identity in [i for i in states if i not in present]:
                 del states[identity]
+            for identity in [i for i in last_coded if i not in present]:
+                del last_coded[identity]
             for face in faces:
+                alpha = self.alpha
+                if self.timed:
+                    gap = frame.index - last_coded.get(face.identity, frame.index - 1)
+                    alpha = 1.0 - (1.0 - self.alpha) ** max(gap, 1)
+                    last_coded[face.identity] = frame.index
                 if self._device_path(face):
                     codes = _codes(face)
                     state = states.get(face.identity)
                     state = codes if state is None else tuple(
-                        s + self.alpha * (c - s) for s, c in zip(state, codes, strict=True))
+                        s + alpha * (c - s) for s, c in zip(state, codes, strict=True))
                     states[face.identity] = state
                     _set_codes(face, state)
                 else:
-                    _unpack(face, filters[face.identity](_pack(face)))
+                    ema = filters[face.identity]
+                    ema.alpha = alpha
+                    _unpack(face, ema(_pack(face)))
             yield frame
 
     def _centred(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         def faces_of(frame: Frame) -> list:
-            return [(face, _codes(face) if self._device_path(face) else _pack(face))
-                    for face in _coded_faces(frame)]
+            faces = [(face, _codes(face) if self._device_path(face) else _pack(face))
+                     for face in _coded_faces(frame)]
+            if self.timed:
+                return [(face, (frame.index, codes)) for face, codes in faces]
+            return faces
 
         def make_window(vector):
+            if self.timed:
+                return _TimedWindow(self.sigma, self.radius)
             if isinstance(vector, tuple):
                 return _DeviceWindow(self.sigma, self.radius)
             return CentredGaussianWindow(np.full(vector.shape, self.sigma), self.radius)
@@ -177,7 +253,13 @@ class SmoothLatents:
             else:
                 _unpack(face, smoothed)
 
-        return smooth_each_face_centred(frames, faces_of, make_window, finish)
+        return smooth_each_face_centred(frames, faces_of, make_window, finish,
+                                        passed_over=_carried_identities)
+
+
+def _carried_identities(frame: Frame) -> set[int]:
+    """The faces of ``frame`` between key frames (not coded; their runs go on)."""
+    return {face.identity for face in frame.slots if face.carried}
 
 
 def _coded_faces(frame: Frame) -> list[FaceSlot]:

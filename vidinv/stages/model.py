@@ -98,7 +98,8 @@ def in_batches(frames: Iterable[Frame], batch_size: int,
 
 
 class EncodeFaces:
-    """Sets each face's ``w`` [L,512] and ``features`` [C,h,w] from its ``aligned`` crop."""
+    """Sets each face's ``w`` [L,512] and ``features`` [C,h,w] from its ``aligned`` crop (not
+    for faces ``carried`` between key frames: their edit is carried by the paste)."""
 
     def __init__(self, encode: EncodeFn, batch_size: int = 1) -> None:
         self.encode = encode
@@ -110,7 +111,8 @@ class EncodeFaces:
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for group, wanted in in_batches(frames, self.batch_size,
-                                        lambda face: face.aligned is not None):
+                                        lambda face: face.aligned is not None
+                                        and not face.carried):
             if wanted:
                 with torch.inference_mode():
                     w, features = self.encode(images_to_tensor([f.aligned for f in wanted]))
