@@ -14,7 +14,7 @@ import math
 import typing
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -438,6 +438,27 @@ class MaskEdit:
         yield from give(position)
 
 
+#: How much of a face's previous edit field a new key frame's keeps (:class:`PasteBack`).
+FIELD_MEMORY = 0.5
+
+
+def blend_fields(new: EditField | None, old: EditField | None, memory: float
+                 ) -> EditField | None:
+    """``(1 − memory)·new + memory·old`` (flow and brightness, all [U,U,·] in the same crop
+    geometry). A None field (E equals R: the edit moves nothing, as at strength 0) is never
+    blended, nor blended into: strength 0 stays the input bit for bit, and an edit that starts
+    starts at once."""
+    if new is None or old is None or memory == 0.0:
+        return new
+    keep = np.float32(memory)
+    flow = (new.flow * (np.float32(1) - keep) + old.flow * keep).astype(np.float32)
+    brightness = new.brightness
+    if new.brightness is not None and old.brightness is not None:
+        brightness = (new.brightness * (np.float32(1) - keep)
+                      + old.brightness * keep).astype(np.float32)
+    return EditField(flow, brightness)
+
+
 class PasteBack:
     """Puts the edit back into ``image`` where ``crop_from_frame`` says.
 
@@ -457,6 +478,12 @@ class PasteBack:
     crop's geometry) is applied to its ``carried`` frames through their own crop transform
     and their own masks, so it follows the face; a face's field is forgotten when it leaves.
 
+    In transfer mode each face's new field is blended with its previous one, moved with the
+    face (``field_memory`` of the old, :func:`blend_fields`): optical flow between two soft
+    renders is measured afresh on every key frame and its errors flicker from one to the next
+    (the face region's warping error rose 10–30 % over the source's on the real clip); the
+    edit itself changes slowly (its codes are smoothed over time), so little is lost.
+
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0.
     """
@@ -466,22 +493,27 @@ class PasteBack:
     def __init__(self, mask: FaceMask = "ellipse", *, erode: float = 0.02,
                  feather: float = 0.04, color_match: ColorMatch = "none",
                  source: Literal["rendered", "aligned"] = "rendered",
-                 mode: PasteMode = "render", carry: bool = False) -> None:
+                 mode: PasteMode = "render", carry: bool = False,
+                 field_memory: float = FIELD_MEMORY) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
         if carry and mode != "transfer":
             raise ValueError("only the transfer paste carries an edit field between key "
                              "frames; turn key frames off (face.key_frames=false) to render")
+        if not 0.0 <= field_memory < 1.0:
+            raise ValueError(f"field_memory must be in [0, 1), not {field_memory}")
         self.carry = bool(carry)
+        self.field_memory = float(field_memory)
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
         self.transfer = EditTransfer() if mode == "transfer" else None
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        # identity -> its last key frame's edit field (only when faces may be carried)
-        fields: dict[int, _KeyField] | None = {} if self.carry else None
+        # identity -> its last key frame's edit field (transfer mode: carried frames use it,
+        # and the next key frame blends with it)
+        fields: dict[int, _KeyField] | None = {} if self.transfer is not None else None
         for frame in frames:
             faces = frame.slots if frame.face_found else []
             if fields is not None:
@@ -500,13 +532,14 @@ class PasteBack:
         by identity and applied to the face's ``carried`` frames."""
         if slot.crop_from_frame is None:
             return image
-        carried = fields.get(slot.identity) if fields is not None and slot.carried else None
+        carried = (fields.get(slot.identity)
+                   if fields is not None and self.carry and slot.carried else None)
         face = getattr(slot, self.source)
         if face is None and carried is None:
             return image
         keep = slot.edit_mask
         hidden = keep is not None and not keep.any()
-        if hidden and (fields is None or carried is not None):
+        if hidden and (not self.carry or carried is not None):
             return image
         source_image = image
         if self.transfer is not None:
@@ -526,6 +559,10 @@ class PasteBack:
                 # own mask, for the carried frames that fade back in after it
                 carried = self._key_field(slot, face, face_mask if hidden else mask,
                                           crop_size, points)
+                previous = fields.get(slot.identity) if fields is not None else None
+                if previous is not None and previous.crop_size == crop_size:
+                    carried = replace(carried, field=blend_fields(
+                        carried.field, previous.followed(points), self.field_memory))
                 field = carried.field
                 if fields is not None:
                     fields[slot.identity] = carried
