@@ -58,6 +58,8 @@ SHADING_LIMIT = 6.0
 #: PSNR (dB) of R against the source crop below which the model does not know the face (its
 #: appearance would be another person's): appearance weight 0 at the first, 1 at the second.
 KNOWN_PSNR = (17.0, 21.0)
+#: Rows per band when the frame is resampled only where the flow moves it.
+RESAMPLE_BAND = 32
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -170,58 +172,67 @@ class EditTransfer:
             out = image.copy()
         self._check_mask(mask)
         size = self.flow_size
-        flow, residual = field.masked(mask)
         crop_from_frame = np.diag([size / crop_size, size / crop_size, 1.0]) @ crop_from_frame
         box = frame_box(mask, crop_from_frame, image.shape)
         if box is None:
             return out
         bx0, by0, bx1, by1 = box
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-
-        def to_frame(values: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-            """``values`` (crop geometry at U) resampled onto the frame's [y0:y1, x0:x1]."""
-            crop_from_box = crop_from_frame @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]],
-                                                       np.float64)
-            inverse = cv_inverse_map(np.linalg.inv(crop_from_box))
-            return cv2.warpAffine(values, inverse, (x1 - x0, y1 - y0), flags=flags,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-        # Resample only where something moves (the mouth and cheeks for a smile, a fraction
-        # of the face box): elsewhere the flow is 0 and cubic resampling at whole pixels gives
-        # the pixel itself. The support is widened by one flow pixel, which the bilinear
-        # resampling of the field can reach.
-        moved = image[by0:by1, bx0:bx1].copy()
-        motion_box: tuple[int, int, int, int] | None = box
-        if self.restrict_to_motion:
-            moving = cv2.dilate((np.abs(flow).max(axis=2) > 0).astype(np.float32),
-                                np.ones((3, 3), np.uint8))
-            motion_box = frame_box(moving, crop_from_frame, image.shape) if moving.any() else None
-        if motion_box is not None:
-            mx0, my0 = max(motion_box[0], bx0), max(motion_box[1], by0)
-            mx1, my1 = min(motion_box[2], bx1), min(motion_box[3], by1)
-            if mx1 > mx0 and my1 > my0:
-                crop_flow = to_frame(flow, mx0, my0, mx1, my1)            # crop units
-                frame_from_crop = np.linalg.inv(crop_from_frame)[:2, :2]
-                frame_flow = crop_flow @ frame_from_crop.T.astype(np.float32)  # frame pixels
-                xs, ys = np.meshgrid(np.arange(mx0, mx1, dtype=np.float32),
-                                     np.arange(my0, my1, dtype=np.float32))
-                moved[my0 - by0:my1 - by0, mx0 - bx0:mx1 - bx0] = cv2.remap(
-                    image, xs + frame_flow[..., 0], ys + frame_flow[..., 1], cv2.INTER_CUBIC,
-                    borderMode=cv2.BORDER_REPLICATE)
-
-        def to_box(values: np.ndarray) -> np.ndarray:
-            return to_frame(values, bx0, by0, bx1, by1)
-
-        if self.residual_sigma is not None and appearance > 0:
-            carried = residual if appearance >= 1 else residual * np.float32(appearance)
-            moved = cv2.add(moved, to_box(carried), dtype=cv2.CV_8U)  # saturating, rounded
+        # Everything the frame needs, stacked at U and carried into the face box by one warp
+        # [h,w,4]: the flow already in frame pixels (the crop map is affine, so its linear
+        # part commutes with the bilinear resampling), the shading and the blend's alpha.
+        support = motion_support(mask)
+        frame_from_crop = np.linalg.inv(crop_from_frame)[:2, :2].astype(np.float32)
+        carried = (field.brightness is not None and self.residual_sigma is not None
+                   and appearance > 0)
+        shading = (field.brightness[..., 0] * mask * np.float32(min(appearance, 1.0))
+                   if carried else np.zeros_like(mask))
+        stacked = np.dstack([field.masked_flow(mask) @ frame_from_crop.T, shading, support])
+        crop_from_box = crop_from_frame @ np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]],
+                                                   np.float64)
+        in_box = cv2.warpAffine(stacked, cv_inverse_map(np.linalg.inv(crop_from_box)),
+                                (bx1 - bx0, by1 - by0),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # resampled in place in ``out`` unless that is the frame being read
+        moved = (image[by0:by1, bx0:bx1].copy() if np.may_share_memory(out, image)
+                 else out[by0:by1, bx0:bx1])
+        self._resample(image, in_box[..., :2], bx0, by0, moved)
+        if carried:
+            shading = np.empty(moved.shape, np.float32)
+            cv2.mixChannels([in_box], [shading], [2, 0, 2, 1, 2, 2])    # grey → [h,w,3]
+            moved = cv2.add(moved, shading, dtype=cv2.CV_8U)  # saturating, rounded
         # The moved pixels are the frame's own, so the motion may reach the mask's feather at
         # full strength (a jaw that drops crosses it); the residual keeps the face mask.
-        alpha = to_box(motion_support(mask))
+        alpha = np.ascontiguousarray(in_box[..., 3])
         # alpha·moved + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
         out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
             image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
+
+    def _resample(self, image: np.ndarray, flow: np.ndarray, x0: int, y0: int,
+                  moved: np.ndarray) -> None:
+        """Write into ``moved`` (the frame's [y0:y0+h, x0:x0+w] box, holding its pixels) the
+        ``image`` [H,W,3] resampled (cubic) along ``flow`` [h,w,2] (frame pixels).
+
+        Only where something moves (the mouth and cheeks for a smile, about half the face
+        box): elsewhere the flow is 0 and cubic resampling at whole pixels gives the pixel
+        itself. With ``restrict_to_motion`` the box is cut into bands of
+        :data:`RESAMPLE_BAND` rows, each resampled across its moving columns only."""
+        height, width = flow.shape[:2]
+        band = RESAMPLE_BAND if self.restrict_to_motion else height
+        moving = (flow[..., 0] != 0) | (flow[..., 1] != 0)
+        for r0 in range(0, height, band):
+            r1 = min(r0 + band, height)
+            columns = np.flatnonzero(moving[r0:r1].any(axis=0))
+            if columns.size == 0:
+                continue
+            c0, c1 = (int(columns[0]), int(columns[-1]) + 1) if self.restrict_to_motion \
+                else (0, width)
+            part = flow[r0:r1, c0:c1]
+            xs = part[..., 0] + np.arange(x0 + c0, x0 + c1, dtype=np.float32)
+            ys = part[..., 1] + np.arange(y0 + r0, y0 + r1, dtype=np.float32)[:, None]
+            moved[r0:r1, c0:c1] = cv2.remap(image, xs, ys, cv2.INTER_CUBIC,
+                                            borderMode=cv2.BORDER_REPLICATE)
 
 
 class EditField:
