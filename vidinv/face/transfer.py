@@ -73,10 +73,11 @@ class EditTransfer:
         flow_size: U, the side at which flow, mask and residual live.
         residual_sigma: low-pass σ of the residual (fraction of U); ``None`` drops it.
         flow_sigma: smoothing σ of the flow (fraction of U).
-        restrict_to_motion: resample the frame only in the box where the flow is not 0 (the
-            same output up to ±1 level of OpenCV's fixed-point rounding, for less work; the
-            cost is printed by ``benchmarks/paste_cost.py``); False resamples the whole face
-            box.
+        restrict_to_motion: resample the frame only where the flow is not 0 (bands of
+            :data:`RESAMPLE_BAND` rows, each across its moving columns: the same output up to
+            ±1 level of OpenCV's fixed-point rounding, for less work; the cost is printed by
+            ``benchmarks/paste_cost.py``); False resamples every face-box row that moves, in
+            full.
     """
 
     def __init__(self, flow_size: int = FLOW_SIZE, residual_sigma: float | None = RESIDUAL_SIGMA,
@@ -214,13 +215,15 @@ class EditTransfer:
         """Write into ``moved`` (the frame's [y0:y0+h, x0:x0+w] box, holding its pixels) the
         ``image`` [H,W,3] resampled (cubic) along ``flow`` [h,w,2] (frame pixels).
 
-        Only where something moves (the mouth and cheeks for a smile, about half the face
+        ``flow`` must have its two channels adjacent ([..., :2] of a float32 array). Only
+        where something moves (the mouth, cheeks and eyes for a smile, about half the face
         box): elsewhere the flow is 0 and cubic resampling at whole pixels gives the pixel
         itself. With ``restrict_to_motion`` the box is cut into bands of
         :data:`RESAMPLE_BAND` rows, each resampled across its moving columns only."""
         height, width = flow.shape[:2]
         band = RESAMPLE_BAND if self.restrict_to_motion else height
-        moving = (flow[..., 0] != 0) | (flow[..., 1] != 0)
+        # either component's bits set (a −0 counts as moving: resampled, it is the pixel)
+        moving = flow.view(np.uint64)[..., 0] != 0
         for r0 in range(0, height, band):
             r1 = min(r0 + band, height)
             columns = np.flatnonzero(moving[r0:r1].any(axis=0))
