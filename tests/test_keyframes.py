@@ -328,8 +328,8 @@ def test_every_frame_a_key_frame_is_the_full_rate_edit_bit_for_bit(model, clip, 
 
 def test_a_new_key_field_is_blended_with_the_faces_previous_one():
     """Two key frames of the same still face whose edits move it 2 px right, then 2 px left
-    (a flow that flickers): with the field memory the second frame moves by the blend (about
-    0 px: close to the scene), without it by the full −2 px; a first key frame is not blended
+    (a flow that flickers): with a field memory of 0.5 the second frame moves by the blend
+    (about 0 px: close to the scene), without it by the full −2 px; a first key frame is not blended
     (nothing before it), and an unedited key frame (E = R) passes the frame through."""
     from vidinv.stages.face import blend_fields
 
@@ -340,8 +340,9 @@ def test_a_new_key_field_is_blended_with_the_faces_previous_one():
     left.rendered = cv2.warpAffine(left.reconstruction, np.float32([[1, 0, -2], [0, 1, 0]]),
                                    (64, 64), borderMode=cv2.BORDER_REFLECT)
     face = (slice(140, 180), slice(140, 180))
-    first_alone = _paste(PasteBack(mode="transfer"), [(scene, right)])[0]
-    first, second = _paste(PasteBack(mode="transfer"), [(scene, right), (scene, left)])
+    first_alone = _paste(PasteBack(mode="transfer", field_memory=0.5), [(scene, right)])[0]
+    first, second = _paste(PasteBack(mode="transfer", field_memory=0.5),
+                           [(scene, right), (scene, left)])
     _, second_alone = _paste(PasteBack(mode="transfer", field_memory=0.0),
                              [(scene, right), (scene, left)])
     assert np.array_equal(first, first_alone)
