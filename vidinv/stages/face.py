@@ -439,7 +439,7 @@ class MaskEdit:
 
 
 #: How much of a face's previous edit field a new key frame's keeps (:class:`PasteBack`). On
-#: the face-pops clips (benchmarks/face_pops.py, smile 3) the face's warping error over the
+#: the face-pops clips (scripts/face_pops.py, smile 3) the face's warping error over the
 #: source's was 1.18 (crossing) and 1.87 (three) with none, 1.12–1.55 over all five clips with
 #: 0.5 and 1.09–1.42 with 0.7 (crossing 1.09, three 1.42); the price is
 #: that a change of the edit's field settles over about three key frames (the field is moved

@@ -1,6 +1,9 @@
 """No pops: the face region's warping error between consecutive frames, output against source.
 
-    python benchmarks/face_pops.py [--model FOLDER] [--strength 1 3] [--out DIR]
+    python scripts/face_pops.py [--model FOLDER] [--strength 1 3] [--out DIR]
+
+A script of the checkout, not a benchmark of an installed vidinv: its scenes are the tests'
+(tests/media.py, tests/occluded.py), so it runs beside the tests/ folder.
 
 For a default edit (smile, the embedded model unless --model, every other setting as `vidinv
 edit` has it: transfer paste, occlusion on, a fade of 5 frames) of the test clips
