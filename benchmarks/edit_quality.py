@@ -240,9 +240,13 @@ def attribute_table(meter, bundle, clip: Path, inputs: list[np.ndarray], crf: in
     from vidinv.pipeline.attributes import available_attributes, resolve_editor
 
     names = [n for n in attribute_order(available_attributes(bundle)) if n in MEANING]
-    config = PipelineConfig().with_overrides(["face.paste=transfer", f"output.crf={crf}"])
-    print("\nper attribute, transfer paste (Δ of dlib landmark measures, inter-ocular units; "
-          "motion ratio = output-frame motion / the model's own E−R motion, target ≥ 0.8)")
+    # every frame rendered: the ratio compares each frame's output with that frame's own E − R
+    # (with key frames a carried frame has no E, and a key frame's output is not its E alone)
+    config = PipelineConfig().with_overrides(["face.paste=transfer", f"output.crf={crf}",
+                                              "face.key_frames=false"])
+    print("\nper attribute, transfer paste, every frame rendered (Δ of dlib landmark measures, "
+          "inter-ocular units; motion ratio = output-frame motion / the model's own E−R "
+          "motion, target ≥ 0.8)")
     print(f"{'attribute':<16}{'s':>3}" + "".join(f"{c[:9]:>10}" for c in EFFECT_COLUMNS)
           + f"{'ratio':>8}{'model px':>9}")
     for name in names:
