@@ -79,11 +79,17 @@ class _DeviceWindow(CentredWindow[object, Codes]):
         self._weights = [float(w) for w in gaussian_kernel(sigma, self.radius)]
 
     def _combine(self, values: list[Codes]) -> Codes:
-        total = [self._weights[0] * part for part in values[0]]
-        for weight, codes in zip(self._weights[1:], values[1:], strict=True):
-            for part, value in zip(total, codes, strict=True):
-                part.add_(value, alpha=weight)
-        return tuple(total)
+        return _weighted_codes(self._weights, values)
+
+
+def _weighted_codes(weights: list[float], values: list[Codes]) -> Codes:
+    """Σ weights[k] · values[k] of tuples of tensors, part by part, in the tensors' own dtype
+    and device (summed in order, in place into the first product)."""
+    total = [weights[0] * part for part in values[0]]
+    for weight, codes in zip(weights[1:], values[1:], strict=True):
+        for part, value in zip(total, codes, strict=True):
+            part.add_(value, alpha=weight)
+    return tuple(total)
 
 
 class _TimedWindow(CentredWindow[object, tuple[int, object]]):
@@ -128,11 +134,7 @@ class _TimedWindow(CentredWindow[object, tuple[int, object]]):
             # the plain window's contraction, [K,D] weights and all (the same sums, bit for bit)
             kernels = np.ascontiguousarray(np.broadcast_to(weights[:, None], stacked.shape))
             return np.einsum("kd,kd->d", kernels, stacked)
-        total = [float(weights[0]) * part for part in rows[0]]
-        for weight, value in zip(weights[1:], rows[1:], strict=True):
-            for part, add in zip(total, value, strict=True):
-                part.add_(add, alpha=float(weight))
-        return tuple(total)
+        return _weighted_codes([float(weight) for weight in weights], rows)
 
 
 class SmoothLatents:
