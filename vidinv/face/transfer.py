@@ -118,9 +118,10 @@ class EditTransfer:
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
-        flow = self._flow().calc(_grey(up_e), _grey(up_r), None)
+        grey_e = _grey(up_e)
+        flow = self._flow().calc(grey_e, _grey(up_r), None)
         if self.flow_sigma > 0:
-            flow = smooth_flow(flow, _grey(up_e), self.flow_sigma * size)
+            flow = smooth_flow(flow, grey_e, self.flow_sigma * size)
         magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
         flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1)
         field = EditField(flow, None)
