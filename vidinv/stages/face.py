@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import typing
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -377,11 +377,15 @@ class MaskEdit:
         held: deque[tuple[int, Frame]] = deque()
         ready: dict[int, dict[int, float]] = {}  # position -> identity -> weight
 
-        def push(identity: int, state: bool | None) -> None:
+        def record(identity: int, weights: Callable[[EditFade], list[float]]) -> None:
+            """Note the weights that ``weights(fade)`` gives of this face's held frames."""
             fade = fades[identity]
             first = fade.next_given
-            for offset, weight in enumerate(fade.push(state)):
+            for offset, weight in enumerate(weights(fade)):
                 ready.setdefault(first + offset, {})[identity] = weight
+
+        def push(identity: int, state: bool | None) -> None:
+            record(identity, lambda fade: fade.push(state))
 
         def give(until: int) -> Iterator[Frame]:
             while held and held[0][0] <= until:
@@ -431,10 +435,7 @@ class MaskEdit:
             held.append((position, frame))
             yield from give(position - self.latency)
         for identity in fades:
-            fade = fades[identity]
-            first = fade.next_given
-            for offset, weight in enumerate(fade.finish()):
-                ready.setdefault(first + offset, {})[identity] = weight
+            record(identity, EditFade.finish)
         yield from give(position)
 
 
