@@ -138,11 +138,32 @@ def test_each_face_fades_on_its_own_and_not_at_the_frame_border():
     assert weights[0] == [1.0] * 30  # another face's loss dims nobody else
     assert np.allclose(weights[1][5:10], [1.0, 0.8, 0.6, 0.4, 0.2])
     assert np.allclose(weights[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
-    assert np.allclose(np.array(weights[2])[[*range(10), *range(20, 30)]], 1.0)
+    # face 2 left without fading out (the border hides it) and fades back in when it comes
+    assert np.allclose(weights[2][:10], 1.0)
+    assert np.allclose(weights[2][20:26], [0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
     live = _mask_weights(frames, live=True)  # causal: no fade-out, the same fade-in
     assert live[0] == [1.0] * 30 and live[1][:10] == [1.0] * 10
     assert np.allclose(live[1][20:25], [0.2, 0.4, 0.6, 0.8, 1.0])
-    assert np.allclose(np.array(live[2])[[*range(10), *range(20, 30)]], 1.0)
+    assert np.allclose(live[2][:10], 1.0) and np.allclose(live[2][20:25], weights[2][20:25])
+
+
+def test_a_face_crossing_the_frame_border_takes_its_edit_with_it_without_a_pop():
+    """A face walks out through the left border at a fifth of its width a frame (fast) and
+    back: the edit is whole while the face is in the picture, gone when it is mostly out,
+    and never jumps by more than a third between frames, in either direction."""
+    xs = [200 - 12 * k for k in range(25)]
+    frames = [[_slot(0, x)] for x in xs + xs[::-1]]
+    weights = np.array(_mask_weights(frames)[0])
+    inside = np.array([min(1.0, max(0.0, (x + 30) / 60)) for x in xs + xs[::-1]])
+    assert np.allclose(weights[inside == 1], 1.0)
+    assert np.all(weights[inside < 0.25] == 0)
+    assert 0 < weights[(inside > 0.4) & (inside < 0.9)].min() < 1
+    assert np.abs(np.diff(weights)).max() <= 0.34
+    detected = inside > 0.7  # the detector finds a face coming in when most of it is in
+    entering = [[slot] if seen else [] for slot, seen in zip(
+        (s[0] for s in frames[25:]), detected[25:], strict=True)]
+    weights = np.array(_mask_weights(entering)[0])
+    assert np.nanmax(np.abs(np.diff(np.nan_to_num(weights)))) <= 0.34
 
 
 def test_a_face_that_goes_behind_another_does_not_fade():

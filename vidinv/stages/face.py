@@ -300,18 +300,46 @@ LOST_WHEN_COVERED = 0.5
 PARTLY_COVERED = 0.15
 
 
+#: Fractions of a face's landmark box inside the frame between which its edit ramps linearly
+#: from 0 to 1 (:func:`inside_weight`).
+INSIDE_RAMP = (0.25, 1.0)
+
+
+def inside_weight(box: tuple[float, float, float, float], frame_shape: tuple[int, ...]) -> float:
+    """How strongly the edit of a face with landmark ``box`` (x0, y0, x1, y1, frame pixels)
+    shows: 1 while the box is in the frame, down to 0 as the face goes out through the frame's
+    border (linear in the box's area inside, between the :data:`INSIDE_RAMP` fractions). A face
+    half out of the picture is cut off in the model's crop, whose edit of it is unreliable, and
+    it enters or leaves in a few frames: tied to the part in view, the edit comes and goes with
+    the face, where a detection that starts or stops would make it pop."""
+    height, width = frame_shape[:2]
+    x0, y0, x1, y1 = box
+    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+    inside = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+    low, high = INSIDE_RAMP
+    return min(max((inside / area - low) / (high - low), 0.0), 1.0)
+
+
 def in_the_open(face: FaceLandmarks, others: Iterable[FaceLandmarks],
                 frame_shape: tuple[int, ...], *, border: float = 0.25,
                 reach: float = 1.0) -> bool:
     """Whether a face stands clear of the frame's border (by ``border`` face sizes) and of
-    the other faces (by ``reach`` face sizes, box to box): where a face that is lost from one
-    frame to the next was really lost, not gone out of the picture or behind someone."""
+    the other faces (:func:`clear_of_others`): where a face that is lost from one frame to the
+    next was really lost, not gone out of the picture or behind someone."""
     x0, y0, x1, y1 = face.box
-    size = math.sqrt(max((x1 - x0) * (y1 - y0), 1.0))
+    margin = border * _face_size(face)
     height, width = frame_shape[:2]
-    margin = border * size
     if x0 < margin or y0 < margin or x1 > width - margin or y1 > height - margin:
         return False
+    return clear_of_others(face, others, reach=reach)
+
+
+def clear_of_others(face: FaceLandmarks, others: Iterable[FaceLandmarks], *,
+                    reach: float = 1.0) -> bool:
+    """Whether a face's box is at least ``reach`` face sizes from every other face's box: not
+    about to go behind someone, or just come out from behind them."""
+    x0, y0, x1, y1 = face.box
+    size = _face_size(face)
     for other in others:
         if other is face or box_iou(other.box, face.box) > 0.9:  # the face itself
             continue
@@ -320,6 +348,11 @@ def in_the_open(face: FaceLandmarks, others: Iterable[FaceLandmarks],
         if gap < reach * size:
             return False
     return True
+
+
+def _face_size(face: FaceLandmarks) -> float:
+    x0, y0, x1, y1 = face.box
+    return math.sqrt(max((x1 - x0) * (y1 - y0), 1.0))
 
 
 class MaskEdit:
@@ -331,11 +364,12 @@ class MaskEdit:
     minus the covered map (:class:`~vidinv.face.occlusion.OcclusionDetector`, with
     ``occlusion``) and the face's fade weight (:class:`~vidinv.face.occlusion.EditFade`). Each
     face (identity) has its own detector and its own fade, so one face lost dims no other.
-    A face is lost in a frame where it is more than half covered, and where it vanishes or
-    comes back in the open (:func:`in_the_open`, and not partly covered); its edit ramps to 0
-    over the ``fade_frames`` around such a frame. A face that leaves through the frame's
-    border or goes behind someone (and comes back that way) does not fade: the picture, or
-    the covered map, hides its edit as it goes. Offline the ramp is two-sided (latency
+    A face is lost in a frame where it is more than half covered, where it vanishes in the
+    open (:func:`in_the_open`, and not partly covered), and before it comes back in the open or
+    through the frame's border; its edit ramps to 0 over the ``fade_frames`` around such a
+    frame. A face that leaves through the frame's border or goes behind someone (or comes back
+    from behind them) does not fade: its edit goes with the part of it still in the picture
+    (:func:`inside_weight`), or the covered map hides it. Offline the ramp is two-sided (latency
     ``fade_frames``); ``live`` makes it causal (latency 0: the edit fades back in after a
     loss). Frames without a face pass through.
     """
@@ -367,6 +401,8 @@ class MaskEdit:
                                       frame_shape)
             mask *= 1.0 - cv2.resize(covered, (size, size), interpolation=cv2.INTER_LINEAR)
             covered_fraction = detector.covered_fraction
+        if slot.landmarks is not None:
+            mask *= np.float32(inside_weight(slot.landmarks.box, frame_shape))
         return mask, covered_fraction
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
@@ -410,12 +446,16 @@ class MaskEdit:
                 open_now = covered <= PARTLY_COVERED and (
                     slot.landmarks is None
                     or in_the_open(slot.landmarks, _detections(frame), frame.image.shape))
-                # a face that appears (after the first frame) or comes back in the open
+                # a face that appears (after the first frame) or comes back, in the open or
+                # through the frame's border, fades in; one that comes out from behind
+                # something or someone does not (the covered map already hides its edit)
                 appears = identity in gone_since or (identity not in fades and position > 0)
                 if identity not in fades:
                     fades[identity] = EditFade(self.fade_frames, 0 if self.live else None,
                                                start=position)
-                if appears and open_now:
+                if appears and covered <= PARTLY_COVERED and (
+                        slot.landmarks is None
+                        or clear_of_others(slot.landmarks, _detections(frame))):
                     fades[identity].lost_before()  # the edit fades in
                 gone_since.pop(identity, None)
                 last_open[identity] = open_now
