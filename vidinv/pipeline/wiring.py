@@ -213,7 +213,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
     output_segment: list[Stage] = [
         MaskEdit(parse_regions(face.region), occlusion=face.occlusion,
                  fade_frames=face.fade_frames, live=live),
-        PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames),
+        PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames,
+                  interpolate=key_frames and not live),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())
