@@ -326,6 +326,59 @@ def test_every_frame_a_key_frame_is_the_full_rate_edit_bit_for_bit(model, clip, 
     assert not default_carried[0]
 
 
+def _shift_in(out: np.ndarray, scene: np.ndarray) -> float:
+    """The face region's horizontal shift (px) of ``out`` against ``scene``."""
+    face = (slice(140, 180), slice(140, 180))
+    grey = [cv2.cvtColor(np.ascontiguousarray(image[face]), cv2.COLOR_RGB2GRAY)
+            .astype(np.float64) for image in (scene, out)]
+    return cv2.phaseCorrelate(*grey)[0][0]
+
+
+def _right_then_left(scene: np.ndarray, gap: int) -> list[tuple[np.ndarray, FaceSlot]]:
+    """A still face: a key frame whose edit moves it 2 px right, ``gap`` − 1 carried frames,
+    then a key frame whose edit moves it 2 px left."""
+    crop = _crop_at(96, 96)
+    right = _slot(scene, crop, carried=False, edit=True)
+    left = _slot(scene, crop, carried=False, edit=True)
+    left.rendered = cv2.warpAffine(left.reconstruction, np.float32([[1, 0, -2], [0, 1, 0]]),
+                                   (64, 64), borderMode=cv2.BORDER_REFLECT)
+    between = [(scene, _slot(scene, crop, carried=True, edit=False)) for _ in range(gap - 1)]
+    return [(scene, right), *between, (scene, left)]
+
+
+def test_carried_frames_move_from_one_key_field_to_the_next():
+    """Interpolated, the frames between a key frame that moves the face right and one that
+    moves it left by as much go from one to the other in even steps (no jump on the second key
+    frame); held, they keep the first field and the change shows at once."""
+    scene = _texture(320, seed=7)
+    frames = _right_then_left(scene, 4)
+    held = [_shift_in(out, scene) for out in _paste(
+        PasteBack(mode="transfer", carry=True, field_memory=0.0), frames)]
+    mixed = [_shift_in(out, scene) for out in _paste(
+        PasteBack(mode="transfer", carry=True, interpolate=True, field_memory=0.0), frames)]
+    assert held[0] > 3 and held[4] < -3 and min(held[1:4]) > 3  # 2 px of the crop at 64: 4
+    assert np.allclose([mixed[0], mixed[4]], [held[0], held[4]], atol=0.1)
+    assert abs(mixed[2]) < 0.35  # half way
+    assert 0.3 < mixed[1] / held[0] < 0.7 and 0.3 < mixed[3] / held[4] < 0.7
+    assert np.abs(np.diff(mixed)).max() < 0.5 * np.abs(np.diff(held)).max()
+    with pytest.raises(ValueError, match="carry"):
+        PasteBack(mode="transfer", interpolate=True)
+
+
+def test_the_field_memory_is_kept_per_key_period():
+    """With a memory of 0.5 per 4 frames, a key frame 4 frames after the last keeps half of
+    its field (right, then as much left: about 0), one right after it keeps 0.5 ** (1/4) of
+    it (still right); with a period of 1 both keep half."""
+    scene = _texture(320, seed=8)
+    shifts = {}
+    for gap, every in ((4, 4), (1, 4), (1, 1)):
+        stage = PasteBack(mode="transfer", carry=True, field_memory=0.5, key_every=every)
+        shifts[gap, every] = _shift_in(_paste(stage, _right_then_left(scene, gap))[-1], scene)
+    kept = 0.5 ** 0.25
+    assert abs(shifts[4, 4]) < 0.35 and abs(shifts[1, 1]) < 0.35
+    assert 0.7 * 4 * (2 * kept - 1) < shifts[1, 4] < 1.1 * 4 * (2 * kept - 1)
+
+
 def test_a_new_key_field_is_blended_with_the_faces_previous_one():
     """Two key frames of the same still face whose edits move it 2 px right, then 2 px left
     (a flow that flickers): with a field memory of 0.5 the second frame moves by the blend

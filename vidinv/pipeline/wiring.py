@@ -214,7 +214,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
         MaskEdit(parse_regions(face.region), occlusion=face.occlusion,
                  fade_frames=face.fade_frames, live=live),
         PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames,
-                  interpolate=key_frames and not live),
+                  interpolate=key_frames and not live,
+                  key_every=face.key_every if key_frames else 1),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

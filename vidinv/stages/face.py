@@ -525,10 +525,12 @@ class PasteBack:
     and their own masks, so it follows the face; a face's field is forgotten when it leaves.
 
     In transfer mode each face's new field is blended with its previous one, moved with the
-    face (``field_memory`` of the old, :func:`blend_fields`): optical flow between two soft
-    renders is measured afresh on every key frame and its errors flicker from one to the next
-    (the face region's warping error rose 10–30 % over the source's on the real clip); the
-    edit itself changes slowly (its codes are smoothed over time), so little is lost.
+    face (:func:`blend_fields`; ``field_memory`` of the old per ``key_every`` frames, the
+    period of the regular key frames, so a key frame that comes sooner keeps more of it):
+    optical flow between two soft renders is measured afresh on every key frame and its errors
+    flicker from one to the next (the face region's warping error rose 10–30 % over the
+    source's on the real clip); the edit itself changes slowly (its codes are smoothed over
+    time), so little is lost.
 
     With ``interpolate`` (offline, with ``carry``), a carried frame waits for its face's next
     key frame and its field is the two key fields around it, each moved with the face, mixed
@@ -547,7 +549,8 @@ class PasteBack:
                  feather: float = 0.04, color_match: ColorMatch = "none",
                  source: Literal["rendered", "aligned"] = "rendered",
                  mode: PasteMode = "render", carry: bool = False,
-                 interpolate: bool = False, field_memory: float = FIELD_MEMORY) -> None:
+                 interpolate: bool = False, field_memory: float = FIELD_MEMORY,
+                 key_every: int = 1) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
@@ -561,6 +564,7 @@ class PasteBack:
         self.carry = bool(carry)
         self.interpolate = bool(interpolate)
         self.field_memory = float(field_memory)
+        self.key_every = max(1, int(key_every))
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -586,7 +590,7 @@ class PasteBack:
             keys.note_absent(frame.index, {slot.identity for slot in faces})
             for slot in faces:
                 if not self._carried(slot):
-                    key = self._measure(slot, keys.latest(slot.identity))
+                    key = self._measure(slot, *keys.latest(slot.identity), frame.index)
                     if key is not None:
                         keys.add(slot.identity, frame.index, key)
             held.append(frame)
@@ -617,7 +621,8 @@ class PasteBack:
                   else crop_points(slot.landmarks, crop_from_frame))
         return face_mask, _limited(face_mask, slot.edit_mask), points
 
-    def _measure(self, slot: FaceSlot, previous: _KeyField | None) -> _KeyField | None:
+    def _measure(self, slot: FaceSlot, previous: _KeyField | None, since: int,
+                 index: int) -> _KeyField | None:
         """A key frame's field (transfer mode), blended with the face's ``previous`` one moved
         here; None where the slot has no rendered face. A hidden key frame (faded out) still
         measures its field, with the face's own mask, for the carried frames that fade back in
@@ -630,8 +635,11 @@ class PasteBack:
         hidden = slot.edit_mask is not None and not slot.edit_mask.any()
         key = self._key_field(slot, face, face_mask if hidden else mask, crop_size, points)
         if previous is not None and previous.crop_size == crop_size:
+            # the memory is per regular key period: key frames that come closer together
+            # (the face moves) each keep more, so the field's time constant stays in frames
+            memory = self.field_memory ** ((index - since) / self.key_every)
             key = replace(key, field=blend_fields(key.field, previous.followed(points),
-                                                  self.field_memory))
+                                                  memory))
         return key
 
     def _paste_transfer(self, image: np.ndarray, slot: FaceSlot, keys: _KeyFields,
@@ -732,9 +740,10 @@ class _KeyFields:
     def add(self, identity: int, index: int, key: _KeyField) -> None:
         self._entries.setdefault(identity, []).append((index, key))
 
-    def latest(self, identity: int) -> _KeyField | None:
+    def latest(self, identity: int) -> tuple[_KeyField | None, int]:
+        """The face's last key field (None: none, or the face left since) and its frame."""
         entries = self._entries.get(identity)
-        return entries[-1][1] if entries else None
+        return (entries[-1][1], entries[-1][0]) if entries else (None, 0)
 
     def around(self, identity: int, index: int
                ) -> tuple[tuple[int, _KeyField] | None, tuple[int, _KeyField] | None, float]:
