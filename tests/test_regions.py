@@ -205,6 +205,40 @@ def test_the_crop_beyond_the_frame_border_is_never_covered():
     assert max(covered) == 0.0, covered
 
 
+def test_the_covered_map_fades_when_the_cover_goes(cat_clip):
+    """The fur slides over the mouth and off again: the covered map at the mouth is ~1 while
+    the fur is there and, once it has gone, fades to 0 over a few frames rather than dropping
+    at once (the edit comes back to the mouth, it does not pop back)."""
+    from vidinv.face.align import align_from_quad, quad_from_landmarks
+    from vidinv.face.landmarks import create_landmark_detector
+    from vidinv.face.occlusion import OcclusionDetector
+    from vidinv.video.reader import VideoReader
+
+    detector = create_landmark_detector("mediapipe")
+    occlusion = OcclusionDetector()
+    at_mouth, fur = [], []
+    for frame in VideoReader(cat_clip.path):
+        faces = detector.detect(frame.image)
+        if not faces:
+            continue
+        face = faces[0]
+        crop, crop_from_frame = align_from_quad(frame.image, quad_from_landmarks(face), 256)
+        covered = occlusion.update(crop, face, crop_from_frame, frame.image.shape)
+        mouth = (face.mouth_left + face.mouth_right) / 2
+        x, y = (crop_from_frame @ [*mouth, 1.0])[:2] * covered.shape[0] / 256
+        at_mouth.append(float(covered[int(y), int(x)]))
+        mx, my = np.round(cat_clip.mouths[frame.index]).astype(int)
+        fur.append(float(cat_clip.alphas[frame.index][my, mx]))
+    detector.close()
+    at_mouth, fur = np.array(at_mouth), np.array(fur)
+    assert np.mean(at_mouth[fur > 0.5] > 0.9) > 0.8  # the fur is covered
+    last = np.flatnonzero(fur > 0.5).max()
+    after = at_mouth[last:]
+    assert after[-1] == 0 and np.diff(after).max() <= 0.05  # gone after it, never back
+    assert ((after > 0.05) & (after < 0.95)).sum() >= 2  # through values in between
+    assert -np.diff(after).min() < 0.75  # no drop from covered to bare in one frame
+
+
 def _eye_box(eyes: np.ndarray, shape) -> tuple[slice, slice]:
     span = float(np.hypot(*(eyes[1] - eyes[0])))
     x0, x1 = eyes[:, 0].min() - 0.35 * span, eyes[:, 0].max() + 0.35 * span

@@ -27,7 +27,8 @@ pixel of the face as covered:
 
 The flagged pixels are cleaned (opening, small blobs dropped), grown into the neighbouring
 pixels that look like them and changed, held for a few frames (a detection decays by
-``memory`` per frame and moves with the flow, i.e. with what covers the face), widened by
+``memory`` per frame and moves with the flow, i.e. with what covers the face; once no cue
+flags a pixel, its cover fades out over a few frames, :data:`RELEASE`), widened by
 ``margin`` and feathered: the result is the covered map, [U,U] float32 in [0,1] (1 =
 covered), in the crop's geometry. The part of the crop that is padding beyond the frame's
 border is never flagged, learned or counted; after a frame without the face the reference is
@@ -55,6 +56,13 @@ from vidinv.frame import FaceLandmarks
 
 #: Side of the crop the detector works at.
 OCCLUSION_SIZE = 64
+
+
+#: The held detection values between which the covered map goes from 0 to 1: a pixel
+#: flagged in this frame (held 1) is covered; once no cue flags it, it stays covered for a
+#: frame and then fades over three (``memory`` 0.6: 0.65, 0.29, 0.08), where a threshold at
+#: 0.25 gave back the edit in one frame (pops as a hand left the mouth).
+RELEASE = (0.1, 0.5)
 
 
 def _truncated_blur(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -368,11 +376,14 @@ class OcclusionDetector:
         # widened by the margin and by the feather's reach, so the map is 1 over the whole
         # flagged area + margin and fades to 0 outside it
         radius = int(round(self.margin * size)) + int(math.ceil(3 * self.feather * size))
-        binary = covered.astype(np.uint8) * 255
-        if radius > 0 and covered.any():
+        # a cover shows at once; where it has gone, the map fades over a few frames as the
+        # held detection decays (RELEASE), so the edit comes back instead of popping back
+        low, high = RELEASE
+        soft = np.clip((self._held - low) / (high - low), 0.0, 1.0) * zone
+        if radius > 0 and soft.any():
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-            binary = cv2.dilate(binary, kernel)
-        return _truncated_blur(binary.astype(np.float32) / 255.0, self.feather * size)
+            soft = cv2.dilate(soft, kernel)
+        return _truncated_blur(soft.astype(np.float32), self.feather * size)
 
 
 def fade_weights(seen: Sequence[bool], fade_frames: int) -> np.ndarray:
