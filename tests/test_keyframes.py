@@ -365,20 +365,6 @@ def test_carried_frames_move_from_one_key_field_to_the_next():
         PasteBack(mode="transfer", interpolate=True)
 
 
-def test_the_field_memory_is_kept_per_key_period():
-    """With a memory of 0.5 per 4 frames, a key frame 4 frames after the last keeps half of
-    its field (right, then as much left: about 0), one right after it keeps 0.5 ** (1/4) of
-    it (still right); with a period of 1 both keep half."""
-    scene = _texture(320, seed=8)
-    shifts = {}
-    for gap, every in ((4, 4), (1, 4), (1, 1)):
-        stage = PasteBack(mode="transfer", carry=True, field_memory=0.5, key_every=every)
-        shifts[gap, every] = _shift_in(_paste(stage, _right_then_left(scene, gap))[-1], scene)
-    kept = 0.5 ** 0.25
-    assert abs(shifts[4, 4]) < 0.35 and abs(shifts[1, 1]) < 0.35
-    assert 0.7 * 4 * (2 * kept - 1) < shifts[1, 4] < 1.1 * 4 * (2 * kept - 1)
-
-
 def test_a_new_key_field_is_blended_with_the_faces_previous_one():
     """Two key frames of the same still face whose edits move it 2 px right, then 2 px left
     (a flow that flickers): with a field memory of 0.5 the second frame moves by the blend

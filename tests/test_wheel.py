@@ -71,7 +71,8 @@ def test_wheel_installs_and_edits_with_the_realtime_preset_outside_the_checkout(
     for shipped in ("vidinv/assets/pipelines/realtime.toml",
                     "vidinv/assets/pipelines/offline_hq.toml",
                     "vidinv/assets/engines/generator.toml",
-                    "vidinv/assets/default_model/generator.safetensors"):
+                    "vidinv/assets/default_model/generator.safetensors",
+                    "vidinv/assets/face_mesh_mirror.txt"):
         assert shipped in names, shipped
 
     venv = tmp_path / "venv"

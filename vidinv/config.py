@@ -70,6 +70,8 @@ class FaceSettings:
     key_motion: float = 0.05            # a key frame when a landmark moved this much in the
     #                                     crop since the last (× the inter-ocular distance)
     key_every: int = 4                  # and at least every this many frames
+    symmetric: bool = True              # transfer paste: an edit symmetric by nature (smile,
+    #                                     frown, brows, eyes, mouth, pout) moves both sides alike
 
 
 @dataclass(frozen=True)

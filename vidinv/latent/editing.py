@@ -260,6 +260,14 @@ class LatentEditor(_OffsetEditor):
         name = self.direction.name if isinstance(self.direction, Direction) else "tensor"
         return f"LatentEditor({name!r}, strength={self.strength:g}, k={self.k})"
 
+    def active_names(self) -> frozenset[str] | None:
+        """The names of the directions in force (a non-zero strength); None for a direction
+        given as a bare tensor (its meaning is unknown)."""
+        if self.strength == 0.0:
+            return frozenset()
+        return (frozenset({self.direction.name}) if isinstance(self.direction, Direction)
+                else None)
+
     @property
     def offset(self) -> torch.Tensor:
         """The edit of α = 1, [N,D] float32 on the CPU."""
@@ -311,6 +319,10 @@ class CombinedEditor(_OffsetEditor):
         self._cache_key: tuple | None = None
         self._cache: tuple[torch.Tensor, tuple[int, int], bool] | None = None
         self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def active_names(self) -> frozenset[str]:
+        """The names of the directions in force (a non-zero strength)."""
+        return frozenset(name for name, alpha in self.strengths.items() if alpha != 0.0)
 
     @classmethod
     def from_directions(cls, generator: StyleGAN2Generator,

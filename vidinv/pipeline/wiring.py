@@ -29,13 +29,14 @@ camera's and each stage's time per frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vidinv.config import PipelineConfig, parse_regions
 from vidinv.engines.model_graphs import engines_for_bundle
 from vidinv.face.identities import FaceChoice, parse_face_choice
+from vidinv.face.symmetry import is_symmetric
 from vidinv.frame import Frame
 from vidinv.models.folder import ModelBundle
 from vidinv.pipeline.outputs import input_kind
@@ -116,6 +117,7 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
     """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
     LatentEditor, or None to invert) gives the W+ edit the graph applies."""
     from vidinv.config import ConfigError
+    from vidinv.latent.directions import Direction
     from vidinv.latent.editing import CombinedEditor, LatentEditor
 
     n_latent = bundle.generator.n_latent
@@ -123,8 +125,10 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
         raise ConfigError(f"latent.fine_layers_from = {config.latent.fine_layers_from} is "
                           f"beyond this model's W+ layers 0..{n_latent - 1}; use -1 (off) or a "
                           "layer in that range")
-    if isinstance(editor, LatentEditor):
-        editor = CombinedEditor.from_editors({"edit": editor})
+    if isinstance(editor, LatentEditor):  # named as its direction (symmetric_edit reads it)
+        direction = editor.direction
+        name = direction.name if isinstance(direction, Direction) else "edit"
+        editor = CombinedEditor.from_editors({name: editor})
     engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
@@ -136,6 +140,13 @@ MAX_FACES = 8
 #: MediaPipe's tracking mode looks for faces it does not follow yet every this many frames
 #: (when several are edited: a person who comes into view is found within this many).
 REDETECT_EVERY = 5
+
+
+def symmetric_edit(edit: EditSource | None) -> Callable[[], bool]:
+    """Asked on each key frame: whether the edits in force are all symmetric by nature
+    (:func:`~vidinv.face.symmetry.is_symmetric`; an editor that cannot name them is not)."""
+    names = getattr(edit, "active_names", None)
+    return lambda: names is not None and is_symmetric(names())
 
 
 def uses_key_frames(config: PipelineConfig, networks: Networks) -> bool:
@@ -215,7 +226,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                  fade_frames=face.fade_frames, live=live),
         PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames,
                   interpolate=key_frames and not live,
-                  key_every=face.key_every if key_frames else 1),
+                  symmetric=symmetric_edit(networks.edit) if face.symmetric else False),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

@@ -51,6 +51,7 @@ from vidinv.face.smoothing import (
     quad_sigmas,
     smooth_each_face_centred,
 )
+from vidinv.face.symmetry import MESH_POINTS, symmetric_average
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
 from vidinv.face.transfer import EditField, EditTransfer, appearance_weight
 from vidinv.frame import FaceLandmarks, FaceSlot, Frame
@@ -527,12 +528,12 @@ class PasteBack:
     and their own masks, so it follows the face; a face's field is forgotten when it leaves.
 
     In transfer mode each face's new field is blended with its previous one, moved with the
-    face (:func:`blend_fields`; ``field_memory`` of the old per ``key_every`` frames, the
-    period of the regular key frames, so a key frame that comes sooner keeps more of it):
-    optical flow between two soft renders is measured afresh on every key frame and its errors
-    flicker from one to the next (the face region's warping error rose 10–30 % over the
-    source's on the real clip); the edit itself changes slowly (its codes are smoothed over
-    time), so little is lost.
+    face (``field_memory`` of the old, :func:`blend_fields`): optical flow between two soft
+    renders is measured afresh on every key frame and its errors flicker from one to the next
+    (the face region's warping error rose 10–30 % over the source's on the real clip); the
+    edit itself changes slowly (its codes are smoothed over time), so little is lost. (Kept
+    per key period instead, i.e. more of it when key frames come close together because the
+    face moves, the field lagged the expression: the held-out brows moved 20 % less.)
 
     With ``interpolate`` (offline, with ``carry``), a carried frame waits for its face's next
     key frame and its field is the two key fields around it, each moved with the face, mixed
@@ -541,6 +542,11 @@ class PasteBack:
     pops clips, each key frame's jump made the face region's warping error 1.5–1.8 × the
     source's (carried frames: 1.01). Without it (``live``: no look-ahead), the last key
     field is held.
+
+    With ``symmetric`` (a bool, or a callable asked on each key frame: the edits in force may
+    change, as in ``live``), a key frame's field is averaged with its mirror image about the
+    face's midline (:mod:`vidinv.face.symmetry`; MediaPipe landmarks only): a smile lifts
+    both corners of the mouth, not one.
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0,
@@ -552,7 +558,7 @@ class PasteBack:
                  source: Literal["rendered", "aligned"] = "rendered",
                  mode: PasteMode = "render", carry: bool = False,
                  interpolate: bool = False, field_memory: float = FIELD_MEMORY,
-                 key_every: int = 1) -> None:
+                 symmetric: Callable[[], bool] | bool = False) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
@@ -566,7 +572,7 @@ class PasteBack:
         self.carry = bool(carry)
         self.interpolate = bool(interpolate)
         self.field_memory = float(field_memory)
-        self.key_every = max(1, int(key_every))
+        self.symmetric = symmetric if callable(symmetric) else (lambda: bool(symmetric))
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -592,7 +598,7 @@ class PasteBack:
             keys.note_absent(frame.index, {slot.identity for slot in faces})
             for slot in faces:
                 if not self._carried(slot):
-                    key = self._measure(slot, *keys.latest(slot.identity), frame.index)
+                    key = self._measure(slot, keys.latest(slot.identity))
                     if key is not None:
                         keys.add(slot.identity, frame.index, key)
             held.append(frame)
@@ -623,8 +629,7 @@ class PasteBack:
                   else crop_points(slot.landmarks, crop_from_frame))
         return face_mask, _limited(face_mask, slot.edit_mask), points
 
-    def _measure(self, slot: FaceSlot, previous: _KeyField | None, since: int,
-                 index: int) -> _KeyField | None:
+    def _measure(self, slot: FaceSlot, previous: _KeyField | None) -> _KeyField | None:
         """A key frame's field (transfer mode), blended with the face's ``previous`` one moved
         here; None where the slot has no rendered face. A hidden key frame (faded out) still
         measures its field, with the face's own mask, for the carried frames that fade back in
@@ -637,11 +642,8 @@ class PasteBack:
         hidden = slot.edit_mask is not None and not slot.edit_mask.any()
         key = self._key_field(slot, face, face_mask if hidden else mask, crop_size, points)
         if previous is not None and previous.crop_size == crop_size:
-            # the memory is per regular key period: key frames that come closer together
-            # (the face moves) each keep more, so the field's time constant stays in frames
-            memory = self.field_memory ** ((index - since) / self.key_every)
             key = replace(key, field=blend_fields(key.field, previous.followed(points),
-                                                  memory))
+                                                  self.field_memory))
         return key
 
     def _paste_transfer(self, image: np.ndarray, slot: FaceSlot, keys: _KeyFields,
@@ -705,7 +707,12 @@ class PasteBack:
             return _KeyField(None, 1.0, crop_size, points)
         # on a face the model does not know (R is not the source), motion only
         known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
-        return _KeyField(self.transfer.field(edited, rebuilt, mask), known, crop_size, points)
+        field = self.transfer.field(edited, rebuilt, mask)
+        if points is not None and len(points) >= MESH_POINTS and self.symmetric():
+            field = EditField(symmetric_average(field.flow, points, vectors=True),
+                              None if field.brightness is None
+                              else symmetric_average(field.brightness, points, vectors=False))
+        return _KeyField(field, known, crop_size, points)
 
 
 #: The most frames :class:`PasteBack` holds while it waits for a face's next key field (a
@@ -742,10 +749,10 @@ class _KeyFields:
     def add(self, identity: int, index: int, key: _KeyField) -> None:
         self._entries.setdefault(identity, []).append((index, key))
 
-    def latest(self, identity: int) -> tuple[_KeyField | None, int]:
-        """The face's last key field (None: none, or the face left since) and its frame."""
+    def latest(self, identity: int) -> _KeyField | None:
+        """The face's last key field (None: none, or the face left since)."""
         entries = self._entries.get(identity)
-        return (entries[-1][1], entries[-1][0]) if entries else (None, 0)
+        return entries[-1][1] if entries else None
 
     def around(self, identity: int, index: int
                ) -> tuple[tuple[int, _KeyField] | None, tuple[int, _KeyField] | None, float]:
