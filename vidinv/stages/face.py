@@ -480,14 +480,14 @@ class MaskEdit:
         yield from give(position)
 
 
-#: How much of a face's previous edit field a new key frame's keeps (:class:`PasteBack`), per
-#: regular key period. On the face-pops clips (scripts/face_pops.py, smile 3) the face's
-#: warping error over the source's was 1.18 (crossing) and 1.87 (three) with none, 1.12–1.55
-#: over all five clips with 0.5 and 1.09–1.42 with 0.7 per key frame; with 0.7 per period,
-#: the carried frames interpolated and the edit going with the part of a face in the picture:
-#: 1.06–1.10, three (a still photo sliding fast out of the frame and back) 1.24. The price is
-#: that a change of the edit's field settles over about three key periods (the field is moved
-#: with the face's landmarks, so the face's own motion does not lag).
+#: How much of a face's previous edit field a new key frame's keeps (:class:`PasteBack`). On
+#: the face-pops clips (scripts/face_pops.py, smile 3) the face's warping error over the
+#: source's was 1.18 (crossing) and 1.87 (three) with none, 1.12–1.55 over all five clips with
+#: 0.5 and 1.09–1.42 with 0.7; with 0.7, the carried frames interpolated, the edit going with
+#: the part of a face in the picture and symmetric edits: 1.06–1.11, and three (a still photo
+#: sliding fast out of the frame and back) 1.22. The price is that a change of the edit's
+#: field settles over about three key frames (the field is moved with the face's landmarks,
+#: so the face's own motion does not lag).
 FIELD_MEMORY = 0.7
 
 
