@@ -660,10 +660,14 @@ class PasteBack:
         key = before[1]
         crop_size = slot.crop_size if slot.crop_size is not None else key.crop_size
         _, mask, points = self._geometry(slot, crop_size)
-        field, appearance = key.followed(points), key.appearance
+        appearance = key.appearance
         if after is not None and weight > 0 and after[1].crop_size == key.crop_size:
-            field = lerp_fields(field, after[1].followed(points), weight)
+            # mixed in the first key's geometry (the next one moved there once per pair),
+            # then moved with the face here: one move a frame
+            toward = keys.moved_onto(slot.identity, after, before)
+            key = replace(key, field=lerp_fields(key.field, toward, weight))
             appearance += weight * (after[1].appearance - appearance)
+        field = key.field if before[0] == index else key.followed(points)
         if field is None:
             return image.copy()
         out = self.transfer.apply(image, field, slot.crop_from_frame, crop_size, mask,
@@ -740,6 +744,7 @@ class _KeyFields:
 
     def __init__(self) -> None:
         self._entries: dict[int, list[tuple[int, _KeyField | None]]] = {}
+        self._moved: dict[tuple[int, int, int], EditField | None] = {}
 
     def note_absent(self, index: int, present: set[int]) -> None:
         for identity, entries in self._entries.items():
@@ -770,6 +775,14 @@ class _KeyFields:
             return before, None, 0.0
         return before, after, (index - before[0]) / (after[0] - before[0])
 
+    def moved_onto(self, identity: int, key: tuple[int, _KeyField],
+                   onto: tuple[int, _KeyField]) -> EditField | None:
+        """``key``'s field moved with the face onto the frame of ``onto`` (made once a pair)."""
+        pair = (identity, key[0], onto[0])
+        if pair not in self._moved:
+            self._moved[pair] = key[1].followed(onto[1].points)
+        return self._moved[pair]
+
     def settled(self, frame: Frame, carried: Callable[[FaceSlot], bool], held: int) -> bool:
         """Whether every carried face of ``frame`` knows what follows its frame (a key field
         or its absence), or ``held`` frames are waiting already (:data:`KEY_EVERY_BOUND`)."""
@@ -790,6 +803,10 @@ class _KeyFields:
             del entries[:last]
             if len(entries) == 1 and entries[0][1] is None:
                 del self._entries[identity]
+        for pair in list(self._moved):  # a pair whose first key is forgotten is done
+            entries = self._entries.get(pair[0])
+            if not entries or pair[2] < entries[0][0]:
+                del self._moved[pair]
 
 
 @dataclass(frozen=True)
