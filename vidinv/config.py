@@ -67,7 +67,7 @@ class FaceSettings:
     #                                     frames where the face is lost or mostly covered
     key_frames: bool = True             # transfer paste: encode, render and estimate the
     #                                     edit's flow only on key frames, carry it between
-    key_motion: float = 0.05            # a key frame when a landmark moved this much in the
+    key_motion: float = 0.08            # a key frame when a landmark moved this much in the
     #                                     crop since the last (× the inter-ocular distance)
     key_every: int = 4                  # and at least every this many frames
     symmetric: bool = True              # transfer paste: an edit symmetric by nature (smile,

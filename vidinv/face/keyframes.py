@@ -90,7 +90,7 @@ class KeyFrameChooser:
         every: a key frame at least every this many frames (1: every frame is one).
     """
 
-    def __init__(self, motion: float = 0.05, every: int = 4) -> None:
+    def __init__(self, motion: float = 0.08, every: int = 4) -> None:
         if not motion > 0:
             raise ValueError(f"motion must be > 0, not {motion}")
         if every < 1:

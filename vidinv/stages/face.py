@@ -275,7 +275,7 @@ class ChooseKeyFrames:
 
     latency = 0
 
-    def __init__(self, motion: float = 0.05, every: int = 4) -> None:
+    def __init__(self, motion: float = 0.08, every: int = 4) -> None:
         self.motion = float(motion)
         self.every = int(every)
 
