@@ -145,9 +145,13 @@ class LandmarkDetector(ABC):
 
 class _ImportedOnUse(types.ModuleType):
     """A stand-in in ``sys.modules`` for a module nobody has used yet: the first attribute
-    asked of it imports the real module, which then replaces it there."""
+    asked of it imports the real module, which then replaces it there. A dunder it lacks is
+    missing, not a use: code that walks ``sys.modules`` asking each module for ``__file__``
+    (``inspect.getmodule``, which torch's tracing calls) must not import it."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
         if sys.modules.get(self.__name__) is self:
             del sys.modules[self.__name__]
         return getattr(importlib.import_module(self.__name__), name)
