@@ -241,6 +241,26 @@ def clip() -> np.ndarray:
     return np.stack(images)
 
 
+def test_loading_mediapipe_leaves_pyplot_until_it_is_used():
+    """MediaPipe's drawing helpers import matplotlib.pyplot; finding landmarks never plots,
+    so the landmark backend gives them a stand-in that imports pyplot on first use."""
+    import subprocess
+
+    require("mediapipe")
+    code = (
+        "import sys; from vidinv.face.landmarks import _import_mediapipe; "
+        "solutions = _import_mediapipe(); solutions.face_mesh.FaceMesh; "
+        "import inspect; [inspect.getmodule(f) for f in (inspect.getmodule, print)]; "
+        "hasattr(sys.modules['matplotlib.pyplot'], '__file__'); "  # what inspect asks
+        "assert 'matplotlib.figure' not in sys.modules, 'pyplot was imported'; "
+        "from mediapipe.python.solutions import drawing_utils; "
+        "assert callable(drawing_utils.plt.figure); "  # the helpers still plot when asked
+        "import matplotlib.pyplot as plt; assert 'matplotlib.figure' in sys.modules; "
+        "assert plt is sys.modules['matplotlib.pyplot'] and callable(plt.subplots)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.fixture(scope="module")
 def clip_landmarks(clip) -> dict[str, list[list[FaceLandmarks]]]:
     """Every frame's faces from each backend, computed once for the module."""

@@ -76,6 +76,26 @@ def test_resampling_only_where_the_face_moves_gives_the_same_frame():
     assert np.abs(restricted.astype(int) - whole_box).max() <= 1
 
 
+def test_a_shift_too_small_to_move_a_pixel_leaves_it_as_it_is():
+    """Flow under STILL_SHIFT is none: the frame is not resampled there (cubic resampling of
+    a sharp texture by it changed pixels by a level or two), while the rest of the field
+    moves the frame as before."""
+    from vidinv.face.transfer import STILL_SHIFT, EditField
+
+    frame, crop_from_frame, _ = _face_and_frame()
+    flow = np.zeros((FLOW_SIZE, FLOW_SIZE, 2), np.float32)
+    flow[:64, :, 0] = 0.9 * STILL_SHIFT   # upper half: a thin tail of the field
+    flow[64:, :, 0] = 2.0                 # lower half: a real motion
+    mask = np.ones((FLOW_SIZE, FLOW_SIZE), np.float32)
+    out = EditTransfer().apply(frame, EditField(flow, None), crop_from_frame, 128, mask)
+    upper, lower = (slice(64, 124), slice(64, 192)), (slice(132, 192), slice(64, 192))
+    assert np.array_equal(out[upper], frame[upper])
+    assert np.abs(out[lower].astype(int) - frame[lower]).mean() > 10
+    tail = cv2.remap(frame, *np.meshgrid(np.arange(256, dtype=np.float32) + 0.9 * STILL_SHIFT,
+                                         np.arange(256, dtype=np.float32)), cv2.INTER_CUBIC)
+    assert not np.array_equal(tail[upper], frame[upper])  # what resampling along it would do
+
+
 def test_residual_is_shading_limited_to_a_few_levels():
     from vidinv.face.transfer import SHADING_LIMIT
 

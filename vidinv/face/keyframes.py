@@ -59,7 +59,14 @@ def follow_face(values: np.ndarray, key_points: np.ndarray, points: np.ndarray) 
     landmarks in the two crops (U pixels). The motion is an affine map of all the points plus
     what it leaves over, interpolated between the points (Gaussian-weighted, σ =
     :data:`FOLLOW_SIGMA` of U), so the field stays on the mouth as the mouth moves."""
-    size = values.shape[0]
+    return resample_followed(values, follow_map(values.shape[0], key_points, points))
+
+
+def follow_map(size: int, key_points: np.ndarray, points: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The map of :func:`follow_face` for a crop of ``size`` U: (x, y) [U,U] float32, where
+    in the key frame's crop each pixel of this frame's crop takes its value from. One map
+    moves every field of the face (:func:`resample_followed`)."""
     back = affine_map(points, key_points)  # this crop -> the key frame's crop
     left_over = key_points - (points @ back[:, :2].T + back[:, 2])
     sums = np.zeros((size, size, 3), np.float32)
@@ -75,8 +82,14 @@ def follow_face(values: np.ndarray, key_points: np.ndarray, points: np.ndarray) 
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
     map_x = back[0, 0] * xs + back[0, 1] * ys + back[0, 2] + extra[..., 0]
     map_y = back[1, 0] * xs + back[1, 1] * ys + back[1, 2] + extra[..., 1]
-    moved = cv2.remap(values, map_x.astype(np.float32), map_y.astype(np.float32),
-                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return map_x.astype(np.float32), map_y.astype(np.float32)
+
+
+def resample_followed(values: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``values`` [U,U,C] float32 moved along ``maps`` (:func:`follow_map`): bilinear, 0
+    outside the key frame's crop."""
+    moved = cv2.remap(values, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0)
     return moved.reshape(values.shape)
 
 

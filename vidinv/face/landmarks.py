@@ -17,8 +17,11 @@ frame pixels with the origin at the top-left pixel's corner.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
+import sys
+import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -140,7 +143,26 @@ class LandmarkDetector(ABC):
 # --- MediaPipe -----------------------------------------------------------------------------
 
 
+class _ImportedOnUse(types.ModuleType):
+    """A stand-in in ``sys.modules`` for a module nobody has used yet: the first attribute
+    asked of it imports the real module, which then replaces it there. A dunder it lacks is
+    missing, not a use: code that walks ``sys.modules`` asking each module for ``__file__``
+    (``inspect.getmodule``, which torch's tracing calls) must not import it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
 def _import_mediapipe() -> Any:
+    # MediaPipe's package imports its drawing helpers, which import matplotlib.pyplot (a
+    # fifth of MediaPipe's import time, ~0.1–0.2 s CPU) for a plotting function that finding
+    # landmarks never calls: they get a stand-in that imports pyplot if it is ever used
+    if "mediapipe" not in sys.modules and "matplotlib.pyplot" not in sys.modules:
+        sys.modules["matplotlib.pyplot"] = _ImportedOnUse("matplotlib.pyplot")
     try:
         import mediapipe as mp
 

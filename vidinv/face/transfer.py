@@ -64,6 +64,11 @@ SHADING_LIMIT = 6.0
 KNOWN_PSNR = (17.0, 21.0)
 #: Rows per band when the frame is resampled only where the flow moves it.
 RESAMPLE_BAND = 32
+#: Flow (frame pixels) below this in both directions is taken as none when it is carried into
+#: the frame (cubic resampling along it changes a pixel by a level at most). The field's tails
+#: (its fade at the mask's feather, the carried frames' following) are that thin over much of
+#: the face: on the real clip's smile 44 % of the face box had some flow and 26 % this much.
+STILL_SHIFT = 1 / 64
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -192,7 +197,9 @@ class EditTransfer:
                    and appearance > 0)
         shading = (field.brightness[..., 0] * mask * np.float32(min(appearance, 1.0))
                    if carried else np.zeros_like(mask))
-        stacked = np.dstack([field.masked_flow(mask) @ frame_from_crop.T, shading, support])
+        flow = field.masked_flow(mask) @ frame_from_crop.T
+        flow[(np.abs(flow) < STILL_SHIFT).all(axis=2)] = 0.0  # moves nothing: not resampled
+        stacked = np.dstack([flow, shading, support])
         crop_from_box = crop_from_frame @ np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]],
                                                    np.float64)
         in_box = cv2.warpAffine(stacked, cv_inverse_map(np.linalg.inv(crop_from_box)),
@@ -221,9 +228,9 @@ class EditTransfer:
         ``image`` [H,W,3] resampled (cubic) along ``flow`` [h,w,2] (frame pixels).
 
         ``flow`` must have its two channels adjacent ([..., :2] of a float32 array). Only
-        where something moves (the mouth, cheeks and eyes for a smile, about half the face
-        box): elsewhere the flow is 0 and cubic resampling at whole pixels gives the pixel
-        itself. With ``restrict_to_motion`` the box is cut into bands of
+        where something moves (the mouth, cheeks and eyes for a smile, about a third of the
+        face box): elsewhere the flow is 0 (:data:`STILL_SHIFT`) and cubic resampling at whole
+        pixels gives the pixel itself. With ``restrict_to_motion`` the box is cut into bands of
         :data:`RESAMPLE_BAND` rows, each resampled across its moving columns only."""
         height, width = flow.shape[:2]
         band = RESAMPLE_BAND if self.restrict_to_motion else height

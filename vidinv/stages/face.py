@@ -36,7 +36,8 @@ from vidinv.face.keyframes import (
     affine_map,
     crop_landmarks,
     crop_points,
-    follow_face,
+    follow_map,
+    resample_followed,
 )
 from vidinv.face.landmarks import LandmarkDetector, box_iou, create_landmark_detector
 from vidinv.face.occlusion import EditFade, OcclusionDetector
@@ -827,11 +828,12 @@ class _KeyField:
         if (self.field is None or points is None or self.points is None
                 or points.shape != self.points.shape):
             return self.field
-        flow = follow_face(self.field.flow, self.points, points)
+        maps = follow_map(self.field.flow.shape[0], self.points, points)  # for both fields
+        flow = resample_followed(self.field.flow, maps)
         linear = affine_map(points, self.points)[:, :2]  # this crop -> the key's, 2×2
         flow = (flow @ np.linalg.inv(linear).T.astype(np.float32)).astype(np.float32)
         brightness = (None if self.field.brightness is None
-                      else follow_face(self.field.brightness, self.points, points))
+                      else resample_followed(self.field.brightness, maps))
         return EditField(flow, brightness)
 
 
