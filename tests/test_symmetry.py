@@ -12,8 +12,9 @@ from vidinv.face.symmetry import (
     is_symmetric,
     mesh_mirror,
     mirrored,
-    symmetric_average,
+    symmetrized,
 )
+from vidinv.face.transfer import EditField
 from vidinv.personalize.warps import (
     BROWS_SIDES,
     CENTRE_LINE,
@@ -68,14 +69,15 @@ def test_a_field_of_one_side_is_mirrored_onto_the_other():
         return cv2.remap(values, np.float32([[point[0]]]), np.float32([[point[1]]]),
                          cv2.INTER_LINEAR).reshape(-1)
 
-    across = mirrored(flow, points, vectors=True)
-    assert np.allclose(at(across, right), [3, -2], atol=0.3)  # outward is +x on that side
-    assert np.abs(at(across, left)).max() < 0.2
-    both = symmetric_average(flow, points, vectors=True)
-    assert np.allclose(at(both, left), [-1.5, -1], atol=0.2)
-    assert np.allclose(at(both, right), [1.5, -1], atol=0.2)
-    shade = (5 * bump)[..., None]
-    assert np.allclose(at(mirrored(shade, points, vectors=False), right), [5], atol=0.4)
+    shade = (5 * bump)[..., None].astype(np.float32)
+    field = EditField(flow, shade)
+    across = mirrored(field, points)
+    assert np.allclose(at(across.flow, right), [3, -2], atol=0.3)  # outward: +x on that side
+    assert np.abs(at(across.flow, left)).max() < 0.2
+    both = symmetrized(field, points)
+    assert np.allclose(at(both.flow, left), [-1.5, -1], atol=0.2)
+    assert np.allclose(at(both.flow, right), [1.5, -1], atol=0.2)
+    assert np.allclose(at(across.brightness, right), [5], atol=0.4)
 
 
 @pytest.mark.parametrize("names, expected", [

@@ -7,7 +7,7 @@ stays the same, and each frame's own crop transform carries it to where the face
 first of a run, the first after ``every`` − 1 carried frames, and any frame in which a
 landmark moved more than ``motion`` inter-ocular distances in the crop since the last key
 frame beyond what an affine map of the whole face explains (an expression, or a turn of the
-head, that the last field does not fit). :func:`follow_face` moves the key frame's field
+head, that the last field does not fit). :func:`follow_map` moves the key frame's field
 with the landmarks to each carried frame's crop.
 """
 
@@ -53,19 +53,14 @@ def nonrigid_motion(points: np.ndarray, key_points: np.ndarray) -> float:
     return float(np.sqrt(((points - fitted) ** 2).sum(axis=1)).max())
 
 
-def follow_face(values: np.ndarray, key_points: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``values`` [U,U,C] float32 (an edit field in a key frame's crop, at U pixels) moved
-    with the face to this frame's crop: ``key_points`` and ``points`` [N,2] are the same
-    landmarks in the two crops (U pixels). The motion is an affine map of all the points plus
-    what it leaves over, interpolated between the points (Gaussian-weighted, σ =
-    :data:`FOLLOW_SIGMA` of U), so the field stays on the mouth as the mouth moves."""
-    return resample_followed(values, follow_map(values.shape[0], key_points, points))
-
-
 def follow_map(size: int, key_points: np.ndarray, points: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-    """The map of :func:`follow_face` for a crop of ``size`` U: (x, y) [U,U] float32, where
-    in the key frame's crop each pixel of this frame's crop takes its value from. One map
+    """How a field in a key frame's crop moves with the face to this frame's crop, for crops
+    of ``size`` U: (x, y) [U,U] float32, where in the key frame's crop each pixel of this
+    frame's crop takes its value from. ``key_points`` and ``points`` [N,2] are the same
+    landmarks in the two crops (U pixels). The motion is an affine map of all the points plus
+    what it leaves over, interpolated between the points (Gaussian-weighted, σ =
+    :data:`FOLLOW_SIGMA` of U), so the field stays on the mouth as the mouth moves. One map
     moves every field of the face (:func:`resample_followed`)."""
     back = affine_map(points, key_points)  # this crop -> the key frame's crop
     left_over = key_points - (points @ back[:, :2].T + back[:, 2])

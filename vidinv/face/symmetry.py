@@ -7,7 +7,7 @@ field is averaged with its own mirror image about the face's midline, found from
 mesh: each MediaPipe point has a mirror partner (``assets/face_mesh_mirror.txt``, made by
 ``scripts/mesh_mirror.py``), and the map that takes every point to its partner — an affine
 reflection plus what it leaves over, interpolated between the points
-(:func:`~vidinv.face.keyframes.follow_face`) — carries the field across, its vectors
+(:meth:`~vidinv.face.transfer.EditField.moved`) — carries the field across, its vectors
 reflected. A turned head's sides are not the same size in the picture; the mesh's map follows
 that. Gaze to one side, a turn of the head and directions of unknown meaning are left as
 they are.
@@ -20,7 +20,7 @@ from importlib import resources
 
 import numpy as np
 
-from vidinv.face.keyframes import affine_map, follow_face
+from vidinv.face.transfer import EditField
 
 #: Edits that move both sides of the face alike (the expression bank's names,
 #: vidinv/personalize/warps.py); any other name, or an edit of unknown name, is left as it is.
@@ -47,20 +47,18 @@ def is_symmetric(names: frozenset[str] | None) -> bool:
     return bool(names) and names <= SYMMETRIC_EDITS
 
 
-def mirrored(values: np.ndarray, points: np.ndarray, *, vectors: bool) -> np.ndarray:
-    """``values`` [U,U,C] float32 in a face crop (U pixels) mirrored about the face: the value
-    at a place is the one at its mirror place; with ``vectors`` (C = 2, a flow), the vectors
-    are reflected too. ``points`` [N,2] (N ≥ 468) are the face's mesh points in the crop."""
+def mirrored(field: EditField, points: np.ndarray) -> EditField:
+    """An edit field [U,U,·] in a face crop (U pixels) mirrored about the face: the value at a
+    place is the one at its mirror place, the flow's vectors reflected too. ``points`` [N,2]
+    (N ≥ 468) are the face's mesh points in the crop."""
     mesh = np.asarray(points, dtype=np.float64)[:MESH_POINTS]
-    partners = mesh[mesh_mirror()]
-    moved = follow_face(values, partners, mesh)  # value at x taken from x's mirror place
-    if not vectors:
-        return moved
-    reflection = affine_map(mesh, partners)[:, :2]  # x -> its mirror place, 2×2 (det < 0)
-    return (moved @ np.linalg.inv(reflection).T.astype(np.float32)).astype(np.float32)
+    return field.moved(mesh[mesh_mirror()], mesh)  # x takes the value at its mirror place
 
 
-def symmetric_average(values: np.ndarray, points: np.ndarray, *, vectors: bool) -> np.ndarray:
-    """``(values + mirrored(values)) / 2`` [U,U,C] float32 (:func:`mirrored`)."""
-    return ((values + mirrored(values, points, vectors=vectors)) * np.float32(0.5)
-            ).astype(np.float32)
+def symmetrized(field: EditField, points: np.ndarray) -> EditField:
+    """``(field + mirrored(field)) / 2``, flow and brightness (:func:`mirrored`)."""
+    other = mirrored(field, points)
+    half = np.float32(0.5)
+    brightness = (None if field.brightness is None
+                  else ((field.brightness + other.brightness) * half).astype(np.float32))
+    return EditField(((field.flow + other.flow) * half).astype(np.float32), brightness)

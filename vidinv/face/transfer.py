@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from vidinv.face.align import cv_inverse_map
+from vidinv.face.keyframes import affine_map, follow_map, resample_followed
 from vidinv.face.paste import frame_box
 
 #: Side at which the flow is estimated (faces are enlarged to it; DIS needs some pixels).
@@ -263,6 +264,19 @@ class EditField:
     def masked_flow(self, mask: np.ndarray) -> np.ndarray:
         """[U,U,2] float32: the flow attenuated by :func:`motion_support` of ``mask``."""
         return (self.flow * motion_support(mask)[..., None]).astype(np.float32)
+
+    def moved(self, key_points: np.ndarray, points: np.ndarray) -> EditField:
+        """The field moved with the face from the crop where its landmarks are ``key_points``
+        to one where they are ``points`` ([N,2], both at U; :func:`~vidinv.face.keyframes.
+        follow_map`, one map for flow and brightness); the flow's vectors turn and scale with
+        the face."""
+        maps = follow_map(self.flow.shape[0], key_points, points)
+        flow = resample_followed(self.flow, maps)
+        linear = affine_map(points, key_points)[:, :2]  # this crop -> the key's, 2×2
+        flow = (flow @ np.linalg.inv(linear).T.astype(np.float32)).astype(np.float32)
+        brightness = (None if self.brightness is None
+                      else resample_followed(self.brightness, maps))
+        return EditField(flow, brightness)
 
     def masked(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(flow [U,U,2], residual [U,U,3]) float32 limited by ``mask`` [U,U]."""

@@ -33,11 +33,8 @@ from vidinv.face.errors import NoFaceError
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
 from vidinv.face.keyframes import (
     KeyFrameChooser,
-    affine_map,
     crop_landmarks,
     crop_points,
-    follow_map,
-    resample_followed,
 )
 from vidinv.face.landmarks import LandmarkDetector, box_iou, create_landmark_detector
 from vidinv.face.occlusion import EditFade, OcclusionDetector
@@ -52,7 +49,7 @@ from vidinv.face.smoothing import (
     quad_sigmas,
     smooth_each_face_centred,
 )
-from vidinv.face.symmetry import MESH_POINTS, symmetric_average
+from vidinv.face.symmetry import MESH_POINTS, symmetrized
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
 from vidinv.face.transfer import EditField, EditTransfer, appearance_weight
 from vidinv.frame import FaceLandmarks, FaceSlot, Frame
@@ -714,9 +711,7 @@ class PasteBack:
         known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
         field = self.transfer.field(edited, rebuilt, mask)
         if points is not None and len(points) >= MESH_POINTS and self.symmetric():
-            field = EditField(symmetric_average(field.flow, points, vectors=True),
-                              None if field.brightness is None
-                              else symmetric_average(field.brightness, points, vectors=False))
+            field = symmetrized(field, points)
         return _KeyField(field, known, crop_size, points)
 
 
@@ -823,18 +818,12 @@ class _KeyField:
 
     def followed(self, points: np.ndarray | None) -> EditField | None:
         """The field moved with the face to a carried frame whose landmarks (same crop
-        geometry) are ``points`` (:func:`~vidinv.face.keyframes.follow_face`); the flow's
+        geometry) are ``points`` (:meth:`~vidinv.face.transfer.EditField.moved`); the flow's
         vectors turn and scale with the face. As measured without both point sets."""
         if (self.field is None or points is None or self.points is None
                 or points.shape != self.points.shape):
             return self.field
-        maps = follow_map(self.field.flow.shape[0], self.points, points)  # for both fields
-        flow = resample_followed(self.field.flow, maps)
-        linear = affine_map(points, self.points)[:, :2]  # this crop -> the key's, 2×2
-        flow = (flow @ np.linalg.inv(linear).T.astype(np.float32)).astype(np.float32)
-        brightness = (None if self.field.brightness is None
-                      else resample_followed(self.field.brightness, maps))
-        return EditField(flow, brightness)
+        return self.field.moved(self.points, points)
 
 
 def _limited(mask: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
