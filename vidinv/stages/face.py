@@ -36,7 +36,12 @@ from vidinv.face.keyframes import (
     crop_landmarks,
     crop_points,
 )
-from vidinv.face.landmarks import LandmarkDetector, box_iou, create_landmark_detector
+from vidinv.face.landmarks import (
+    LandmarkDetector,
+    box_area,
+    box_iou,
+    create_landmark_detector,
+)
 from vidinv.face.occlusion import EditFade, OcclusionDetector
 from vidinv.face.paste import FacePaster, frame_box, paste_back
 from vidinv.face.regions import is_whole_face, region_mask
@@ -313,24 +318,20 @@ def inside_weight(box: tuple[float, float, float, float], frame_shape: tuple[int
     the face, where a detection that starts or stops would make it pop."""
     height, width = frame_shape[:2]
     x0, y0, x1, y1 = box
-    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
-    inside = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+    inside = box_area((max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)))
     low, high = INSIDE_RAMP
-    return min(max((inside / area - low) / (high - low), 0.0), 1.0)
+    return min(max((inside / max(box_area(box), 1e-12) - low) / (high - low), 0.0), 1.0)
 
 
-def in_the_open(face: FaceLandmarks, others: Iterable[FaceLandmarks],
-                frame_shape: tuple[int, ...], *, border: float = 0.25,
-                reach: float = 1.0) -> bool:
-    """Whether a face stands clear of the frame's border (by ``border`` face sizes) and of
-    the other faces (:func:`clear_of_others`): where a face that is lost from one frame to the
-    next was really lost, not gone out of the picture or behind someone."""
+def clear_of_border(face: FaceLandmarks, frame_shape: tuple[int, ...], *,
+                    border: float = 0.25) -> bool:
+    """Whether a face's box stands ``border`` face sizes inside the frame's border. With
+    :func:`clear_of_others`, a face in the open: where a face that is lost from one frame to
+    the next was really lost, not gone out of the picture or behind someone."""
     x0, y0, x1, y1 = face.box
     margin = border * _face_size(face)
     height, width = frame_shape[:2]
-    if x0 < margin or y0 < margin or x1 > width - margin or y1 > height - margin:
-        return False
-    return clear_of_others(face, others, reach=reach)
+    return not (x0 < margin or y0 < margin or x1 > width - margin or y1 > height - margin)
 
 
 def clear_of_others(face: FaceLandmarks, others: Iterable[FaceLandmarks], *,
@@ -364,11 +365,12 @@ class MaskEdit:
     ``occlusion``) and the face's fade weight (:class:`~vidinv.face.occlusion.EditFade`). Each
     face (identity) has its own detector and its own fade, so one face lost dims no other.
     A face is lost in a frame where it is more than half covered, where it vanishes in the
-    open (:func:`in_the_open`, and not partly covered), and before it comes back in the open or
-    through the frame's border; its edit ramps to 0 over the ``fade_frames`` around such a
-    frame. A face that leaves through the frame's border or goes behind someone (or comes back
-    from behind them) does not fade: its edit goes with the part of it still in the picture
-    (:func:`inside_weight`), or the covered map hides it. Offline the ramp is two-sided (latency
+    open (:func:`clear_of_border` and :func:`clear_of_others`, and not partly covered), and
+    before it comes back in the open or through the frame's border; its edit ramps to 0 over
+    the ``fade_frames`` around such a frame. A face that leaves through the frame's border
+    or goes behind someone (or comes back from behind them) does not fade: its edit goes with
+    the part of it still in the picture (:func:`inside_weight`), or the covered map hides it.
+    Offline the ramp is two-sided (latency
     ``fade_frames``); ``live`` makes it causal (latency 0: the edit fades back in after a
     loss). Frames without a face pass through.
     """
@@ -442,9 +444,10 @@ class MaskEdit:
                 if self.occlusion:
                     detector = detectors.setdefault(identity, OcclusionDetector())
                 slot.edit_mask, covered = self._mask(slot, detector, frame.image.shape)
-                open_now = covered <= PARTLY_COVERED and (
-                    slot.landmarks is None
-                    or in_the_open(slot.landmarks, _detections(frame), frame.image.shape))
+                face = slot.landmarks
+                clear = covered <= PARTLY_COVERED and (
+                    face is None or clear_of_others(face, _detections(frame)))
+                open_now = clear and (face is None or clear_of_border(face, frame.image.shape))
                 # a face that appears (after the first frame) or comes back, in the open or
                 # through the frame's border, fades in; one that comes out from behind
                 # something or someone does not (the covered map already hides its edit)
@@ -452,9 +455,7 @@ class MaskEdit:
                 if identity not in fades:
                     fades[identity] = EditFade(self.fade_frames, 0 if self.live else None,
                                                start=position)
-                if appears and covered <= PARTLY_COVERED and (
-                        slot.landmarks is None
-                        or clear_of_others(slot.landmarks, _detections(frame))):
+                if appears and clear:
                     fades[identity].lost_before()  # the edit fades in
                 gone_since.pop(identity, None)
                 last_open[identity] = open_now
