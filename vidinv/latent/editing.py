@@ -256,17 +256,20 @@ class LatentEditor(_OffsetEditor):
     def strength(self, value: float) -> None:
         self._strength = check_strength(value)
 
+    @property
+    def name(self) -> str | None:
+        """The direction's name; None for a direction given as a bare tensor."""
+        return self.direction.name if isinstance(self.direction, Direction) else None
+
     def __repr__(self) -> str:
-        name = self.direction.name if isinstance(self.direction, Direction) else "tensor"
-        return f"LatentEditor({name!r}, strength={self.strength:g}, k={self.k})"
+        return f"LatentEditor({self.name or 'tensor'!r}, strength={self.strength:g}, k={self.k})"
 
     def active_names(self) -> frozenset[str] | None:
         """The names of the directions in force (a non-zero strength); None for a direction
         given as a bare tensor (its meaning is unknown)."""
         if self.strength == 0.0:
             return frozenset()
-        return (frozenset({self.direction.name}) if isinstance(self.direction, Direction)
-                else None)
+        return None if self.name is None else frozenset({self.name})
 
     @property
     def offset(self) -> torch.Tensor:

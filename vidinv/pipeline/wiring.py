@@ -117,7 +117,6 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
     """The encode and edit+render callables for ``config``; ``editor`` (a CombinedEditor or a
     LatentEditor, or None to invert) gives the W+ edit the graph applies."""
     from vidinv.config import ConfigError
-    from vidinv.latent.directions import Direction
     from vidinv.latent.editing import CombinedEditor, LatentEditor
 
     n_latent = bundle.generator.n_latent
@@ -126,9 +125,7 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
                           f"beyond this model's W+ layers 0..{n_latent - 1}; use -1 (off) or a "
                           "layer in that range")
     if isinstance(editor, LatentEditor):  # named as its direction (symmetric_edit reads it)
-        direction = editor.direction
-        name = direction.name if isinstance(direction, Direction) else "edit"
-        editor = CombinedEditor.from_editors({name: editor})
+        editor = CombinedEditor.from_editors({editor.name or "edit": editor})
     engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
