@@ -14,7 +14,7 @@ import pytest
 from tests.model_fixtures import make_tiny_model
 from tests.occluded import make_occluded_clip
 from vidinv.config import ConfigError, PipelineConfig, parse_regions
-from vidinv.face.occlusion import EditFade, fade_weights
+from vidinv.face.occlusion import EditFade, _affine_residual, fade_weights
 from vidinv.face.paste import ellipse_mask
 
 
@@ -171,6 +171,28 @@ def test_a_face_that_goes_behind_another_does_not_fade():
               for k in range(30)]  # face 1 vanishes right beside face 0
     weights = _mask_weights(frames)
     assert np.allclose(np.array(weights[1])[[*range(10), *range(20, 30)]], 1.0)
+
+
+def test_the_face_motion_fit_ignores_what_moves_unlike_the_face():
+    """The occlusion's motion cue: an affine flow (the head's motion in the crop) with a patch
+    moving its own way (a hand) and noise: the fit recovers the head's motion under the patch
+    and flags the patch, whatever the patch pulls; pixels outside ``where`` do not count."""
+    size = 96
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    head = np.dstack([0.02 * xs - 0.01 * ys + 1.5, 0.015 * xs + 0.03 * ys - 2.0])
+    flow = head + rng.normal(scale=0.05, size=head.shape)
+    flow[30:55, 40:70] += (4.0, -3.0)           # the hand
+    flow[:, :8] = 50.0                            # padding: outside ``where``
+    where = np.ones((size, size), bool)
+    where[:, :8] = False
+    residual, fitted = _affine_residual(flow.astype(np.float32), where)
+    assert np.abs(fitted - head)[where].max() < 0.05
+    assert residual[30:55, 40:70].min() > 4.5
+    assert np.median(residual[where]) < 0.1
+    # too few pixels to fit: nothing flagged, no motion
+    residual, fitted = _affine_residual(flow.astype(np.float32), np.zeros((size, size), bool))
+    assert not residual.any() and not fitted.any()
 
 
 def test_the_crop_beyond_the_frame_border_is_never_covered():

@@ -76,24 +76,34 @@ def _truncated_blur(mask: np.ndarray, sigma: float) -> np.ndarray:
 def _affine_residual(flow: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(|flow − affine fit| [U,U], the fit's flow [U,U,2]); the fit is least squares over
     ``where``, refitted once on the pixels whose residual is below twice the median (so the
-    occluder does not pull it)."""
+    occluder does not pull it). Solved by the 3×3 normal equations of (x, y, 1) per flow
+    component (the least-squares solution, without building the [N,3] design)."""
     size = flow.shape[0]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    design = np.stack([xs.ravel(), ys.ravel(), np.ones(size * size)], axis=1)
-    target = flow.reshape(-1, 2).astype(np.float64)
-    use = where.ravel()
-    residual = np.zeros(size * size)
-    fitted = np.zeros_like(target)
+    coordinates = np.arange(size, dtype=np.float64)
+    xs, ys = np.meshgrid(coordinates, coordinates)
+    components = (flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64))
+    residual = np.zeros((size, size))
+    fitted = [np.zeros((size, size)), np.zeros((size, size))]
+    use = where
     for _ in range(2):
-        if use.sum() < 6:
+        count = int(np.count_nonzero(use))
+        if count < 6:
             break
-        coefficients, *_ = np.linalg.lstsq(design[use], target[use], rcond=None)
-        fitted = design @ coefficients
-        residual = np.linalg.norm(target - fitted, axis=1)
-        inliers = residual[where.ravel()]
-        use = where.ravel() & (residual <= max(2 * float(np.median(inliers)), 0.5))
-    return (residual.reshape(size, size).astype(np.float32),
-            fitted.reshape(size, size, 2).astype(np.float32))
+        x, y = xs[use], ys[use]
+        sx, sy = x.sum(), y.sum()
+        normal = np.array([[x @ x, x @ y, sx], [x @ y, y @ y, sy], [sx, sy, count]])
+        values = [component[use] for component in components]
+        moments = np.array([[v @ x, v @ y, v.sum()] for v in values]).T  # [3,2]
+        try:
+            coefficients = np.linalg.solve(normal, moments)
+        except np.linalg.LinAlgError:  # the pixels lie on a line: no unique plane
+            coefficients, *_ = np.linalg.lstsq(np.stack([x, y, np.ones(count)], 1),
+                                               np.stack(values, 1), rcond=None)
+        fitted = [coefficients[0, k] * xs + coefficients[1, k] * ys + coefficients[2, k]
+                  for k in range(2)]
+        residual = np.hypot(components[0] - fitted[0], components[1] - fitted[1])
+        use = where & (residual <= max(2 * float(np.median(residual[where])), 0.5))
+    return residual.astype(np.float32), np.dstack(fitted).astype(np.float32)
 
 
 def _follow(image: np.ndarray, motion: np.ndarray) -> np.ndarray:
