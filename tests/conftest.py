@@ -4,9 +4,14 @@ See ``tests/skips.py`` for the rule and the helpers (``require``, ``needed``, ``
 ``machine_skip``).
 Enforced here for every skip (``pytest.skip``, ``pytest.importorskip``, ``skipif`` marks, a
 module that skips at import), so that a new test cannot bring back a silent skip in CI.
+
+The run's vidinv cache (traced graphs, ONNX exports, engines) is a temporary folder, never the
+user's ``~/.cache/vidinv`` (a test that needs its own sets ``VIDINV_CACHE`` itself).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -45,3 +50,14 @@ def pytest_make_collect_report(collector: pytest.Collector):
         report.longrepr = (f"{collector.nodeid} skipped under CI: {_reason(report.longrepr)}\n"
                            f"({_CI_RULE})")
     return report
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_vidinv_cache(tmp_path_factory: pytest.TempPathFactory):
+    previous = os.environ.get("VIDINV_CACHE")
+    os.environ["VIDINV_CACHE"] = str(tmp_path_factory.mktemp("vidinv-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VIDINV_CACHE", None)
+    else:
+        os.environ["VIDINV_CACHE"] = previous

@@ -603,6 +603,109 @@ def test_torch_engine_that_traces_says_nothing(caplog):
     assert len(engine.traced_shapes) == 1 and _eager_warnings(caplog) == []
 
 
+def _no_tracing(*args, **kwargs):
+    raise AssertionError("traced although the trace cache holds this graph")
+
+
+def test_torch_engine_keeps_its_trace_and_a_later_engine_loads_it(tmp_path, monkeypatch):
+    """With a trace cache, the first engine saves its graph under a key of what it was made
+    from; a new engine of the same module and shape loads it without tracing and gives the
+    module's outputs; other weights or another shape are another key, traced anew."""
+    from vidinv.engines.torch_engine import TorchEngine, trace_key
+
+    torch.manual_seed(0)
+    module = _Affine()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    cache = tmp_path / "traces"
+    x = torch.randn(4, 4)
+    first = TorchEngine(module, *specs, trace_cache=cache)(x=x)["y"]
+    [saved] = cache.glob("*.pt")
+    assert saved.name == f"{trace_key(module.eval(), {'x': x})}.pt"
+    assert not list(cache.glob(".*"))  # no part file left beside it
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.jit, "trace", _no_tracing)
+        again = TorchEngine(module, *specs, trace_cache=cache)
+        y = again(x=x)["y"]
+    assert len(again.traced_shapes) == 1 and torch.allclose(y, first, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(y, module(x), atol=1e-6)
+
+    changed = _Affine()  # other weights: its own key and graph, never the saved one
+    with torch.no_grad():
+        changed.linear.weight.add_(1.0)
+    out = TorchEngine(changed, *specs, trace_cache=cache)(x=x)["y"]
+    with torch.no_grad():
+        assert torch.allclose(out, changed(x), atol=1e-6)
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.randn(6, 4))  # another shape
+    assert len(list(cache.glob("*.pt"))) == 3
+
+
+def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp_path):
+    """A cached file that does not load, or that loads but computes something else (a file
+    put under the key by hand), is not used: the module is traced again and the file
+    replaced."""
+    from vidinv.engines.torch_engine import TorchEngine, trace_key
+
+    torch.manual_seed(1)
+    module, other = _Affine(), _Affine()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    cache = tmp_path / "traces"
+    x = torch.randn(2, 4)
+    path = cache / f"{trace_key(module.eval(), {'x': x})}.pt"
+    with torch.no_grad():
+        expected = module(x)
+    cache.mkdir()
+    path.write_bytes(b"half a zip file")
+    assert torch.allclose(TorchEngine(module, *specs, trace_cache=cache)(x=x)["y"], expected,
+                          atol=1e-6)
+    assert torch.jit.load(str(path)) is not None  # replaced by a good one
+
+    other_engine = TorchEngine(other, *specs, trace_cache=tmp_path / "other")
+    other_engine(x=x)
+    [wrong] = (tmp_path / "other").glob("*.pt")
+    wrong.replace(path)  # another module's graph under this module's key
+    engine = TorchEngine(module, *specs, trace_cache=cache)
+    assert torch.allclose(engine(x=x)["y"], expected, atol=1e-6)
+    assert len(engine.traced_shapes) == 1
+
+
+def test_torch_engine_runs_when_its_trace_cache_cannot_be_written(tmp_path, caplog):
+    """A trace cache that cannot be written (here a file where the folder should be) costs the
+    time to trace, nothing else: no error, no warning, the traced graph runs."""
+    from vidinv.engines.torch_engine import TorchEngine
+
+    blocked = tmp_path / "traces"
+    blocked.write_text("a file, not a folder")
+    engine = TorchEngine(_Affine(), [TensorSpec("x", ("batch", 4))],
+                         [TensorSpec("y", ("batch", 3))], trace_cache=blocked)
+    with caplog.at_level("WARNING", logger="vidinv.engines.torch_engine"):
+        engine(x=torch.randn(2, 4))
+    assert len(engine.traced_shapes) == 1 and _eager_warnings(caplog) == []
+    assert blocked.read_text() == "a file, not a folder"
+
+
+def test_torch_engine_trace_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
+    """A save cuts the folder to TRACES_KEPT graphs: the ones used last (loading one counts as
+    a use) stay."""
+    from vidinv.engines import torch_engine
+    from vidinv.engines.torch_engine import TorchEngine, trace_key
+
+    monkeypatch.setattr(torch_engine, "TRACES_KEPT", 2)
+    cache = tmp_path / "traces"
+    module = _Affine().eval()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    paths = {batch: cache / f"{trace_key(module, {'x': torch.zeros(batch, 4)})}.pt"
+             for batch in (1, 2, 3)}
+    for batch in (1, 2):
+        TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(batch, 4))
+    for batch, age in ((1, 300), (2, 200)):  # batch 1 saved first, batch 2 after it
+        os.utime(paths[batch], (paths[batch].stat().st_mtime - age,) * 2)
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(1, 4))  # batch 1 used again
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(3, 4))  # a third: one goes
+    assert sorted(cache.glob("*.pt")) == sorted([paths[1], paths[3]])
+
+
 def test_torch_engine_traces_a_channels_last_copy_and_leaves_the_module_alone():
     """The CPU trace is made from a channels_last copy (oneDNN's faster layout): same outputs
     as the module to float tolerance, and the caller's module keeps its own layout."""

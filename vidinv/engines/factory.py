@@ -41,14 +41,17 @@ def create_engine(backend: Backend | str, *, module: nn.Module | None = None,
                   intra_op_threads: int | None = None,
                   cache_dir: str | os.PathLike[str] | None = None,
                   profile: ProfileShapes | None = None, build_missing: bool = True,
-                  name: str | None = None) -> Engine:
+                  name: str | None = None,
+                  trace_cache: str | os.PathLike[str] | None = None) -> Engine:
     """Create an engine for ``backend``; everything downstream sees only :class:`Engine`.
 
     ``device`` defaults to :func:`default_device` and ``precision`` to ``"fp32"`` (``"fp16"``
     for TensorRT).
 
     * ``"torch"``: ``module`` with ``input_specs``/``output_specs``; CPU or CUDA, fp32 or
-      (CUDA only) fp16 (torch's CPU threads are the caller's to set: one pool per process).
+      (CUDA only) fp16 (torch's CPU threads are the caller's to set: one pool per process);
+      its traced graphs kept in ``trace_cache`` when given (:class:`~vidinv.engines.
+      torch_engine.TorchEngine`).
     * ``"onnx"``: ONNX Runtime on ``onnx_path``; specs come from the graph. ``device="cuda"``
       asks for the CUDA provider (CPU as fallback for single operators), or pass ``providers``.
       Runs the graph's own precision (fp32 for exported files).
@@ -72,7 +75,7 @@ def create_engine(backend: Backend | str, *, module: nn.Module | None = None,
         from vidinv.engines.torch_engine import TorchEngine
 
         return TorchEngine(module, input_specs, output_specs, device=device,
-                           precision=precision, name=name)
+                           precision=precision, name=name, trace_cache=trace_cache)
 
     if backend == "onnx":
         onnx_path = _require(onnx_path, "onnx_path", backend)
@@ -181,7 +184,8 @@ def engine_for_module(module: nn.Module,
             ``batch_size``, max ``max(batch_size, spec max_batch)``, checked once the engine
             is loaded.
         cache_dir: ONNX files (exported once, kept) and TensorRT engines with their timing
-            cache; needed for onnx and tensorrt.
+            cache; needed for onnx and tensorrt. torch keeps its traced graphs in its
+            ``traces`` folder.
         spec: the engine spec (opset, TensorRT workspace, optimisation level, precision);
             default: the shipped ``generator.toml``.
         build_missing: build a missing TensorRT engine instead of failing.
@@ -201,7 +205,8 @@ def engine_for_module(module: nn.Module,
     name = f"{Path(onnx_name).stem} ({backend} {precision})"
     if backend == "torch":
         return create_engine("torch", module=module, input_specs=inputs, output_specs=outputs,
-                             device=device, precision=precision, name=name)
+                             device=device, precision=precision, name=name,
+                             trace_cache=None if cache_dir is None else Path(cache_dir) / "traces")
 
     if cache_dir is None:
         raise ValueError(f"backend {backend!r} needs a cache_dir for its ONNX files")

@@ -10,14 +10,28 @@ makes it wait each time, many times over (``benchmarks/pipeline.py`` shows the e
 The trace is made from a copy of the module in ``channels_last`` memory format: oneDNN's CPU
 convolutions run faster on it (``benchmarks/generator.py`` prints both layouts). The caller's
 module is left as it is.
+
+Tracing and freezing cost most of a second a run (the embedded model's encoder and edit+render
+graphs: 0.35 + 0.42 s CPU, against 0.08 s to load them saved). Given a ``trace_cache`` folder,
+each graph is kept there under a key of everything it was made from (:func:`trace_key`: the
+weights, the vidinv code of the graph and of this tracer, torch, the input shapes, dtypes and
+device), and a later run with the same key loads it — and checks it against the module on the
+inputs of its first call, like a fresh trace, before it is used: a file that does not load or
+does not match is traced anew and replaced. A cache that cannot be written (read-only, full)
+only costs the time. The newest :data:`TRACES_KEPT` graphs a folder holds are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,6 +43,8 @@ _COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 #: A traced graph must give the module's own outputs on the inputs it was traced with, to this
 #: absolute error (float32 reassociation only); otherwise the module runs eagerly.
 TRACE_TOLERANCE = 1e-4
+#: Traced graphs a trace cache folder keeps (the most recently used; a save removes the rest).
+TRACES_KEPT = 8
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +66,23 @@ def resolve_torch_device(device: str) -> torch.device:
     return resolved
 
 
+def trace_key(module: nn.Module, args: Mapping[str, torch.Tensor]) -> str:
+    """What a saved trace of ``module`` for ``args`` depends on, as one sha256 (hex): the
+    module's weights, the source of the vidinv code that defines its graph (both as for an
+    ONNX export, :func:`~vidinv.engines.onnx_export.export_key`) and of this tracer, the torch
+    version, and each input's name, shape, dtype and device. A file named by it cannot be stale:
+    any change of these names another file."""
+    from vidinv.engines.onnx_export import graph_code_digest, weights_digest
+
+    parts = {"weights": weights_digest(module), "code": graph_code_digest(module),
+             "tracer": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+             "torch": torch.__version__,
+             "inputs": [[name, list(t.shape), str(t.dtype), str(t.device)]
+                        for name, t in args.items()]}
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class TorchEngine:
     """An ``nn.Module`` called with the spec'd keyword inputs under ``torch.inference_mode``.
 
@@ -69,13 +102,15 @@ class TorchEngine:
     eagerly (a clip's last, partial batch). A shape that cannot be traced is said in one warning
     line (logger ``vidinv.engines.torch_engine``), as eager runs are many times slower while
     other threads run. The module's weights are read when a shape is first traced: change them,
-    make a new engine.
+    make a new engine. ``trace_cache``: a folder where traced graphs are kept between runs (see
+    the module docstring); None traces each run.
     """
 
     def __init__(self, module: nn.Module, input_specs: Sequence[TensorSpec],
                  output_specs: Sequence[TensorSpec], device: str = "cpu",
                  precision: str = "fp32", name: str | None = None,
-                 trace: bool | None = None) -> None:
+                 trace: bool | None = None,
+                 trace_cache: str | os.PathLike[str] | None = None) -> None:
         if precision not in _COMPUTE_DTYPES:
             raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
         torch_device = resolve_torch_device(device)
@@ -98,6 +133,7 @@ class TorchEngine:
         self.precision = precision
         self.name = name or f"{type(module).__name__} (torch)"
         self.trace = torch_device.type == "cpu" if trace is None else bool(trace)
+        self.trace_cache = None if trace_cache is None else Path(trace_cache)
         # input shapes -> traced graph, or None where the module runs eagerly
         self._traced: dict[tuple, torch.jit.ScriptModule | None] = {}
 
@@ -164,8 +200,15 @@ class TorchEngine:
         return self._named_outputs(result)
 
     def _make_trace(self, args: dict[str, torch.Tensor]) -> torch.jit.ScriptModule | None:
-        """A frozen trace of the module for ``args``'s shapes, or None (run eagerly)."""
+        """A frozen trace of the module for ``args``'s shapes (loaded from the trace cache when
+        it holds one for the same key), or None (run eagerly)."""
         examples = {name: t.clone() for name, t in args.items()}  # normal tensors: traceable
+        saved = None
+        if self.trace_cache is not None:
+            saved = self.trace_cache / f"{trace_key(self._module, examples)}.pt"
+            graph = self._load_trace(saved, examples)
+            if graph is not None:
+                return graph
         try:
             traced_module = copy.deepcopy(self._module).to(memory_format=torch.channels_last)
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -176,16 +219,70 @@ class TorchEngine:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 graph = torch.jit.freeze(torch.jit.trace(
                     traced_module, example_kwarg_inputs=examples, check_trace=False).eval())
-                expected = self._named_outputs(self._module(**examples))
-                got = self._named_outputs(graph(**examples))
         except Exception as error:  # noqa: BLE001 - any tracing failure means: run eagerly
             self._warn_eager(f"cannot be traced ({_first_line(error)})", args)
             return None
-        worst = max(float((got[name] - expected[name]).abs().max()) for name in expected)
+        worst = self._trace_error(graph, examples)
         if worst > TRACE_TOLERANCE:
             self._warn_eager(f"its trace differs from the module by {worst:.2g}", args)
             return None
+        if saved is not None:
+            self._save_trace(graph, saved)
         return graph
+
+    def _trace_error(self, graph: torch.jit.ScriptModule, examples: dict[str, torch.Tensor]
+                     ) -> float:
+        """The largest absolute difference between the module's and ``graph``'s outputs on
+        ``examples``."""
+        with torch.inference_mode(False), torch.no_grad():
+            expected = self._named_outputs(self._module(**examples))
+            got = self._named_outputs(graph(**examples))
+        return max(float((got[name] - expected[name]).abs().max()) for name in expected)
+
+    def _load_trace(self, path: Path, examples: dict[str, torch.Tensor]
+                    ) -> torch.jit.ScriptModule | None:
+        """The saved graph at ``path`` if there is one, it loads, and it gives the module's
+        outputs on ``examples``; else None (it is traced anew and replaced)."""
+        if not path.is_file():
+            return None
+        try:
+            with warnings.catch_warnings():  # torch.jit's deprecation, as for tracing
+                warnings.simplefilter("ignore", DeprecationWarning)
+                graph = torch.jit.load(str(path), map_location=self._torch_device)
+            worst = self._trace_error(graph, examples)
+        except Exception as error:  # noqa: BLE001 - an unreadable file is traced anew
+            log.debug("%s: saved trace %s does not load (%s); tracing anew", self.name, path,
+                      _first_line(error))
+            return None
+        if worst > TRACE_TOLERANCE:
+            log.debug("%s: saved trace %s differs from the module by %.2g; tracing anew",
+                      self.name, path, worst)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used: kept longest
+        return graph
+
+    def _save_trace(self, graph: torch.jit.ScriptModule, path: Path) -> None:
+        """``graph`` saved at ``path`` (written beside it, then renamed: a reader never sees
+        half a file), and the folder cut to its :data:`TRACES_KEPT` most recent graphs. A cache
+        that cannot be written is passed over (logged at debug level)."""
+        part = path.with_name(f".{path.stem}.{os.getpid()}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(graph, str(part))
+            os.replace(part, path)
+        except (OSError, RuntimeError) as error:
+            log.debug("%s: cannot keep the trace in %s (%s)", self.name, path.parent,
+                      _first_line(error))
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
+            return
+        kept = sorted(path.parent.glob("*.pt"), key=_modified, reverse=True)
+        for old in kept[TRACES_KEPT:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
     def _warn_eager(self, why: str, args: dict[str, torch.Tensor]) -> None:
         """One warning line: this shape runs eagerly, far slower beside the pipeline's threads."""
@@ -218,3 +315,11 @@ def _first_line(error: BaseException) -> str:
     """The first line of ``error``'s message (tracer errors run to many lines)."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
