@@ -670,6 +670,46 @@ def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp
     assert len(engine.traced_shapes) == 1
 
 
+def test_two_engines_saving_one_trace_at_once_leave_one_good_file(tmp_path, monkeypatch):
+    """A preview and a render of one model may trace the same key at the same time: each
+    writes its own part file (never both into one) and renames it, so the cache ends with one
+    whole graph and no part file."""
+    import threading
+    import time
+
+    from vidinv.engines.torch_engine import TorchEngine
+
+    real_save, written = torch.jit.save, []
+    both_saving = threading.Barrier(2, timeout=30)
+
+    def slow_save(graph, path):  # both writers inside a save at once
+        written.append(path)
+        real_save(graph, path)
+        both_saving.wait()
+        time.sleep(0.05)
+
+    monkeypatch.setattr(torch.jit, "save", slow_save)
+    module = _Affine()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    cache = tmp_path / "traces"
+    x = torch.randn(4, 4)
+    outputs = []
+    threads = [threading.Thread(target=lambda: outputs.append(
+        TorchEngine(module, *specs, trace_cache=cache)(x=x)["y"])) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(written) == 2 and written[0] != written[1]
+    with torch.no_grad():
+        expected = module(x)
+    assert len(outputs) == 2 and all(torch.allclose(y, expected, atol=1e-6) for y in outputs)
+    [saved] = cache.glob("*.pt")
+    assert sorted(p.name for p in cache.iterdir()) == [saved.name]  # no part file left
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(saved))(x), expected, atol=1e-6)
+
+
 def test_torch_engine_runs_when_its_trace_cache_cannot_be_written(tmp_path, caplog):
     """A trace cache that cannot be written (here a file where the folder should be) costs the
     time to trace, nothing else: no error, no warning, the traced graph runs."""

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -266,7 +267,8 @@ class TorchEngine:
         """``graph`` saved at ``path`` (written beside it, then renamed: a reader never sees
         half a file), and the folder cut to its :data:`TRACES_KEPT` most recent graphs. A cache
         that cannot be written is passed over (logged at debug level)."""
-        part = path.with_name(f".{path.stem}.{os.getpid()}.part")
+        # one part file per writer: two engines (a preview and a render) may save one key
+        part = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():
