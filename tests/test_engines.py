@@ -620,7 +620,7 @@ def test_torch_engine_keeps_its_trace_and_a_later_engine_loads_it(tmp_path, monk
     x = torch.randn(4, 4)
     first = TorchEngine(module, *specs, trace_cache=cache)(x=x)["y"]
     [saved] = cache.glob("*.pt")
-    assert saved.name == f"{trace_key(module.eval(), {'x': x})}.pt"
+    assert saved.name == f"{trace_key(module.eval(), {'x': x}, ['y'])}.pt"
     assert not list(cache.glob(".*"))  # no part file left beside it
 
     with monkeypatch.context() as patch:
@@ -641,6 +641,40 @@ def test_torch_engine_keeps_its_trace_and_a_later_engine_loads_it(tmp_path, monk
     assert len(list(cache.glob("*.pt"))) == 3
 
 
+class _MaybeTwo(nn.Module):
+    """The same weights, one or two outputs by a flag (as the edit+render graph with or
+    without the reconstruction)."""
+
+    def __init__(self, both: bool) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.linear = nn.Linear(4, 3)
+        self.both = both
+
+    def forward(self, x: torch.Tensor):
+        y = self.linear(x)
+        return (y, y * 3.0) if self.both else y
+
+
+def test_one_graph_class_with_other_outputs_is_another_saved_trace(tmp_path):
+    from vidinv.engines.torch_engine import TorchEngine
+
+    cache, x = tmp_path / "traces", torch.randn(2, 4)
+    one = TorchEngine(_MaybeTwo(False), [TensorSpec("x", ("batch", 4))],
+                      [TensorSpec("y", ("batch", 3))], trace_cache=cache)
+    two = TorchEngine(_MaybeTwo(True), [TensorSpec("x", ("batch", 4))],
+                      [TensorSpec("y", ("batch", 3)), TensorSpec("z", ("batch", 3))],
+                      trace_cache=cache)
+    first, second = one(x=x), two(x=x)
+    assert set(first) == {"y"} and set(second) == {"y", "z"}
+    assert torch.allclose(second["z"], 3.0 * first["y"], atol=1e-5)
+    assert len(list(cache.glob("*.pt"))) == 2
+    again = TorchEngine(_MaybeTwo(True), [TensorSpec("x", ("batch", 4))],
+                        [TensorSpec("y", ("batch", 3)), TensorSpec("z", ("batch", 3))],
+                        trace_cache=cache)
+    assert torch.equal(again(x=x)["z"], second["z"])
+
+
 def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp_path):
     """A cached file that does not load, or that loads but computes something else (a file
     put under the key by hand), is not used: the module is traced again and the file
@@ -652,7 +686,7 @@ def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp
     specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
     cache = tmp_path / "traces"
     x = torch.randn(2, 4)
-    path = cache / f"{trace_key(module.eval(), {'x': x})}.pt"
+    path = cache / f"{trace_key(module.eval(), {'x': x}, ['y'])}.pt"
     with torch.no_grad():
         expected = module(x)
     cache.mkdir()
@@ -735,7 +769,7 @@ def test_torch_engine_trace_cache_keeps_the_most_recently_used(tmp_path, monkeyp
     cache = tmp_path / "traces"
     module = _Affine().eval()
     specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
-    paths = {batch: cache / f"{trace_key(module, {'x': torch.zeros(batch, 4)})}.pt"
+    paths = {batch: cache / f"{trace_key(module, {'x': torch.zeros(batch, 4)}, ['y'])}.pt"
              for batch in (1, 2, 3)}
     for batch in (1, 2):
         TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(batch, 4))

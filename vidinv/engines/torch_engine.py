@@ -67,19 +67,24 @@ def resolve_torch_device(device: str) -> torch.device:
     return resolved
 
 
-def trace_key(module: nn.Module, args: Mapping[str, torch.Tensor]) -> str:
+def trace_key(module: nn.Module, args: Mapping[str, torch.Tensor],
+              outputs: Sequence[str] = ()) -> str:
     """What a saved trace of ``module`` for ``args`` depends on, as one sha256 (hex): the
     module's weights, the source of the vidinv code that defines its graph (both as for an
     ONNX export, :func:`~vidinv.engines.onnx_export.export_key`) and of this tracer, the torch
-    version, and each input's name, shape, dtype and device. A file named by it cannot be stale:
-    any change of these names another file."""
+    version, each input's name, shape, dtype and device, the module's class and the names of
+    its ``outputs`` (one graph class makes the edit with and without the reconstruction from
+    the same weights). A file named by it cannot be stale: any change of these names another
+    file."""
     from vidinv.engines.onnx_export import graph_code_digest, weights_digest
 
     parts = {"weights": weights_digest(module), "code": graph_code_digest(module),
              "tracer": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
              "torch": torch.__version__,
              "inputs": [[name, list(t.shape), str(t.dtype), str(t.device)]
-                        for name, t in args.items()]}
+                        for name, t in args.items()],
+             "class": f"{type(module).__module__}.{type(module).__qualname__}",
+             "outputs": list(outputs)}
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -206,7 +211,8 @@ class TorchEngine:
         examples = {name: t.clone() for name, t in args.items()}  # normal tensors: traceable
         saved = None
         if self.trace_cache is not None:
-            saved = self.trace_cache / f"{trace_key(self._module, examples)}.pt"
+            outputs = [spec.name for spec in self._output_specs]
+            saved = self.trace_cache / f"{trace_key(self._module, examples, outputs)}.pt"
             graph = self._load_trace(saved, examples)
             if graph is not None:
                 return graph
