@@ -876,6 +876,15 @@ def test_a_burst_of_connections_is_queued_not_lost(tmp_path, model):
 # --- stopping ----------------------------------------------------------------------------------
 
 
+def _sigint_as_on_a_terminal() -> None:
+    """In the child before it starts: Ctrl-C's default action, whatever this test run
+    inherited (a run started in the background of a script ignores SIGINT, and a Python
+    started with SIGINT ignored keeps ignoring it: the Ctrl-C test would wait for ever)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_ui(model: Path, tmp: Path, *extra: str):
     import subprocess
     import sys
@@ -884,7 +893,8 @@ def _start_ui(model: Path, tmp: Path, *extra: str):
     env = {**os.environ, "TMPDIR": str(tmp)}
     return subprocess.Popen([sys.executable, "-m", "vidinv.cli", "ui", "--no-browser",
                              "--model", str(model), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_sigint_as_on_a_terminal)
 
 
 def test_a_port_no_socket_can_have_is_one_line_and_leaves_no_folder(model, tmp_path):
