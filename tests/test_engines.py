@@ -780,6 +780,28 @@ def test_torch_engine_trace_cache_keeps_the_most_recently_used(tmp_path, monkeyp
     assert sorted(cache.glob("*.pt")) == sorted([paths[1], paths[3]])
 
 
+def test_torch_engine_trace_cache_stays_within_its_bytes(tmp_path, monkeypatch):
+    """Graphs hold their weights: past TRACE_CACHE_BYTES the ones used longest ago go, the one
+    just saved stays (even alone over the budget)."""
+    from vidinv.engines import torch_engine
+    from vidinv.engines.torch_engine import TorchEngine
+
+    cache = tmp_path / "traces"
+    module = _Affine()
+    specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(1, 4))
+    [first] = cache.glob("*.pt")
+    os.utime(first, (first.stat().st_mtime - 100,) * 2)
+    monkeypatch.setattr(torch_engine, "TRACE_CACHE_BYTES", first.stat().st_size + 10)
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(2, 4))
+    [second] = cache.glob("*.pt")
+    assert second != first
+    monkeypatch.setattr(torch_engine, "TRACE_CACHE_BYTES", 1)
+    TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(3, 4))
+    [third] = cache.glob("*.pt")
+    assert third not in (first, second)
+
+
 def test_torch_engine_traces_a_channels_last_copy_and_leaves_the_module_alone():
     """The CPU trace is made from a channels_last copy (oneDNN's faster layout): same outputs
     as the module to float tolerance, and the caller's module keeps its own layout."""

@@ -18,7 +18,8 @@ weights, the vidinv code of the graph and of this tracer, torch, the input shape
 device), and a later run with the same key loads it — and checks it against the module on the
 inputs of its first call, like a fresh trace, before it is used: a file that does not load or
 does not match is traced anew and replaced. A cache that cannot be written (read-only, full)
-only costs the time. The newest :data:`TRACES_KEPT` graphs a folder holds are kept.
+only costs the time. The :data:`TRACES_KEPT` graphs used last are kept, within
+:data:`TRACE_CACHE_BYTES`.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ _COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 #: A traced graph must give the module's own outputs on the inputs it was traced with, to this
 #: absolute error (float32 reassociation only); otherwise the module runs eagerly.
 TRACE_TOLERANCE = 1e-4
-#: Traced graphs a trace cache folder keeps (the most recently used; a save removes the rest).
+#: Traced graphs a trace cache folder keeps (the most recently used; a save removes the rest),
+#: and the most bytes they may take together (a frozen graph holds its weights: the embedded
+#: model's two are 38 MB, a 1024 px model's far more); the graph just saved is always kept.
 TRACES_KEPT = 8
+TRACE_CACHE_BYTES = 2 * 1024 ** 3
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +275,9 @@ class TorchEngine:
 
     def _save_trace(self, graph: torch.jit.ScriptModule, path: Path) -> None:
         """``graph`` saved at ``path`` (written beside it, then renamed: a reader never sees
-        half a file), and the folder cut to its :data:`TRACES_KEPT` most recent graphs. A cache
-        that cannot be written is passed over (logged at debug level)."""
+        half a file), and the folder cut to its :data:`TRACES_KEPT` most recent graphs within
+        :data:`TRACE_CACHE_BYTES` (this one always stays). A cache that cannot be written is
+        passed over (logged at debug level)."""
         # one part file per writer: two engines (a preview and a render) may save one key
         part = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part")
         try:
@@ -287,10 +292,13 @@ class TorchEngine:
             with contextlib.suppress(OSError):
                 part.unlink(missing_ok=True)
             return
-        kept = sorted(path.parent.glob("*.pt"), key=_modified, reverse=True)
-        for old in kept[TRACES_KEPT:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
+        total = 0
+        for rank, other in enumerate(sorted(path.parent.glob("*.pt"), key=_modified,
+                                            reverse=True)):
+            total += _size(other)
+            if other != path and (rank >= TRACES_KEPT or total > TRACE_CACHE_BYTES):
+                with contextlib.suppress(OSError):
+                    other.unlink()
 
     def _warn_eager(self, why: str, args: dict[str, torch.Tensor]) -> None:
         """One warning line: this shape runs eagerly, far slower beside the pipeline's threads."""
@@ -330,4 +338,11 @@ def _modified(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
