@@ -293,9 +293,8 @@ class TorchEngine:
                 part.unlink(missing_ok=True)
             return
         total = 0
-        for rank, other in enumerate(sorted(path.parent.glob("*.pt"), key=_modified,
-                                            reverse=True)):
-            total += _size(other)
+        for rank, (other, size) in enumerate(_used_last_first(path.parent)):
+            total += size
             if other != path and (rank >= TRACES_KEPT or total > TRACE_CACHE_BYTES):
                 with contextlib.suppress(OSError):
                     other.unlink()
@@ -333,16 +332,16 @@ def _first_line(error: BaseException) -> str:
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+def _used_last_first(folder: Path) -> list[tuple[Path, int]]:
+    """(file, bytes) of the traces saved in ``folder``, the one used last first (one stat a
+    file; a file gone meanwhile is left out)."""
+    found = []
+    for path in folder.glob("*.pt"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((stat.st_mtime, path, stat.st_size))
+    found.sort(key=lambda entry: entry[0], reverse=True)
+    return [(path, size) for _, path, size in found]
 
