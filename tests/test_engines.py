@@ -776,8 +776,11 @@ def test_torch_engine_trace_cache_keeps_the_most_recently_used(tmp_path, monkeyp
     for batch, age in ((1, 300), (2, 200)):  # batch 1 saved first, batch 2 after it
         os.utime(paths[batch], (paths[batch].stat().st_mtime - age,) * 2)
     TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(1, 4))  # batch 1 used again
+    mine = cache / "my_checkpoint.pt"  # not a trace: never the cache's to remove
+    mine.write_bytes(b"a user's file")
+    os.utime(mine, (0, 0))
     TorchEngine(module, *specs, trace_cache=cache)(x=torch.zeros(3, 4))  # a third: one goes
-    assert sorted(cache.glob("*.pt")) == sorted([paths[1], paths[3]])
+    assert sorted(cache.glob("*.pt")) == sorted([paths[1], paths[3], mine])
 
 
 def test_torch_engine_trace_cache_stays_within_its_bytes(tmp_path, monkeypatch):

@@ -333,10 +333,13 @@ def _first_line(error: BaseException) -> str:
 
 
 def _used_last_first(folder: Path) -> list[tuple[Path, int]]:
-    """(file, bytes) of the traces saved in ``folder``, the one used last first (one stat a
-    file; a file gone meanwhile is left out)."""
+    """(file, bytes) of the traces saved in ``folder`` (named by a :func:`trace_key`: any
+    other file there is not the cache's to remove), the one used last first (one stat a file;
+    a file gone meanwhile is left out)."""
     found = []
     for path in folder.glob("*.pt"):
+        if len(path.stem) != 64 or path.stem.strip("0123456789abcdef"):
+            continue
         try:
             stat = path.stat()
         except OSError:
