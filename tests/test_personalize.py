@@ -213,6 +213,56 @@ def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path,
     assert len(notes) == 1 and notes[0].startswith("vidinv: note:")
 
 
+def test_the_familiarity_check_is_a_stage_on_the_runs_own_first_faces(short_clip):
+    """The check measures the first N encoded faces as the run encoded them (the same numbers
+    as check_familiarity on those crops and codes), passes every frame on unchanged and in
+    order, skips frames without a face or codes, checks a clip with fewer faces at its end, and
+    a report that raises stops the stream at the N-th face."""
+    from vidinv.config import PipelineConfig
+    from vidinv.frame import Frame
+    from vidinv.models.folder import DEFAULT_MODEL_FOLDER, load_model_bundle
+    from vidinv.pipeline.adapt import CheckFamiliarity, check_familiarity, probe_clip
+
+    bundle = load_model_bundle(DEFAULT_MODEL_FOLDER)
+    probe = probe_clip(short_clip, bundle, PipelineConfig(), first=3)
+    assert probe is not None and len(probe.crops) == 3
+    frames = []
+    for number, (crop, w, features) in enumerate(zip(probe.crops, probe.w, probe.features,
+                                                     strict=True)):
+        frames.append(Frame(index=2 * number, image=crop, face_found=False))  # no face
+        frames.append(Frame(index=2 * number + 1, image=crop, face_found=True, aligned=crop,
+                            w=w, features=features))
+    reports = []
+    stage = CheckFamiliarity(bundle, 2, reports.append)
+    assert [frame is given for frame, given in zip(stage(iter(frames)), frames,
+                                                   strict=True)] == [True] * len(frames)
+    expected = check_familiarity(_first_of(probe, 2), bundle)
+    assert len(reports) == 1 and reports[0] == expected and reports[0].frames == 2
+    reports.clear()
+    list(CheckFamiliarity(bundle, 10, reports.append)(iter(frames)))  # fewer faces than asked
+    assert len(reports) == 1 and reports[0] == check_familiarity(probe, bundle)
+    reports.clear()
+    list(CheckFamiliarity(bundle, 2, reports.append)(
+        iter([f for f in frames if not f.face_found])))
+    assert reports == []
+
+    def stop(_familiarity) -> None:
+        raise RuntimeError("unknown face")
+
+    given = []
+    with pytest.raises(RuntimeError, match="unknown face"):
+        for frame in CheckFamiliarity(bundle, 2, stop)(iter(frames)):
+            given.append(frame.index)
+    assert given == [0, 1, 2]  # the 2nd face (index 3) is checked before it is passed on
+
+
+def _first_of(probe, count: int):
+    from vidinv.pipeline.adapt import ClipProbe
+
+    return ClipProbe(probe.crops[:count], probe.w[:count], probe.features[:count],
+                     probe.indices[:count])
+
+
 def test_tune_makes_the_reconstruction_closer_and_needs_torch(tmp_path, short_clip):
     from vidinv.config import PipelineConfig
     from vidinv.errors import VidinvError

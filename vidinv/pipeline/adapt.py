@@ -1,17 +1,22 @@
-"""Before a run: does the model know this face, and (optionally) tune the generator to the clip.
+"""Before and during a run: does the model know this face, and (optionally) tune the generator
+to the clip.
 
-:func:`probe_clip` aligns and encodes a few frames of the clip through the run's own source,
-face stages and encode stage. :func:`check_familiarity` measures how well the model reconstructs
-them (dlib identity distance between each aligned crop and R = G(w, F), and PSNR); past dlib's
-same-person line it prints one notice — or, with ``strict``, raises
-:class:`UnfamiliarFaceError` before any output is written. :func:`tune_to_clip` runs the
-papers' generator tuning (PTI, :mod:`vidinv.train.pti`) on frames spread over the clip, so that
-render mode is sharp too. :func:`adapt_to_clip` does what the config's ``[adapt]`` section asks.
+:class:`CheckFamiliarity` is a stage of the run itself: on the first few faces the run encodes
+(their aligned crops and codes, no second pass over the clip) :func:`check_familiarity`
+measures how well the model reconstructs them (dlib identity distance between each aligned crop
+and R = G(w, F), and PSNR); past dlib's same-person line it prints one notice — or, with
+``strict``, raises :class:`UnfamiliarFaceError`, which stops the run before its output exists.
+:func:`probe_clip` aligns and encodes chosen frames of a clip through the run's own source,
+face stages and encode stage; :func:`tune_to_clip` runs the papers' generator tuning (PTI,
+:mod:`vidinv.train.pti`) on frames spread over the clip, so that render mode is sharp too.
+:func:`adapt_to_clip` does the tuning the config's ``[adapt]`` section asks for and
+:func:`familiarity_stage` gives its check.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ import torch
 
 from vidinv.config import PipelineConfig
 from vidinv.errors import VidinvError
+from vidinv.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -162,21 +168,83 @@ def tune_to_clip(bundle: Any, probe: ClipProbe, steps: int) -> Any:
     return replace(bundle, generator=result.generator)
 
 
+class CheckFamiliarity:
+    """Stage: :func:`check_familiarity` on the run's own first ``frames`` encoded faces (the
+    first slot's aligned crop [S,S,3] and codes w [L,512], F [C,h,h], taken as the encoder gave
+    them, before any smoothing), then ``report(familiarity)``; ``report`` may raise to stop the
+    run. Frames pass through at once (latency 0); the check runs in the stage's thread on the
+    ``frames``-th encoded face, or at the end of a clip that has fewer (none: no check).
+
+    It replaces a probe that decoded, aligned and encoded the clip's first frames a second
+    time before the run (~0.65 s CPU with MediaPipe's start-up); with key frames only the key
+    frames are encoded, so the faces checked are the first key frames'."""
+
+    latency = 0
+
+    def __init__(self, bundle: Any, frames: int,
+                 report: Callable[[Familiarity], None]) -> None:
+        if frames < 1:
+            raise ValueError(f"the familiarity check needs at least one frame, not {frames}")
+        self.bundle = bundle
+        self.frames = int(frames)
+        self.report = report
+
+    def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        crops: list[np.ndarray] = []
+        codes: list[torch.Tensor] = []
+        features: list[torch.Tensor] = []
+        indices: list[int] = []
+        checked = False
+        for frame in frames:
+            if (not checked and frame.face_found and frame.aligned is not None
+                    and frame.w is not None and frame.features is not None):
+                crops.append(np.array(frame.aligned, copy=True))
+                codes.append(frame.w.detach().to("cpu", torch.float32, copy=True))
+                features.append(frame.features.detach().to("cpu", torch.float32, copy=True))
+                indices.append(frame.index)
+                if len(crops) >= self.frames:
+                    self._check(crops, codes, features, indices)
+                    checked = True
+            yield frame
+        if not checked and crops:
+            self._check(crops, codes, features, indices)
+
+    def _check(self, crops: list[np.ndarray], codes: list[torch.Tensor],
+               features: list[torch.Tensor], indices: list[int]) -> None:
+        probe = ClipProbe(np.stack(crops), torch.stack(codes), torch.stack(features), indices)
+        familiarity = check_familiarity(probe, self.bundle)
+        log.debug("familiarity: %s", familiarity.describe())
+        self.report(familiarity)
+
+
+def familiarity_stage(path: str | Path, bundle: Any, config: PipelineConfig
+                      ) -> CheckFamiliarity | None:
+    """The run's familiarity check of the clip ``path`` (``adapt.check_frames`` faces; None
+    when 0): a notice when the model does not know the face, with ``adapt.strict`` an
+    :class:`UnfamiliarFaceError` that stops the run (its output is then not written)."""
+    settings = config.adapt
+    if settings.check_frames <= 0:
+        return None
+    path = Path(path)
+
+    def report(familiarity: Familiarity) -> None:
+        if familiarity.known:
+            return
+        message = unfamiliar_message(path, familiarity, config.face.paste)
+        if settings.strict:
+            raise UnfamiliarFaceError(message + "; --strict stops here")
+        log.warning("note: %s", message)
+
+    return CheckFamiliarity(bundle, settings.check_frames, report)
+
+
 def adapt_to_clip(path: str | Path, bundle: Any, config: PipelineConfig, editor: Any = None
                   ) -> tuple[Any, Any]:
-    """(bundle, editor) for the run: the familiarity notice (or error) and ``--tune``."""
+    """(bundle, editor) for the run: with ``adapt.tune_steps``, the generator tuned to the clip
+    (``--tune``); else as given. (The familiarity check is a stage of the run:
+    :func:`familiarity_stage`.)"""
     settings = config.adapt
     path = Path(path)
-    if settings.check_frames > 0:
-        probe = probe_clip(path, bundle, config, first=settings.check_frames)
-        if probe is not None:
-            familiarity = check_familiarity(probe, bundle)
-            log.debug("familiarity: %s", familiarity.describe())
-            if not familiarity.known:
-                message = unfamiliar_message(path, familiarity, config.face.paste)
-                if settings.strict:
-                    raise UnfamiliarFaceError(message + "; --strict stops here")
-                log.warning("note: %s", message)
     if settings.tune_steps > 0:
         if config.engine.backend != "torch":
             raise VidinvError("--tune tunes the generator in memory and needs --backend torch "

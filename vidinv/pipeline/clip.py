@@ -6,6 +6,7 @@ the per-frame codes. Output files are written whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from vidinv.config import PipelineConfig
 from vidinv.frame import Frame
 from vidinv.latent.archive import LatentArchive
 from vidinv.models.folder import ModelBundle
-from vidinv.pipeline.adapt import adapt_to_clip
+from vidinv.pipeline.adapt import adapt_to_clip, familiarity_stage
 from vidinv.pipeline.outputs import check_output, input_kind
 from vidinv.pipeline.runner import RunStats, run_threaded
 from vidinv.pipeline.runtime import stage_runtime
@@ -32,25 +33,30 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     is refused.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_output(input_path, output_path, bundle)
     reader, total = open_source(input_path, config)
     output_writer = open_sink(input_path, output_path, config, reader)
-    # the probe, the familiarity check and the engines' traces run with the stages' thread
-    # budget too: torch's default pool (one thread per core) spins while it waits, and on a busy
-    # machine that spinning cost more CPU than the probe and the traces themselves (generator
-    # tuning, --tune, is training and keeps the library's threads)
-    if input_kind(input_path) == "video":  # the familiarity check and --tune probe clips
-        with (stage_runtime(config.engine.threads) if config.adapt.tune_steps == 0
-              else contextlib.nullcontext()):
+    # the engines' traces and the familiarity check run with the stages' thread budget too:
+    # torch's default pool (one thread per core) spins while it waits, and on a busy machine
+    # that spinning cost more CPU than the work itself (generator tuning, --tune, is training
+    # and keeps the library's threads)
+    familiarity = None
+    if input_kind(input_path) == "video":  # the familiarity check and --tune are for clips
+        if config.adapt.tune_steps > 0:
             bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
+        familiarity = familiarity_stage(input_path, bundle, config)
     with stage_runtime(config.engine.threads):
         segments = build_pipeline(config, make_networks(bundle, config, editor),
-                                  str(input_path))
+                                  str(input_path), familiarity=familiarity)
+        # a note during the run (the familiarity check's) is printed above the bar, not into it
         with output_writer as writer, \
                 tqdm(total=total, unit="frame", disable=not progress,
-                     desc=output_path.name, leave=False) as bar:
+                     desc=output_path.name, leave=False) as bar, \
+                (logging_redirect_tqdm([logging.getLogger("vidinv")]) if progress
+                 else contextlib.nullcontext()):
             def sink(frame: Frame) -> None:
                 if on_frame is not None:
                     on_frame(frame)

@@ -4,7 +4,8 @@ each), a sink.
     source:         VideoReader (PyAV) | ImageSequenceReader (a picture or a folder of them)
     face segment:   DetectLandmarks → TrackFace → RequireFace → SmoothCrop → AlignFace
                     → (ChooseKeyFrames)
-    model segment:  EncodeFaces → SmoothLatents → RenderFaces (the edit and the render: one graph)
+    model segment:  EncodeFaces → (CheckFamiliarity) → SmoothLatents → RenderFaces (the edit and
+                    the render: one graph)
     output segment: MaskEdit → PasteBack → (SideBySide)
     sink:           VideoWriter (re-encode, audio copied) | ImageWriter | ImageFolderWriter
 
@@ -194,9 +195,12 @@ def face_stages(config: PipelineConfig, crop_size: int, source_name: str | None 
 
 
 def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
-                   *, live: bool = False) -> list[list[Stage]]:
+                   *, live: bool = False, familiarity: Stage | None = None
+                   ) -> list[list[Stage]]:
     """Stage segments (one thread each) for ``config``; ``live`` forces the causal,
-    zero-look-ahead choices and the three live segments."""
+    zero-look-ahead choices and the three live segments. ``familiarity`` (a
+    :class:`~vidinv.pipeline.adapt.CheckFamiliarity`) goes right after the encoder, where the
+    faces' crops and raw codes are."""
     face, latent = config.face, config.latent
     latent_smoothing, batch_size = latent.smoothing, config.engine.batch_size
     if live:
@@ -211,6 +215,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
 
     model_segment: list[Stage] = [
         EncodeFaces(networks.encode, batch_size),
+        *([familiarity] if familiarity is not None else []),
         SmoothLatents(latent_smoothing, alpha=latent.alpha, sigma=latent.sigma,
                       fine_layers_from=(latent.fine_layers_from
                                         if latent.fine_layers_from >= 0 else None),
