@@ -625,6 +625,8 @@ def test_torch_engine_keeps_its_trace_and_a_later_engine_loads_it(tmp_path, monk
 
     with monkeypatch.context() as patch:
         patch.setattr(torch.jit, "trace", _no_tracing)
+        # the key the file carries proves what it was made from: the module is not run again
+        patch.setattr(_Affine, "forward", _no_tracing)
         again = TorchEngine(module, *specs, trace_cache=cache)
         y = again(x=x)["y"]
     assert len(again.traced_shapes) == 1 and torch.allclose(y, first, atol=1e-6)
@@ -676,24 +678,32 @@ def test_one_graph_class_with_other_outputs_is_another_saved_trace(tmp_path):
 
 
 def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp_path):
-    """A cached file that does not load, or that loads but computes something else (a file
-    put under the key by hand), is not used: the module is traced again and the file
-    replaced."""
-    from vidinv.engines.torch_engine import TorchEngine, trace_key
+    """A cached file that does not load, that is another graph put under this key by hand
+    (it carries its own key), or that carries no key (a trace saved without one) is not
+    used: the module is traced again and the file replaced by one that carries this key."""
+    from vidinv.engines.torch_engine import TRACE_KEY_FILE, TorchEngine, trace_key
 
     torch.manual_seed(1)
     module, other = _Affine(), _Affine()
     specs = ([TensorSpec("x", ("batch", 4))], [TensorSpec("y", ("batch", 3))])
     cache = tmp_path / "traces"
     x = torch.randn(2, 4)
-    path = cache / f"{trace_key(module.eval(), {'x': x}, ['y'])}.pt"
+    key = trace_key(module.eval(), {'x': x}, ['y'])
+    path = cache / f"{key}.pt"
     with torch.no_grad():
         expected = module(x)
+
+    def carried_key() -> str:
+        carried = {TRACE_KEY_FILE: ""}
+        torch.jit.load(str(path), _extra_files=carried)
+        value = carried[TRACE_KEY_FILE]
+        return value.decode() if isinstance(value, bytes) else value
+
     cache.mkdir()
     path.write_bytes(b"half a zip file")
     assert torch.allclose(TorchEngine(module, *specs, trace_cache=cache)(x=x)["y"], expected,
                           atol=1e-6)
-    assert torch.jit.load(str(path)) is not None  # replaced by a good one
+    assert carried_key() == key  # replaced by a good one
 
     other_engine = TorchEngine(other, *specs, trace_cache=tmp_path / "other")
     other_engine(x=x)
@@ -701,7 +711,13 @@ def test_torch_engine_traces_anew_over_a_saved_trace_that_is_broken_or_wrong(tmp
     wrong.replace(path)  # another module's graph under this module's key
     engine = TorchEngine(module, *specs, trace_cache=cache)
     assert torch.allclose(engine(x=x)["y"], expected, atol=1e-6)
-    assert len(engine.traced_shapes) == 1
+    assert len(engine.traced_shapes) == 1 and carried_key() == key
+
+    with torch.no_grad():  # the other module's graph saved without a key, under this name
+        torch.jit.save(torch.jit.trace(other.eval(), x), str(path))
+    engine = TorchEngine(module, *specs, trace_cache=cache)
+    assert torch.allclose(engine(x=x)["y"], expected, atol=1e-6)
+    assert carried_key() == key
 
 
 def test_two_engines_saving_one_trace_at_once_leave_one_good_file(tmp_path, monkeypatch):
@@ -716,9 +732,9 @@ def test_two_engines_saving_one_trace_at_once_leave_one_good_file(tmp_path, monk
     real_save, written = torch.jit.save, []
     both_saving = threading.Barrier(2, timeout=30)
 
-    def slow_save(graph, path):  # both writers inside a save at once
+    def slow_save(graph, path, **options):  # both writers inside a save at once
         written.append(path)
-        real_save(graph, path)
+        real_save(graph, path, **options)
         both_saving.wait()
         time.sleep(0.05)
 
