@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vidinv.face.symmetry import MESH_POINTS  # noqa: E402 - after the repository's path
+from vidinv.frame import MESH_POINTS  # noqa: E402 - after the repository's path
 
 
 def mesh_pairs_distance(images: list[np.ndarray]) -> np.ndarray:

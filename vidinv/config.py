@@ -106,7 +106,7 @@ class EditSettings:
 
 @dataclass(frozen=True)
 class AdaptSettings:
-    check_frames: int = 4               # frames probed for "does the model know this face"; 0 off
+    check_frames: int = 4               # faces checked for "does the model know this face"; 0 off
     strict: bool = False                # an unknown face is an error instead of a notice
     tune_steps: int = 0                 # generator tuning (PTI) on the clip before editing
     tune_frames: int = 16               # frames spread over the clip that the tuning uses

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     import torch
 
 
+#: Points of MediaPipe's face mesh (with ``refine_landmarks`` ten iris points follow them).
+MESH_POINTS = 468
+#: Points of dlib's 68-point shape predictor.
+DLIB_POINTS = 68
+
+
 @dataclass(slots=True)
 class FaceLandmarks:
     """The facial points FFHQ alignment needs, in one form for every landmark backend.

@@ -36,7 +36,7 @@ import numpy as np
 
 from vidinv.face.errors import FaceChoiceError, FaceReferenceError
 from vidinv.face.landmarks import box_area, box_iou
-from vidinv.frame import FaceLandmarks
+from vidinv.frame import DLIB_POINTS, MESH_POINTS, FaceLandmarks
 
 #: dlib descriptor distance under which two faces are taken for the same person (dlib's own
 #: threshold for its face recognition model is 0.6).
@@ -44,7 +44,7 @@ SAME_PERSON = 0.6
 
 #: The 5 points dlib's face chip (and so its descriptor) is cut from: the image-right eye's
 #: outer and inner corner, the image-left eye's outer and inner corner, the base of the nose.
-_FIVE_POINTS = {468: (263, 362, 33, 133, 2), 68: (45, 42, 36, 39, 33)}
+_FIVE_POINTS = {MESH_POINTS: (263, 362, 33, 133, 2), DLIB_POINTS: (45, 42, 36, 39, 33)}
 
 
 def _centre(box: Sequence[float]) -> np.ndarray:
@@ -91,7 +91,7 @@ class FaceDescriber:
         """(128,) float64 descriptor of ``face`` in ``image`` ([H,W,3] uint8 RGB)."""
         self._load()
         dlib = self._dlib
-        indices = _FIVE_POINTS[468 if len(face.points) >= 468 else 68]
+        indices = _FIVE_POINTS[MESH_POINTS if len(face.points) >= MESH_POINTS else DLIB_POINTS]
         points = np.asarray(face.points, dtype=np.float64)[list(indices)]
         x0, y0 = np.floor(points.min(axis=0)).astype(int)
         x1, y1 = np.ceil(points.max(axis=0)).astype(int)

@@ -35,7 +35,7 @@ import numpy as np
 from vidinv.config import Landmarks
 from vidinv.face.align import apply_transform, translation, warp_to_antialiased
 from vidinv.face.errors import LandmarkBackendUnavailableError, UnknownLandmarkBackendError
-from vidinv.frame import FaceLandmarks
+from vidinv.frame import DLIB_POINTS, MESH_POINTS, FaceLandmarks
 from vidinv.native_log import native_stderr_guard
 
 MEDIAPIPE_EYE_LEFT = (33, 160, 158, 133, 153, 144)
@@ -80,10 +80,10 @@ def landmarks_from_points(
     points stop at the eyebrows, MediaPipe's mesh reaches the forehead).
     """
     points = np.asarray(points, dtype=np.float64)
-    if len(points) >= 468:
+    if len(points) >= MESH_POINTS:
         eye_l, eye_r = MEDIAPIPE_EYE_LEFT, MEDIAPIPE_EYE_RIGHT
         mouth_l, mouth_r = MEDIAPIPE_MOUTH_LEFT, MEDIAPIPE_MOUTH_RIGHT
-    elif len(points) == 68:
+    elif len(points) == DLIB_POINTS:
         eye_l, eye_r = DLIB_EYE_LEFT, DLIB_EYE_RIGHT
         mouth_l, mouth_r = DLIB_MOUTH_LEFT, DLIB_MOUTH_RIGHT
     else:

@@ -20,7 +20,7 @@ import numpy as np
 
 from vidinv.config import Region, parse_regions
 from vidinv.face.align import apply_transform
-from vidinv.frame import FaceLandmarks
+from vidinv.frame import DLIB_POINTS, MESH_POINTS, FaceLandmarks
 
 # MediaPipe face mesh (the first 468 points; refine_landmarks adds the irises after them).
 MEDIAPIPE_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37,
@@ -44,9 +44,9 @@ FEATHER = 0.012
 def region_point_sets(landmarks: FaceLandmarks, region: str) -> list[np.ndarray]:
     """The [N,2] frame points of each part of ``region`` (mouth: one set; eyes, brows: two)."""
     points = landmarks.points
-    if len(points) >= 468:
+    if len(points) >= MESH_POINTS:
         lips, eyes, brows = MEDIAPIPE_LIPS, MEDIAPIPE_EYES, MEDIAPIPE_BROWS
-    elif len(points) == 68:
+    elif len(points) == DLIB_POINTS:
         lips, eyes, brows = DLIB_LIPS, DLIB_EYES, DLIB_BROWS
     else:
         raise ValueError(f"expected 68 (dlib) or 468+ (MediaPipe) points, got {len(points)}")

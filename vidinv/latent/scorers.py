@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vidinv.frame import DLIB_POINTS, MESH_POINTS
 from vidinv.latent.errors import UnknownAttributeError
 
 if TYPE_CHECKING:
@@ -76,9 +77,9 @@ class FaceFrame:
 
     def __init__(self, face: FaceLandmarks) -> None:
         points = np.asarray(face.points, dtype=np.float64)
-        if len(points) >= 468:
+        if len(points) >= MESH_POINTS:
             self._indices = _INDICES["mediapipe"]
-        elif len(points) == 68:
+        elif len(points) == DLIB_POINTS:
             self._indices = _INDICES["dlib"]
         else:
             raise ValueError(f"expected 68 (dlib) or 468 (MediaPipe) points, got {len(points)}")

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from vidinv.frame import MESH_POINTS
 from vidinv.models import FEATURE_INDEX
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
 
@@ -37,7 +38,7 @@ MESH_SIDE = 256
 def _mesh(detector, image: np.ndarray) -> np.ndarray | None:
     big = cv2.resize(image, (MESH_SIDE, MESH_SIDE), interpolation=cv2.INTER_CUBIC)
     faces = detector.detect(big)
-    return faces[0].points[:468] / MESH_SIDE if faces else None
+    return faces[0].points[:MESH_POINTS] / MESH_SIDE if faces else None
 
 
 def edit_response(generator, encoder, crops: np.ndarray, points: np.ndarray,

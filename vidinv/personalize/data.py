@@ -14,6 +14,7 @@ import numpy as np
 
 from vidinv.errors import VidinvError
 from vidinv.face.identities import FaceChoice
+from vidinv.frame import MESH_POINTS
 from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, find_mouth_inside, warp_face
 
 #: Fewer usable face frames than this cannot train a model.
@@ -109,7 +110,7 @@ def collect_faces(clip: str | Path, crop_size: int, heldout: range | None = None
         for i, crop in enumerate(crops):
             faces = detector.detect(crop)
             if faces:
-                points.append(faces[0].points[:468].astype(np.float64))
+                points.append(faces[0].points[:MESH_POINTS].astype(np.float64))
                 keep.append(i)
     crops_array = np.stack([crops[i] for i in keep])
     points = list(with_irises(crops_array, np.stack(points)))
@@ -143,7 +144,7 @@ def with_irises(crops: np.ndarray, points: np.ndarray) -> np.ndarray:
             found = mesh.process(cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC))
             if found.multi_face_landmarks:
                 marks = found.multi_face_landmarks[0].landmark
-                out[n, 468:] = [[marks[i].x * side * scale, marks[i].y * side * scale]
+                out[n, MESH_POINTS:] = [[marks[i].x * side * scale, marks[i].y * side * scale]
                                 for i in range(468, 478)]
                 continue
             for k, centre in enumerate(eye_centres(face)):

@@ -54,10 +54,10 @@ from vidinv.face.smoothing import (
     quad_sigmas,
     smooth_each_face_centred,
 )
-from vidinv.face.symmetry import MESH_POINTS, symmetrized
+from vidinv.face.symmetry import symmetrized
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
 from vidinv.face.transfer import EditField, EditTransfer, appearance_weight
-from vidinv.frame import FaceLandmarks, FaceSlot, Frame
+from vidinv.frame import MESH_POINTS, FaceLandmarks, FaceSlot, Frame
 
 
 class DetectLandmarks:
