@@ -202,8 +202,9 @@ def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path,
 
     out = tmp_path / "out.mp4"
     result = _vidinv("edit", str(short_clip), "--attr", "smile", "--model", str(tiny),
-                     "-o", str(out), "--strict", "--quiet", cwd=tmp_path)
+                     "-o", str(out), "--strict", cwd=tmp_path)  # with the progress bar
     assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # the error is all there is
     assert "does not know the face" in _error_lines(result)[0]
     assert "vidinv personalize" in _error_lines(result)[0]
     result = _vidinv("edit", str(short_clip), "--attr", "smile", "--model", str(tiny),
@@ -216,8 +217,9 @@ def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path,
 def test_the_familiarity_check_is_a_stage_on_the_runs_own_first_faces(short_clip):
     """The check measures the first N encoded faces as the run encoded them (the same numbers
     as check_familiarity on those crops and codes), passes every frame on unchanged and in
-    order, skips frames without a face or codes, checks a clip with fewer faces at its end, and
-    a report that raises stops the stream at the N-th face."""
+    order, skips frames without a face or codes, checks a clip with fewer faces at its end,
+    holds the frames until its verdict (a report that raises stops the run before any frame
+    went on) but no more than ``hold`` of them."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
     from vidinv.models.folder import DEFAULT_MODEL_FOLDER, load_model_bundle
@@ -249,11 +251,12 @@ def test_the_familiarity_check_is_a_stage_on_the_runs_own_first_faces(short_clip
     def stop(_familiarity) -> None:
         raise RuntimeError("unknown face")
 
-    given = []
-    with pytest.raises(RuntimeError, match="unknown face"):
-        for frame in CheckFamiliarity(bundle, 2, stop)(iter(frames)):
-            given.append(frame.index)
-    assert given == [0, 1, 2]  # the 2nd face (index 3) is checked before it is passed on
+    for hold, went_on in ((8, []), (2, [0])):
+        given = []
+        with pytest.raises(RuntimeError, match="unknown face"):
+            for frame in CheckFamiliarity(bundle, 2, stop, hold=hold)(iter(frames)):
+                given.append(frame.index)
+        assert given == went_on  # the 2nd face is at index 3; frames 1 and 2 were held
 
 
 def _first_of(probe, count: int):

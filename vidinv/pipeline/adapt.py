@@ -16,6 +16,7 @@ face stages and encode stage; :func:`tune_to_clip` runs the papers' generator tu
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -172,28 +173,39 @@ class CheckFamiliarity:
     """Stage: :func:`check_familiarity` on the run's own first ``frames`` encoded faces (the
     first slot's aligned crop [S,S,3] and codes w [L,512], F [C,h,h], taken as the encoder gave
     them, before any smoothing), then ``report(familiarity)``; ``report`` may raise to stop the
-    run. Frames pass through at once (latency 0); the check runs in the stage's thread on the
-    ``frames``-th encoded face, or at the end of a clip that has fewer (none: no check).
+    run. The check runs in the stage's thread on the ``frames``-th encoded face, or at the end
+    of a clip that has fewer (none: no check).
+
+    Until then the stage holds up to ``hold`` frames (default 4 × ``frames``: with key frames
+    at least every ``face.key_every`` = 4 frames, the faces it needs are in them), so that
+    nothing reaches the output before the verdict: ``--strict``'s error on an unknown face is
+    the run's only line, as before any frame was written. A clip whose first faces come later
+    passes its frames on past ``hold`` and is checked when they come.
 
     It replaces a probe that decoded, aligned and encoded the clip's first frames a second
-    time before the run (~0.65 s CPU with MediaPipe's start-up); with key frames only the key
-    frames are encoded, so the faces checked are the first key frames'."""
-
-    latency = 0
+    time before the run; with key frames only the key frames are encoded, so the faces checked
+    are the first key frames'."""
 
     def __init__(self, bundle: Any, frames: int,
-                 report: Callable[[Familiarity], None]) -> None:
+                 report: Callable[[Familiarity], None], hold: int | None = None) -> None:
         if frames < 1:
             raise ValueError(f"the familiarity check needs at least one frame, not {frames}")
         self.bundle = bundle
         self.frames = int(frames)
         self.report = report
+        self.hold = 4 * self.frames if hold is None else int(hold)
+
+    @property
+    def latency(self) -> int:
+        """Frames held at most (until the check has run)."""
+        return self.hold
 
     def __call__(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         crops: list[np.ndarray] = []
         codes: list[torch.Tensor] = []
         features: list[torch.Tensor] = []
         indices: list[int] = []
+        held: deque[Frame] = deque()
         checked = False
         for frame in frames:
             if (not checked and frame.face_found and frame.aligned is not None
@@ -205,9 +217,12 @@ class CheckFamiliarity:
                 if len(crops) >= self.frames:
                     self._check(crops, codes, features, indices)
                     checked = True
-            yield frame
+            held.append(frame)
+            while held and (checked or len(held) > self.hold):
+                yield held.popleft()
         if not checked and crops:
             self._check(crops, codes, features, indices)
+        yield from held
 
     def _check(self, crops: list[np.ndarray], codes: list[torch.Tensor],
                features: list[torch.Tensor], indices: list[int]) -> None:

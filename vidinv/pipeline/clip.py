@@ -51,16 +51,23 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     with stage_runtime(config.engine.threads):
         segments = build_pipeline(config, make_networks(bundle, config, editor),
                                   str(input_path), familiarity=familiarity)
+        # the bar shows from the first frame written: an error about the clip's first frames
+        # (no face, a --face that is not there, --strict's unknown face) stays the only line;
         # a note during the run (the familiarity check's) is printed above the bar, not into it
-        with output_writer as writer, \
-                tqdm(total=total, unit="frame", disable=not progress,
-                     desc=output_path.name, leave=False) as bar, \
+        with output_writer as writer, contextlib.ExitStack() as shown, \
                 (logging_redirect_tqdm([logging.getLogger("vidinv")]) if progress
                  else contextlib.nullcontext()):
+            bar = None
+
             def sink(frame: Frame) -> None:
+                nonlocal bar
                 if on_frame is not None:
                     on_frame(frame)
                 writer.write(frame)
+                if bar is None:
+                    bar = shown.enter_context(tqdm(total=total, unit="frame",
+                                                   disable=not progress,
+                                                   desc=output_path.name, leave=False))
                 bar.update()
 
             stats = run_threaded(reader, segments, sink, queue_size=config.queue_size)
