@@ -217,9 +217,9 @@ def test_an_unknown_face_gets_a_notice_and_strict_stops_without_output(tmp_path,
 def test_the_familiarity_check_is_a_stage_on_the_runs_own_first_faces(short_clip):
     """The check measures the first N encoded faces as the run encoded them (the same numbers
     as check_familiarity on those crops and codes), passes every frame on unchanged and in
-    order, skips frames without a face or codes, checks a clip with fewer faces at its end,
-    holds the frames until its verdict (a report that raises stops the run before any frame
-    went on) but no more than ``hold`` of them."""
+    order, skips frames without a face or codes, checks a clip with fewer faces at its end;
+    with ``hold`` (--strict) it holds the frames until its verdict (a report that raises stops
+    the run before any frame went on) but no more than ``hold`` of them."""
     from vidinv.config import PipelineConfig
     from vidinv.frame import Frame
     from vidinv.models.folder import DEFAULT_MODEL_FOLDER, load_model_bundle
@@ -251,12 +251,12 @@ def test_the_familiarity_check_is_a_stage_on_the_runs_own_first_faces(short_clip
     def stop(_familiarity) -> None:
         raise RuntimeError("unknown face")
 
-    for hold, went_on in ((8, []), (2, [0])):
+    for hold, went_on in ((8, []), (2, [0]), (0, [0, 1, 2])):
         given = []
         with pytest.raises(RuntimeError, match="unknown face"):
             for frame in CheckFamiliarity(bundle, 2, stop, hold=hold)(iter(frames)):
                 given.append(frame.index)
-        assert given == went_on  # the 2nd face is at index 3; frames 1 and 2 were held
+        assert given == went_on  # the 2nd face is at index 3
 
 
 def _first_of(probe, count: int):

@@ -169,6 +169,11 @@ def tune_to_clip(bundle: Any, probe: ClipProbe, steps: int) -> Any:
     return replace(bundle, generator=result.generator)
 
 
+#: Frames a ``--strict`` run's familiarity check holds per face it checks: key frames come at
+#: least every ``face.key_every`` = 4 frames, so its faces are within them.
+STRICT_HOLD_PER_FACE = 4
+
+
 class CheckFamiliarity:
     """Stage: :func:`check_familiarity` on the run's own first ``frames`` encoded faces (the
     first slot's aligned crop [S,S,3] and codes w [L,512], F [C,h,h], taken as the encoder gave
@@ -176,24 +181,26 @@ class CheckFamiliarity:
     run. The check runs in the stage's thread on the ``frames``-th encoded face, or at the end
     of a clip that has fewer (none: no check).
 
-    Until then the stage holds up to ``hold`` frames (default 4 × ``frames``: with key frames
-    at least every ``face.key_every`` = 4 frames, the faces it needs are in them), so that
-    nothing reaches the output before the verdict: ``--strict``'s error on an unknown face is
-    the run's only line, as before any frame was written. A clip whose first faces come later
-    passes its frames on past ``hold`` and is checked when they come.
+    Until then the stage holds up to ``hold`` frames (``--strict`` runs:
+    :data:`STRICT_HOLD_PER_FACE` × ``frames``), so that nothing reaches the output before the
+    verdict and the strict error on an unknown face is the run's only line, as before any frame
+    was written; a clip whose first faces come later passes its frames on past ``hold`` and is
+    checked when they come. Without ``hold`` frames pass on at once (a note is printed above
+    the progress bar), and no frames are kept in memory for it (16 held 4K frames with their
+    originals are ~0.8 GB).
 
     It replaces a probe that decoded, aligned and encoded the clip's first frames a second
     time before the run; with key frames only the key frames are encoded, so the faces checked
     are the first key frames'."""
 
     def __init__(self, bundle: Any, frames: int,
-                 report: Callable[[Familiarity], None], hold: int | None = None) -> None:
+                 report: Callable[[Familiarity], None], hold: int = 0) -> None:
         if frames < 1:
             raise ValueError(f"the familiarity check needs at least one frame, not {frames}")
         self.bundle = bundle
         self.frames = int(frames)
         self.report = report
-        self.hold = 4 * self.frames if hold is None else int(hold)
+        self.hold = int(hold)
 
     @property
     def latency(self) -> int:
@@ -250,7 +257,8 @@ def familiarity_stage(path: str | Path, bundle: Any, config: PipelineConfig
             raise UnfamiliarFaceError(message + "; --strict stops here")
         log.warning("note: %s", message)
 
-    return CheckFamiliarity(bundle, settings.check_frames, report)
+    hold = STRICT_HOLD_PER_FACE * settings.check_frames if settings.strict else 0
+    return CheckFamiliarity(bundle, settings.check_frames, report, hold=hold)
 
 
 def adapt_to_clip(path: str | Path, bundle: Any, config: PipelineConfig, editor: Any = None
