@@ -63,7 +63,7 @@ SHADING_LIMIT = 6.0
 #: PSNR (dB) of R against the source crop below which the model does not know the face (its
 #: appearance would be another person's): appearance weight 0 at the first, 1 at the second.
 KNOWN_PSNR = (17.0, 21.0)
-#: Rows per band when the frame is resampled, shaded and blended only where something changes.
+#: Rows per band when the frame is resampled only where the flow moves it.
 RESAMPLE_BAND = 32
 #: Flow (frame pixels) below this in both directions is taken as none when it is carried into
 #: the frame (cubic resampling along it changes a pixel by a level at most). The field's tails
@@ -83,10 +83,11 @@ class EditTransfer:
         flow_size: U, the side at which flow, mask and residual live.
         residual_sigma: low-pass σ of the residual (fraction of U); ``None`` drops it.
         flow_sigma: smoothing σ of the flow (fraction of U).
-        restrict_to_motion: resample, shade and blend the frame only where something changes
-            (bands of :data:`RESAMPLE_BAND` rows, each across its changing columns: the same
-            output up to ±1 level of OpenCV's fixed-point rounding, for less work; the cost is
-            printed by ``benchmarks/paste_cost.py``); False works on the whole face box.
+        restrict_to_motion: resample the frame only where the flow is not 0 (bands of
+            :data:`RESAMPLE_BAND` rows, each across its moving columns: the same output up to
+            ±1 level of OpenCV's fixed-point rounding, for less work; the cost is printed by
+            ``benchmarks/paste_cost.py``); False resamples every face-box row that moves, in
+            full.
     """
 
     def __init__(self, flow_size: int = FLOW_SIZE, residual_sigma: float | None = RESIDUAL_SIGMA,
@@ -206,38 +207,20 @@ class EditTransfer:
                                 (bx1 - bx0, by1 - by0),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        # A pixel changes where it moves or where the shading reaches half a level (the add
-        # below rounds a smaller one away), and only where alpha > 0: elsewhere the blend gives
-        # the frame's own pixel back, so each band of rows is resampled, shaded and blended
-        # across its changing columns only (a smile changes the mouth, cheeks and eyes, not
-        # the forehead or the face's sides; the output is the same to the bit).
-        flow_box, alpha_box = in_box[..., :2], in_box[..., 3]
-        changes = flow_box.view(np.uint64)[..., 0] != 0  # either component's bits set
+        # resampled in place in ``out`` unless that is the frame being read
+        moved = (image[by0:by1, bx0:bx1].copy() if np.may_share_memory(out, image)
+                 else out[by0:by1, bx0:bx1])
+        self._resample(image, in_box[..., :2], bx0, by0, moved)
         if carried:
-            changes |= np.abs(in_box[..., 2]) >= np.float32(0.5)
-        changes &= alpha_box > 0
-        band = RESAMPLE_BAND if self.restrict_to_motion else by1 - by0
-        for r0 in range(0, by1 - by0, band):
-            r1 = min(r0 + band, by1 - by0)
-            columns = np.flatnonzero(changes[r0:r1].any(axis=0))
-            if columns.size == 0:
-                continue
-            c0, c1 = ((int(columns[0]), int(columns[-1]) + 1) if self.restrict_to_motion
-                      else (0, bx1 - bx0))
-            y0, y1, x0, x1 = by0 + r0, by0 + r1, bx0 + c0, bx0 + c1
-            source = np.ascontiguousarray(image[y0:y1, x0:x1])
-            moved = source.copy()
-            self._resample(image, flow_box[r0:r1, c0:c1], x0, y0, moved)
-            if carried:
-                shading = np.empty(moved.shape, np.float32)
-                cv2.mixChannels([np.ascontiguousarray(in_box[r0:r1, c0:c1])], [shading],
-                                [2, 0, 2, 1, 2, 2])                # grey → [h,w,3]
-                moved = cv2.add(moved, shading, dtype=cv2.CV_8U)  # saturating, rounded
-            # The moved pixels are the frame's own, so the motion may reach the mask's feather
-            # at full strength (a jaw that drops crosses it); the residual keeps the face mask.
-            alpha = np.ascontiguousarray(alpha_box[r0:r1, c0:c1])
-            # alpha·moved + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
-            out[y0:y1, x0:x1] = cv2.blendLinear(moved, source, alpha, 1.0 - alpha)
+            shading = np.empty(moved.shape, np.float32)
+            cv2.mixChannels([in_box], [shading], [2, 0, 2, 1, 2, 2])    # grey → [h,w,3]
+            moved = cv2.add(moved, shading, dtype=cv2.CV_8U)  # saturating, rounded
+        # The moved pixels are the frame's own, so the motion may reach the mask's feather at
+        # full strength (a jaw that drops crosses it); the residual keeps the face mask.
+        alpha = np.ascontiguousarray(in_box[..., 3])
+        # alpha·moved + (1 − alpha)·frame, rounded; exactly the frame where alpha is 0
+        out[by0:by1, bx0:bx1] = cv2.blendLinear(moved, np.ascontiguousarray(
+            image[by0:by1, bx0:bx1]), alpha, 1.0 - alpha)
         return out
 
     def _resample(self, image: np.ndarray, flow: np.ndarray, x0: int, y0: int,
