@@ -8,7 +8,7 @@ onto a 16:9 canvas at 1280×720 and 1920×1080 (made once into ``--cache``). For
 back to back and alternated (``--repeats`` pairs, the least of each kept):
 
 * ``vidinv edit CLIP --attr smile`` with the defaults (a fresh process: imports, model loading,
-  the familiarity probe and the run, as a user pays them; the engines' traced graphs come from
+  the familiarity check and the run, as a user pays them; the engines' traced graphs come from
   the user's cache when an earlier run of the same model kept them — a model's first run
   traces and saves them, ~0.6 s CPU more — so run it twice, or use ``--repeats 2``, for the
   cost of the runs after the first);

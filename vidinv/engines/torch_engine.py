@@ -112,7 +112,8 @@ class TorchEngine:
 
     ``trace`` (default: on the CPU) runs a TorchScript trace of the module, made on the first
     call with each input shape and checked against the module on those inputs (a module whose
-    trace differs, or cannot be traced, runs eagerly). A trace records the operations the
+    trace differs, or cannot be traced, runs eagerly; a graph loaded from ``trace_cache`` was
+    checked so when it was saved). A trace records the operations the
     example ran: a module that branches on input *values* (not shapes) needs ``trace=False``;
     the encoder and edit+render graphs do not. A batch smaller than a traced one runs
     eagerly (a clip's last, partial batch). A shape that cannot be traced is said in one warning
@@ -356,4 +357,3 @@ def _used_last_first(folder: Path) -> list[tuple[Path, int]]:
         found.append((stat.st_mtime, path, stat.st_size))
     found.sort(key=lambda entry: entry[0], reverse=True)
     return [(path, size) for _, path, size in found]
-

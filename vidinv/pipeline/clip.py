@@ -39,15 +39,14 @@ def process_video(input_path: str | Path, output_path: str | Path, bundle: Model
     check_output(input_path, output_path, bundle)
     reader, total = open_source(input_path, config)
     output_writer = open_sink(input_path, output_path, config, reader)
-    # the engines' traces and the familiarity check run with the stages' thread budget too:
-    # torch's default pool (one thread per core) spins while it waits, and on a busy machine
-    # that spinning cost more CPU than the work itself (generator tuning, --tune, is training
-    # and keeps the library's threads)
     familiarity = None
     if input_kind(input_path) == "video":  # the familiarity check and --tune are for clips
-        if config.adapt.tune_steps > 0:
+        if config.adapt.tune_steps > 0:  # training: it keeps the library's threads
             bundle, editor = adapt_to_clip(input_path, bundle, config, editor)
         familiarity = familiarity_stage(input_path, bundle, config)
+    # the engines' traces and the familiarity check (a stage) run with the stages' thread
+    # budget too: torch's default pool (one thread per core) spins while it waits, and on a
+    # busy machine that spinning cost more CPU than the work itself
     with stage_runtime(config.engine.threads):
         segments = build_pipeline(config, make_networks(bundle, config, editor),
                                   str(input_path), familiarity=familiarity)
