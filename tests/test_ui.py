@@ -54,16 +54,27 @@ def _decode(data_url: str) -> np.ndarray:
 
 
 def test_preview_follows_the_strengths_without_encoding_again(session, monkeypatch):
+    import dataclasses
+
+    from vidinv.pipeline import wiring
+
     clip = session.add_bundled_clip()
-    bundle = session.bundle(None)
     calls = {"encoder": 0}
-    forward = bundle.encoder.forward
+    make_networks = wiring.make_networks
 
-    def counting_forward(*args, **kwargs):
-        calls["encoder"] += 1
-        return forward(*args, **kwargs)
+    def counting_networks(*args, **kwargs):
+        # counted at the encode engine's call: the module's own forward runs only when a
+        # graph is traced, and not at all when the trace cache already holds it
+        networks = make_networks(*args, **kwargs)
+        encode = networks.encode
 
-    monkeypatch.setattr(bundle.encoder, "forward", counting_forward)
+        def counting_encode(*inputs, **options):
+            calls["encoder"] += 1
+            return encode(*inputs, **options)
+
+        return dataclasses.replace(networks, encode=counting_encode)
+
+    monkeypatch.setattr(wiring, "make_networks", counting_networks)
     opened = session.open(clip.id, None)
     assert opened["attributes"] == ["smile"]
     assert (opened["width"], opened["height"], opened["frames"]) == (176, 144, 120)
