@@ -236,7 +236,8 @@ def attribute_table(meter, bundle, clip: Path, inputs: list[np.ndarray], crf: in
     """Every expression attribute of the model, transfer paste, at ``strengths``: the change of
     each landmark measure (what it names should move, little else) and the motion ratio."""
     from vidinv.config import PipelineConfig
-    from vidinv.personalize.warps import MEANING, attribute_order
+    from vidinv.face.expressions import MEANING
+    from vidinv.personalize.warps import attribute_order
     from vidinv.pipeline.attributes import available_attributes, resolve_editor
 
     names = [n for n in attribute_order(available_attributes(bundle)) if n in MEANING]

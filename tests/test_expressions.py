@@ -76,7 +76,7 @@ def test_smile_warp_is_au12_corners_up_at_full_and_graded(meter, crops_and_point
 def test_smile_warp_corners_land_where_au12_puts_them(crops_and_points):
     """The interpolation does not average the corner's motion with fixed points nearby: the
     backward map at the corner's target points back to the corner (within 0.05 u)."""
-    from vidinv.personalize.warps import (
+    from vidinv.face.expressions import (
         MOUTH_CORNERS,
         REACH,
         control_points,
@@ -100,7 +100,8 @@ def test_smile_warp_corners_land_where_au12_puts_them(crops_and_points):
 
 
 def test_smile_warp_shows_teeth_only_at_the_upper_range(crops_and_points):
-    from vidinv.personalize.warps import LIPS_INNER_LOWER, LIPS_INNER_UPPER, warp_face
+    from vidinv.face.expressions import LIPS_INNER_LOWER, LIPS_INNER_UPPER
+    from vidinv.personalize.warps import warp_face
 
     crops, points = crops_and_points
     crop, face = crops[0], points[0]

@@ -68,8 +68,8 @@ def test_eye_and_mouth_warps_move_what_they_name(crop_and_points):
 
 
 def test_expression_bank_covers_every_warp_and_amount(crop_and_points):
+    from vidinv.face.expressions import WARPS
     from vidinv.personalize.tune import expression_bank
-    from vidinv.personalize.warps import WARPS
 
     crop, points = crop_and_points
     bank = expression_bank(crop[None], points[None], 32)

@@ -7,6 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
+from vidinv.face.expressions import (
+    BROWS_SIDES,
+    CENTRE_LINE,
+    EYE_LOWER,
+    EYE_UPPER,
+    MOUTH_CORNERS,
+    UNDER_EYES,
+)
 from vidinv.face.symmetry import (
     MESH_POINTS,
     is_symmetric,
@@ -15,14 +23,6 @@ from vidinv.face.symmetry import (
     symmetrized,
 )
 from vidinv.face.transfer import EditField
-from vidinv.personalize.warps import (
-    BROWS_SIDES,
-    CENTRE_LINE,
-    EYE_LOWER,
-    EYE_UPPER,
-    MOUTH_CORNERS,
-    UNDER_EYES,
-)
 
 
 def test_the_mirror_table_pairs_the_faces_sides():

@@ -24,7 +24,7 @@ from vidinv.face.transfer import EditField
 from vidinv.frame import MESH_POINTS  # the mirror table covers these (not the irises)
 
 #: Edits that move both sides of the face alike (the expression bank's names,
-#: vidinv/personalize/warps.py); any other name, or an edit of unknown name, is left as it is.
+#: vidinv/face/expressions.py); any other name, or an edit of unknown name, is left as it is.
 SYMMETRIC_EDITS = frozenset({"smile", "frown", "brows_raised", "eyes_closed", "eyes_open",
                              "eyes_wide", "mouth_open", "pout", "gaze_vertical", "pitch"})
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from vidinv.errors import VidinvError
+from vidinv.face.expressions import EDIT_OF_WARP, EXTRA_EDITS, WARPS
 from vidinv.models import FEATURE_INDEX
 from vidinv.models.folder import (
     DEFAULT_MODEL_FOLDER,
@@ -53,7 +54,6 @@ from vidinv.models.folder import (
     save_model_folder,
     write_manifest,
 )
-from vidinv.personalize.warps import EDIT_OF_WARP, EXTRA_EDITS, WARPS
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +367,9 @@ class Personalizer:
                           ) -> tuple[torch.Tensor, list[float]]:
         """[K,L,512]: per warp kind, the mean over training crops of E(warp(x, strongest))
         − E(x) (the tuning's starting point), and how well single pairs agree with it."""
+        from vidinv.face.expressions import AMOUNT_RANGE
         from vidinv.models.encoder import prepare_input
-        from vidinv.personalize.warps import AMOUNT_RANGE, warp_face
+        from vidinv.personalize.warps import warp_face
 
         encoder = encoder.cpu().eval()
         crops, points = data["train_crops"], data["train_points"]

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 import torch
 
+from vidinv.face.expressions import AMOUNT_RANGE, WARPS
 from vidinv.frame import MESH_POINTS
 from vidinv.models import FEATURE_INDEX
-from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, warp_face
+from vidinv.personalize.warps import warp_face
 
 #: The landmarks each warp is about (MediaPipe mesh indices).
 #: (Gaze moves the irises, which this 468-point mesh does not have: its scale stays nominal.)

@@ -71,7 +71,7 @@ def model_card(summary: dict[str, Any]) -> str:
         "still render the crops. " + start + ". `eyes_open` is the negative of closing the "
         "eyes.",
     ]
-    from vidinv.personalize.warps import MEANING
+    from vidinv.face.expressions import MEANING
 
     lines += ["", "## What the strengths mean", "Strength 3 is the full expression of the "
               "training warps; 1 and 2 are graded amounts of it.", "",

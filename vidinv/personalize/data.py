@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from vidinv.errors import VidinvError
+from vidinv.face.expressions import AMOUNT_RANGE, WARPS
 from vidinv.face.identities import FaceChoice
 from vidinv.frame import MESH_POINTS
-from vidinv.personalize.warps import AMOUNT_RANGE, WARPS, find_mouth_inside, warp_face
+from vidinv.personalize.warps import find_mouth_inside, warp_face
 
 #: Fewer usable face frames than this cannot train a model.
 MIN_FACE_FRAMES = 24
@@ -130,8 +131,8 @@ def with_irises(crops: np.ndarray, points: np.ndarray) -> np.ndarray:
     no face, each eye's centre and a ring of a fifth of the eye's width around it."""
     import cv2
 
+    from vidinv.face.expressions import EYE_CORNERS, eye_centres
     from vidinv.face.landmarks import _import_mediapipe
-    from vidinv.personalize.warps import EYE_CORNERS, eye_centres
 
     side = 256
     out = np.concatenate([points, np.zeros((len(points), 10, 2))], 1)
