@@ -382,21 +382,20 @@ def dense_backward_map(control: ControlPoints, size: int, sigma: float
     """
     import cv2
 
-    target, shift, exact = [], [], []
     merge = max(sigma / 5, 0.5)
     moves = control.source - control.target
     wanted = (control.exact if control.exact is not None
               else np.zeros(len(moves), bool))
     order = np.argsort(-np.linalg.norm(moves, axis=1), kind="stable")  # moving points first
-    for t, s, e in zip(control.target[order], moves[order], wanted[order], strict=True):
-        if target and np.min(np.linalg.norm(np.array(target) - t, axis=1)) < merge:
-            continue
-        target.append(t)
-        shift.append(s)
-        exact.append(e)
-    target_a = np.array(target, np.float64)
-    shift_a = np.array(shift, np.float64)
-    exact_a = np.array(exact, bool)
+    targets = control.target[order]
+    close = np.linalg.norm(targets[:, None] - targets[None], axis=2) < merge
+    kept: list[int] = []
+    for i in range(len(targets)):  # each point unless one kept before it is too close
+        if not close[i, kept].any():
+            kept.append(i)
+    target_a = targets[kept].astype(np.float64)
+    shift_a = moves[order][kept].astype(np.float64)
+    exact_a = wanted[order][kept].astype(bool)
 
     def squared(at: np.ndarray, points: np.ndarray) -> np.ndarray:
         """[A,P] squared distances (float32)."""
@@ -414,13 +413,25 @@ def dense_backward_map(control: ControlPoints, size: int, sigma: float
     coeffs = np.linalg.solve(gram + 1e-3 * np.eye(len(anchors)),
                              shift_a[exact_a] - spread(anchors))
     grid = int(min(size, max(16, np.ceil(3 * size / max(sigma, 1e-6)))))
-    axis = np.linspace(0, size - 1, grid)
-    gx, gy = np.meshgrid(axis, axis)
-    lattice = np.stack([gx.ravel(), gy.ravel()], 1)
-    field = spread(lattice) + np.exp(-squared(lattice, anchors) / np.float32(narrow)) @ (
-        coeffs.astype(np.float32))
-    field = cv2.resize(field.reshape(grid, grid, 2).astype(np.float32), (size, size),
-                       interpolation=cv2.INTER_LINEAR)
+    axis = np.linspace(0, size - 1, grid).astype(np.float32)
+
+    def on_lattice(centres: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
+        """[grid,grid,C]: Σ_k values[k]·exp(−|x − centres[k]|² / width) at the lattice's
+        points, the Gaussian split into its x and y factors (two small matrix products
+        instead of a [grid², K] table)."""
+        gx = np.exp(-(axis[:, None] - centres[None, :, 0].astype(np.float32)) ** 2
+                    / np.float32(width))
+        gy = np.exp(-(axis[:, None] - centres[None, :, 1].astype(np.float32)) ** 2
+                    / np.float32(width))
+        values = values.astype(np.float32)
+        return np.stack([gy @ (gx * values[:, c]).T for c in range(values.shape[1])], axis=2)
+
+    wide = 2 * sigma * sigma
+    spread_part = on_lattice(target_a, np.concatenate([shift_a, np.ones((len(shift_a), 1))],
+                                                      axis=1), wide)
+    field = (spread_part[..., :2] / (spread_part[..., 2:] + np.float32(1e-2))
+             + on_lattice(anchors, coeffs, narrow))
+    field = cv2.resize(field.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
     return xs + field[..., 0], ys + field[..., 1]
 
@@ -432,3 +443,4 @@ def moved_points(kind: str, points: np.ndarray, amount: float) -> np.ndarray:
     for i, shift in mesh_moves(kind, points, amount).shift.items():
         out[i] = points[i] + shift
     return out
+
