@@ -72,6 +72,9 @@ class FaceSettings:
     key_every: int = 4                  # and at least every this many frames
     symmetric: bool = True              # transfer paste: an edit symmetric by nature (smile,
     #                                     frown, brows, eyes, mouth, pout) moves both sides alike
+    actions: bool = True                # transfer paste: an edit of the expression bank moves
+    #                                     the face as its action units do, as far as the
+    #                                     model's edit goes (else: optical flow E -> R)
 
 
 @dataclass(frozen=True)

@@ -444,3 +444,61 @@ def moved_points(kind: str, points: np.ndarray, amount: float) -> np.ndarray:
         out[i] = points[i] + shift
     return out
 
+
+# --- an edit read as its action units -------------------------------------------------------
+
+#: The kinds whose motion is a field: mesh points moved by their action units, or the head
+#: rolled. (Gaze moves the irises' appearance inside the eye, which a field of the face does not
+#: make: :mod:`vidinv.personalize.warps`.)
+FIELD_KINDS = ("smile", "frown", "brows_raised", "eyes_closed", "eyes_wide", "mouth_open",
+               "pout", "yaw", "pitch", "roll")
+#: Strength α of a model's edit that the full expression (amount 1) is.
+FULL_STRENGTH = 3.0
+
+
+def action_field(kind: str, points: np.ndarray, amount: float, size: int) -> np.ndarray:
+    """[size,size,2] float32: the backward motion of expression ``kind`` at ``amount`` in a
+    crop of side ``size`` whose mesh points are ``points`` [468+,2]: the pixel at p of the
+    expression is the crop's at p + field(p) (``cv2.remap``'s convention, as
+    :meth:`~vidinv.face.transfer.EditTransfer.field`'s flow)."""
+    import cv2
+
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"{kind!r} has no motion field; these have: {', '.join(FIELD_KINDS)}")
+    low, high = AMOUNT_RANGE[kind]
+    amount = float(np.clip(amount, low, high))
+    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    if amount == 0.0:
+        return np.zeros((size, size, 2), np.float32)
+    if kind == "roll":
+        centre = points[list(EYE_CORNERS) + list(MOUTH_CORNERS)].mean(0)
+        forward = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])),
+                                          -ROLL_DEGREES * amount, 1.0)
+        back = cv2.invertAffineTransform(forward)
+        map_x = back[0, 0] * xs + back[0, 1] * ys + back[0, 2]
+        map_y = back[1, 0] * xs + back[1, 1] * ys + back[1, 2]
+    else:
+        map_x, map_y = dense_backward_map(control_points(kind, points, amount, size), size,
+                                          REACH[kind] * interocular(points))
+    return np.dstack([map_x - xs, map_y - ys]).astype(np.float32)
+
+
+def edit_actions(strengths: dict[str, float]) -> dict[str, float] | None:
+    """The expressions and amounts (kind → amount, ``α / FULL_STRENGTH`` signed by
+    :data:`EDIT_OF_WARP` / :data:`EXTRA_EDITS`, at most 1) that the model's edits in force
+    (``strengths``: edit name → α; 0 is not in force) were taught; None when one of them is not
+    an expression with a field (another direction, gaze, or an amount outside the expression's
+    range, e.g. a negative smile) or none is in force."""
+    actions: dict[str, float] = {}
+    for name, alpha in strengths.items():
+        if alpha == 0.0:
+            continue
+        kind, sign = EDIT_OF_WARP.get(name) or EXTRA_EDITS.get(name) or (None, 0.0)
+        if kind not in FIELD_KINDS:
+            return None
+        amount = sign * alpha / FULL_STRENGTH
+        low, high = AMOUNT_RANGE[kind]
+        if (low == 0.0 and amount < 0.0) or kind in actions:
+            return None
+        actions[kind] = float(np.clip(amount, low, high))
+    return actions or None

@@ -63,6 +63,12 @@ SHADING_LIMIT = 6.0
 #: PSNR (dB) of R against the source crop below which the model does not know the face (its
 #: appearance would be another person's): appearance weight 0 at the first, 1 at the second.
 KNOWN_PSNR = (17.0, 21.0)
+#: The most an expression's fitted motion may be, × the motion of the strength asked (the
+#: model's edit may go a little further than the expression it was taught; further would be a
+#: motion no warp of its training made).
+MAX_ACTION = 1.25
+#: Values of each scale tried by :func:`fit_actions` (then refined), 0…MAX_ACTION.
+ACTION_STEPS = 11
 #: Rows per band when the frame is resampled only where the flow moves it.
 RESAMPLE_BAND = 32
 #: Flow (frame pixels) below this in both directions is taken as none when it is carried into
@@ -119,22 +125,33 @@ class EditTransfer:
         """
         return self.field(edited, reconstruction, mask).masked(mask)
 
-    def field(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
-              ) -> EditField:
+    def field(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray,
+              actions: list[np.ndarray] | None = None) -> EditField:
         """The edit's field before the face mask limits it (:meth:`motion` is
         ``field(...).masked(mask)``). ``mask`` [U,U] is the one the residual is measured
         through (R is moved by the masked flow); a later frame may apply the field with its
-        own mask, since the field lives in the aligned crop's geometry."""
+        own mask, since the field lives in the aligned crop's geometry.
+
+        With ``actions`` (the motion fields [U,U,2] of the expressions the edit was taught, at
+        the strengths asked: :func:`~vidinv.face.expressions.action_field`) the flow is those
+        fields, each scaled by how far the model's edit goes along it (:func:`fit_actions`),
+        instead of optical flow between E and R."""
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
-        grey_e = _grey(up_e)
-        flow = self._flow().calc(grey_e, _grey(up_r), None)
-        if self.flow_sigma > 0:
-            flow = smooth_flow(flow, grey_e, self.flow_sigma * size)
-        magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
-        flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1)
-        field = EditField(flow, None)
+        if actions:
+            support = motion_support(mask)[..., None]
+            scales = fit_actions(up_e, up_r, mask, [f * support for f in actions])
+            flow = sum((np.float32(s) * f for s, f in zip(scales, actions, strict=True)),
+                       np.zeros((size, size, 2), np.float32))
+        else:
+            grey_e = _grey(up_e)
+            flow = self._flow().calc(grey_e, _grey(up_r), None)
+            if self.flow_sigma > 0:
+                flow = smooth_flow(flow, grey_e, self.flow_sigma * size)
+            magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
+            flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1)
+        field = EditField(flow.astype(np.float32), None)
         if self.residual_sigma is not None:
             masked_flow = field.masked_flow(mask)
             xs, ys = np.meshgrid(np.arange(size, dtype=np.float32),
@@ -285,6 +302,57 @@ class EditField:
             return self.masked_flow(mask), np.zeros((size, size, 3), np.float32)
         residual = self.brightness * mask[..., None]
         return self.masked_flow(mask), np.repeat(residual, 3, axis=2)
+
+
+def fit_actions(edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray,
+                fields: list[np.ndarray], rounds: int = 2) -> list[float]:
+    """How far the model's edit goes along each expression's motion: the scales s_k in
+    [0, :data:`MAX_ACTION`] for which R moved by Σ s_k·fields[k] looks most like E (least
+    squared difference inside ``mask``; a search over :data:`ACTION_STEPS` values of each s,
+    refined by a parabola through the best and its neighbours; several fields in turn,
+    ``rounds`` times).
+
+    This is the model's motion read in the action units it was taught: a 64-px model's edit
+    is soft, and optical flow between two soft renders finds only part of its motion (about
+    half of a smile's, on the real clip) and mixes in the render's noise — a lopsided,
+    rippling mouth; the fitted field moves the corners, cheeks and lids together, as the
+    expression does, by as much as the model's edit shows.
+
+    ``edited``, ``reconstruction``: [U,U,3] uint8 at the flow size; ``mask`` [U,U] float32;
+    ``fields``: [U,U,2] float32 (already limited to where the motion is carried). The error is
+    taken on a half-size copy (U/2: the model's own resolution for U = 128).
+    """
+    half = edited.shape[0] // 2
+    target = cv2.resize(edited, (half, half), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small_r = cv2.resize(reconstruction, (half, half), interpolation=cv2.INTER_AREA)
+    weight = cv2.resize(mask, (half, half), interpolation=cv2.INTER_AREA)[..., None]
+    small = [cv2.resize(f, (half, half), interpolation=cv2.INTER_AREA) * np.float32(0.5)
+             for f in fields]
+    xs, ys = np.meshgrid(np.arange(half, dtype=np.float32), np.arange(half, dtype=np.float32))
+    scales = [0.0] * len(fields)
+    grid = np.linspace(0.0, MAX_ACTION, ACTION_STEPS)
+
+    def error(flow: np.ndarray) -> float:
+        moved = cv2.remap(small_r, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        return float((weight * (moved.astype(np.float32) - target) ** 2).sum())
+
+    for _ in range(rounds if len(fields) > 1 else 1):
+        for k, field in enumerate(small):
+            rest = sum((np.float32(s) * f for j, (s, f) in enumerate(zip(scales, small,
+                                                                          strict=True))
+                        if j != k), np.zeros_like(field))
+            errors = np.array([error(rest + np.float32(s) * field) for s in grid])
+            best = int(np.argmin(errors))
+            scale = float(grid[best])
+            if 0 < best < len(grid) - 1:
+                e0, e1, e2 = errors[best - 1:best + 2]
+                curve = e0 - 2 * e1 + e2
+                if curve > 0:
+                    step = grid[1] - grid[0]
+                    scale += float(np.clip(0.5 * (e0 - e2) / curve, -0.5, 0.5)) * step
+            scales[k] = scale
+    return scales
 
 
 def smooth_flow(flow: np.ndarray, image: np.ndarray, sigma: float) -> np.ndarray:

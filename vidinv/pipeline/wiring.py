@@ -36,6 +36,7 @@ from pathlib import Path
 
 from vidinv.config import PipelineConfig, parse_regions
 from vidinv.engines.model_graphs import engines_for_bundle
+from vidinv.face.expressions import edit_actions
 from vidinv.face.identities import FaceChoice, parse_face_choice
 from vidinv.face.symmetry import is_symmetric
 from vidinv.frame import Frame
@@ -147,6 +148,14 @@ def symmetric_edit(edit: EditSource | None) -> Callable[[], bool]:
     return lambda: names is not None and is_symmetric(names())
 
 
+def edit_actions_of(edit: EditSource | None) -> Callable[[], dict[str, float] | None]:
+    """Asked on each key frame: the expressions (and amounts) the edits in force were taught
+    (:func:`~vidinv.face.expressions.edit_actions`), or None where the editor cannot name its
+    edits' strengths or one of them is not such an expression."""
+    strengths = getattr(edit, "strengths", None)
+    return lambda: None if not isinstance(strengths, dict) else edit_actions(strengths)
+
+
 def uses_key_frames(config: PipelineConfig, networks: Networks) -> bool:
     """Whether the networks run on key frames only and the paste carries the edit between
     them: ``face.key_frames``, a transfer paste (the field it carries lives in the crop; a
@@ -228,7 +237,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                  fade_frames=face.fade_frames, live=live),
         PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames,
                   interpolate=key_frames and not live,
-                  symmetric=symmetric_edit(networks.edit) if face.symmetric else False),
+                  symmetric=symmetric_edit(networks.edit) if face.symmetric else False,
+                  actions=edit_actions_of(networks.edit) if face.actions else None),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

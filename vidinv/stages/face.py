@@ -30,6 +30,7 @@ from vidinv.face.align import (
     quad_from_landmarks,
 )
 from vidinv.face.errors import NoFaceError
+from vidinv.face.expressions import action_field
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
 from vidinv.face.keyframes import (
     KeyFrameChooser,
@@ -547,6 +548,13 @@ class PasteBack:
     face's midline (:mod:`vidinv.face.symmetry`; MediaPipe landmarks only): a smile lifts
     both corners of the mouth, not one.
 
+    With ``actions`` (a callable asked on each key frame: the expressions the edits in force
+    were taught and their amounts, :func:`~vidinv.face.expressions.edit_actions`, or None),
+    a key frame's flow is those expressions' motion fields at the face's own mesh points, each
+    scaled by how far the model's edit goes along it
+    (:func:`~vidinv.face.transfer.fit_actions`), instead of optical flow between E and R
+    (MediaPipe landmarks only; such a field is as symmetric as its expression).
+
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0,
     or with ``interpolate`` up to :data:`KEY_EVERY_BOUND` frames.
@@ -557,7 +565,8 @@ class PasteBack:
                  source: Literal["rendered", "aligned"] = "rendered",
                  mode: PasteMode = "render", carry: bool = False,
                  interpolate: bool = False, field_memory: float = FIELD_MEMORY,
-                 symmetric: Callable[[], bool] | bool = False) -> None:
+                 symmetric: Callable[[], bool] | bool = False,
+                 actions: Callable[[], dict[str, float] | None] | None = None) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
@@ -572,6 +581,7 @@ class PasteBack:
         self.interpolate = bool(interpolate)
         self.field_memory = float(field_memory)
         self.symmetric = symmetric if callable(symmetric) else (lambda: bool(symmetric))
+        self.actions = actions if actions is not None else (lambda: None)
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -710,8 +720,16 @@ class PasteBack:
             return _KeyField(None, 1.0, crop_size, points)
         # on a face the model does not know (R is not the source), motion only
         known = 1.0 if slot.aligned is None else appearance_weight(slot.aligned, rebuilt)
+        mesh = points is not None and len(points) >= MESH_POINTS
+        actions = self.actions() if mesh else None
+        if actions:
+            size = self.transfer.flow_size
+            fields = [action_field(kind, points, amount, size)
+                      for kind, amount in actions.items()]
+            return _KeyField(self.transfer.field(edited, rebuilt, mask, actions=fields), known,
+                             crop_size, points)
         field = self.transfer.field(edited, rebuilt, mask)
-        if points is not None and len(points) >= MESH_POINTS and self.symmetric():
+        if mesh and self.symmetric():
             field = symmetrized(field, points)
         return _KeyField(field, known, crop_size, points)
 

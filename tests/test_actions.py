@@ -1,0 +1,183 @@
+"""An edit read as the action units it was taught (vidinv/face/expressions.py: action_field,
+edit_actions; vidinv/face/transfer.py: fit_actions), and the pipeline asking for it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.media import real_clip_path
+from vidinv.face.expressions import (
+    EYE_LOWER,
+    FULL_STRENGTH,
+    MOUTH_CORNERS,
+    action_field,
+    edit_actions,
+    interocular,
+    moved_points,
+)
+from vidinv.face.transfer import EditTransfer, fit_actions
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def face():
+    """One aligned 128 px crop of the real clip (frame 40) and its MediaPipe mesh [468,2]."""
+    from vidinv.face.landmarks import MediaPipeLandmarks
+    from vidinv.pipeline.runner import chain
+    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
+    from vidinv.video.reader import VideoReader
+
+    for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(SIZE)],
+                       VideoReader(real_clip_path())):
+        if frame.index == 40:
+            crop = frame.aligned
+            break
+    with MediaPipeLandmarks() as detector:
+        points = detector.detect(crop)[0].points[:468]
+    return crop, points
+
+
+def _moved(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(SIZE, dtype=np.float32), np.arange(SIZE, dtype=np.float32))
+    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def _face_mask(points: np.ndarray) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
+    return cv2.GaussianBlur(mask, (0, 0), 2.0)
+
+
+def _at(field: np.ndarray, point: np.ndarray) -> np.ndarray:
+    return np.array([cv2.remap(np.ascontiguousarray(field[..., c]), np.float32([[point[0]]]),
+                               np.float32([[point[1]]]), cv2.INTER_LINEAR)[0, 0]
+                     for c in (0, 1)])
+
+
+def test_the_smile_field_lifts_the_corners_and_the_lower_lids(face):
+    """Strength 2's smile field (amount 2/3): each mouth corner's new place, ≥ 0.15
+    inter-ocular higher (AU12), takes its pixel from the corner; the lower lids take theirs
+    from ≥ 0.03 below (AU6); amount 0 is no motion; a kind without a field is an error naming
+    the ones with."""
+    _, points = face
+    unit = interocular(points)
+    field = action_field("smile", points, 2 / 3, SIZE)
+    assert field.shape == (SIZE, SIZE, 2) and field.dtype == np.float32
+    target = moved_points("smile", points, 2 / 3)
+    for corner in MOUTH_CORNERS:
+        # the corner's new place (≥ 0.15 u higher) takes its pixel from the corner
+        assert points[corner, 1] - target[corner, 1] >= 0.15 * unit
+        assert np.linalg.norm(target[corner] + _at(field, target[corner]) - points[corner]) \
+            < 0.05 * unit
+    lids = [i for side in EYE_LOWER for i in side]
+    assert np.mean([_at(field, points[i])[1] for i in lids]) > 0.03 * unit
+    assert not action_field("smile", points, 0.0, SIZE).any()
+    with pytest.raises(ValueError, match="no motion field.*smile"):
+        action_field("gaze_horizontal", points, 0.5, SIZE)
+
+
+@pytest.mark.parametrize("kind, amount", [("roll", 1.0), ("brows_raised", 1.0),
+                                          ("frown", 0.5), ("yaw", -1.0)])
+def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
+    """For an expression that is motion only, the crop moved by its field is the warp that
+    made the training data (personalize/warps.warp_face), to a level on the face."""
+    from vidinv.personalize.warps import warp_face
+
+    crop, points = face
+    moved = _moved(crop, action_field(kind, points, amount, SIZE)).astype(np.int16)
+    taught = warp_face(crop, points, kind, amount).astype(np.int16)
+    inside = _face_mask(points) > 0.99  # outside the crop the two extend it differently
+    assert np.abs(moved[inside] - taught[inside]).max() <= 1
+
+
+@pytest.mark.parametrize("strengths, expected", [
+    ({"smile": 2.0}, {"smile": 2 / 3}),
+    ({"smile": 6.0, "brows_raised": 1.5}, {"smile": 1.0, "brows_raised": 0.5}),
+    ({"smile": 2.0, "frown": 0.0}, {"smile": 2 / 3}),
+    ({"yaw": -4.5}, {"yaw": -1.0}),
+    ({"smile": -1.0}, None),                        # the opposite of a smile: no such warp
+    ({"eyes_open": 3.0}, None),                     # −eyes_closed
+    ({"smile": 2.0, "gaze_horizontal": 1.0}, None),  # gaze is appearance, not a field
+    ({"smile": 2.0, "sefa_3": 1.0}, None),          # a direction of unknown meaning
+    ({"smile": 0.0}, None),
+    ({}, None),
+])
+def test_an_edit_is_read_as_the_expressions_it_was_taught(strengths, expected):
+    got = edit_actions(strengths)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got.keys() == expected.keys()
+        assert all(abs(got[k] - v) < 1e-9 for k, v in expected.items())
+    assert FULL_STRENGTH == 3.0
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
+def test_the_fit_finds_how_far_an_edit_goes_along_its_expression(face, scale):
+    """E made from R by the smile's field × ``scale`` (and taken down to a 64-px model's
+    side): the fitted scale is ``scale`` within 0.08, and the transfer's field is that
+    multiple of the expression's."""
+    crop, points = face
+    smile = action_field("smile", points, 2 / 3, SIZE)
+    mask = _face_mask(points)
+    edited = _moved(crop, np.float32(scale) * smile)
+    small = [cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA) for image in
+             (edited, crop)]
+    flow = EditTransfer(flow_size=SIZE).field(*small, mask, actions=[smile]).flow
+    found = float((flow * smile).sum() / (smile * smile).sum())
+    assert abs(found - scale) < 0.08, found
+    assert np.allclose(flow, np.float32(found) * smile, atol=1e-4)
+
+
+def test_two_expressions_are_fitted_together(face):
+    """A smile at 0.8 of its field and brows raised at 0.5 of theirs, in one edit: both
+    found (within 0.1); an expression the edit does not make is found near 0."""
+    crop, points = face
+    smile = action_field("smile", points, 2 / 3, SIZE)
+    brows = action_field("brows_raised", points, 1.0, SIZE)
+    frown = action_field("frown", points, 1.0, SIZE)
+    mask = _face_mask(points)
+    edited = _moved(crop, np.float32(0.8) * smile + np.float32(0.5) * brows)
+    found = fit_actions(edited, crop, mask, [smile, brows, frown])
+    assert abs(found[0] - 0.8) < 0.1 and abs(found[1] - 0.5) < 0.1, found
+    assert found[2] < 0.15, found
+
+
+def test_the_pipeline_reads_the_edits_in_force(tmp_path):
+    """The paste asks the editor on each key frame: a smile at 2 is the smile at 2/3; a slider
+    that adds a gaze turns it back to optical flow (None); no editor, none; face.actions=false
+    wires no reading at all."""
+    from tests.model_fixtures import make_tiny_model
+    from vidinv.config import PipelineConfig
+    from vidinv.latent.directions import Direction
+    from vidinv.latent.editing import CombinedEditor
+    from vidinv.models.folder import load_model_bundle
+    from vidinv.pipeline.wiring import build_pipeline, edit_actions_of, make_networks
+    from vidinv.stages.face import PasteBack
+
+    bundle = load_model_bundle(make_tiny_model(tmp_path / "model"))
+    generator = bundle.generator
+    vector = np.random.default_rng(0).normal(size=generator.style_dim).astype(np.float32)
+    editor = CombinedEditor.from_directions(
+        generator, {"smile": Direction(name="smile", vector=vector),
+                    "gaze_horizontal": Direction(name="gaze_horizontal", vector=-vector)},
+        {"smile": 2.0}, check=False)
+    asked = edit_actions_of(editor)
+    assert asked() == pytest.approx({"smile": 2 / 3})
+    editor.strengths["gaze_horizontal"] = 1.0
+    assert asked() is None
+    assert edit_actions_of(None)() is None
+
+    def paste(config):
+        networks = make_networks(bundle, config, editor)
+        stages = [s for seg in build_pipeline(config, networks, "clip.mp4") for s in seg]
+        return next(s for s in stages if isinstance(s, PasteBack))
+
+    editor.strengths["gaze_horizontal"] = 0.0
+    assert paste(PipelineConfig()).actions() == pytest.approx({"smile": 2 / 3})
+    off = PipelineConfig().with_overrides(["face.actions=false"])
+    assert paste(off).actions() is None
