@@ -2,10 +2,12 @@
 
 The model renders the reconstruction R = G(w, F) and the edit E = G(w̃, F̃) of the same face.
 Instead of pasting E (whose detail is the model's, blurred at a small model's resolution), this
-estimates the dense motion from E back to R (DIS optical flow at the finest pyramid level with
-small patches, on both images enlarged to ``flow_size``: the coarser default preset found only
-about a third to a half of a smile's motion), smooths it at the model's own scale by a
-normalised convolution that trusts the flow where the face has edges (:func:`smooth_flow`),
+finds the dense motion from E back to R — for an edit of the expressions the model was taught,
+their action units' own motion field scaled by how far the model's edit goes along it
+(:func:`fit_actions`); for any other edit, DIS optical flow at the finest pyramid level with
+small patches, on both images enlarged to ``flow_size`` (the coarser default preset found only
+about a third to a half of a smile's motion), smoothed at the model's own scale by a
+normalised convolution that trusts the flow where the face has edges (:func:`smooth_flow`) —
 carries that field into the frame through the crop transform, resamples the frame's face
 region along it at full resolution, adds the shading that motion cannot explain — E minus R
 warped by the same field, low-passed and limited to :data:`SHADING_LIMIT` levels — and blends
