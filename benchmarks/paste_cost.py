@@ -77,8 +77,9 @@ def main() -> int:
             stages, _ = stage_rates(clip, model, "smile", min(24, args.frames), overrides)
             run = run_edit(clip, Path(folder) / f"{mode}.mp4", model, "smile", overrides)
             results[mode] = run
-            shown = "  ".join(f"{key} {value:.1f}" for key, value in stages.items())
-            print(f"{mode:<9} stages alone (ms/frame): {shown}")
+            shown = "  ".join(f"{key} {wall:.1f}/{cpu:.1f}"
+                              for key, (wall, cpu) in stages.items())
+            print(f"{mode:<9} stages alone (ms/frame, wall/CPU): {shown}")
             print(f"{mode:<9} threaded edit: {1e3 / run['fps']:.1f} ms/frame "
                   f"({run['fps']:.1f} fps), CPU {run['cpu_ms_per_frame']:.1f} ms/frame")
     ratio = results["render"]["fps"] / results["transfer"]["fps"]
