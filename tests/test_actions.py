@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.media import real_clip_path
+from tests.media import aligned_real_face
 from vidinv.face.expressions import (
     EYE_LOWER,
     FULL_STRENGTH,
@@ -25,19 +25,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def face():
     """One aligned 128 px crop of the real clip (frame 40) and its MediaPipe mesh [468,2]."""
-    from vidinv.face.landmarks import MediaPipeLandmarks
-    from vidinv.pipeline.runner import chain
-    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
-    from vidinv.video.reader import VideoReader
-
-    for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(SIZE)],
-                       VideoReader(real_clip_path())):
-        if frame.index == 40:
-            crop = frame.aligned
-            break
-    with MediaPipeLandmarks() as detector:
-        points = detector.detect(crop)[0].points[:468]
-    return crop, points
+    return aligned_real_face(40, SIZE)
 
 
 def _moved(image: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -11,26 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.media import make_video, real_clip_head, real_clip_path
+from tests.media import aligned_real_face, make_video, real_clip_head
 from tests.model_fixtures import make_tiny_model
 
 
 @pytest.fixture(scope="module")
 def crop_and_points():
     """One aligned 128 px crop of the real clip and its MediaPipe mesh in crop pixels."""
-    from vidinv.face.landmarks import MediaPipeLandmarks
-    from vidinv.pipeline.runner import chain
-    from vidinv.stages.face import AlignFace, DetectLandmarks, TrackFace
-    from vidinv.video.reader import VideoReader
-
-    for frame in chain([DetectLandmarks("mediapipe"), TrackFace(), AlignFace(128)],
-                       VideoReader(real_clip_path())):
-        if frame.index == 10:
-            crop = frame.aligned
-            break
-    with MediaPipeLandmarks() as detector:
-        points = detector.detect(crop)[0].points[:468]
-    return crop, points
+    return aligned_real_face(10, 128)
 
 
 def _mesh(image: np.ndarray) -> np.ndarray:
