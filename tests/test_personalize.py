@@ -124,8 +124,15 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     bundle = load_model_bundle(out)
     assert set(available_attributes(bundle)) >= {"smile", "mouth_open", "eyes_open", "yaw",
                                                  "sefa0", "sefa1"}
-    from vidinv.models.folder import replaceable_model_folder
+    from vidinv.latent.directions import load_directions
+    from vidinv.models.folder import direction_file, replaceable_model_folder
+    from vidinv.personalize.calibrate import CANDIDATE_SCALES
 
+    smile = load_directions(direction_file(out, "smile")).directions[0]  # calibrated as it reads
+    measured = smile.meta["action_response"]
+    assert measured["scales"] == [round(c, 4) for c in CANDIDATE_SCALES]
+    assert len(measured["strength_2"]) == len(measured["strength_3"]) == len(CANDIDATE_SCALES)
+    assert any(abs(smile.scale - c) < 1e-9 for c in CANDIDATE_SCALES)
     assert replaceable_model_folder(out) is None  # its manifest lists every file it wrote
     card = (out / "MODEL_CARD.md").read_text()
     assert "held-out crops" in card and "| tune |" in card

@@ -128,6 +128,45 @@ class StepRecord:
 ProgressFn = Callable[[str, int, int], None]
 
 
+def tuned_directions(generator: Any, encoder: Any, vectors: torch.Tensor, crops: np.ndarray,
+                     points: np.ndarray) -> list:
+    """The tuned warps' directions (``vectors`` [K,L,512], one per :data:`WARPS` kind; the
+    extra edits such as eyes_open = −eyes_closed added), each with its calibrated scale
+    measured on ``crops`` [N,S,S,3] / ``points`` [N,468+,2]
+    (:func:`~vidinv.personalize.calibrate.action_response`)."""
+    from vidinv.latent.directions import Direction, generator_fingerprint
+    from vidinv.personalize.calibrate import CANDIDATE_SCALES, action_response, calibrated_scale
+    from vidinv.personalize.tune import tuned_kinds
+
+    generator = generator.cpu().eval()
+    fingerprint = generator_fingerprint(generator)
+    responses = action_response(generator, encoder, crops, points, vectors)
+    found = []
+    for n, kind in enumerate(WARPS):
+        if kind not in tuned_kinds():   # not taught (tune.KIND_WEIGHT 0): no direction
+            continue
+        name, sign = EDIT_OF_WARP[kind]
+        response = responses.get(kind)
+        measured = {} if response is None else {"action_response": {
+            "scales": [round(c, 4) for c in CANDIDATE_SCALES],
+            "strength_2": [round(two, 3) for two, _ in response.rows],
+            "strength_3": [round(three, 3) for _, three in response.rows],
+            "growth": round(response.growth, 3)}}
+        found.append(Direction(
+            name=name, vector=sign * vectors[n], kind="tuned-warp",
+            scale=calibrated_scale(response), strength_range=(-3.0, 3.0),
+            generator_fingerprint=fingerprint,
+            meta={"source": "vidinv personalize", "warp": kind, "sign": sign, **measured,
+                  "strength_3_equals": f"as far as the model's {kind} goes while it still "
+                  "grows from strength 2, at most the strongest warp of the training data "
+                  "(calibrated)"}))
+    for name, (kind, sign) in EXTRA_EDITS.items():   # eyes_open = −eyes_closed
+        base = next(d for d in found if d.meta["warp"] == kind)
+        found.append(replace(base, name=name, vector=sign * base.vector,
+                             meta={**base.meta, "sign": sign}))
+    return found
+
+
 def _crop_size(resolution: int) -> int:
     """The encoder's input side: twice the generator's (16 × the 16×16 feature) up to 256."""
     return min(2 * resolution, 256)
@@ -461,41 +500,20 @@ class Personalizer:
 
     def directions(self, generator: Any, encoder: Any, vectors: torch.Tensor,
                    data: dict[str, np.ndarray]) -> list:
-        """The tuned edit directions, each scaled so that strength 3 moves its landmarks as far
-        as the strongest warp (:mod:`vidinv.personalize.calibrate`), plus SeFa."""
-        from vidinv.latent.directions import Direction, generator_fingerprint
+        """The tuned edit directions, each scaled so that strength 3 goes as far as the model's
+        edit does while it still grows from 2 (:mod:`vidinv.personalize.calibrate`), plus
+        SeFa."""
         from vidinv.latent.fit import sefa_directions
-        from vidinv.personalize.calibrate import calibrated_scale, edit_response
-        from vidinv.personalize.tune import tuned_kinds
 
         start = time.monotonic()
         self.progress("directions", 0, 1)
-        generator = generator.cpu().eval()
-        fingerprint = generator_fingerprint(generator)
         crops, points = data["train_crops"], data["train_points"]
         pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops)))
-        pick = pick.round().astype(int)
-        response = edit_response(generator, encoder, crops[pick], points[pick], vectors)
-        found = []
-        for n, kind in enumerate(WARPS):
-            if kind not in tuned_kinds():   # not taught (tune.KIND_WEIGHT 0): no direction
-                continue
-            name, sign = EDIT_OF_WARP[kind]
-            found.append(Direction(
-                name=name, vector=sign * vectors[n], kind="tuned-warp",
-                scale=calibrated_scale(response[kind]), strength_range=(-3.0, 3.0),
-                generator_fingerprint=fingerprint,
-                meta={"source": "vidinv personalize", "warp": kind, "sign": sign,
-                      "landmark_response_at_nominal_scale": response[kind],
-                      "strength_3_equals": f"the strongest {kind} warp of the training data "
-                      "(landmark motion, calibrated)"}))
-        for name, (kind, sign) in EXTRA_EDITS.items():   # eyes_open = −eyes_closed
-            base = next(d for d in found if d.meta["warp"] == kind)
-            found.append(replace(base, name=name, vector=sign * base.vector,
-                                 meta={**base.meta, "sign": sign}))
-        sefa = sefa_directions(generator, k=SEFA_COMPONENTS)
+        found = tuned_directions(generator, encoder, vectors, crops[pick.round().astype(int)],
+                                 points[pick.round().astype(int)])
+        sefa = sefa_directions(generator.cpu().eval(), k=SEFA_COMPONENTS)
         self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
-            f"{kind} response": round(response[kind], 3) for kind in tuned_kinds()}))
+            f"{d.name} scale": round(d.scale, 3) for d in found}))
         self.progress("directions", 1, 1)
         return [*found, *sefa]
 
