@@ -74,7 +74,9 @@ def model_card(summary: dict[str, Any]) -> str:
     from vidinv.face.expressions import MEANING
 
     lines += ["", "## What the strengths mean", "Strength 3 is the full expression of the "
-              "training warps; 1 and 2 are graded amounts of it.", "",
+              "training warps, or as far toward it as the model's edit still grows (each "
+              "direction's scale is calibrated so: vidinv/personalize/calibrate.py); 1 and 2 "
+              "are graded amounts of it.", "",
               "| attribute | strength 1 / 2 / 3 |", "|---|---|"]
     from vidinv.personalize.tune import tuned_kinds
 
