@@ -281,8 +281,10 @@ def _decode(path: Path) -> np.ndarray:
 #: Mean |output − source| over a face box: at most UNCHANGED where the face is not edited, at
 #: least EDITED where it is. ``source`` is the clip written again as the pipeline writes it
 #: (losslessly, --crf 0), so what the codec does to the pixels is the same on both sides (4:2:0
-#: chroma alone moves them ~1.3 levels on these faces).
-UNCHANGED, EDITED = 0.25, 2.5
+#: chroma alone moves them ~1.3 levels on these faces). An edited face — smile 3 of the
+#: embedded model on the astronaut, whom it does not know — changes by 2.45 (its first frames)
+#: to 3.6 levels since the model's smile scale is calibrated to 1/2 (it was 2/3).
+UNCHANGED, EDITED = 0.25, 2.0
 
 
 @pytest.fixture(scope="module")
