@@ -17,6 +17,7 @@ from vidinv.face.expressions import (
     interocular,
     moved_points,
 )
+from vidinv.face.paste import ellipse_mask
 from vidinv.face.transfer import MIN_MOTION, EditTransfer, fit_actions
 
 SIZE = 128
@@ -32,12 +33,6 @@ def _moved(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     xs, ys = np.meshgrid(np.arange(SIZE, dtype=np.float32), np.arange(SIZE, dtype=np.float32))
     return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-
-
-def _face_mask(points: np.ndarray) -> np.ndarray:
-    mask = np.zeros((SIZE, SIZE), np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
-    return cv2.GaussianBlur(mask, (0, 0), 2.0)
 
 
 def _at(field: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -78,7 +73,7 @@ def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
     crop, points = face
     moved = _moved(crop, action_field(kind, points, amount, SIZE)).astype(np.int16)
     taught = warp_face(crop, points, kind, amount).astype(np.int16)
-    inside = _face_mask(points) > 0.99  # outside the crop the two extend it differently
+    inside = ellipse_mask(SIZE) > 0.99  # outside the crop the two extend it differently
     assert np.abs(moved[inside] - taught[inside]).max() <= 1
 
 
@@ -111,7 +106,7 @@ def test_the_fit_finds_how_far_an_edit_goes_along_its_expression(face, scale):
     multiple of the expression's."""
     crop, points = face
     smile = action_field("smile", points, 2 / 3, SIZE)
-    mask = _face_mask(points)
+    mask = ellipse_mask(SIZE)  # the transfer paste's face mask
     edited = _moved(crop, np.float32(scale) * smile)
     small = [cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA) for image in
              (edited, crop)]
@@ -132,7 +127,7 @@ def test_two_expressions_are_fitted_together(face):
     smile = action_field("smile", points, 2 / 3, SIZE)
     brows = action_field("brows_raised", points, 1.0, SIZE)
     frown = action_field("frown", points, 1.0, SIZE)
-    mask = _face_mask(points)
+    mask = ellipse_mask(SIZE)  # the transfer paste's face mask
     edited = _moved(crop, np.float32(0.8) * smile + np.float32(0.5) * brows)
     found = fit_actions(edited, crop, mask, [smile, brows, frown])
     assert abs(found[0] - 0.8) < 0.1 and abs(found[1] - 0.5) < 0.1, found

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vidinv.face.expressions import AMOUNT_RANGE, FIELD_KINDS, WARPS, action_field
+from vidinv.face.paste import ellipse_mask
 from vidinv.face.transfer import fit_actions, motion_support
 from vidinv.models import FEATURE_INDEX
 
@@ -39,14 +40,6 @@ MAX_BOOST = 2.0
 CANDIDATE_SCALES = tuple(NOMINAL_SCALE * b for b in (1.0, 1.25, 1.5, 1.75, MAX_BOOST))
 #: The strengths whose growth is checked.
 STRENGTHS = (2.0, 3.0)
-
-
-def face_mask(points: np.ndarray, size: int) -> np.ndarray:
-    """[size,size] float32: the mesh's hull, feathered (the face the fit looks at)."""
-    mask = np.zeros((size, size), np.float32)
-    hull = cv2.convexHull(np.round(points[:, :2]).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1.0)
-    return cv2.GaussianBlur(mask, (0, 0), 0.02 * size)
 
 
 class Response(NamedTuple):
@@ -74,16 +67,15 @@ def action_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     with torch.no_grad():
         w, features = encoder.cpu().eval()(prepare_input(images_to_tensor(list(crops)),
                                                          encoder.input_size))
-    masks = [face_mask(p, size) for p in points]
+    mask = ellipse_mask(size)  # the transfer paste's default face mask
     responses: dict[str, Response] = {}
     for n, kind in enumerate(WARPS):
         if kind not in FIELD_KINDS or kind not in tuned_kinds():
             continue
         full = AMOUNT_RANGE[kind][1]
-        fields = [action_field(kind, p, full, size) * motion_support(m)[..., None]
-                  for p, m in zip(points, masks, strict=True)]
-        two_thirds = [action_field(kind, p, full * 2 / 3, size) * motion_support(m)[..., None]
-                      for p, m in zip(points, masks, strict=True)]
+        support = motion_support(mask)[..., None]
+        fields = [action_field(kind, p, full, size) * support for p in points]
+        two_thirds = [action_field(kind, p, full * 2 / 3, size) * support for p in points]
         growth = (sum(float(np.linalg.norm(f)) for f in fields)
                   / max(sum(float(np.linalg.norm(f)) for f in two_thirds), 1e-9))
         rows = []
@@ -94,11 +86,11 @@ def action_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
                 with torch.no_grad():
                     edited, rebuilt = graph(w, features, offset)
                 fits = []
-                for e, r, m, f in zip(tensor_to_images(edited), tensor_to_images(rebuilt),
-                                      masks, fields, strict=True):
+                for e, r, f in zip(tensor_to_images(edited), tensor_to_images(rebuilt), fields,
+                                   strict=True):
                     up = [cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
                           for image in (e, r)]
-                    fits.append(fit_actions(*up, m, [f])[0])
+                    fits.append(fit_actions(*up, mask, [f])[0])
                 shown.append(float(np.mean(fits)))
             rows.append((shown[0], shown[1]))
         responses[kind] = Response(rows, growth)
