@@ -152,8 +152,9 @@ def edit_actions_of(edit: EditSource | None) -> Callable[[], dict[str, float] | 
     """Asked on each key frame: the expressions (and amounts) the edits in force were taught
     (:func:`~vidinv.face.expressions.edit_actions`), or None where the editor cannot name its
     edits' strengths or one of them is not such an expression."""
-    strengths = getattr(edit, "strengths", None)
-    return lambda: None if not isinstance(strengths, dict) else edit_actions(strengths)
+    if not isinstance(getattr(edit, "strengths", None), dict):
+        return lambda: None
+    return lambda: edit_actions(edit.strengths)  # read when asked: sliders change them
 
 
 def uses_key_frames(config: PipelineConfig, networks: Networks) -> bool:
