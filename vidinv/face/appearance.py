@@ -1,0 +1,212 @@
+"""What an expression shows that no motion of the face's own pixels can make: the upper teeth
+and the dark inside of a mouth whose lips part (a broad smile's AU25, an opened jaw), and the
+nasolabial folds a smile deepens.
+
+Two users, one drawing: ``vidinv personalize`` paints them into the warped frames it trains on
+(:mod:`vidinv.personalize.warps`), and the transfer paste paints them into the output frame
+(:func:`expression_paint`), in the output's own geometry and at the paste's resolution — the
+model's render of them (a 64-px model's teeth are a bluish blur) is never pasted, and a face the
+model does not know gets them too, since they are drawn from its own landmarks and skin.
+
+The teeth are the person's own where a clip shows them (:func:`find_mouth_inside`: the frame
+whose inner lips are farthest apart, its opening brighter than the lips), else synthesised: a
+light band under the upper lip, as tall as :data:`~vidinv.face.expressions.TOOTH_HEIGHT` ×
+how far the lips part, shaded toward the corners and away from the lip, the skin's brightness
+lifted, dark below.
+
+Shapes: crops [S,S,3] uint8 RGB; points [468+,2] float (x, y) in crop pixels (MediaPipe's face
+mesh order); masks [S,S] float32 in [0,1]; a paint layer [S,S,4] float32: RGB premultiplied by
+its alpha (0…255), then the alpha (0…1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidinv.face.expressions import (
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER,
+    MOUTH_CORNERS,
+    NOSE_TIP,
+    NOSE_WINGS,
+    TOOTH_HEIGHT,
+    MeshMoves,
+    interocular,
+    teeth_amount,
+)
+
+#: The mesh point whose skin (the philtrum, above the upper lip) sets the teeth's brightness.
+PHILTRUM = 164
+#: The mouth's inside below the teeth (RGB).
+MOUTH_DARK = (38.0, 18.0, 20.0)
+#: How far the teeth fill the opening of an opened jaw (a smile's follow its lips' parting).
+OPEN_JAW_TEETH = 0.35
+#: The most a smile's folds darken the skin along them (× the smile's amount).
+FOLD_DARKENING = 0.10
+
+
+def polygon_mask(shape: tuple[int, int], polygon: np.ndarray, blur: float) -> np.ndarray:
+    """[h,w] float32 in [0,1]: ``polygon`` [K,2] filled with sub-pixel edges, blurred by σ
+    ``blur`` pixels (0: none)."""
+    import cv2
+
+    scale = 4  # sub-pixel polygon edges
+    big = np.zeros((shape[0] * scale, shape[1] * scale), np.uint8)
+    cv2.fillPoly(big, [np.round(polygon * scale).astype(np.int32)], 255)
+    mask = cv2.resize(big, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) / 255.0
+    if blur > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), blur)
+    return mask.astype(np.float32)
+
+
+def mouth_gap(moves: MeshMoves) -> np.ndarray:
+    """[K,2]: the opening between the inner lips after the move (upper, then lower reversed)."""
+    upper = np.array([moves.target(i) for i in LIPS_INNER_UPPER])
+    lower = np.array([moves.target(i) for i in LIPS_INNER_LOWER])
+    return np.concatenate([upper, lower[::-1]])
+
+
+@dataclass(frozen=True)
+class MouthInside:
+    """The person's own open mouth: ``image`` [h,w,3] uint8, the box from the inner lip corners
+    (x) and from the upper to the lower inner lip (y) of the frame where it was widest."""
+
+    image: np.ndarray
+
+
+def find_mouth_inside(crops: np.ndarray, points: np.ndarray, min_gap: float = 0.08,
+                      min_brightness: float = 1.25) -> MouthInside | None:
+    """The inside of the mouth of the crop whose inner lips are farthest apart, when they are
+    apart (≥ ``min_gap`` u) and the upper part of the opening is brighter than the lips by
+    ``min_brightness`` × (teeth show); None when no frame has it."""
+    best, best_gap = None, min_gap
+    for crop, p in zip(crops, points, strict=True):
+        u = interocular(p)
+        gap = float(np.mean([p[j, 1] - p[i, 1] for i, j in
+                             zip(LIPS_INNER_UPPER[3:8], LIPS_INNER_LOWER[3:8], strict=True)])) / u
+        if gap > best_gap:
+            best, best_gap = (crop, p), gap
+    if best is None:
+        return None
+    crop, p = best
+    x0, x1 = int(np.floor(p[78, 0])), int(np.ceil(p[308, 0])) + 1
+    y0 = int(np.floor(p[list(LIPS_INNER_UPPER), 1].min()))
+    y1 = int(np.ceil(p[list(LIPS_INNER_LOWER), 1].max())) + 1
+    if x1 - x0 < 4 or y1 - y0 < 3:
+        return None
+    inside = crop[y0:y1, x0:x1]
+    lips = crop[polygon_mask(crop.shape[:2], p[list(LIPS_OUTER)], 0) > 0.5]
+    upper_half = inside[: max(1, (y1 - y0) // 2)]
+    if upper_half.mean() < min_brightness * lips.mean():
+        return None
+    return MouthInside(image=inside.copy())
+
+
+def mouth_fill(image: np.ndarray, moves: MeshMoves, teeth: float,
+               inside: MouthInside | None
+               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None:
+    """What fills the opening between the moved inner lips of ``image`` [S,S,3] uint8 (the
+    crop after the motion): (fill [h,w,3] float32, alpha [h,w] float32, box (x0, y0, x1, y1)),
+    or None where the lips do not part. The fill is the person's own mouth inside when given,
+    else upper teeth as a light, slightly shaded band under the upper lip (``teeth`` 0…1: how
+    much of the opening they fill), dark below (the crop's own pixels where they are darker)."""
+    import cv2
+
+    polygon = mouth_gap(moves)
+    size = image.shape[0]
+    mask = polygon_mask(image.shape[:2], polygon, max(0.5, size / 256))
+    if mask.max() < 0.05:
+        return None
+    x0, y0 = np.floor(polygon.min(0)).astype(int)
+    x1, y1 = np.ceil(polygon.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    if inside is not None:
+        fill = cv2.resize(inside.image, (x1 - x0, y1 - y0),
+                          interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    else:
+        philtrum = moves.target(PHILTRUM)
+        skin = image[int(philtrum[1]) - 1:int(philtrum[1]) + 2,
+                     int(philtrum[0]) - 1:int(philtrum[0]) + 2].reshape(-1, 3)
+        bright = float(np.clip(skin.mean() * 1.15 if len(skin) else 200, 150, 235))
+        tooth = np.array([bright, bright * 0.96, bright * 0.88], np.float32)
+        dark = np.array(MOUTH_DARK, np.float32)
+        ys = np.arange(y1 - y0, dtype=np.float32)[:, None]
+        xs = np.arange(x1 - x0, dtype=np.float32)[None]
+        # the upper lip's line over this box, so the band hugs it
+        top = np.interp(xs[0] + x0, polygon[:len(LIPS_INNER_UPPER), 0],
+                        polygon[:len(LIPS_INNER_UPPER), 1])[None] - y0
+        bottom = np.interp(xs[0] + x0, polygon[len(LIPS_INNER_UPPER):, 0][::-1],
+                           polygon[len(LIPS_INNER_UPPER):, 1][::-1])[None] - y0
+        depth = np.clip((ys - top) / np.maximum(bottom - top, 1.0), 0, 1)
+        opening = np.maximum(bottom - top, 1.0)
+        band = np.minimum(0.6, TOOTH_HEIGHT * teeth * interocular(moves.points) / opening)
+        in_band = np.clip((band - depth) / 0.15 + 0.5, 0, 1)[..., None]
+        across = np.abs((xs - 0.5 * (x1 - x0 - 1)) / max(0.5 * (x1 - x0), 1.0))
+        shade = (1 - 0.35 * across ** 2 - 0.2 * depth / np.maximum(band, 1e-3))[..., None]
+        region = image[y0:y1, x0:x1].astype(np.float32)
+        # below the teeth: the mouth's own dark inside where it was open, else dark
+        fill = in_band * tooth * np.clip(shade, 0.5, 1) + (1 - in_band) * np.minimum(region,
+                                                                                    dark)
+    return fill, mask[y0:y1, x0:x1], (int(x0), int(y0), int(x1), int(y1))
+
+
+def fill_mouth(image: np.ndarray, moves: MeshMoves, teeth: float,
+               inside: MouthInside | None) -> np.ndarray:
+    """``image`` [S,S,3] uint8 with the opening between the moved inner lips painted
+    (:func:`mouth_fill`)."""
+    filled = mouth_fill(image, moves, teeth, inside)
+    if filled is None:
+        return image
+    fill, alpha, (x0, y0, x1, y1) = filled
+    region = image[y0:y1, x0:x1].astype(np.float32)
+    out = image.copy()
+    out[y0:y1, x0:x1] = np.clip(region * (1 - alpha[..., None]) + fill * alpha[..., None], 0,
+                                255).astype(np.uint8)
+    return out
+
+
+def fold_darkening(size: int, moves: MeshMoves, depth: float) -> np.ndarray:
+    """[S,S] float32: how much a smile of amount ``depth`` darkens the skin along its
+    nasolabial folds (0…:data:`FOLD_DARKENING` × depth): a soft line from each nose wing to
+    just outside the (moved) mouth corner."""
+    import cv2
+
+    u = interocular(moves.points)
+    line = np.zeros((size, size), np.float32)
+    for wing, corner in zip(NOSE_WINGS, MOUTH_CORNERS, strict=True):
+        start = moves.target(wing)
+        end = moves.target(corner)
+        outward = np.sign(end[0] - moves.target(NOSE_TIP)[0])
+        start = start + np.array([outward * 0.04 * u, 0.0])
+        end = end + np.array([outward * 0.07 * u, -0.05 * u])
+        scale = 4
+        big = np.zeros((size * scale, size * scale), np.float32)
+        cv2.line(big, tuple(np.round(start * scale).astype(int)),
+                 tuple(np.round(end * scale).astype(int)), 1.0,
+                 thickness=max(1, int(round(0.03 * u * scale))), lineType=cv2.LINE_AA)
+        line += cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+    line = cv2.GaussianBlur(np.clip(line, 0, 1), (0, 0), max(0.8, 0.04 * u))
+    line /= max(float(line.max()), 1e-6)
+    return (FOLD_DARKENING * depth * line).astype(np.float32)
+
+
+def shade_folds(image: np.ndarray, moves: MeshMoves, depth: float) -> np.ndarray:
+    """``image`` [S,S,3] uint8 with a smile's folds deepened (:func:`fold_darkening`)."""
+    dark = 1 - fold_darkening(image.shape[0], moves, depth)[..., None]
+    return np.clip(image.astype(np.float32) * dark, 0, 255).astype(np.uint8)
+
+
+def teeth_of(actions: dict[str, float]) -> float:
+    """How far the teeth fill a parted mouth for ``actions`` (kind → amount; 0: the lips do not
+    part): a smile's from half to all of the band as its lips part
+    (:func:`~vidinv.face.expressions.teeth_amount`), an opened jaw's :data:`OPEN_JAW_TEETH`."""
+    part = teeth_amount(actions["smile"]) if "smile" in actions else 0.0
+    teeth = 0.5 + 0.5 * part if part > 0 else 0.0
+    if actions.get("mouth_open", 0.0) > 0:
+        teeth = max(teeth, OPEN_JAW_TEETH)
+    return teeth
