@@ -75,6 +75,8 @@ class FaceSettings:
     actions: bool = True                # transfer paste: an edit of the expression bank moves
     #                                     the face as its action units do, as far as the
     #                                     model's edit goes (else: optical flow E -> R)
+    draw: bool = True                   # with actions: draw what they show beyond motion
+    #                                     (teeth between parted lips, a smile's folds)
 
 
 @dataclass(frozen=True)

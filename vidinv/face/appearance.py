@@ -3,10 +3,11 @@ and the dark inside of a mouth whose lips part (a broad smile's AU25, an opened 
 nasolabial folds a smile deepens.
 
 Two users, one drawing: ``vidinv personalize`` paints them into the warped frames it trains on
-(:mod:`vidinv.personalize.warps`), and the transfer paste paints them into the output frame
-(:func:`expression_paint`), in the output's own geometry and at the paste's resolution — the
-model's render of them (a 64-px model's teeth are a bluish blur) is never pasted, and a face the
-model does not know gets them too, since they are drawn from its own landmarks and skin.
+(:mod:`vidinv.personalize.warps`), and the transfer paste paints a smile's teeth and folds into
+the output frame (:func:`expression_paint`), in the output's own geometry and at the paste's
+resolution — the model's render of them (a 64-px model's teeth are a bluish blur) is never
+pasted, and a face the model does not know gets them too, since they are drawn from its own
+landmarks and skin.
 
 The teeth are the person's own where a clip shows them (:func:`find_mouth_inside`: the frame
 whose inner lips are farthest apart, its opening brighter than the lips), else synthesised: a
@@ -35,6 +36,7 @@ from vidinv.face.expressions import (
     TOOTH_HEIGHT,
     MeshMoves,
     interocular,
+    mesh_moves,
     teeth_amount,
 )
 
@@ -84,9 +86,7 @@ def find_mouth_inside(crops: np.ndarray, points: np.ndarray, min_gap: float = 0.
     ``min_brightness`` × (teeth show); None when no frame has it."""
     best, best_gap = None, min_gap
     for crop, p in zip(crops, points, strict=True):
-        u = interocular(p)
-        gap = float(np.mean([p[j, 1] - p[i, 1] for i, j in
-                             zip(LIPS_INNER_UPPER[3:8], LIPS_INNER_LOWER[3:8], strict=True)])) / u
+        gap = lips_apart(p)
         if gap > best_gap:
             best, best_gap = (crop, p), gap
     if best is None:
@@ -210,3 +210,87 @@ def teeth_of(actions: dict[str, float]) -> float:
     if actions.get("mouth_open", 0.0) > 0:
         teeth = max(teeth, OPEN_JAW_TEETH)
     return teeth
+
+
+def combined_moves(points: np.ndarray, actions: dict[str, float],
+                   scales: list[float] | None = None) -> MeshMoves:
+    """One :class:`MeshMoves` for several expressions at once: each kind's point shifts at its
+    amount (``actions``: kind → amount), times its ``scales`` entry (how far the model's edit
+    goes along it; 1 each when None), summed."""
+    moves = MeshMoves(points)
+    factors = [1.0] * len(actions) if scales is None else list(scales)
+    for (kind, amount), factor in zip(actions.items(), factors, strict=True):
+        for index, shift in mesh_moves(kind, points, amount).shift.items():
+            moves.shift[index] = moves.shift.get(index, np.zeros(2)) + factor * shift
+    return moves
+
+
+#: How far apart (inter-ocular units, the middle of the inner lips) the crop's own lips must be
+#: for the output to keep the inside of its mouth where the motion shows it (ramping from 0 at
+#: the first to 1 at the second): a shouting mouth is a view of its own teeth and tongue; the
+#: 2–3 px dark line between a talking mouth's lips, stretched into a parted smile, is not.
+OWN_OPENING = (0.12, 0.25)
+
+
+def lips_apart(points: np.ndarray) -> float:
+    """How far apart the inner lips are in their middle, in inter-ocular units."""
+    return float(np.mean([points[j, 1] - points[i, 1] for i, j in
+                          zip(LIPS_INNER_UPPER[3:8], LIPS_INNER_LOWER[3:8], strict=True)])
+                 ) / interocular(points)
+
+
+def own_opening_shown(points: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """[S,S] float32 in [0,1]: where the output — the crop moved by the backward ``flow``
+    [S,S,2] — shows the inside of the crop's own mouth (between its inner lips, whose
+    landmarks are in ``points``), weighted by how open that mouth is (:data:`OWN_OPENING`)."""
+    import cv2
+
+    low, high = OWN_OPENING
+    open_ = float(np.clip((lips_apart(points) - low) / (high - low), 0.0, 1.0))
+    size = flow.shape[0]
+    if open_ == 0.0:
+        return np.zeros((size, size), np.float32)
+    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    own = polygon_mask((size, size), mouth_gap(MeshMoves(points)), 0.0)
+    shown = cv2.remap(own, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return (shown * np.float32(open_)).astype(np.float32)
+
+
+def expression_paint(crop: np.ndarray, points: np.ndarray, actions: dict[str, float],
+                     scales: list[float], flow: np.ndarray,
+                     inside: MouthInside | None = None) -> np.ndarray | None:
+    """The paint layer [S,S,4] (premultiplied RGB, alpha) of what ``actions`` (kind → amount)
+    show beyond motion, on the crop ``crop`` [S,S,3] uint8 whose landmarks are ``points``,
+    moved by the backward ``flow`` [S,S,2] (the output's pixel p is the crop's at p + flow(p))
+    made of those expressions' fields times ``scales``; None when there is nothing to paint.
+
+    A smile's parted lips are painted except where the output shows the crop's own open mouth
+    (:func:`own_opening_shown`: a shouting frame keeps its own teeth; a closed one gets them
+    where its lips part), and the folds darken by the smile's amount times its scale."""
+    import cv2
+
+    size = crop.shape[0]
+    moves = combined_moves(points, actions, scales)
+    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    paint = np.zeros((size, size, 4), np.float32)
+    # A smile's teeth only: an opened jaw keeps its motion alone (drawn, its dark inside made
+    # dlib read the held-out mouths as less open: lip gap +0.05 against +0.12 inter-ocular at
+    # strength 3, the stretched lips reading as an open mouth already).
+    teeth = teeth_of({"smile": actions["smile"]}) if "smile" in actions else 0.0
+    if teeth > 0:
+        moved = cv2.remap(crop, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        filled = mouth_fill(moved, moves, teeth, inside)
+        if filled is not None:
+            fill, alpha, (x0, y0, x1, y1) = filled
+            alpha = alpha * (1.0 - own_opening_shown(points, flow)[y0:y1, x0:x1])
+            paint[y0:y1, x0:x1, :3] = fill * alpha[..., None]
+            paint[y0:y1, x0:x1, 3] = alpha
+    if "smile" in actions:
+        smile = actions["smile"] * list(scales)[list(actions).index("smile")]
+        dark = fold_darkening(size, moves, smile)
+        paint[..., 3] = paint[..., 3] + dark * (1.0 - paint[..., 3])   # under the teeth
+    if not paint[..., 3].any():
+        return None
+    return paint

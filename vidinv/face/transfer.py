@@ -17,13 +17,14 @@ does not know (:func:`appearance_weight`: R far from the source), whose appearan
 model's person, so only the motion is carried. Where E equals R (strength 0) the frame comes
 back bit for bit.
 
-Why shading only: the last version carried large appearance changes (teeth, the mouth's inside,
-folds) at E's full detail. On the embedded 64-px model those are blotches — the smile's
-"folds" are wide dark patches beside the mouth, its teeth a bluish-pink blur — and pasted into a
-sharp frame they smeared the lower face of every strong smile (frames of the real clip, looked
-at side by side: motion with limited shading read as a smile, the full residual as a smear).
-A model that renders teeth well would change this; the teeth the person shows then come from
-the motion of their own lips.
+Why shading only from the model: an earlier version carried large appearance changes (teeth,
+the mouth's inside, folds) at E's full detail. On the embedded 64-px model those are blotches —
+the smile's "folds" are wide dark patches beside the mouth, its teeth a bluish-pink blur — and
+pasted into a sharp frame they smeared the lower face of every strong smile. What an
+expression shows beyond motion is instead drawn: an edit read as its action units carries a
+paint layer (:attr:`EditField.paint`, :mod:`vidinv.face.appearance`: the upper teeth where the
+lips part, a smile's folds) drawn from the face's own landmarks and skin in the output's
+geometry, composited over the moved pixels inside the mask — on any face, known or not.
 
 Shapes: frames [H,W,3] uint8 RGB; faces [S,S,3] uint8 RGB at the generator's resolution; masks
 [U,U] float32 in [0,1] at ``flow_size`` U; flows [U,U,2] float32 (x, y) in U-pixels.
@@ -32,6 +33,7 @@ Shapes: frames [H,W,3] uint8 RGB; faces [S,S,3] uint8 RGB at the generator's res
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -39,6 +41,10 @@ import numpy as np
 from vidinv.face.align import cv_inverse_map
 from vidinv.face.keyframes import affine_map, follow_map, resample_followed
 from vidinv.face.paste import frame_box
+
+#: Draws an expression's appearance for the fitted scales and the flow [U,U,2]: a paint layer
+#: [U,U,4] float32 (premultiplied RGB 0…255, alpha 0…1) or None.
+Painter = Callable[[list[float], np.ndarray], "np.ndarray | None"]
 
 #: Side at which the flow is estimated (faces are enlarged to it; DIS needs some pixels).
 FLOW_SIZE = 128
@@ -128,7 +134,8 @@ class EditTransfer:
         return self.field(edited, reconstruction, mask).masked(mask)
 
     def field(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray,
-              actions: list[np.ndarray] | None = None) -> EditField:
+              actions: list[np.ndarray] | None = None,
+              painter: Painter | None = None) -> EditField:
         """The edit's field before the face mask limits it (:meth:`motion` is
         ``field(...).masked(mask)``). ``mask`` [U,U] is the one the residual is measured
         through (R is moved by the masked flow); a later frame may apply the field with its
@@ -137,7 +144,9 @@ class EditTransfer:
         With ``actions`` (the motion fields [U,U,2] of the expressions the edit was taught, at
         the strengths asked: :func:`~vidinv.face.expressions.action_field`) the flow is those
         fields, each scaled by how far the model's edit goes along it (:func:`fit_actions`),
-        instead of optical flow between E and R."""
+        instead of optical flow between E and R; with ``painter`` too (called with the fitted
+        scales and the flow: :func:`~vidinv.face.appearance.expression_paint`), the field
+        carries the paint layer it returns — the teeth of parted lips, a smile's folds."""
         size = self.flow_size
         up_e = cv2.resize(edited, (size, size), interpolation=cv2.INTER_CUBIC)
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -153,7 +162,8 @@ class EditTransfer:
                 flow = smooth_flow(flow, grey_e, self.flow_sigma * size)
         magnitude = np.linalg.norm(flow, axis=2, keepdims=True)
         flow = flow * np.clip((magnitude - MIN_MOTION) / MIN_MOTION, 0, 1)
-        field = EditField(flow.astype(np.float32), None)
+        paint = painter(scales, flow) if actions and painter is not None else None
+        field = EditField(flow.astype(np.float32), None, paint)
         if self.residual_sigma is not None:
             masked_flow = field.masked_flow(mask)
             xs, ys = np.meshgrid(np.arange(size, dtype=np.float32),
@@ -219,7 +229,10 @@ class EditTransfer:
                    if carried else np.zeros_like(mask))
         flow = field.masked_flow(mask) @ frame_from_crop.T
         flow[(np.abs(flow) < STILL_SHIFT).all(axis=2)] = 0.0  # moves nothing: not resampled
-        stacked = np.dstack([flow, shading, support])
+        layers = [flow, shading, support]
+        if field.paint is not None:   # drawn, not the model's: carried on any face
+            layers.append(field.paint * mask[..., None])
+        stacked = np.dstack(layers)
         crop_from_box = crop_from_frame @ np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]],
                                                    np.float64)
         in_box = cv2.warpAffine(stacked, cv_inverse_map(np.linalg.inv(crop_from_box)),
@@ -234,6 +247,8 @@ class EditTransfer:
             shading = np.empty(moved.shape, np.float32)
             cv2.mixChannels([in_box], [shading], [2, 0, 2, 1, 2, 2])    # grey → [h,w,3]
             moved = cv2.add(moved, shading, dtype=cv2.CV_8U)  # saturating, rounded
+        if field.paint is not None:
+            _paint_over(moved, in_box[..., 4:8])
         # The moved pixels are the frame's own, so the motion may reach the mask's feather at
         # full strength (a jaw that drops crosses it); the residual keeps the face mask.
         alpha = np.ascontiguousarray(in_box[..., 3])
@@ -273,15 +288,34 @@ class EditTransfer:
                                             borderMode=cv2.BORDER_REPLICATE)
 
 
+def _paint_over(image: np.ndarray, paint: np.ndarray) -> None:
+    """``image`` [h,w,3] uint8 (in place) under the premultiplied ``paint`` [h,w,4] float32,
+    only across the rows and columns the paint reaches."""
+    alpha = paint[..., 3]
+    rows = np.flatnonzero((alpha > 1 / 512).any(axis=1))
+    if rows.size == 0:
+        return
+    columns = np.flatnonzero((alpha[rows[0]:rows[-1] + 1] > 1 / 512).any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    part = paint[r0:r1, c0:c1]
+    under = image[r0:r1, c0:c1].astype(np.float32)
+    image[r0:r1, c0:c1] = np.clip(under * (1.0 - part[..., 3:]) + part[..., :3] + 0.5, 0,
+                                  255).astype(np.uint8)
+
+
 class EditField:
     """An edit's field in the aligned crop's geometry at the flow size U, before a face mask
-    limits it: ``flow`` [U,U,2] float32 (E → R, small motions already zeroed) and
+    limits it: ``flow`` [U,U,2] float32 (E → R, small motions already zeroed),
     ``brightness`` [U,U,1] float32 (the appearance residual's brightness, 0…255 units; None
-    without a residual). :meth:`masked` gives what :meth:`EditTransfer.motion` returns."""
+    without a residual) and ``paint`` [U,U,4] float32 (what the expression shows beyond
+    motion, drawn in the output's geometry: premultiplied RGB 0…255 and alpha; None: nothing).
+    :meth:`masked` gives what :meth:`EditTransfer.motion` returns."""
 
-    def __init__(self, flow: np.ndarray, brightness: np.ndarray | None) -> None:
+    def __init__(self, flow: np.ndarray, brightness: np.ndarray | None,
+                 paint: np.ndarray | None = None) -> None:
         self.flow = flow
         self.brightness = brightness
+        self.paint = paint
 
     def masked_flow(self, mask: np.ndarray) -> np.ndarray:
         """[U,U,2] float32: the flow attenuated by :func:`motion_support` of ``mask``."""
@@ -298,7 +332,8 @@ class EditField:
         flow = (flow @ np.linalg.inv(linear).T.astype(np.float32)).astype(np.float32)
         brightness = (None if self.brightness is None
                       else resample_followed(self.brightness, maps))
-        return EditField(flow, brightness)
+        paint = None if self.paint is None else resample_followed(self.paint, maps)
+        return EditField(flow, brightness, paint)
 
     def masked(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(flow [U,U,2], residual [U,U,3]) float32 limited by ``mask`` [U,U]."""

@@ -239,7 +239,8 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
         PasteBack(face.mask, color_match=face.color_match, mode=face.paste, carry=key_frames,
                   interpolate=key_frames and not live,
                   symmetric=symmetric_edit(networks.edit) if face.symmetric else False,
-                  actions=edit_actions_of(networks.edit) if face.actions else None),
+                  actions=edit_actions_of(networks.edit) if face.actions else None,
+                  draw=face.draw),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

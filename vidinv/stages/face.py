@@ -29,6 +29,7 @@ from vidinv.face.align import (
     cv_inverse_map,
     quad_from_landmarks,
 )
+from vidinv.face.appearance import expression_paint
 from vidinv.face.errors import NoFaceError
 from vidinv.face.expressions import action_field
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
@@ -57,7 +58,7 @@ from vidinv.face.smoothing import (
 )
 from vidinv.face.symmetry import symmetrized
 from vidinv.face.track import FaceTracker, Target, bridge_gaps
-from vidinv.face.transfer import EditField, EditTransfer, appearance_weight
+from vidinv.face.transfer import EditField, EditTransfer, Painter, appearance_weight
 from vidinv.frame import MESH_POINTS, FaceLandmarks, FaceSlot, Frame
 
 
@@ -493,19 +494,29 @@ FIELD_MEMORY = 0.7
 
 def blend_fields(new: EditField | None, old: EditField | None, memory: float
                  ) -> EditField | None:
-    """``(1 − memory)·new + memory·old`` (flow and brightness, all [U,U,·] in the same crop
-    geometry). A None field (E equals R: the edit moves nothing, as at strength 0) is never
+    """``(1 − memory)·new + memory·old`` (flow, brightness and paint, all [U,U,·] in the same
+    crop geometry). A None field (E equals R: the edit moves nothing, as at strength 0) is never
     blended, nor blended into: strength 0 stays the input bit for bit, and an edit that starts
     starts at once."""
     if new is None or old is None or memory == 0.0:
         return new
     keep = np.float32(memory)
     flow = (new.flow * (np.float32(1) - keep) + old.flow * keep).astype(np.float32)
-    brightness = new.brightness
-    if new.brightness is not None and old.brightness is not None:
-        brightness = (new.brightness * (np.float32(1) - keep)
-                      + old.brightness * keep).astype(np.float32)
-    return EditField(flow, brightness)
+    return EditField(flow, _mixed(new.brightness, old.brightness, keep),
+                     _mixed(new.paint, old.paint, keep))
+
+
+def _mixed(new: np.ndarray | None, old: np.ndarray | None, keep: np.float32
+           ) -> np.ndarray | None:
+    """``(1 − keep)·new + keep·old`` (float32 layers of one shape); a missing one counts as
+    zero (a paint layer that starts or ends fades like the motion), both missing: None."""
+    if new is None and old is None:
+        return None
+    if new is None:
+        new = np.zeros_like(old)
+    if old is None:
+        old = np.zeros_like(new)
+    return (new * (np.float32(1) - keep) + old * keep).astype(np.float32)
 
 
 class PasteBack:
@@ -553,7 +564,12 @@ class PasteBack:
     a key frame's flow is those expressions' motion fields at the face's own mesh points, each
     scaled by how far the model's edit goes along it
     (:func:`~vidinv.face.transfer.fit_actions`), instead of optical flow between E and R
-    (MediaPipe landmarks only; such a field is as symmetric as its expression).
+    (MediaPipe landmarks only; such a field is as symmetric as its expression). With ``draw``
+    too, the field carries what those expressions show beyond motion, drawn on the source's
+    own crop where the output's geometry puts it (:func:`~vidinv.face.appearance.
+    expression_paint`: teeth where the lips part and the source's mouth was closed, a smile's
+    folds) — on any face, since it is drawn from the face's own landmarks and skin, not the
+    model's render.
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0,
@@ -566,7 +582,8 @@ class PasteBack:
                  mode: PasteMode = "render", carry: bool = False,
                  interpolate: bool = False, field_memory: float = FIELD_MEMORY,
                  symmetric: Callable[[], bool] | bool = False,
-                 actions: Callable[[], dict[str, float] | None] | None = None) -> None:
+                 actions: Callable[[], dict[str, float] | None] | None = None,
+                 draw: bool = True) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
@@ -582,6 +599,7 @@ class PasteBack:
         self.field_memory = float(field_memory)
         self.symmetric = symmetric if callable(symmetric) else (lambda: bool(symmetric))
         self.actions = actions if actions is not None else (lambda: None)
+        self.draw = bool(draw)
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -726,12 +744,28 @@ class PasteBack:
             size = self.transfer.flow_size
             fields = [action_field(kind, points, amount, size)
                       for kind, amount in actions.items()]
-            return _KeyField(self.transfer.field(edited, rebuilt, mask, actions=fields), known,
-                             crop_size, points)
+            painter = (None if not self.draw or slot.aligned is None
+                       else _painter(_as_uint8_image(slot.aligned), points, actions))
+            return _KeyField(self.transfer.field(edited, rebuilt, mask, actions=fields,
+                                                 painter=painter), known, crop_size, points)
         field = self.transfer.field(edited, rebuilt, mask)
         if mesh and self.symmetric():
             field = symmetrized(field, points)
         return _KeyField(field, known, crop_size, points)
+
+
+def _painter(source: np.ndarray, points: np.ndarray, actions: dict[str, float]) -> Painter:
+    """The transfer's painter for a key face: its source crop ``source`` [S,S,3] uint8
+    enlarged to the flow size, its landmarks ``points`` [N,2] there, the ``actions`` in force
+    (kind → amount)."""
+
+    def paint(scales: list[float], flow: np.ndarray) -> np.ndarray | None:
+        size = flow.shape[0]
+        crop = (source if source.shape[0] == size
+                else cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC))
+        return expression_paint(crop, points, actions, scales, flow)
+
+    return paint
 
 
 #: The most frames :class:`PasteBack` holds while it waits for a face's next key field (a
@@ -747,9 +781,8 @@ def lerp_fields(a: EditField | None, b: EditField | None, weight: float) -> Edit
     if a is None or b is None:
         known = a if a is not None else b
         scale = np.float32(1.0 - weight if a is not None else weight)
-        return EditField((known.flow * scale).astype(np.float32),
-                         None if known.brightness is None
-                         else (known.brightness * scale).astype(np.float32))
+        return EditField(*((None if layer is None else (layer * scale).astype(np.float32))
+                           for layer in (known.flow, known.brightness, known.paint)))
     return blend_fields(b, a, 1.0 - weight) if weight < 1.0 else b
 
 
