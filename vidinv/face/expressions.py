@@ -9,7 +9,7 @@ run over [-1, 1].
 - smile: AU12 — the mouth corners pulled up and back along the line to the cheekbone (0.25 u up,
   0.12 u out at full), the upper and lower lip following smoothly (their middles too); AU6 —
   cheeks raised, lower lids pushed up, eyes narrowed; from about strength 1.5 AU25 — the lips
-  part (the appearance of the teeth is :mod:`vidinv.personalize.warps`').
+  part (the teeth they show are drawn by :mod:`vidinv.face.appearance`).
 - frown: AU15 (lip corners down) + AU4 (brows lowered and drawn together).
 - brows_raised: AU1+2 (inner and outer brows up). eyes_closed: AU43. eyes_wide: AU5 (upper lids
   up). mouth_open: AU26/27 (the jaw drops). pout: AU18 (lips pushed together and forward).
