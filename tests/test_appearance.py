@@ -135,3 +135,31 @@ def test_a_paint_layer_fades_in_and_out_with_the_fields():
     assert blend_fields(bare, bare, 0.7).paint is None
     assert np.allclose(lerp_fields(None, painted, 0.25).paint, 0.25 * paint)
     assert np.allclose(lerp_fields(bare, painted, 0.25).paint, 0.25 * paint)
+
+
+def test_a_face_that_smiles_with_its_teeth_keeps_its_own():
+    """The astronaut smiles with her teeth showing (her lips only 0.15 inter-ocular apart): a
+    smile edit moves her own teeth and paints none over them; the real clip's closed mouths
+    count as showing none."""
+    import cv2
+    import skimage.data
+
+    from vidinv.face.appearance import own_teeth_showing
+    from vidinv.face.landmarks import MediaPipeLandmarks
+
+    crop = cv2.resize(skimage.data.astronaut()[20:260, 80:320], (SIZE, SIZE),
+                      interpolation=cv2.INTER_AREA)
+    with MediaPipeLandmarks() as detector:
+        points = detector.detect(crop)[0].points[:468]
+    assert own_teeth_showing(crop, points) == 1.0
+    field = action_field("smile", points, 1.0, SIZE)
+    paint = expression_paint(crop, points, {"smile": 1.0}, [1.0], field)
+    moves = combined_moves(points, {"smile": 1.0})
+    opening = polygon_mask((SIZE, SIZE), mouth_gap(moves), 0.0) > 0.99
+    assert paint is None or paint[opening, 3].mean() < 0.1
+
+
+def test_closed_mouths_of_the_real_clip_show_no_teeth(closed_mouth):
+    from vidinv.face.appearance import own_teeth_showing
+
+    assert own_teeth_showing(*closed_mouth) == 0.0

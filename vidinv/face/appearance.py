@@ -239,22 +239,48 @@ def lips_apart(points: np.ndarray) -> float:
                  ) / interocular(points)
 
 
-def own_opening_shown(points: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """[S,S] float32 in [0,1]: where the output — the crop moved by the backward ``flow``
-    [S,S,2] — shows the inside of the crop's own mouth (between its inner lips, whose
-    landmarks are in ``points``), weighted by how open that mouth is (:data:`OWN_OPENING`)."""
+#: How bright the crop's own opening is, × the skin above the upper lip (the 75th percentile
+#: between the inner lips), for its teeth to count as showing (0 at the first, 1 at the second):
+#: teeth are lighter than skin; the dark line between closed lips is not (the real clip's
+#: frames 0.44–0.96, the astronaut's smile 1.2).
+TEETH_SHOWING = (1.0, 1.1)
+
+
+def own_teeth_showing(crop: np.ndarray, points: np.ndarray) -> float:
+    """0…1: whether the crop [S,S,3] uint8 already shows teeth between its inner lips
+    (:data:`TEETH_SHOWING`)."""
+    opening = polygon_mask(crop.shape[:2], mouth_gap(MeshMoves(points)), 0.0) > 0.5
+    if opening.sum() < 6:
+        return 0.0
+    grey = crop.astype(np.float32).mean(axis=2)
+    x, y = np.round(points[PHILTRUM]).astype(int)
+    skin = grey[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+    if skin.size == 0 or skin.mean() <= 0:
+        return 0.0
+    low, high = TEETH_SHOWING
+    ratio = float(np.percentile(grey[opening], 75)) / float(skin.mean())
+    return float(np.clip((ratio - low) / (high - low), 0.0, 1.0))
+
+
+def own_opening_shown(crop: np.ndarray, points: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """[S,S] float32 in [0,1]: where the output — the crop [S,S,3] moved by the backward
+    ``flow`` [S,S,2] — shows the inside of the crop's own mouth (between its inner lips, whose
+    landmarks are in ``points``), weighted by how much that inside is a view of its own: a
+    mouth held open (:data:`OWN_OPENING`) or one whose teeth show already
+    (:func:`own_teeth_showing`: a face that smiles with its teeth keeps them)."""
     import cv2
 
     low, high = OWN_OPENING
-    open_ = float(np.clip((lips_apart(points) - low) / (high - low), 0.0, 1.0))
+    own_weight = max(float(np.clip((lips_apart(points) - low) / (high - low), 0.0, 1.0)),
+                     own_teeth_showing(crop, points))
     size = flow.shape[0]
-    if open_ == 0.0:
+    if own_weight == 0.0:
         return np.zeros((size, size), np.float32)
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
     own = polygon_mask((size, size), mouth_gap(MeshMoves(points)), 0.0)
     shown = cv2.remap(own, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return (shown * np.float32(open_)).astype(np.float32)
+    return (shown * np.float32(own_weight)).astype(np.float32)
 
 
 def expression_paint(crop: np.ndarray, points: np.ndarray, actions: dict[str, float],
@@ -266,8 +292,9 @@ def expression_paint(crop: np.ndarray, points: np.ndarray, actions: dict[str, fl
     made of those expressions' fields times ``scales``; None when there is nothing to paint.
 
     A smile's parted lips are painted except where the output shows the crop's own open mouth
-    (:func:`own_opening_shown`: a shouting frame keeps its own teeth; a closed one gets them
-    where its lips part), and the folds darken by the smile's amount times its scale."""
+    (:func:`own_opening_shown`: a shouting frame, or a smile that shows its teeth already,
+    keeps its own; a closed mouth gets them where its lips part), and the folds darken by the
+    smile's amount times its scale."""
     import cv2
 
     size = crop.shape[0]
@@ -284,7 +311,7 @@ def expression_paint(crop: np.ndarray, points: np.ndarray, actions: dict[str, fl
         filled = mouth_fill(moved, moves, teeth, inside)
         if filled is not None:
             fill, alpha, (x0, y0, x1, y1) = filled
-            alpha = alpha * (1.0 - own_opening_shown(points, flow)[y0:y1, x0:x1])
+            alpha = alpha * (1.0 - own_opening_shown(crop, points, flow)[y0:y1, x0:x1])
             paint[y0:y1, x0:x1, :3] = fill * alpha[..., None]
             paint[y0:y1, x0:x1, 3] = alpha
     if "smile" in actions:
