@@ -60,11 +60,12 @@ def test_the_smile_field_lifts_the_corners_and_the_lower_lids(face):
     assert np.mean([_at(field, points[i])[1] for i in lids]) > 0.03 * unit
     assert not action_field("smile", points, 0.0, SIZE).any()
     with pytest.raises(ValueError, match="no motion field.*smile"):
-        action_field("gaze_horizontal", points, 0.5, SIZE)
+        action_field("smirk", points, 0.5, SIZE)
 
 
 @pytest.mark.parametrize("kind, amount", [("roll", 1.0), ("brows_raised", 1.0),
-                                          ("frown", 0.5), ("yaw", -1.0)])
+                                          ("frown", 0.5), ("yaw", -1.0),
+                                          ("gaze_horizontal", -0.5)])
 def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
     """For an expression that is motion only, the crop moved by its field is the warp that
     made the training data (personalize/warps.warp_face), to a level on the face."""
@@ -77,6 +78,30 @@ def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
     assert np.abs(moved[inside] - taught[inside]).max() <= 1
 
 
+@pytest.mark.parametrize("kind, amount, axis", [("gaze_horizontal", 1.0, 0),
+                                                ("gaze_horizontal", -0.5, 0),
+                                                ("gaze_vertical", -1.0, 1)])
+def test_the_gaze_field_moves_the_irises_inside_the_eyes(face, kind, amount, axis):
+    """A gaze's field moves each iris by its travel the way asked (the iris's new place takes
+    its pixel from the iris: 0.3 of the eye's width across at full, 0.06 inter-ocular up or
+    down), and nothing outside the eye openings."""
+    from vidinv.face.expressions import EYE_CONTOURS, EYE_CORNERS, GAZE_TRAVEL, iris_centres
+
+    crop, points = face
+    field = action_field(kind, points, amount, SIZE)
+    eyes = np.zeros((SIZE, SIZE), np.uint8)
+    for side, centre in enumerate(iris_centres(points)):
+        cv2.fillPoly(eyes, [np.round(points[list(EYE_CONTOURS[side])]).astype(np.int32)], 1)
+        width = np.linalg.norm(points[EYE_CORNERS[2 * side + 1]] - points[EYE_CORNERS[2 * side]])
+        travel = GAZE_TRAVEL[0] * width if axis == 0 else GAZE_TRAVEL[1] * interocular(points)
+        shift = np.zeros(2)
+        shift[axis] = travel * amount
+        target = centre + shift
+        assert np.linalg.norm(target + _at(field, target) - centre) < 0.15 * abs(shift[axis])
+    outside = cv2.dilate(eyes, np.ones((9, 9), np.uint8)) == 0   # the opening's blurred edge
+    assert not field[outside].any()
+
+
 @pytest.mark.parametrize("strengths, expected", [
     ({"smile": 2.0}, {"smile": 2 / 3}),
     ({"smile": 6.0, "brows_raised": 1.5}, {"smile": 1.0, "brows_raised": 0.5}),
@@ -84,7 +109,7 @@ def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
     ({"yaw": -4.5}, {"yaw": -1.0}),
     ({"smile": -1.0}, None),                        # the opposite of a smile: no such warp
     ({"eyes_open": 3.0}, None),                     # −eyes_closed
-    ({"smile": 2.0, "gaze_horizontal": 1.0}, None),  # gaze is appearance, not a field
+    ({"smile": 2.0, "gaze_horizontal": -1.5}, {"smile": 2 / 3, "gaze_horizontal": -0.5}),
     ({"smile": 2.0, "sefa_3": 1.0}, None),          # a direction of unknown meaning
     ({"smile": 0.0}, None),
     ({}, None),
@@ -136,8 +161,9 @@ def test_two_expressions_are_fitted_together(face):
 
 def test_the_pipeline_reads_the_edits_in_force(tmp_path):
     """The paste asks the editor on each key frame: a smile at 2 is the smile at 2/3; a slider
-    that adds a gaze turns it back to optical flow (None); no editor, none; face.actions=false
-    wires no reading at all."""
+    that adds a gaze adds the gaze's third; one that adds a direction of no taught meaning
+    turns it back to optical flow (None); no editor, none; face.actions=false wires no reading
+    at all; face.draw=false wires no drawing."""
     from tests.model_fixtures import make_tiny_model
     from vidinv.config import PipelineConfig
     from vidinv.latent.directions import Direction
@@ -151,12 +177,16 @@ def test_the_pipeline_reads_the_edits_in_force(tmp_path):
     vector = np.random.default_rng(0).normal(size=generator.style_dim).astype(np.float32)
     editor = CombinedEditor.from_directions(
         generator, {"smile": Direction(name="smile", vector=vector),
-                    "gaze_horizontal": Direction(name="gaze_horizontal", vector=-vector)},
+                    "gaze_horizontal": Direction(name="gaze_horizontal", vector=-vector),
+                    "sefa_3": Direction(name="sefa_3", vector=vector[::-1].copy())},
         {"smile": 2.0}, check=False)
     asked = edit_actions_of(editor)
     assert asked() == pytest.approx({"smile": 2 / 3})
     editor.strengths["gaze_horizontal"] = 1.0
+    assert asked() == pytest.approx({"smile": 2 / 3, "gaze_horizontal": 1 / 3})
+    editor.strengths["sefa_3"] = 1.0
     assert asked() is None
+    editor.strengths["sefa_3"] = 0.0
     assert edit_actions_of(None)() is None
 
     def paste(config):
@@ -168,6 +198,8 @@ def test_the_pipeline_reads_the_edits_in_force(tmp_path):
     assert paste(PipelineConfig()).actions() == pytest.approx({"smile": 2 / 3})
     off = PipelineConfig().with_overrides(["face.actions=false"])
     assert paste(off).actions() is None
+    assert paste(PipelineConfig()).draw
+    assert not paste(PipelineConfig().with_overrides(["face.draw=false"])).draw
 
 
 def test_calibration_keeps_the_largest_scale_at_which_strength_3_still_grows():

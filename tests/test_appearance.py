@@ -13,9 +13,14 @@ from vidinv.face.appearance import (
     combined_moves,
     expression_paint,
     mouth_gap,
+)
+from vidinv.face.expressions import (
+    LIPS_OUTER,
+    MeshMoves,
+    action_field,
+    interocular,
     polygon_mask,
 )
-from vidinv.face.expressions import LIPS_OUTER, MeshMoves, action_field, interocular
 from vidinv.face.paste import ellipse_mask
 from vidinv.face.transfer import FLOW_SIZE, EditField, EditTransfer
 

@@ -37,6 +37,7 @@ from vidinv.face.expressions import (
     MeshMoves,
     interocular,
     mesh_moves,
+    polygon_mask,
     teeth_amount,
 )
 
@@ -48,20 +49,6 @@ MOUTH_DARK = (38.0, 18.0, 20.0)
 OPEN_JAW_TEETH = 0.35
 #: The most a smile's folds darken the skin along them (× the smile's amount).
 FOLD_DARKENING = 0.10
-
-
-def polygon_mask(shape: tuple[int, int], polygon: np.ndarray, blur: float) -> np.ndarray:
-    """[h,w] float32 in [0,1]: ``polygon`` [K,2] filled with sub-pixel edges, blurred by σ
-    ``blur`` pixels (0: none)."""
-    import cv2
-
-    scale = 4  # sub-pixel polygon edges
-    big = np.zeros((shape[0] * scale, shape[1] * scale), np.uint8)
-    cv2.fillPoly(big, [np.round(polygon * scale).astype(np.int32)], 255)
-    mask = cv2.resize(big, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) / 255.0
-    if blur > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), blur)
-    return mask.astype(np.float32)
 
 
 def mouth_gap(moves: MeshMoves) -> np.ndarray:

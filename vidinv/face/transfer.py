@@ -135,7 +135,8 @@ class EditTransfer:
 
     def field(self, edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray,
               actions: list[np.ndarray] | None = None,
-              painter: Painter | None = None) -> EditField:
+              painter: Painter | None = None,
+              fixed: list[float | None] | None = None) -> EditField:
         """The edit's field before the face mask limits it (:meth:`motion` is
         ``field(...).masked(mask)``). ``mask`` [U,U] is the one the residual is measured
         through (R is moved by the masked flow); a later frame may apply the field with its
@@ -144,7 +145,8 @@ class EditTransfer:
         With ``actions`` (the motion fields [U,U,2] of the expressions the edit was taught, at
         the strengths asked: :func:`~vidinv.face.expressions.action_field`) the flow is those
         fields, each scaled by how far the model's edit goes along it (:func:`fit_actions`),
-        instead of optical flow between E and R; with ``painter`` too (called with the fitted
+        instead of optical flow between E and R (``fixed``: scales kept instead of fitted, as
+        :func:`fit_actions`); with ``painter`` too (called with the fitted
         scales and the flow: :func:`~vidinv.face.appearance.expression_paint`), the field
         carries the paint layer it returns — the teeth of parted lips, a smile's folds."""
         size = self.flow_size
@@ -152,7 +154,8 @@ class EditTransfer:
         up_r = cv2.resize(reconstruction, (size, size), interpolation=cv2.INTER_CUBIC)
         if actions:
             support = motion_support(mask)[..., None]
-            scales = fit_actions(up_e, up_r, mask, [f * support for f in actions])
+            scales = fit_actions(up_e, up_r, mask, [f * support for f in actions],
+                                 fixed=fixed)
             flow = sum((np.float32(s) * f for s, f in zip(scales, actions, strict=True)),
                        np.zeros((size, size, 2), np.float32))
         else:
@@ -345,7 +348,8 @@ class EditField:
 
 
 def fit_actions(edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray,
-                fields: list[np.ndarray], rounds: int = 2) -> list[float]:
+                fields: list[np.ndarray], rounds: int = 2,
+                fixed: list[float | None] | None = None) -> list[float]:
     """How far the model's edit goes along each expression's motion: the scales s_k in
     [0, :data:`MAX_ACTION`] for which R moved by Σ s_k·fields[k] looks most like E (least
     squared difference inside ``mask``; a search over :data:`ACTION_STEPS` values of each s,
@@ -360,8 +364,12 @@ def fit_actions(edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
 
     ``edited``, ``reconstruction``: [U,U,3] uint8 at the flow size; ``mask`` [U,U] float32;
     ``fields``: [U,U,2] float32 (already limited to where the motion is carried). The error is
-    taken on a half-size copy (U/2: the model's own resolution for U = 128).
+    taken on a half-size copy (U/2: the model's own resolution for U = 128). ``fixed``: a
+    scale per field that is not fitted but kept (None: fitted), e.g. 1 for the kinds applied as
+    asked (:data:`~vidinv.face.expressions.DRAWN_KINDS`); the others are fitted with those in
+    place.
     """
+    fixed = list(fixed) if fixed is not None else [None] * len(fields)
     half = edited.shape[0] // 2
     target = cv2.resize(edited, (half, half), interpolation=cv2.INTER_AREA).astype(np.float32)
     small_r = cv2.resize(reconstruction, (half, half), interpolation=cv2.INTER_AREA)
@@ -369,16 +377,18 @@ def fit_actions(edited: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
     small = [cv2.resize(f, (half, half), interpolation=cv2.INTER_AREA) * np.float32(0.5)
              for f in fields]
     xs, ys = np.meshgrid(np.arange(half, dtype=np.float32), np.arange(half, dtype=np.float32))
-    scales = [0.0] * len(fields)
+    scales = [0.0 if f is None else float(f) for f in fixed]
     grid = np.linspace(0.0, MAX_ACTION, ACTION_STEPS)
+    free = [k for k, f in enumerate(fixed) if f is None]
 
     def error(flow: np.ndarray) -> float:
         moved = cv2.remap(small_r, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
         return float((weight * (moved.astype(np.float32) - target) ** 2).sum())
 
-    for _ in range(rounds if len(fields) > 1 else 1):
-        for k, field in enumerate(small):
+    for _ in range(rounds if len(free) > 1 else 1):
+        for k in free:
+            field = small[k]
             rest = sum((np.float32(s) * f for j, (s, f) in enumerate(zip(scales, small,
                                                                           strict=True))
                         if j != k), np.zeros_like(field))

@@ -22,7 +22,6 @@ import numpy as np
 from vidinv.face.appearance import (
     MouthInside,
     fill_mouth,
-    polygon_mask,
     shade_folds,
     teeth_of,
 )
@@ -31,57 +30,19 @@ from vidinv.face.expressions import (
     EYE_CONTOURS,
     EYE_CORNERS,
     EYE_UPPER,
-    IRISES,
     MEANING,
     MOUTH_CORNERS,
     REACH,
     ROLL_DEGREES,
     WARPS,
     MeshMoves,
+    action_field,
     control_points,
     dense_backward_map,
     interocular,
-    iris_centres,
     mesh_moves,
+    polygon_mask,
 )
-
-
-def _move_irises(image: np.ndarray, points: np.ndarray, amount: float, axis: int
-                 ) -> np.ndarray:
-    """Move each iris inside its eye opening by ``amount`` of its free travel: a smooth bump of
-    displacement centred on the iris (width about its radius, so nothing folds) moves the iris
-    and squeezes / stretches the sclera beside it; only the pixels inside the eye's outline
-    change, so the lids stay where they are."""
-    import cv2
-
-    u = interocular(points)
-    size = image.shape[0]
-    xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-    out = image.astype(np.float32)
-    for side, centre in enumerate(iris_centres(points)):
-        contour = points[list(EYE_CONTOURS[side])]
-        width = float(np.linalg.norm(points[EYE_CORNERS[2 * side + 1]]
-                                     - points[EYE_CORNERS[2 * side]]))
-        if len(points) >= 478:
-            ring = points[list(IRISES[side][1:])]
-            radius = float(np.linalg.norm(ring - centre, axis=1).mean())
-        else:
-            radius = 0.2 * width
-        travel = 0.3 * width if axis == 0 else 0.06 * u
-        shift = np.zeros(2, np.float32)
-        shift[axis] = travel * amount
-        eye = polygon_mask(image.shape[:2], contour, 0.4)
-        if eye.max() < 0.5:
-            continue
-        sigma = max(1.3 * radius, 1.0)
-        moved_centre = centre + shift
-        bump = np.exp(-((xs - moved_centre[0]) ** 2 + (ys - moved_centre[1]) ** 2)
-                      / np.float32(2 * sigma * sigma))
-        bump = bump.astype(np.float32)
-        warped = cv2.remap(image, xs - shift[0] * bump, ys - shift[1] * bump,
-                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        out = out * (1 - eye[..., None]) + warped.astype(np.float32) * eye[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def warp_face(image: np.ndarray, points: np.ndarray, kind: str, amount: float,
@@ -102,7 +63,11 @@ def warp_face(image: np.ndarray, points: np.ndarray, kind: str, amount: float,
     size = image.shape[0]
     u = interocular(points)
     if kind in ("gaze_horizontal", "gaze_vertical"):
-        return _move_irises(image, points, amount, 0 if kind == "gaze_horizontal" else 1)
+        # the irises moved inside the eye openings: the field the transfer paste applies too
+        field = action_field(kind, points, amount, size)
+        xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        return cv2.remap(image, xs + field[..., 0], ys + field[..., 1],
+                         interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if kind == "roll":
         centre = points[list(EYE_CORNERS) + list(MOUTH_CORNERS)].mean(0)
         matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])),

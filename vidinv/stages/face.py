@@ -31,7 +31,7 @@ from vidinv.face.align import (
 )
 from vidinv.face.appearance import expression_paint
 from vidinv.face.errors import NoFaceError
-from vidinv.face.expressions import action_field
+from vidinv.face.expressions import DRAWN_KINDS, action_field
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
 from vidinv.face.keyframes import (
     KeyFrameChooser,
@@ -564,7 +564,9 @@ class PasteBack:
     a key frame's flow is those expressions' motion fields at the face's own mesh points, each
     scaled by how far the model's edit goes along it
     (:func:`~vidinv.face.transfer.fit_actions`), instead of optical flow between E and R
-    (MediaPipe landmarks only; such a field is as symmetric as its expression). With ``draw``
+    (MediaPipe landmarks only; such a field is as symmetric as its expression); a gaze's field
+    (:data:`~vidinv.face.expressions.DRAWN_KINDS`) is applied at the amount asked, since a
+    small model's irises are too small to read. With ``draw``
     too, the field carries what those expressions show beyond motion, drawn on the source's
     own crop where the output's geometry puts it (:func:`~vidinv.face.appearance.
     expression_paint`: teeth where the lips part and the source's mouth was closed, a smile's
@@ -746,8 +748,10 @@ class PasteBack:
                       for kind, amount in actions.items()]
             painter = (None if not self.draw or slot.aligned is None
                        else _painter(_as_uint8_image(slot.aligned), points, actions))
+            fixed = [1.0 if kind in DRAWN_KINDS else None for kind in actions]
             return _KeyField(self.transfer.field(edited, rebuilt, mask, actions=fields,
-                                                 painter=painter), known, crop_size, points)
+                                                 painter=painter, fixed=fixed),
+                             known, crop_size, points)
         field = self.transfer.field(edited, rebuilt, mask)
         if mesh and self.symmetric():
             field = symmetrized(field, points)
