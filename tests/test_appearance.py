@@ -168,3 +168,101 @@ def test_closed_mouths_of_the_real_clip_show_no_teeth(closed_mouth):
     from vidinv.face.appearance import own_teeth_showing
 
     assert own_teeth_showing(*closed_mouth) == 0.0
+
+
+def test_the_persons_own_mouth_inside_fills_the_parted_lips(closed_mouth):
+    """Given the person's own open mouth (here a green picture, to tell it apart), the parted
+    lips show it, not the synthesised teeth."""
+    from vidinv.face.appearance import MouthInside
+
+    crop, points = closed_mouth
+    green = np.zeros((12, 30, 3), np.uint8)
+    green[..., 1] = 200
+    field = action_field("smile", points, 1.0, SIZE)
+    paint = expression_paint(crop, points, {"smile": 1.0}, [1.0], field, MouthInside(green))
+    opening = polygon_mask((SIZE, SIZE), mouth_gap(combined_moves(points, {"smile": 1.0})),
+                           0.0) > 0.99
+    colour = _colour(paint, opening & (paint[..., 3] > 0.5))
+    assert colour[1] > 150 and colour[0] < 40 and colour[2] < 40
+
+
+def test_a_model_folder_keeps_the_persons_mouth_inside(tmp_path):
+    """``personalize`` stores the open mouth it found; loading the folder gives it back, and
+    the wiring hands it to the paste; a folder without one gives None; a file that is not an
+    8-bit colour picture is a one-line error naming the fix."""
+    import cv2
+
+    from tests.model_fixtures import make_tiny_model
+    from vidinv.config import PipelineConfig
+    from vidinv.errors import CheckpointError
+    from vidinv.models.folder import (
+        MOUTH_INSIDE_FILE,
+        load_model_bundle,
+        replaceable_model_folder,
+        save_mouth_inside,
+        write_manifest,
+    )
+    from vidinv.pipeline.wiring import build_pipeline, make_networks
+    from vidinv.stages.face import PasteBack
+
+    folder = make_tiny_model(tmp_path / "model")
+    assert load_model_bundle(folder).mouth_inside is None
+    inside = np.random.default_rng(0).integers(0, 256, (10, 24, 3), dtype=np.uint8)
+    save_mouth_inside(folder, inside)
+    write_manifest(folder)
+    assert replaceable_model_folder(folder) is None   # still a folder vidinv wrote
+    bundle = load_model_bundle(folder)
+    assert np.array_equal(bundle.mouth_inside, inside)
+    networks = make_networks(bundle, PipelineConfig(), None)
+    stages = [s for seg in build_pipeline(PipelineConfig(), networks, "clip.mp4") for s in seg]
+    paste = next(s for s in stages if isinstance(s, PasteBack))
+    assert np.array_equal(paste.mouth_inside.image, inside)
+    for bad in (np.zeros((10, 24), np.uint8), np.zeros((10, 24, 3), np.uint16)):
+        cv2.imwrite(str(folder / MOUTH_INSIDE_FILE), bad)
+        with pytest.raises(CheckpointError, match="delete it") as caught:
+            load_model_bundle(folder)
+        assert "\n" not in str(caught.value)
+    (folder / MOUTH_INSIDE_FILE).write_bytes(b"not a picture")
+    with pytest.raises(CheckpointError, match="delete it"):
+        load_model_bundle(folder)
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_the_paste_shows_the_stored_mouth_only_on_the_models_own_person(closed_mouth, known):
+    """The paste draws a smile's teeth from the model folder's mouth inside on a face the model
+    knows (R is the source), and synthesises them on one it does not (R is someone else):
+    the stored mouth is the model's person's."""
+    import cv2
+
+    from vidinv.face.appearance import mouth_gap
+    from vidinv.frame import FaceLandmarks, FaceSlot, Frame
+    from vidinv.personalize.warps import warp_face
+    from vidinv.stages.face import PasteBack
+
+    crop, points = closed_mouth
+    frame = np.zeros((256, 256, 3), np.uint8)
+    frame[64:192, 64:192] = crop
+    in_frame = points + 64.0
+    landmarks = FaceLandmarks(eye_left=in_frame[33], eye_right=in_frame[263],
+                              mouth_left=in_frame[61], mouth_right=in_frame[291],
+                              points=in_frame, box=(*in_frame.min(0), *in_frame.max(0)),
+                              backend="mediapipe")
+    small = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
+    other = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    slot = FaceSlot(identity=0, landmarks=landmarks,
+                    crop_from_frame=np.array([[1.0, 0, -64], [0, 1.0, -64], [0, 0, 1]]),
+                    crop_size=128, aligned=small, reconstruction=small if known else other,
+                    rendered=cv2.resize(warp_face(crop, points, "smile", 1.0), (64, 64),
+                                        interpolation=cv2.INTER_AREA))
+    if not known:   # E moves like R does: the fit sees the same smile on the other face
+        slot.rendered = cv2.resize(warp_face(cv2.resize(other, (128, 128)), points, "smile",
+                                             1.0), (64, 64), interpolation=cv2.INTER_AREA)
+    green = np.zeros((12, 30, 3), np.uint8)
+    green[..., 1] = 200
+    paste = PasteBack(mode="transfer", actions=lambda: {"smile": 1.0}, mouth_inside=green)
+    out = next(iter(paste([Frame(index=0, image=frame, slots=[slot], face_found=True)]))).image
+    opening = polygon_mask((256, 256), mouth_gap(combined_moves(in_frame, {"smile": 1.0})),
+                           0.0) > 0.99
+    r, g, b = out[opening].astype(float).mean(axis=0)
+    assert (g - max(r, b) > 60) == known
+    assert np.abs(out[opening].astype(int) - frame[opening]).mean() > 20   # painted either way

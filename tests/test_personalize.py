@@ -89,7 +89,8 @@ def tiny_shapes(monkeypatch):
     monkeypatch.setattr(data, "MIN_FACE_FRAMES", 8)
 
 
-def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, tiny_shapes):
+def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, tiny_shapes,
+                                                                     monkeypatch):
     from vidinv.config import PipelineConfig
     from vidinv.models.folder import load_model_bundle
     from vidinv.personalize import tune
@@ -117,11 +118,25 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     assert (out / ".personalize" / "gan" / "done.json").is_file()  # finished steps are kept
     assert not (out / "generator.safetensors").exists()             # nothing looks finished
 
+    # the clip's own open mouth is stored where it shows one (this clip's does not: one is
+    # handed in; the warps of the data step were made before, without it)
+    from vidinv.face import appearance
+
+    teeth = np.random.default_rng(0).integers(0, 256, (9, 21, 3), dtype=np.uint8)
+    found: list[int] = []
+
+    def one_found(crops, points):
+        found.append(len(crops))
+        return appearance.MouthInside(teeth)
+
+    monkeypatch.setattr(appearance, "find_mouth_inside", one_found)
     Personalizer(short_clip, out, settings,
                  progress=lambda stage, done, total: seen.append(stage)).run()
+    assert found == [10]                                            # the training crops
     assert data_file.stat().st_mtime_ns == stamp                    # resumed, not redone
     assert "tune" in seen and "generator" not in seen
     bundle = load_model_bundle(out)
+    assert np.array_equal(bundle.mouth_inside, teeth)
     assert set(available_attributes(bundle)) >= {"smile", "mouth_open", "eyes_open", "yaw",
                                                  "sefa0", "sefa1"}
     from vidinv.latent.directions import load_directions

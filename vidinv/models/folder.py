@@ -7,6 +7,8 @@ training commands write::
     encoder.safetensors       the Feature-Style Encoder that fits it
     directions/NAME.safetensors   edit directions (optional)
     MODEL_CARD.md             where the weights came from and what was checked (optional)
+    mouth_inside.png          the person's own open mouth (teeth), from a frame of the clip a
+                              personal model was built from, where one shows them (optional)
     evaluation.json           a personal model's build summary (optional)
     vidinv-model.json         the manifest: this folder was written by vidinv, and its files
 
@@ -46,6 +48,9 @@ ENCODER_FILE = "encoder.safetensors"
 DIRECTIONS_FOLDER = "directions"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 EVALUATION_FILE = "evaluation.json"
+MOUTH_INSIDE_FILE = "mouth_inside.png"
+#: The largest side a stored mouth inside may have (a 1024-px crop's mouth is ~250 px wide).
+MOUTH_INSIDE_MAX_SIDE = 512
 #: Beside a training run's network: what resuming it needs (optimisers, step, EMA).
 TRAINING_STATE_FILE = "training_state.safetensors"
 #: The manifest every model folder vidinv writes carries (see the module docstring).
@@ -66,6 +71,8 @@ class ModelBundle:
     encoder: FeatureStyleEncoder
     folder: Path
     k: int = FEATURE_INDEX
+    #: [h,w,3] uint8 RGB: the person's own open mouth (:data:`MOUTH_INSIDE_FILE`), or None.
+    mouth_inside: Any = None
 
     @property
     def crop_size(self) -> int:
@@ -208,7 +215,43 @@ def load_model_bundle(folder: str | Path) -> ModelBundle:
     except ValueError as error:
         raise CheckpointError(f"{folder}: the encoder does not fit the generator ({error})"
                               ) from None
-    return ModelBundle(generator=generator, encoder=encoder, folder=folder)
+    return ModelBundle(generator=generator, encoder=encoder, folder=folder,
+                       mouth_inside=load_mouth_inside(folder))
+
+
+def save_mouth_inside(folder: str | Path, image: Any) -> Path:
+    """Write the person's own open mouth ``image`` [h,w,3] uint8 RGB into ``folder``
+    (atomically, PNG); the caller writes the manifest after."""
+    import cv2
+
+    from vidinv.io_safety import write_atomically
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("the mouth inside could not be encoded as PNG")
+    path = Path(folder) / MOUTH_INSIDE_FILE
+    write_atomically(path, encoded.tobytes())
+    return path
+
+
+def load_mouth_inside(folder: str | Path) -> Any:
+    """[h,w,3] uint8 RGB: ``folder``'s :data:`MOUTH_INSIDE_FILE`, or None when it has none;
+    one that is not a small colour PNG is a :class:`CheckpointError` naming the fix."""
+    import cv2
+    import numpy as np
+
+    path = Path(folder) / MOUTH_INSIDE_FILE
+    if not path.is_file():
+        return None
+    data = np.fromfile(path, np.uint8) if path.stat().st_size <= 4 << 20 else None
+    image = None if data is None else cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if (image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8
+            or min(image.shape[:2]) < 2 or max(image.shape[:2]) > MOUTH_INSIDE_MAX_SIDE):
+        raise CheckpointError(f"{path}: not a mouth picture vidinv wrote (an 8-bit colour PNG "
+                              f"of at most {MOUTH_INSIDE_MAX_SIDE} px); delete it (the teeth "
+                              "are then drawn) or build the model again with `vidinv "
+                              "personalize`")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def save_model_folder(folder: str | Path, generator: StyleGAN2Generator,

@@ -52,6 +52,7 @@ from vidinv.models.folder import (
     folder_fingerprint,
     is_model_folder,
     save_model_folder,
+    save_mouth_inside,
     write_manifest,
 )
 
@@ -527,13 +528,21 @@ class Personalizer:
     # --- 5. package -------------------------------------------------------------------------
 
     def package(self, generator: Any, encoder: Any, directions: list,
-                evaluation: dict[str, Any]) -> None:
+                evaluation: dict[str, Any], data: dict[str, np.ndarray] | None = None) -> None:
+        """Write the model folder: networks, card, directions and, where the clip shows the
+        person's teeth (:func:`~vidinv.face.appearance.find_mouth_inside` on the training
+        crops), their open mouth for the transfer paste to draw a smile's teeth with."""
+        from vidinv.face.appearance import find_mouth_inside
         from vidinv.latent.directions import DirectionSet, save_directions
         from vidinv.personalize.card import model_card
 
         summary = self.summary(evaluation)
         save_model_folder(self.out, generator, encoder, card=model_card(summary),
                           evaluation=summary)
+        inside = (None if data is None
+                  else find_mouth_inside(data["train_crops"], data["train_points"]))
+        if inside is not None:
+            save_mouth_inside(self.out, inside.image)
         for direction in directions:
             if direction.kind != "sefa":
                 save_directions(direction_file(self.out, direction.name), direction)
@@ -562,7 +571,7 @@ class Personalizer:
         directions = self.directions(generator, encoder, vectors, data)
         self.last_directions = directions
         evaluation = evaluate(generator, encoder, data) if evaluate is not None else {}
-        self.package(generator, encoder, directions, evaluation)
+        self.package(generator, encoder, directions, evaluation, data)
         return self.out
 
     # --- helpers ----------------------------------------------------------------------------

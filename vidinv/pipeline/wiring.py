@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vidinv.config import PipelineConfig, parse_regions
 from vidinv.engines.model_graphs import engines_for_bundle
 from vidinv.face.expressions import edit_actions
@@ -71,6 +73,8 @@ class Networks:
     edit_render: EditRenderFn
     edit: EditSource | None
     crop_size: int
+    #: [h,w,3] uint8: the person's own open mouth from the model folder (None: drawn teeth)
+    mouth_inside: np.ndarray | None = None
 
 
 def open_source(input_path: Path, config: PipelineConfig) -> tuple[Iterable[Frame], int | None]:
@@ -131,6 +135,7 @@ def make_networks(bundle: ModelBundle, config: PipelineConfig, editor=None) -> N
     engines = engines_for_bundle(bundle, config.engine,
                                  with_reconstruction=needs_reconstruction(config))
     return Networks(encode=engines.encode, edit_render=engines.edit_render, edit=editor,
+                    mouth_inside=bundle.mouth_inside,
                     crop_size=bundle.crop_size)
 
 
@@ -240,7 +245,7 @@ def build_pipeline(config: PipelineConfig, networks: Networks, source_name: str,
                   interpolate=key_frames and not live,
                   symmetric=symmetric_edit(networks.edit) if face.symmetric else False,
                   actions=edit_actions_of(networks.edit) if face.actions else None,
-                  draw=face.draw),
+                  draw=face.draw, mouth_inside=networks.mouth_inside),
     ]
     if config.output.side_by_side:
         output_segment.append(SideBySide())

@@ -29,7 +29,7 @@ from vidinv.face.align import (
     cv_inverse_map,
     quad_from_landmarks,
 )
-from vidinv.face.appearance import expression_paint
+from vidinv.face.appearance import MouthInside, expression_paint
 from vidinv.face.errors import NoFaceError
 from vidinv.face.expressions import DRAWN_KINDS, action_field
 from vidinv.face.identities import FaceChoice, FaceDescriber, FaceSelector, IdentityTracker
@@ -571,7 +571,9 @@ class PasteBack:
     own crop where the output's geometry puts it (:func:`~vidinv.face.appearance.
     expression_paint`: teeth where the lips part and the source's mouth was closed, a smile's
     folds) — on any face, since it is drawn from the face's own landmarks and skin, not the
-    model's render.
+    model's render. ``mouth_inside`` ([h,w,3] uint8: the person's own open mouth, from the
+    model folder) gives the teeth on faces the model knows (its person's); elsewhere they are
+    synthesised.
 
     Frames without a face or without a rendered face pass through unchanged. The frame's
     ``image`` is replaced by a new array (the decoder's buffer is never written). Latency 0,
@@ -585,7 +587,7 @@ class PasteBack:
                  interpolate: bool = False, field_memory: float = FIELD_MEMORY,
                  symmetric: Callable[[], bool] | bool = False,
                  actions: Callable[[], dict[str, float] | None] | None = None,
-                 draw: bool = True) -> None:
+                 draw: bool = True, mouth_inside: np.ndarray | None = None) -> None:
         if mode not in typing.get_args(PasteMode):
             raise ValueError(f"paste mode must be one of {', '.join(typing.get_args(PasteMode))}"
                              f", not {mode!r}")
@@ -602,6 +604,7 @@ class PasteBack:
         self.symmetric = symmetric if callable(symmetric) else (lambda: bool(symmetric))
         self.actions = actions if actions is not None else (lambda: None)
         self.draw = bool(draw)
+        self.mouth_inside = None if mouth_inside is None else MouthInside(mouth_inside)
         self.paster = FacePaster(mask, erode=erode, feather=feather, color_match=color_match)
         self.source = source
         self.mode = mode
@@ -746,8 +749,9 @@ class PasteBack:
             size = self.transfer.flow_size
             fields = [action_field(kind, points, amount, size)
                       for kind, amount in actions.items()]
+            inside = self.mouth_inside if known >= KNOWN_FACE else None
             painter = (None if not self.draw or slot.aligned is None
-                       else _painter(_as_uint8_image(slot.aligned), points, actions))
+                       else _painter(_as_uint8_image(slot.aligned), points, actions, inside))
             fixed = [1.0 if kind in DRAWN_KINDS else None for kind in actions]
             return _KeyField(self.transfer.field(edited, rebuilt, mask, actions=fields,
                                                  painter=painter, fixed=fixed),
@@ -758,16 +762,22 @@ class PasteBack:
         return _KeyField(field, known, crop_size, points)
 
 
-def _painter(source: np.ndarray, points: np.ndarray, actions: dict[str, float]) -> Painter:
+#: The appearance weight (:func:`~vidinv.face.transfer.appearance_weight`) from which a face
+#: counts as the model's own person, whose stored mouth inside may show its teeth.
+KNOWN_FACE = 0.5
+
+
+def _painter(source: np.ndarray, points: np.ndarray, actions: dict[str, float],
+             inside: MouthInside | None = None) -> Painter:
     """The transfer's painter for a key face: its source crop ``source`` [S,S,3] uint8
     enlarged to the flow size, its landmarks ``points`` [N,2] there, the ``actions`` in force
-    (kind → amount)."""
+    (kind → amount), the person's own mouth inside when known."""
 
     def paint(scales: list[float], flow: np.ndarray) -> np.ndarray | None:
         size = flow.shape[0]
         crop = (source if source.shape[0] == size
                 else cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC))
-        return expression_paint(crop, points, actions, scales, flow)
+        return expression_paint(crop, points, actions, scales, flow, inside)
 
     return paint
 
