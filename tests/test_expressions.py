@@ -232,12 +232,14 @@ def test_embedded_smile_lifts_the_corners_on_held_out_frames_and_grows_with_stre
 #: brows_raised +0.090 brow height (scale 7/12), pout −0.107 mouth width, mouth_open +0.087 lip
 #: gap (scale 1/3: the model's jaw drop reaches the full warp at the nominal scale) — with
 #: optical flow and the old scales: −0.026, +0.041, −0.072, −0.103 (dlib lost the open mouth).
-#: gaze_horizontal +0.025 iris shift (its field applied as asked; read from the model's render
-#: it was +0.000: the 64-px model does not move its irises). (dlib loses most of the turned
+#: gaze_horizontal +0.025 iris shift, eyes_closed −0.031 and eyes_wide +0.019 eye opening
+#: (their fields applied as asked; read from the model's render they were +0.000, −0.017 and
+#: +0.003: the 64-px model barely moves its 3-px irises and lids). (dlib loses most of the turned
 #: faces at yaw 3.)
 @pytest.mark.parametrize("attribute, measure, sign, least", [
     ("frown", "corner_rise", -1, 0.035), ("brows_raised", "brow", 1, 0.06),
     ("pout", "mouth_width", -1, 0.07), ("mouth_open", "lip_gap", 1, 0.05),
-    ("gaze_horizontal", "iris_x", 1, 0.015)])
+    ("gaze_horizontal", "iris_x", 1, 0.015), ("eyes_closed", "eye_opening", -1, 0.024),
+    ("eyes_wide", "eye_opening", 1, 0.012)])
 def test_embedded_attributes_move_what_they_name(effects, attribute, measure, sign, least):
     assert sign * effects(attribute, 3.0)[measure] > least

@@ -564,9 +564,9 @@ class PasteBack:
     a key frame's flow is those expressions' motion fields at the face's own mesh points, each
     scaled by how far the model's edit goes along it
     (:func:`~vidinv.face.transfer.fit_actions`), instead of optical flow between E and R
-    (MediaPipe landmarks only; such a field is as symmetric as its expression); a gaze's field
-    (:data:`~vidinv.face.expressions.DRAWN_KINDS`) is applied at the amount asked, since a
-    small model's irises are too small to read. With ``draw``
+    (MediaPipe landmarks only; such a field is as symmetric as its expression); the eyes' fields
+    (gaze, closing, widening: :data:`~vidinv.face.expressions.DRAWN_KINDS`) are applied at the
+    amount asked, since a small model's irises and lids are too small to read. With ``draw``
     too, the field carries what those expressions show beyond motion, drawn on the source's
     own crop where the output's geometry puts it (:func:`~vidinv.face.appearance.
     expression_paint`: teeth where the lips part and the source's mouth was closed, a smile's
