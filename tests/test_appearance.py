@@ -12,6 +12,7 @@ from vidinv.face.appearance import (
     FOLD_DARKENING,
     combined_moves,
     expression_paint,
+    find_mouth_inside,
     mouth_gap,
 )
 from vidinv.face.expressions import (
@@ -157,6 +158,8 @@ def test_a_face_that_smiles_with_its_teeth_keeps_its_own():
     with MediaPipeLandmarks() as detector:
         points = detector.detect(crop)[0].points[:468]
     assert own_teeth_showing(crop, points) == 1.0
+    inside = find_mouth_inside(crop[None], points[None])   # what personalize would store
+    assert inside is not None and inside.image.shape[1] > 2 * inside.image.shape[0]
     field = action_field("smile", points, 1.0, SIZE)
     paint = expression_paint(crop, points, {"smile": 1.0}, [1.0], field)
     moves = combined_moves(points, {"smile": 1.0})
@@ -164,10 +167,15 @@ def test_a_face_that_smiles_with_its_teeth_keeps_its_own():
     assert paint is None or paint[opening, 3].mean() < 0.1
 
 
-def test_closed_mouths_of_the_real_clip_show_no_teeth(closed_mouth):
+def test_closed_mouths_of_the_real_clip_show_no_teeth(closed_mouth, open_mouth):
+    """Neither a closed mouth nor the real clip's shouting one (dark inside, no teeth) shows
+    teeth: nothing of them is stored by personalize."""
     from vidinv.face.appearance import own_teeth_showing
 
     assert own_teeth_showing(*closed_mouth) == 0.0
+    assert own_teeth_showing(*open_mouth) == 0.0
+    crops, points = (np.stack(pair) for pair in zip(closed_mouth, open_mouth, strict=True))
+    assert find_mouth_inside(crops, points) is None
 
 
 def test_the_persons_own_mouth_inside_fills_the_parted_lips(closed_mouth):

@@ -10,7 +10,7 @@ pasted, and a face the model does not know gets them too, since they are drawn f
 landmarks and skin.
 
 The teeth are the person's own where a clip shows them (:func:`find_mouth_inside`: the frame
-whose inner lips are farthest apart, its opening brighter than the lips), else synthesised: a
+whose inner lips are farthest apart among those whose teeth show), else synthesised: a
 light band under the upper lip, as tall as :data:`~vidinv.face.expressions.TOOTH_HEIGHT` ×
 how far the lips part, shaded toward the corners and away from the lip, the skin's brightness
 lifted, dark below.
@@ -29,7 +29,6 @@ import numpy as np
 from vidinv.face.expressions import (
     LIPS_INNER_LOWER,
     LIPS_INNER_UPPER,
-    LIPS_OUTER,
     MOUTH_CORNERS,
     NOSE_TIP,
     NOSE_WINGS,
@@ -66,15 +65,15 @@ class MouthInside:
     image: np.ndarray
 
 
-def find_mouth_inside(crops: np.ndarray, points: np.ndarray, min_gap: float = 0.08,
-                      min_brightness: float = 1.25) -> MouthInside | None:
-    """The inside of the mouth of the crop whose inner lips are farthest apart, when they are
-    apart (≥ ``min_gap`` u) and the upper part of the opening is brighter than the lips by
-    ``min_brightness`` × (teeth show); None when no frame has it."""
+def find_mouth_inside(crops: np.ndarray, points: np.ndarray, min_gap: float = 0.08
+                      ) -> MouthInside | None:
+    """The inside of the mouth of the crop whose inner lips are farthest apart (≥ ``min_gap``
+    u) among those whose teeth show (:func:`own_teeth_showing` ≥ 1/2: the opening lighter
+    than the skin above the lip); None when no frame has them."""
     best, best_gap = None, min_gap
     for crop, p in zip(crops, points, strict=True):
         gap = lips_apart(p)
-        if gap > best_gap:
+        if gap > best_gap and own_teeth_showing(crop, p) >= 0.5:
             best, best_gap = (crop, p), gap
     if best is None:
         return None
@@ -84,12 +83,7 @@ def find_mouth_inside(crops: np.ndarray, points: np.ndarray, min_gap: float = 0.
     y1 = int(np.ceil(p[list(LIPS_INNER_LOWER), 1].max())) + 1
     if x1 - x0 < 4 or y1 - y0 < 3:
         return None
-    inside = crop[y0:y1, x0:x1]
-    lips = crop[polygon_mask(crop.shape[:2], p[list(LIPS_OUTER)], 0) > 0.5]
-    upper_half = inside[: max(1, (y1 - y0) // 2)]
-    if upper_half.mean() < min_brightness * lips.mean():
-        return None
-    return MouthInside(image=inside.copy())
+    return MouthInside(image=crop[y0:y1, x0:x1].copy())
 
 
 def mouth_fill(image: np.ndarray, moves: MeshMoves, teeth: float,
