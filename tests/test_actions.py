@@ -84,8 +84,17 @@ def test_the_field_is_the_motion_the_model_was_taught(face, kind, amount):
 def test_the_gaze_field_moves_the_irises_inside_the_eyes(face, kind, amount, axis):
     """A gaze's field moves each iris by its travel the way asked (the iris's new place takes
     its pixel from the iris: 0.3 of the eye's width across at full, 0.06 inter-ocular up or
-    down), and nothing outside the eye openings."""
-    from vidinv.face.expressions import EYE_CONTOURS, EYE_CORNERS, GAZE_TRAVEL, iris_centres
+    down); across, nothing outside the eye openings moves; up or down, the upper lids follow
+    the iris (:data:`GAZE_LIDS`) and nothing below the nose moves."""
+    from vidinv.face.expressions import (
+        EYE_CONTOURS,
+        EYE_CORNERS,
+        EYE_UPPER,
+        GAZE_LIDS,
+        GAZE_TRAVEL,
+        NOSE_TIP,
+        iris_centres,
+    )
 
     crop, points = face
     field = action_field(kind, points, amount, SIZE)
@@ -98,8 +107,17 @@ def test_the_gaze_field_moves_the_irises_inside_the_eyes(face, kind, amount, axi
         shift[axis] = travel * amount
         target = centre + shift
         assert np.linalg.norm(target + _at(field, target) - centre) < 0.15 * abs(shift[axis])
-    outside = cv2.dilate(eyes, np.ones((9, 9), np.uint8)) == 0   # the opening's blurred edge
-    assert not field[outside].any()
+        if axis == 1:
+            for lid in EYE_UPPER[side]:
+                moved = points[lid] + GAZE_LIDS[0] * shift
+                assert np.linalg.norm(moved + _at(field, moved) - points[lid]) \
+                    < 0.15 * abs(shift[axis])
+    if axis == 0:
+        outside = cv2.dilate(eyes, np.ones((9, 9), np.uint8)) == 0   # the opening's blur
+        assert not field[outside].any()
+    else:
+        below = np.arange(SIZE) > points[NOSE_TIP, 1]
+        assert np.abs(field[below]).max() < 0.05
 
 
 @pytest.mark.parametrize("strengths, expected", [

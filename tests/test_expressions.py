@@ -234,12 +234,13 @@ def test_embedded_smile_lifts_the_corners_on_held_out_frames_and_grows_with_stre
 #: optical flow and the old scales: −0.026, +0.041, −0.072, −0.103 (dlib lost the open mouth).
 #: gaze_horizontal +0.025 iris shift, eyes_closed −0.031 and eyes_wide +0.019 eye opening
 #: (their fields applied as asked; read from the model's render they were +0.000, −0.017 and
-#: +0.003: the 64-px model barely moves its 3-px irises and lids). (dlib loses most of the turned
-#: faces at yaw 3.)
+#: +0.003: the 64-px model barely moves its 3-px irises and lids); gaze_vertical (down) −0.020
+#: eye opening, the upper lids following the iris (the iris alone: −0.006). (dlib loses most
+#: of the turned faces at yaw 3.)
 @pytest.mark.parametrize("attribute, measure, sign, least", [
     ("frown", "corner_rise", -1, 0.035), ("brows_raised", "brow", 1, 0.06),
     ("pout", "mouth_width", -1, 0.07), ("mouth_open", "lip_gap", 1, 0.05),
     ("gaze_horizontal", "iris_x", 1, 0.015), ("eyes_closed", "eye_opening", -1, 0.024),
-    ("eyes_wide", "eye_opening", 1, 0.012)])
+    ("eyes_wide", "eye_opening", 1, 0.012), ("gaze_vertical", "eye_opening", -1, 0.010)])
 def test_embedded_attributes_move_what_they_name(effects, attribute, measure, sign, least):
     assert sign * effects(attribute, 3.0)[measure] > least

@@ -13,9 +13,10 @@ run over [-1, 1].
 - frown: AU15 (lip corners down) + AU4 (brows lowered and drawn together).
 - brows_raised: AU1+2 (inner and outer brows up). eyes_closed: AU43. eyes_wide: AU5 (upper lids
   up). mouth_open: AU26/27 (the jaw drops). pout: AU18 (lips pushed together and forward).
-- gaze_horizontal / gaze_vertical: the iris moved inside the eye opening (appearance only: see
-  :mod:`vidinv.personalize.warps`); yaw, pitch: approximate head turns (the face's centre line
-  moves against the outline); roll: a rotation about the face's centre.
+- gaze_horizontal / gaze_vertical: the iris moved inside the eye opening (:func:`iris_moves`),
+  and for a vertical gaze the lids following it (:data:`GAZE_LIDS`); yaw, pitch: approximate
+  head turns (the face's centre line moves against the outline); roll: a rotation about the
+  face's centre.
 
 The control points' displacements are interpolated exactly (a Gaussian radial basis solved so
 that every control point lands where its AU puts it — nothing averages a moving point with
@@ -92,7 +93,7 @@ _LIDS = tuple(i for s in (0, 1) for i in EYE_UPPER[s] + EYE_LOWER[s])
 #: The control points of each warp that land exactly where their action unit puts them.
 EXACT = {"smile": _LIPS, "frown": _LIPS + BROWS, "brows_raised": BROWS,
          "eyes_closed": _LIDS + LID_FOLDS[0] + LID_FOLDS[1], "eyes_wide": _LIDS,
-         "mouth_open": _LIPS, "pout": _LIPS}
+         "mouth_open": _LIPS, "pout": _LIPS, "gaze_vertical": _LIDS}
 #: What strength 1 / 2 / 3 of each edit means (the full warp is strength 3).
 MEANING = {
     "smile": "1 a clear smile, 2 broad (upper teeth start to show), 3 beaming",
@@ -103,7 +104,7 @@ MEANING = {
     "mouth_open": "the jaw drops; 3 = wide open",
     "pout": "lips pushed together and forward; 3 = a full pout",
     "gaze_horizontal": "irises to the image's right (negative: left); 3 = eye corner",
-    "gaze_vertical": "irises down (negative: up)",
+    "gaze_vertical": "irises down, the upper lids following (negative: up)",
     "yaw": "head turned towards the image's right (negative: left); 3 ≈ 20°",
     "pitch": "chin down (negative: up); 3 ≈ 15°",
     "roll": "head tilted clockwise in the image (negative: anticlockwise); 3 = 15°"}
@@ -164,18 +165,23 @@ def polygon_mask(shape: tuple[int, int], polygon: np.ndarray, blur: float) -> np
 #: How far a gaze at amount 1 moves each iris: across, × the eye's width (corner to corner);
 #: up or down, × the inter-ocular distance.
 GAZE_TRAVEL = (0.3, 0.06)
+#: How far the lids follow a vertical gaze, × the iris's travel (upper, lower): the upper lid
+#: rides on the iris (looking down lowers it, looking up raises it), the lower lid a little.
+GAZE_LIDS = (0.8, 0.3)
 
 
 @dataclass(frozen=True)
 class IrisMove:
-    """One eye's gaze move: ``shift`` [2] (pixels), ``bump`` [S,S] float32 (a Gaussian about
-    the iris's new place, as wide as 1.3 × its radius: the displacement's weight, so the iris
-    moves whole and the sclera beside it squeezes or stretches) and ``eye`` [S,S] float32 (the
-    eye's opening, slightly blurred: nothing outside it moves, the lids stay)."""
+    """One eye's gaze move: the iris at ``centre`` [2] moved by ``shift`` [2] (pixels),
+    ``bump`` [S,S] float32 (a Gaussian about the iris's new place, as wide as 1.3 × its
+    radius: the displacement's weight, so the iris moves whole and the sclera beside it
+    squeezes or stretches) and ``eye`` [S,S] float32 (the eye's opening, slightly blurred:
+    the iris's move stays inside it)."""
 
     shift: np.ndarray
     bump: np.ndarray
     eye: np.ndarray
+    centre: np.ndarray
 
 
 def iris_moves(points: np.ndarray, amount: float, axis: int, size: int) -> list[IrisMove]:
@@ -205,7 +211,8 @@ def iris_moves(points: np.ndarray, amount: float, axis: int, size: int) -> list[
         moved_centre = centre + shift
         bump = np.exp(-((xs - moved_centre[0]) ** 2 + (ys - moved_centre[1]) ** 2)
                       / np.float32(2 * sigma * sigma))
-        moves.append(IrisMove(shift, bump.astype(np.float32), eye))
+        moves.append(IrisMove(shift, bump.astype(np.float32), eye,
+                              np.asarray(centre, np.float64)))
     return moves
 
 
@@ -373,6 +380,19 @@ def _pout(m: MeshMoves, u: float, a: float) -> None:
     m.fix(CHIN + NOSE + EYE_CORNERS + CHEEKS[:4])
 
 
+def _gaze_lids(m: MeshMoves, u: float, a: float) -> None:
+    travel = GAZE_TRAVEL[1] * u * a                       # down for a > 0
+    for side in (0, 1):
+        for i in EYE_UPPER[side]:
+            m.set(i, 0.0, GAZE_LIDS[0] * travel)
+        for i in EYE_LOWER[side]:
+            m.set(i, 0.0, GAZE_LIDS[1] * travel)
+        for i in LID_FOLDS[side]:
+            m.set(i, 0.0, 0.5 * GAZE_LIDS[0] * travel)
+        m.fix(UNDER_EYES[side])
+    m.fix(EYE_CORNERS + BROWS + NOSE)
+
+
 def _head(m: MeshMoves, u: float, a: float, axis: int) -> None:
     """yaw (axis 0) or pitch (axis 1): the centre line moves most at the nose tip, the eyes and
     mouth less, the outline not at all."""
@@ -423,6 +443,8 @@ def mesh_moves(kind: str, points: np.ndarray, amount: float) -> MeshMoves:
         _mouth_open(moves, u, amount)
     elif kind == "pout":
         _pout(moves, u, amount)
+    elif kind == "gaze_vertical":
+        _gaze_lids(moves, u, amount)
     elif kind in ("yaw", "pitch"):
         _head(moves, u, amount, 0 if kind == "yaw" else 1)
     return moves
@@ -540,11 +562,20 @@ def action_field(kind: str, points: np.ndarray, amount: float, size: int) -> np.
     if amount == 0.0:
         return np.zeros((size, size, 2), np.float32)
     if kind in ("gaze_horizontal", "gaze_vertical"):
-        # the irises moved inside each eye's opening: the pixel at p is the crop's at
-        # p − shift·bump(p), inside the eye
         field = np.zeros((size, size, 2), np.float32)
+        if kind == "gaze_vertical":   # the lids follow the iris up or down
+            map_x, map_y = dense_backward_map(control_points(kind, points, amount, size), size,
+                                              REACH[kind] * interocular(points))
+            field = np.dstack([map_x - xs, map_y - ys]).astype(np.float32)
+        # the irises moved inside each eye's opening: the iris's new place takes its pixel
+        # from the iris (what the lids' field leaves of −shift there, spread by the bump)
         for move in iris_moves(points, amount, 0 if kind == "gaze_horizontal" else 1, size):
-            field -= (move.bump * move.eye)[..., None] * move.shift
+            target = move.centre + move.shift
+            at = np.array([cv2.remap(np.ascontiguousarray(field[..., c]),
+                                     np.float32([[target[0]]]), np.float32([[target[1]]]),
+                                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0, 0]
+                           for c in (0, 1)], np.float32)
+            field += (move.bump * move.eye)[..., None] * (-move.shift - at)
         return field
     if kind == "roll":
         centre = points[list(EYE_CORNERS) + list(MOUTH_CORNERS)].mean(0)
