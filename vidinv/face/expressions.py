@@ -78,7 +78,9 @@ IRISES = ((468, 469, 470, 471, 472), (473, 474, 475, 476, 477))
 #: The warps and the range of their ``amount``.
 WARPS = ("smile", "frown", "brows_raised", "eyes_closed", "eyes_wide", "mouth_open", "pout",
          "gaze_horizontal", "gaze_vertical", "yaw", "pitch", "roll")
-SIGNED = ("gaze_horizontal", "gaze_vertical", "yaw", "pitch", "roll")
+#: The gaze kinds: the irises moved inside the eye openings (:func:`iris_moves`).
+GAZE_KINDS = ("gaze_horizontal", "gaze_vertical")
+SIGNED = (*GAZE_KINDS, "yaw", "pitch", "roll")
 AMOUNT_RANGE = {kind: ((-1.0, 1.0) if kind in SIGNED else (0.0, 1.0)) for kind in WARPS}
 #: How far one control point's motion reaches (Gaussian σ), in inter-ocular distances.
 REACH = {"smile": 0.16, "frown": 0.14, "brows_raised": 0.14, "eyes_closed": 0.05,
@@ -542,7 +544,7 @@ FIELD_KINDS = ("smile", "frown", "brows_raised", "eyes_closed", "eyes_wide", "mo
 #: / 0.43 of the taught closing and 0.51 / 0.46 / 0.40 of the widening, shrinking as the
 #: strength grows (held out, dlib's eye opening at eyes_closed 1 / 2 / 3: −0.019 / −0.017 /
 #: −0.017). Moving the person's own irises and lids keeps who they are, as drawn teeth do.
-DRAWN_KINDS = ("gaze_horizontal", "gaze_vertical", "eyes_closed", "eyes_wide")
+DRAWN_KINDS = (*GAZE_KINDS, "eyes_closed", "eyes_wide")
 #: Strength α of a model's edit that the full expression (amount 1) is.
 FULL_STRENGTH = 3.0
 
@@ -561,41 +563,38 @@ def action_field(kind: str, points: np.ndarray, amount: float, size: int) -> np.
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
     if amount == 0.0:
         return np.zeros((size, size, 2), np.float32)
-    if kind in ("gaze_horizontal", "gaze_vertical"):
-        field = np.zeros((size, size, 2), np.float32)
-        if kind == "gaze_vertical":   # the lids follow the iris up or down
-            map_x, map_y = dense_backward_map(control_points(kind, points, amount, size), size,
-                                              REACH[kind] * interocular(points))
-            field = np.dstack([map_x - xs, map_y - ys]).astype(np.float32)
-        # the irises moved inside each eye's opening: the iris's new place takes its pixel
-        # from the iris (what the lids' field leaves of −shift there, spread by the bump)
-        for move in iris_moves(points, amount, 0 if kind == "gaze_horizontal" else 1, size):
-            target = move.centre + move.shift
-            at = np.array([cv2.remap(np.ascontiguousarray(field[..., c]),
-                                     np.float32([[target[0]]]), np.float32([[target[1]]]),
-                                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0, 0]
-                           for c in (0, 1)], np.float32)
-            field += (move.bump * move.eye)[..., None] * (-move.shift - at)
-        return field
-    if kind == "roll":
+    if kind == "gaze_horizontal":   # the irises alone (below)
+        map_x, map_y = xs, ys
+    elif kind == "roll":
         centre = points[list(EYE_CORNERS) + list(MOUTH_CORNERS)].mean(0)
         forward = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])),
                                           -ROLL_DEGREES * amount, 1.0)
         back = cv2.invertAffineTransform(forward)
         map_x = back[0, 0] * xs + back[0, 1] * ys + back[0, 2]
         map_y = back[1, 0] * xs + back[1, 1] * ys + back[1, 2]
-    else:
+    else:   # mesh points moved by their action units (a vertical gaze: the lids follow)
         map_x, map_y = dense_backward_map(control_points(kind, points, amount, size), size,
                                           REACH[kind] * interocular(points))
-    return np.dstack([map_x - xs, map_y - ys]).astype(np.float32)
+    field = np.dstack([map_x - xs, map_y - ys]).astype(np.float32)
+    if kind in GAZE_KINDS:
+        # the irises moved inside each eye's opening: the iris's new place takes its pixel
+        # from the iris (what the lids' field leaves of −shift there, spread by the bump)
+        for move in iris_moves(points, amount, GAZE_KINDS.index(kind), size):
+            target = move.centre + move.shift
+            at = np.array([cv2.remap(np.ascontiguousarray(field[..., c]),
+                                     np.float32([[target[0]]]), np.float32([[target[1]]]),
+                                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0, 0]
+                           for c in (0, 1)], np.float32)
+            field += (move.bump * move.eye)[..., None] * (-move.shift - at)
+    return field
 
 
 def edit_actions(strengths: dict[str, float]) -> dict[str, float] | None:
     """The expressions and amounts (kind → amount, ``α / FULL_STRENGTH`` signed by
     :data:`EDIT_OF_WARP` / :data:`EXTRA_EDITS`, at most 1) that the model's edits in force
     (``strengths``: edit name → α; 0 is not in force) were taught; None when one of them is not
-    an expression with a field (another direction, gaze, or an amount outside the expression's
-    range, e.g. a negative smile) or none is in force."""
+    an expression with a field (another direction, or an amount outside the expression's range,
+    e.g. a negative smile) or none is in force."""
     actions: dict[str, float] = {}
     for name, alpha in strengths.items():
         if alpha == 0.0:

@@ -30,6 +30,7 @@ from vidinv.face.expressions import (
     EYE_CONTOURS,
     EYE_CORNERS,
     EYE_UPPER,
+    GAZE_KINDS,
     MEANING,
     MOUTH_CORNERS,
     REACH,
@@ -62,7 +63,7 @@ def warp_face(image: np.ndarray, points: np.ndarray, kind: str, amount: float,
         return image.copy()
     size = image.shape[0]
     u = interocular(points)
-    if kind in ("gaze_horizontal", "gaze_vertical"):
+    if kind in GAZE_KINDS:
         # the irises moved inside the eye openings: the field the transfer paste applies too
         field = action_field(kind, points, amount, size)
         xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
