@@ -148,6 +148,8 @@ def test_personalize_builds_a_model_folder_that_edit_uses_and_resumes(tmp_path, 
     assert measured["scales"] == [round(c, 4) for c in CANDIDATE_SCALES]
     assert len(measured["strength_2"]) == len(measured["strength_3"]) == len(CANDIDATE_SCALES)
     assert any(abs(smile.scale - c) < 1e-9 for c in CANDIDATE_SCALES)
+    gaze = load_directions(direction_file(out, "gaze_horizontal")).directions[0]
+    assert "action_response" not in gaze.meta and abs(gaze.scale - 1 / 3) < 1e-9  # nominal
     assert replaceable_model_folder(out) is None  # its manifest lists every file it wrote
     card = (out / "MODEL_CARD.md").read_text()
     assert "held-out crops" in card and "| tune |" in card

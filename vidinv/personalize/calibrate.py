@@ -15,8 +15,9 @@ which strength 3 shows the full expression while still growing from strength 2, 
 largest at which it still grows, else the nominal one — "growing" meaning at least half the
 step the expression itself takes from strength 2 to 3 (its field at amount 1 against 2/3: 1.5 ×
 for a linear warp, 1.25 × for the smile's eased curve), so that 3 shows visibly more than 2.
-Nothing here looks at dlib or at any score used to judge edits; gaze (no motion field) keeps
-the nominal scale.
+Nothing here looks at dlib or at any score used to judge edits; gaze keeps the nominal scale
+(its field became an action field later; calibrating it was never measured, and the transfer
+paste moves the irises as asked whatever the direction's scale).
 
 Shapes: crops [N,S,S,3] uint8, points [N,468+,2] in crop pixels; vectors [K,L,512].
 """
@@ -29,7 +30,13 @@ import cv2
 import numpy as np
 import torch
 
-from vidinv.face.expressions import AMOUNT_RANGE, FIELD_KINDS, WARPS, action_field
+from vidinv.face.expressions import (
+    AMOUNT_RANGE,
+    FIELD_KINDS,
+    GAZE_KINDS,
+    WARPS,
+    action_field,
+)
 from vidinv.face.paste import ellipse_mask
 from vidinv.face.transfer import fit_actions, motion_support
 from vidinv.models import FEATURE_INDEX
@@ -70,7 +77,7 @@ def action_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
     mask = ellipse_mask(size)  # the transfer paste's default face mask
     responses: dict[str, Response] = {}
     for n, kind in enumerate(WARPS):
-        if kind not in FIELD_KINDS or kind not in tuned_kinds():
+        if kind not in FIELD_KINDS or kind in GAZE_KINDS or kind not in tuned_kinds():
             continue
         full = AMOUNT_RANGE[kind][1]
         support = motion_support(mask)[..., None]
