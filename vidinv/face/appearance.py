@@ -227,10 +227,19 @@ def lips_apart(points: np.ndarray) -> float:
 TEETH_SHOWING = (1.0, 1.1)
 
 
-def own_teeth_showing(crop: np.ndarray, points: np.ndarray) -> float:
+def own_opening(points: np.ndarray, size: int) -> np.ndarray:
+    """[S,S] float32: the opening between the inner lips of the crop whose landmarks are
+    ``points``, as they are."""
+    return polygon_mask((size, size), mouth_gap(MeshMoves(points)), 0.0)
+
+
+def own_teeth_showing(crop: np.ndarray, points: np.ndarray,
+                      opening: np.ndarray | None = None) -> float:
     """0…1: whether the crop [S,S,3] uint8 already shows teeth between its inner lips
-    (:data:`TEETH_SHOWING`)."""
-    opening = polygon_mask(crop.shape[:2], mouth_gap(MeshMoves(points)), 0.0) > 0.5
+    (:data:`TEETH_SHOWING`); ``opening`` is :func:`own_opening`, when already made."""
+    if opening is None:
+        opening = own_opening(points, crop.shape[0])
+    opening = opening > 0.5
     if opening.sum() < 6:
         return 0.0
     grey = crop.astype(np.float32).mean(axis=2)
@@ -252,13 +261,13 @@ def own_opening_shown(crop: np.ndarray, points: np.ndarray, flow: np.ndarray) ->
     import cv2
 
     low, high = OWN_OPENING
-    own_weight = max(float(np.clip((lips_apart(points) - low) / (high - low), 0.0, 1.0)),
-                     own_teeth_showing(crop, points))
     size = flow.shape[0]
+    own = own_opening(points, size)
+    own_weight = max(float(np.clip((lips_apart(points) - low) / (high - low), 0.0, 1.0)),
+                     own_teeth_showing(crop, points, own))
     if own_weight == 0.0:
         return np.zeros((size, size), np.float32)
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-    own = polygon_mask((size, size), mouth_gap(MeshMoves(points)), 0.0)
     shown = cv2.remap(own, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return (shown * np.float32(own_weight)).astype(np.float32)

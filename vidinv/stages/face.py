@@ -501,8 +501,8 @@ def blend_fields(new: EditField | None, old: EditField | None, memory: float
     if new is None or old is None or memory == 0.0:
         return new
     keep = np.float32(memory)
-    flow = (new.flow * (np.float32(1) - keep) + old.flow * keep).astype(np.float32)
-    return EditField(flow, _mixed(new.brightness, old.brightness, keep),
+    return EditField(_mixed(new.flow, old.flow, keep),
+                     _mixed(new.brightness, old.brightness, keep),
                      _mixed(new.paint, old.paint, keep))
 
 
