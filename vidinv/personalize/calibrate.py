@@ -75,12 +75,12 @@ def action_response(generator, encoder, crops: np.ndarray, points: np.ndarray,
         w, features = encoder.cpu().eval()(prepare_input(images_to_tensor(list(crops)),
                                                          encoder.input_size))
     mask = ellipse_mask(size)  # the transfer paste's default face mask
+    support = motion_support(mask)[..., None]
     responses: dict[str, Response] = {}
     for n, kind in enumerate(WARPS):
         if kind not in FIELD_KINDS or kind in GAZE_KINDS or kind not in tuned_kinds():
             continue
         full = AMOUNT_RANGE[kind][1]
-        support = motion_support(mask)[..., None]
         fields = [action_field(kind, p, full, size) * support for p in points]
         two_thirds = [action_field(kind, p, full * 2 / 3, size) * support for p in points]
         growth = (sum(float(np.linalg.norm(f)) for f in fields)
