@@ -197,7 +197,8 @@ def test_the_persons_own_mouth_inside_fills_the_parted_lips(closed_mouth):
 def test_a_model_folder_keeps_the_persons_mouth_inside(tmp_path):
     """``personalize`` stores the open mouth it found; loading the folder gives it back, and
     the wiring hands it to the paste; a folder without one gives None; a file that is not an
-    8-bit colour picture is a one-line error naming the fix."""
+    8-bit colour picture is a one-line error naming the fix; a build that finds none removes
+    an earlier one."""
     import cv2
 
     from tests.model_fixtures import make_tiny_model
@@ -233,6 +234,9 @@ def test_a_model_folder_keeps_the_persons_mouth_inside(tmp_path):
     (folder / MOUTH_INSIDE_FILE).write_bytes(b"not a picture")
     with pytest.raises(CheckpointError, match="delete it"):
         load_model_bundle(folder)
+    # a build that finds none removes what an earlier build (another clip) left
+    save_mouth_inside(folder, None)
+    assert load_model_bundle(folder).mouth_inside is None
 
 
 @pytest.mark.parametrize("known", [True, False])

@@ -221,11 +221,16 @@ def load_model_bundle(folder: str | Path) -> ModelBundle:
 
 def save_mouth_inside(folder: str | Path, image: Any) -> Path:
     """Write the person's own open mouth ``image`` [h,w,3] uint8 RGB into ``folder``
-    (atomically, PNG); the caller writes the manifest after."""
+    (atomically, PNG), or with ``image`` None remove one an earlier build left there (a
+    ``personalize --restart`` into a kept folder of another clip must not keep that clip's
+    teeth); the caller writes the manifest after."""
     import cv2
 
     from vidinv.io_safety import write_atomically
 
+    if image is None:
+        (Path(folder) / MOUTH_INSIDE_FILE).unlink(missing_ok=True)
+        return Path(folder) / MOUTH_INSIDE_FILE
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("the mouth inside could not be encoded as PNG")

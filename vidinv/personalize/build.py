@@ -528,10 +528,11 @@ class Personalizer:
     # --- 5. package -------------------------------------------------------------------------
 
     def package(self, generator: Any, encoder: Any, directions: list,
-                evaluation: dict[str, Any], data: dict[str, np.ndarray] | None = None) -> None:
+                evaluation: dict[str, Any], data: dict[str, np.ndarray]) -> None:
         """Write the model folder: networks, card, directions and, where the clip shows the
         person's teeth (:func:`~vidinv.face.appearance.find_mouth_inside` on the training
-        crops), their open mouth for the transfer paste to draw a smile's teeth with."""
+        crops), their open mouth for the transfer paste to draw a smile's teeth with (where it
+        does not, one an earlier build left in the folder is removed)."""
         from vidinv.face.appearance import find_mouth_inside
         from vidinv.latent.directions import DirectionSet, save_directions
         from vidinv.personalize.card import model_card
@@ -539,10 +540,8 @@ class Personalizer:
         summary = self.summary(evaluation)
         save_model_folder(self.out, generator, encoder, card=model_card(summary),
                           evaluation=summary)
-        inside = (None if data is None
-                  else find_mouth_inside(data["train_crops"], data["train_points"]))
-        if inside is not None:
-            save_mouth_inside(self.out, inside.image)
+        inside = find_mouth_inside(data["train_crops"], data["train_points"])
+        save_mouth_inside(self.out, None if inside is None else inside.image)
         for direction in directions:
             if direction.kind != "sefa":
                 save_directions(direction_file(self.out, direction.name), direction)
